@@ -1,0 +1,36 @@
+//! The `mnv4-lab` command line.
+
+pub mod eval;
+pub mod inspect;
+pub mod train;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// MobileNetV4 research toolkit: architecture search over UIB choices and knowledge distillation.
+#[derive(Debug, Parser)]
+#[command(name = "mnv4-lab", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Per-layer table (shapes, params, MACs) and totals with roofline latency, from the spec alone.
+    Inspect(inspect::InspectArgs),
+    /// Train one model from an experiment file; writes runs/<name>/ (metrics, checkpoints, plots).
+    Train(train::TrainArgs),
+    /// Accuracy of a checkpoint (ours or timm's) on the validation or test split.
+    Eval(eval::EvalArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(&a),
+        Command::Train(a) => train::run(&a),
+        Command::Eval(a) => eval::run(&a),
+    }
+}

@@ -1,0 +1,363 @@
+//! MNIST-family folders (MNIST, Fashion-MNIST): finding, downloading and loading them.
+//!
+//! A folder holds the four standard idx files, each either gzip (`NAME.gz`) or raw
+//! (`NAME`): `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+//! `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`. The Debian package
+//! `dataset-fashion-mnist` installs the gzip files in [`DEBIAN_FASHION_MNIST_DIR`].
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::dataset::Dataset;
+use super::error::DataError;
+use super::idx::load_idx_pair;
+
+/// Base names (without `.gz`) of the four MNIST-family files: train images, train labels,
+/// test images, test labels.
+pub const MNIST_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// Where the Debian package `dataset-fashion-mnist` puts the files.
+pub const DEBIAN_FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+/// The project-local folder searched after the configured one.
+pub const LOCAL_FASHION_MNIST_DIR: &str = "data/fashion-mnist";
+/// Official download location of the Fashion-MNIST `.gz` files (Zalando Research).
+pub const FASHION_MNIST_BASE_URL: &str =
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
+/// Project page of Fashion-MNIST.
+pub const FASHION_MNIST_HOMEPAGE: &str = "https://github.com/zalandoresearch/fashion-mnist";
+
+/// Fashion-MNIST class names, in label order.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// How to obtain Fashion-MNIST, used in [`DataError::NotFound`] and [`DataError::DownloadFailed`].
+pub fn fashion_mnist_how_to_get() -> String {
+    format!(
+        "To get Fashion-MNIST, either\n  \
+         * install the Debian package:  apt-get install dataset-fashion-mnist   (puts the files in {DEBIAN_FASHION_MNIST_DIR}/), or\n  \
+         * download the four files {} from {FASHION_MNIST_BASE_URL} (see {FASHION_MNIST_HOMEPAGE}) into {LOCAL_FASHION_MNIST_DIR}/, \
+         e.g. `curl -fL -O {FASHION_MNIST_BASE_URL}train-images-idx3-ubyte.gz` for each, or\n  \
+         * set the dataset path in the configuration to a folder that holds them (gzip or raw).",
+        MNIST_FILES.map(|f| format!("{f}.gz")).join(", ")
+    )
+}
+
+/// The four file paths (train images, train labels, test images, test labels) in `dir`,
+/// preferring `NAME.gz` over `NAME`; `None` if any is missing.
+pub fn mnist_files(dir: &Path) -> Option<[PathBuf; 4]> {
+    let find = |base: &str| {
+        [format!("{base}.gz"), base.to_string()]
+            .into_iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+    };
+    let [a, b, c, d] = MNIST_FILES.map(find);
+    Some([a?, b?, c?, d?])
+}
+
+/// First folder among `candidates` that holds all four files, or [`DataError::NotFound`].
+fn locate_in(
+    dataset: &'static str,
+    candidates: &[PathBuf],
+    how_to_get: String,
+) -> Result<PathBuf, DataError> {
+    candidates
+        .iter()
+        .find(|d| mnist_files(d).is_some())
+        .cloned()
+        .ok_or_else(|| DataError::NotFound {
+            dataset,
+            searched: candidates.to_vec(),
+            how_to_get,
+        })
+}
+
+/// Finds the Fashion-MNIST folder: `configured` first, then `data/fashion-mnist/`, then
+/// `/usr/share/datasets/fashion-mnist/`. The error lists the searched folders and how to get
+/// the data (Debian package or the official download).
+pub fn locate_fashion_mnist(configured: Option<&Path>) -> Result<PathBuf, DataError> {
+    let mut candidates = Vec::new();
+    if let Some(c) = configured {
+        candidates.push(c.to_path_buf());
+    }
+    candidates.push(PathBuf::from(LOCAL_FASHION_MNIST_DIR));
+    candidates.push(PathBuf::from(DEBIAN_FASHION_MNIST_DIR));
+    let found = locate_in("Fashion-MNIST", &candidates, fashion_mnist_how_to_get())?;
+    if let Some(c) = configured {
+        if found != c {
+            tracing::warn!(
+                "Fashion-MNIST not in configured folder {}; using {}",
+                c.display(),
+                found.display()
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Downloads the four Fashion-MNIST `.gz` files into `dir` with `curl -fL` (files already
+/// there are kept). Fails with [`DataError::DownloadFailed`] explaining other ways to get them.
+pub fn download_fashion_mnist(dir: &Path) -> Result<(), DataError> {
+    download_mnist_files_from(dir, FASHION_MNIST_BASE_URL, &fashion_mnist_how_to_get())
+}
+
+/// Downloads the four `.gz` files from `base_url` (ending in `/`; any URL curl accepts,
+/// including `file://`) into `dir`. Each file is written to `NAME.gz.part` then renamed, and
+/// must start with the gzip magic.
+pub fn download_mnist_files_from(
+    dir: &Path,
+    base_url: &str,
+    how_to_get: &str,
+) -> Result<(), DataError> {
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    for base in MNIST_FILES {
+        let name = format!("{base}.gz");
+        let dest = dir.join(&name);
+        if dest.is_file() || dir.join(base).is_file() {
+            continue;
+        }
+        let url = format!("{base_url}{name}");
+        let part = dir.join(format!("{name}.part"));
+        let fail = |reason: String| {
+            let _ = std::fs::remove_file(&part);
+            DataError::DownloadFailed {
+                url: url.clone(),
+                dest: dest.clone(),
+                reason,
+                how_to_get: how_to_get.to_string(),
+            }
+        };
+        let out = Command::new("curl")
+            .args(["-fsSL", "--retry", "2", "--connect-timeout", "20", "-o"])
+            .arg(&part)
+            .arg(&url)
+            .output()
+            .map_err(|e| fail(format!("could not run curl ({e}); is curl installed?")))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(fail(format!(
+                "curl exited with {} ({}); no internet access, or the server refused",
+                out.status,
+                if stderr.is_empty() {
+                    "no message"
+                } else {
+                    &stderr
+                }
+            )));
+        }
+        let head =
+            std::fs::read(&part).map_err(|e| fail(format!("reading {}: {e}", part.display())))?;
+        if head.len() < 2 || head[..2] != [0x1f, 0x8b] {
+            return Err(fail(
+                "the downloaded file is not gzip data (proxy or error page?)".into(),
+            ));
+        }
+        std::fs::rename(&part, &dest)
+            .map_err(|e| fail(format!("renaming {}: {e}", part.display())))?;
+    }
+    Ok(())
+}
+
+/// Loads `(train, test)` from an MNIST-family folder, naming them `"{name}/train"` and
+/// `"{name}/test"`.
+pub fn load_mnist_family(
+    dir: &Path,
+    name: &str,
+    num_classes: usize,
+    class_names: &[&str],
+) -> Result<(Dataset, Dataset), DataError> {
+    let [tri, trl, tei, tel] = mnist_files(dir).ok_or_else(|| DataError::NotFound {
+        dataset: "MNIST-family idx files",
+        searched: vec![dir.to_path_buf()],
+        how_to_get: format!(
+            "The folder must hold {} (each gzip `.gz` or raw).",
+            MNIST_FILES.join(", ")
+        ),
+    })?;
+    let names: Vec<String> = class_names.iter().map(|s| s.to_string()).collect();
+    let mut train = load_idx_pair(&tri, &trl, num_classes)?;
+    let mut test = load_idx_pair(&tei, &tel, num_classes)?;
+    train.name = format!("{name}/train");
+    test.name = format!("{name}/test");
+    if names.len() == num_classes {
+        train.class_names = names.clone();
+        test.class_names = names;
+    }
+    Ok((train, test))
+}
+
+/// Loads Fashion-MNIST `(train, test)` (60000 / 10000 images, 1×28×28, 10 classes) from `dir`.
+pub fn load_fashion_mnist(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
+    load_mnist_family(dir, "fashion-mnist", 10, &FASHION_MNIST_CLASSES)
+}
+
+/// Loads MNIST digits `(train, test)` from `dir` (same file names as Fashion-MNIST).
+pub fn load_mnist(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
+    load_mnist_family(
+        dir,
+        "mnist",
+        10,
+        &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::idx::{write_idx_images, write_idx_labels};
+    use crate::data::testutil::TempDir;
+
+    /// Writes a tiny MNIST-family folder: 6 train and 4 test images of 2×3.
+    fn write_fake(dir: &Path, gz: bool) {
+        let suffix = if gz { ".gz" } else { "" };
+        let px = |n: usize| (0..n * 6).map(|i| i as u8).collect::<Vec<_>>();
+        write_idx_images(
+            &dir.join(format!("{}{suffix}", MNIST_FILES[0])),
+            2,
+            3,
+            &px(6),
+            gz,
+        )
+        .unwrap();
+        write_idx_labels(
+            &dir.join(format!("{}{suffix}", MNIST_FILES[1])),
+            &[0, 1, 2, 3, 4, 9],
+            gz,
+        )
+        .unwrap();
+        write_idx_images(
+            &dir.join(format!("{}{suffix}", MNIST_FILES[2])),
+            2,
+            3,
+            &px(4),
+            gz,
+        )
+        .unwrap();
+        write_idx_labels(
+            &dir.join(format!("{}{suffix}", MNIST_FILES[3])),
+            &[5, 6, 7, 8],
+            gz,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn loads_gz_and_raw_folders() {
+        for gz in [true, false] {
+            let t = TempDir::new("mnist-fake");
+            write_fake(t.path(), gz);
+            let (tr, te) = load_fashion_mnist(t.path()).unwrap();
+            assert_eq!((tr.n, te.n, tr.height, tr.width), (6, 4, 2, 3));
+            assert_eq!(tr.name, "fashion-mnist/train");
+            assert_eq!(te.class_names[9], "Ankle boot");
+            let (tr, _) = load_mnist(t.path()).unwrap();
+            assert_eq!(tr.name, "mnist/train");
+            assert_eq!(tr.labels, vec![0, 1, 2, 3, 4, 9]);
+        }
+    }
+
+    #[test]
+    fn locate_prefers_configured_and_explains_absence() {
+        let t = TempDir::new("mnist-locate");
+        write_fake(t.path(), true);
+        assert_eq!(locate_fashion_mnist(Some(t.path())).unwrap(), t.path());
+        let empty = TempDir::new("mnist-empty");
+        let e = locate_in(
+            "Fashion-MNIST",
+            &[empty.path().to_path_buf(), empty.join("also-missing")],
+            fashion_mnist_how_to_get(),
+        )
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("apt-get install dataset-fashion-mnist"), "{m}");
+        assert!(m.contains(FASHION_MNIST_BASE_URL), "{m}");
+        assert!(
+            m.contains("github.com/zalandoresearch/fashion-mnist"),
+            "{m}"
+        );
+        assert!(m.contains("data/fashion-mnist/"), "{m}");
+        assert!(m.contains("also-missing"), "{m}");
+        // A folder missing one file does not count.
+        std::fs::remove_file(t.join(&format!("{}.gz", MNIST_FILES[3]))).unwrap();
+        assert!(mnist_files(t.path()).is_none());
+    }
+
+    /// Download through curl from a local `file://` URL (no network involved).
+    #[test]
+    fn download_from_local_url_and_failure_message() {
+        let src = TempDir::new("mnist-dl-src");
+        write_fake(src.path(), true);
+        let dst = TempDir::new("mnist-dl-dst");
+        let base = format!("file://{}/", src.path().display());
+        let out = dst.join("fm");
+        match download_mnist_files_from(&out, &base, "HOW") {
+            Ok(()) => {
+                let (tr, te) = load_fashion_mnist(&out).unwrap();
+                assert_eq!((tr.n, te.n), (6, 4));
+            }
+            // Only acceptable failure: curl absent on this machine.
+            Err(DataError::DownloadFailed { reason, .. })
+                if reason.contains("could not run curl") =>
+            {
+                println!("curl not installed; skipping download success check");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        let missing = format!("file://{}/nothing-here/", src.path().display());
+        let e = download_mnist_files_from(&dst.join("fm2"), &missing, &fashion_mnist_how_to_get())
+            .unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, DataError::DownloadFailed { .. }));
+        assert!(m.contains("failed") && m.contains("no internet"), "{m}");
+        assert!(m.contains("apt-get install dataset-fashion-mnist"), "{m}");
+        assert!(!dst
+            .join("fm2")
+            .join("train-images-idx3-ubyte.gz.part")
+            .exists());
+    }
+
+    /// Loads the real Fashion-MNIST when the Debian package is installed; skipped otherwise.
+    #[test]
+    fn real_fashion_mnist_when_present() {
+        let dir = Path::new(DEBIAN_FASHION_MNIST_DIR);
+        if mnist_files(dir).is_none() {
+            println!(
+                "SKIPPED real_fashion_mnist_when_present: {DEBIAN_FASHION_MNIST_DIR} absent \
+                 (apt-get install dataset-fashion-mnist)"
+            );
+            return;
+        }
+        let (tr, te) = load_fashion_mnist(dir).unwrap();
+        assert_eq!(
+            (tr.n, tr.channels, tr.height, tr.width, tr.num_classes),
+            (60000, 1, 28, 28, 10)
+        );
+        assert_eq!(
+            (te.n, te.channels, te.height, te.width, te.num_classes),
+            (10000, 1, 28, 28, 10)
+        );
+        assert_eq!(tr.class_counts(), vec![6000; 10]);
+        assert_eq!(te.class_counts(), vec![1000; 10]);
+        // First training and test images are both ankle boots (label 9).
+        assert_eq!((tr.labels[0], te.labels[0]), (9, 9));
+        let mean =
+            tr.images.iter().map(|&p| p as f64).sum::<f64>() / tr.images.len() as f64 / 255.0;
+        assert!((mean - 0.2860).abs() < 1e-3, "train mean {mean}");
+    }
+}

@@ -1,0 +1,65 @@
+//! Datasets, splits, augmentation and batching for image classification.
+//!
+//! * [`dataset`] — [`Dataset`]: u8 N×C×H×W images + u32 labels in memory.
+//! * [`idx`] — MNIST-style idx files (raw or gzip, detected by magic bytes).
+//! * [`mnist`] — MNIST / Fashion-MNIST folders: [`locate_fashion_mnist`],
+//!   [`download_fashion_mnist`], [`load_fashion_mnist`], [`load_mnist`].
+//! * [`cifar`] — CIFAR-10 / CIFAR-100 binary files.
+//! * [`folder`] — one-subfolder-per-class JPEG/PNG image folders.
+//! * [`split`] — seeded train/validation splits.
+//! * [`stats`] — per-dataset normalization constants.
+//! * [`augment`] — [`AugmentConfig`] and the seeded CPU [`Augmenter`].
+//! * [`loader`] — [`DataLoader`]: epoch batches as candle tensors, prefetched on a thread.
+//! * [`seed`] — seed derivation from (seed, epoch, index).
+//! * [`error`] — [`DataError`], shared by all of the above.
+//!
+//! Typical use:
+//! ```no_run
+//! use mnv4_lab::data::*;
+//! # fn main() -> Result<(), DataError> {
+//! let dir = locate_fashion_mnist(None)?;
+//! let (train, test) = load_fashion_mnist(&dir)?;
+//! let (train, val) = split_dataset(&train, 5000, 0)?;
+//! let cfg = AugmentConfig { input_size: 32, channels: 3, ..Default::default() };
+//! let aug = Augmenter::for_dataset(&cfg, &train)?;
+//! let loader = DataLoader::new(train, aug.clone(), LoaderConfig::train(128, 0))?;
+//! for epoch in 0..2 {
+//!     for batch in loader.epoch(epoch) {
+//!         let (images, labels) = batch?; // f32 [B,3,32,32], u32 [B]
+//! #       let _ = (images, labels);
+//!     }
+//! }
+//! let _val = DataLoader::new(val, aug, LoaderConfig::eval(256))?;
+//! # let _ = test;
+//! # Ok(()) }
+//! ```
+
+pub mod augment;
+pub mod cifar;
+pub mod dataset;
+pub mod error;
+pub mod folder;
+pub mod idx;
+pub mod loader;
+pub mod mnist;
+pub mod seed;
+pub mod split;
+pub mod stats;
+
+#[cfg(test)]
+mod testutil;
+
+pub use augment::{AugmentConfig, AugmentParams, Augmenter, ResizeMode};
+pub use cifar::{load_cifar10, load_cifar100, load_cifar_bin};
+pub use dataset::Dataset;
+pub use error::DataError;
+pub use folder::{load_image_file, load_image_folder};
+pub use idx::{load_idx_pair, read_idx_images, read_idx_labels};
+pub use loader::{Batch, DataLoader, EpochBatches, LoaderConfig};
+pub use mnist::{
+    download_fashion_mnist, load_fashion_mnist, load_mnist, locate_fashion_mnist,
+    DEBIAN_FASHION_MNIST_DIR,
+};
+pub use seed::derive_seed;
+pub use split::{split_dataset, train_val_split};
+pub use stats::NormStats;

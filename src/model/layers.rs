@@ -1,0 +1,280 @@
+//! Leaf layers: convolution, batch norm, activation, layer scale, linear — each created in a
+//! [`ParamStore`] under its timm name.
+
+use super::params::{Init, ParamKind, ParamStore};
+use crate::space::Activation;
+use anyhow::Result;
+use candle_core::{DType, Tensor, Var, D};
+
+/// BatchNorm momentum (PyTorch default) and epsilon (timm MobileNetV4).
+pub const BN_MOMENTUM: f64 = 0.1;
+pub const BN_EPS: f64 = 1e-5;
+
+/// Whether a forward pass trains (batch statistics, dropout) or evaluates (running statistics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// A bias-free 2-D convolution with symmetric padding k/2 (timm's default `''` padding).
+pub struct Conv {
+    pub weight: Var,
+    pub stride: usize,
+    pub groups: usize,
+}
+
+/// How a convolution weight is initialized.
+#[derive(Clone, Copy)]
+pub enum ConvInit {
+    /// timm's EfficientNet init: Normal(0, sqrt(2 / fan_out)), fan_out = k·k·out / groups.
+    FanOut,
+    /// Xavier-uniform, which timm uses for the attention projections.
+    Xavier,
+}
+
+impl Conv {
+    /// Creates `{prefix}.weight` of shape [out, in/groups, k, k].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ps: &mut ParamStore,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+        init: ConvInit,
+    ) -> Result<Self> {
+        let fan_out = k * k * cout / groups;
+        let fan_in = k * k * cin / groups;
+        let init = match init {
+            ConvInit::FanOut => Init::Normal((2.0 / fan_out as f64).sqrt()),
+            ConvInit::Xavier => Init::Uniform((6.0 / (fan_in + fan_out) as f64).sqrt()),
+        };
+        let weight = ps.create(
+            &format!("{prefix}.weight"),
+            &[cout, cin / groups, k, k],
+            init,
+            ParamKind::Weight,
+        )?;
+        Ok(Self {
+            weight,
+            stride,
+            groups,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let k = self.weight.dims()[2];
+        Ok(crate::ops::conv2d(
+            x,
+            self.weight.as_tensor(),
+            self.stride,
+            k / 2,
+            self.groups,
+        )?)
+    }
+}
+
+/// BatchNorm over channel dim 1 of an NCHW (or NC) tensor.
+pub struct BatchNorm {
+    pub weight: Var,
+    pub bias: Var,
+    pub running_mean: Var,
+    pub running_var: Var,
+}
+
+fn per_channel(t: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let c = t.dims()[0];
+    let mut shape = vec![1usize; x.rank()];
+    shape[1] = c;
+    Ok(t.reshape(shape)?)
+}
+
+impl BatchNorm {
+    /// Creates `{prefix}.weight/.bias/.running_mean/.running_var`.
+    pub fn new(ps: &mut ParamStore, prefix: &str, c: usize) -> Result<Self> {
+        Ok(Self {
+            weight: ps.create(&format!("{prefix}.weight"), &[c], Init::Const(1.0), ParamKind::NoDecay)?,
+            bias: ps.create(&format!("{prefix}.bias"), &[c], Init::Const(0.0), ParamKind::NoDecay)?,
+            running_mean: ps.create(
+                &format!("{prefix}.running_mean"),
+                &[c],
+                Init::Const(0.0),
+                ParamKind::Buffer,
+            )?,
+            running_var: ps.create(
+                &format!("{prefix}.running_var"),
+                &[c],
+                Init::Const(1.0),
+                ParamKind::Buffer,
+            )?,
+        })
+    }
+
+    /// Train: normalize with batch statistics and update the running ones (unbiased variance,
+    /// momentum 0.1, as PyTorch). Eval: normalize with the running statistics.
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match mode {
+            Mode::Eval => {
+                let scale = (self.weight.as_tensor() / (self.running_var.as_tensor() + BN_EPS)?.sqrt()?)?;
+                let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
+                Ok(x.broadcast_mul(&per_channel(&scale, x)?)?
+                    .broadcast_add(&per_channel(&shift, x)?)?)
+            }
+            Mode::Train => {
+                let c = x.dims()[1];
+                let n = x.elem_count() / c;
+                // Reduce over every dim but the channel one.
+                let xt = x.transpose(0, 1)?.reshape((c, n))?;
+                let mean = xt.mean(D::Minus1)?;
+                let centered = xt.broadcast_sub(&mean.unsqueeze(1)?)?;
+                let var = centered.sqr()?.mean(D::Minus1)?;
+                let inv_std = (var.clone() + BN_EPS)?.sqrt()?.recip()?;
+                let scale = (self.weight.as_tensor() * &inv_std)?;
+                let shift = (self.bias.as_tensor() - (&mean * &scale)?)?;
+                let y = x
+                    .broadcast_mul(&per_channel(&scale, x)?)?
+                    .broadcast_add(&per_channel(&shift, x)?)?;
+                let m = BN_MOMENTUM;
+                let unbiased = (var.detach() * (n as f64 / (n.max(2) - 1) as f64))?;
+                self.running_mean.set(
+                    &((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?,
+                )?;
+                self.running_var
+                    .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+                Ok(y)
+            }
+        }
+    }
+}
+
+/// Applies the activation.
+pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+    Ok(match act {
+        Activation::Relu => x.relu()?,
+        Activation::Gelu => x.gelu_erf()?,
+    })
+}
+
+/// Conv + BN (+ activation): timm's `ConvNormAct` (`{prefix}.conv`, `{prefix}.bn`) or a
+/// conv/BN pair with custom names.
+pub struct ConvNormAct {
+    pub conv: Conv,
+    pub bn: BatchNorm,
+    pub act: Option<Activation>,
+}
+
+impl ConvNormAct {
+    /// Creates the conv under `conv_name` and the BN under `bn_name`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ps: &mut ParamStore,
+        conv_name: &str,
+        bn_name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        depthwise: bool,
+        act: Option<Activation>,
+    ) -> Result<Self> {
+        let groups = if depthwise { cin } else { 1 };
+        Ok(Self {
+            conv: Conv::new(ps, conv_name, cin, cout, k, stride, groups, ConvInit::FanOut)?,
+            bn: BatchNorm::new(ps, bn_name, cout)?,
+            act,
+        })
+    }
+
+    /// timm's `ConvNormAct` naming: `{prefix}.conv`, `{prefix}.bn`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn timm(
+        ps: &mut ParamStore,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        depthwise: bool,
+        act: Option<Activation>,
+    ) -> Result<Self> {
+        Self::new(
+            ps,
+            &format!("{prefix}.conv"),
+            &format!("{prefix}.bn"),
+            cin,
+            cout,
+            k,
+            stride,
+            depthwise,
+            act,
+        )
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = self.bn.forward(&self.conv.forward(x)?, mode)?;
+        match self.act {
+            Some(a) => activate(&y, a),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Per-channel learnable scale (`{prefix}.gamma`).
+pub struct LayerScale {
+    pub gamma: Var,
+}
+
+impl LayerScale {
+    pub fn new(ps: &mut ParamStore, prefix: &str, c: usize, init: f64) -> Result<Self> {
+        Ok(Self {
+            gamma: ps.create(&format!("{prefix}.gamma"), &[c], Init::Const(init), ParamKind::NoDecay)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.broadcast_mul(&per_channel(self.gamma.as_tensor(), x)?)?)
+    }
+}
+
+/// Fully connected layer (`{prefix}.weight` [out, in], `{prefix}.bias` [out]).
+pub struct Linear {
+    pub weight: Var,
+    pub bias: Var,
+}
+
+impl Linear {
+    /// timm's init for the classifier: Uniform(±1/sqrt(out)), zero bias.
+    pub fn new(ps: &mut ParamStore, prefix: &str, cin: usize, cout: usize) -> Result<Self> {
+        Ok(Self {
+            weight: ps.create(
+                &format!("{prefix}.weight"),
+                &[cout, cin],
+                Init::Uniform(1.0 / (cout as f64).sqrt()),
+                ParamKind::Weight,
+            )?,
+            bias: ps.create(&format!("{prefix}.bias"), &[cout], Init::Const(0.0), ParamKind::NoDecay)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x
+            .matmul(&self.weight.as_tensor().t()?)?
+            .broadcast_add(self.bias.as_tensor())?)
+    }
+}
+
+/// Inverted dropout with a mask drawn from the caller's seeded generator.
+pub fn dropout(x: &Tensor, p: f64, rng: &mut impl rand::Rng) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - p;
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(DType::F32)?;
+    Ok((x * mask)?)
+}
