@@ -38,7 +38,11 @@ fn preset_macs_match_timm_within_half_a_percent() {
     for (name, want) in expected {
         let (_, m) = params_macs(&preset(name, 1.0).unwrap(), 224);
         let rel = (m as f64 - want).abs() / want;
-        assert!(rel <= 0.005, "{name}: {m} MACs vs {want} ({:.3}% off)", rel * 100.0);
+        assert!(
+            rel <= 0.005,
+            "{name}: {m} MACs vs {want} ({:.3}% off)",
+            rel * 100.0
+        );
     }
 }
 
@@ -53,7 +57,9 @@ fn aliases_resolve_to_the_same_preset() {
     ] {
         assert_eq!(preset(alias, 1.0).unwrap(), preset(canon, 1.0).unwrap());
     }
-    assert!(preset("conv-tiny", 1.0).unwrap_err().contains("unknown model"));
+    assert!(preset("conv-tiny", 1.0)
+        .unwrap_err()
+        .contains("unknown model"));
     assert!(preset("small", 3.0).unwrap_err().contains("outside"));
 }
 
@@ -62,7 +68,10 @@ fn hybrid_large_is_gelu_and_hybrids_have_layer_scale() {
     use mnv4_lab::space::Activation;
     assert_eq!(preset("hybrid-large", 1.0).unwrap().act, Activation::Gelu);
     assert_eq!(preset("hybrid-medium", 1.0).unwrap().act, Activation::Relu);
-    assert_eq!(preset("hybrid-medium", 1.0).unwrap().layer_scale, Some(1e-5));
+    assert_eq!(
+        preset("hybrid-medium", 1.0).unwrap().layer_scale,
+        Some(1e-5)
+    );
     assert_eq!(preset("conv-large", 1.0).unwrap().layer_scale, None);
 }
 
@@ -85,7 +94,11 @@ fn every_preset_round_trips_through_toml_and_block_string() {
             assert_eq!(Arch::from_toml_str(&toml).unwrap(), arch, "{name} TOML");
             let line = arch.to_block_string();
             assert!(!line.contains('\n'));
-            assert_eq!(Arch::from_block_string(&line).unwrap(), arch, "{name} block string: {line}");
+            assert_eq!(
+                Arch::from_block_string(&line).unwrap(),
+                arch,
+                "{name} block string: {line}"
+            );
         }
     }
 }
@@ -108,34 +121,68 @@ fn small() -> Arch {
 
 fn expect_invalid(arch: Arch, at: &str, what: &str) {
     let e = validate(&arch).expect_err("should be invalid");
-    assert!(e.at.contains(at), "error at '{}' should mention '{at}'", e.at);
-    assert!(e.what.contains(what), "error '{}' should mention '{what}'", e.what);
+    assert!(
+        e.at.contains(at),
+        "error at '{}' should mention '{at}'",
+        e.at
+    );
+    assert!(
+        e.what.contains(what),
+        "error '{}' should mention '{what}'",
+        e.what
+    );
 }
 
 #[test]
 fn unsupported_kernel_is_rejected_with_its_place() {
     let mut a = small();
-    a.stages[2].blocks[0] = Block::Uib { start_dw: 4, mid_dw: 5, stride: 2, expansion: 3.0, out: 96 };
+    a.stages[2].blocks[0] = Block::Uib {
+        start_dw: 4,
+        mid_dw: 5,
+        stride: 2,
+        expansion: 3.0,
+        out: 96,
+    };
     expect_invalid(a, "stage 2 block 0", "start depthwise kernel 4");
     let mut a = small();
-    a.stages[0].blocks[0] = Block::ConvBn { k: 4, stride: 2, out: 32 };
+    a.stages[0].blocks[0] = Block::ConvBn {
+        k: 4,
+        stride: 2,
+        out: 32,
+    };
     expect_invalid(a, "stage 0 block 0", "kernel 4");
 }
 
 #[test]
 fn bad_stride_is_rejected() {
     let mut a = small();
-    a.stages[1].blocks[0] = Block::ConvBn { k: 3, stride: 3, out: 96 };
+    a.stages[1].blocks[0] = Block::ConvBn {
+        k: 3,
+        stride: 3,
+        out: 96,
+    };
     expect_invalid(a, "stage 1 block 0", "stride 3");
 }
 
 #[test]
 fn zero_width_and_bad_expansion_are_rejected() {
     let mut a = small();
-    a.stages[3].blocks[1] = Block::Uib { start_dw: 5, mid_dw: 5, stride: 1, expansion: 4.0, out: 0 };
+    a.stages[3].blocks[1] = Block::Uib {
+        start_dw: 5,
+        mid_dw: 5,
+        stride: 1,
+        expansion: 4.0,
+        out: 0,
+    };
     expect_invalid(a, "stage 3 block 1", "output width");
     let mut a = small();
-    a.stages[3].blocks[1] = Block::Uib { start_dw: 5, mid_dw: 5, stride: 1, expansion: -2.0, out: 128 };
+    a.stages[3].blocks[1] = Block::Uib {
+        start_dw: 5,
+        mid_dw: 5,
+        stride: 1,
+        expansion: -2.0,
+        out: 128,
+    };
     expect_invalid(a, "stage 3 block 1", "expansion");
     let mut a = small();
     a.stem = 0;
@@ -145,10 +192,22 @@ fn zero_width_and_bad_expansion_are_rejected() {
 #[test]
 fn mqa_that_does_not_fit_is_rejected() {
     let mut a = small();
-    a.stages[2].blocks.push(Block::Mqa { heads: 4, key_dim: 128, value_dim: 128, kv_stride: 2, kv_kernel: 3 });
+    a.stages[2].blocks.push(Block::Mqa {
+        heads: 4,
+        key_dim: 128,
+        value_dim: 128,
+        kv_stride: 2,
+        kv_kernel: 3,
+    });
     expect_invalid(a, "stage 2 block 6 (MQA)", "do not fit");
     let mut a = small();
-    a.stages[2].blocks.push(Block::Mqa { heads: 0, key_dim: 32, value_dim: 32, kv_stride: 1, kv_kernel: 3 });
+    a.stages[2].blocks.push(Block::Mqa {
+        heads: 0,
+        key_dim: 32,
+        value_dim: 32,
+        kv_stride: 1,
+        kv_kernel: 3,
+    });
     expect_invalid(a, "stage 2 block 6 (MQA)", "heads");
 }
 
@@ -161,7 +220,9 @@ fn empty_stage_is_rejected() {
 
 #[test]
 fn unknown_activation_and_keys_are_reported() {
-    let text = small().to_toml_string().replace("act = \"relu\"", "act = \"swish\"");
+    let text = small()
+        .to_toml_string()
+        .replace("act = \"relu\"", "act = \"swish\"");
     let e = Arch::from_toml_str(&text).unwrap_err().to_string();
     assert!(e.contains("swish") || e.contains("unknown variant"), "{e}");
     let text = format!("colour = 3\n{}", small().to_toml_string());
@@ -174,10 +235,17 @@ fn unknown_activation_and_keys_are_reported() {
 
 #[test]
 fn malformed_block_strings_name_the_token() {
-    let line = small().to_block_string().replace("uir_a5_k5_s2_e3_c96", "uir_a5_k5_s2_e3");
+    let line = small()
+        .to_block_string()
+        .replace("uir_a5_k5_s2_e3_c96", "uir_a5_k5_s2_e3");
     let e = Arch::from_block_string(&line).unwrap_err().to_string();
-    assert!(e.contains("missing option 'c'") && e.contains("stage 2"), "{e}");
-    let line = small().to_block_string().replace("cn_k3_s2_c96", "xx_k3_s2_c96");
+    assert!(
+        e.contains("missing option 'c'") && e.contains("stage 2"),
+        "{e}"
+    );
+    let line = small()
+        .to_block_string()
+        .replace("cn_k3_s2_c96", "xx_k3_s2_c96");
     let e = Arch::from_block_string(&line).unwrap_err().to_string();
     assert!(e.contains("unknown block type 'xx'"), "{e}");
 }
@@ -193,12 +261,19 @@ fn width_half_matches_timm_050_layout() {
 #[test]
 fn builtin_profiles_parse_and_rank_models() {
     let profiles = load_profiles(None).unwrap();
-    assert!(profiles.iter().any(|p| p.name == "pixel6-cpu" && p.ridge_macs_per_byte == 31.2));
-    assert!(profiles.iter().any(|p| p.name == "pixel8-edgetpu" && p.ridge_macs_per_byte == 433.8));
+    assert!(profiles
+        .iter()
+        .any(|p| p.name == "pixel6-cpu" && p.ridge_macs_per_byte == 31.2));
+    assert!(profiles
+        .iter()
+        .any(|p| p.name == "pixel8-edgetpu" && p.ridge_macs_per_byte == 433.8));
     let s = cost(&preset("conv-small", 1.0).unwrap(), 224, 224, &profiles);
     let l = cost(&preset("conv-large", 1.0).unwrap(), 224, 224, &profiles);
     for ((n, a), (_, b)) in s.roofline_ms.iter().zip(&l.roofline_ms) {
-        assert!(a > &0.0 && b > a, "{n}: small {a} ms should beat large {b} ms");
+        assert!(
+            a > &0.0 && b > a,
+            "{n}: small {a} ms should beat large {b} ms"
+        );
     }
 }
 

@@ -23,7 +23,10 @@ struct Fixture {
 fn fixtures() -> Option<Vec<Fixture>> {
     let dir = fixture_dir();
     if !dir.is_dir() {
-        println!("timm_parity: fixture folder {} is absent; skipped", dir.display());
+        println!(
+            "timm_parity: fixture folder {} is absent; skipped",
+            dir.display()
+        );
         return None;
     }
     let mut out = Vec::new();
@@ -36,19 +39,36 @@ fn fixtures() -> Option<Vec<Fixture>> {
     for json in jsons {
         let meta: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        let model = meta["model"].as_str().expect("fixture json names its model").to_string();
+        let model = meta["model"]
+            .as_str()
+            .expect("fixture json names its model")
+            .to_string();
         let stem = json.file_stem().unwrap().to_string_lossy().to_string();
         let weights = dir.join(format!("{stem}.weights.safetensors"));
-        let io = candle_core::safetensors::load(dir.join(format!("{stem}.io.safetensors")), &Device::Cpu)
-            .unwrap_or_else(|e| panic!("fixture {stem}: io file unreadable: {e}"));
+        let io = candle_core::safetensors::load(
+            dir.join(format!("{stem}.io.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap_or_else(|e| panic!("fixture {stem}: io file unreadable: {e}"));
         out.push(Fixture { model, weights, io });
     }
-    assert!(!out.is_empty(), "fixture folder {} has no .json fixtures", dir.display());
+    assert!(
+        !out.is_empty(),
+        "fixture folder {} has no .json fixtures",
+        dir.display()
+    );
     Some(out)
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn rel_err(ours: &Tensor, want: &Tensor, what: &str) -> f32 {
@@ -74,15 +94,29 @@ fn timm_parity_logits_and_features() {
     for f in &fixtures {
         let net = build(f);
         let input = f.io["input"].to_dtype(DType::F32).unwrap();
-        let out = net.forward_with(&input, Mode::Eval, &[0, 1, 2, 3, 4]).unwrap();
+        let out = net
+            .forward_with(&input, Mode::Eval, &[0, 1, 2, 3, 4])
+            .unwrap();
         let mut worst = rel_err(&out.logits, &f.io["logits"], "logits");
         for (i, feat) in out.features.iter().enumerate() {
-            let e = rel_err(feat, &f.io[&format!("feature.{i}")], &format!("feature.{i}"));
+            let e = rel_err(
+                feat,
+                &f.io[&format!("feature.{i}")],
+                &format!("feature.{i}"),
+            );
             assert!(e <= 1e-4, "{}: feature.{i} relative error {e:e}", f.model);
             worst = worst.max(e);
         }
-        println!("timm_parity {:<28} input {:?}: max relative error {worst:.2e}", f.model, input.dims());
-        assert!(worst <= 1e-4, "{}: logits relative error {worst:e}", f.model);
+        println!(
+            "timm_parity {:<28} input {:?}: max relative error {worst:.2e}",
+            f.model,
+            input.dims()
+        );
+        assert!(
+            worst <= 1e-4,
+            "{}: logits relative error {worst:e}",
+            f.model
+        );
     }
 }
 
@@ -93,7 +127,11 @@ fn timm_parity_saved_names_and_shapes_equal_the_fixture_weights() {
         let theirs = candle_core::safetensors::load(&f.weights, &Device::Cpu).unwrap();
         let arch = preset_from_timm_name(&f.model).unwrap();
         let net = Network::new(&arch, &Device::Cpu, 1).unwrap();
-        let path = std::env::temp_dir().join(format!("mnv4-save-{}-{}.safetensors", f.model, std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "mnv4-save-{}-{}.safetensors",
+            f.model,
+            std::process::id()
+        ));
         net.params.save_safetensors(&path).unwrap();
         let ours = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
         std::fs::remove_file(&path).unwrap();
@@ -118,9 +156,19 @@ fn timm_parity_loader_names_missing_unexpected_and_misshaped_tensors() {
     let arch = preset_from_timm_name(&f.model).unwrap();
     let net = Network::new(&arch, &Device::Cpu, 0).unwrap();
     tensors.remove("bn1.running_var");
-    tensors.insert("blocks.9.9.extra.weight".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
-    tensors.insert("classifier.bias".into(), Tensor::zeros(7, DType::F32, &Device::Cpu).unwrap());
-    let e = net.params.load_map(&tensors, &[], "test").unwrap_err().to_string();
+    tensors.insert(
+        "blocks.9.9.extra.weight".into(),
+        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
+    tensors.insert(
+        "classifier.bias".into(),
+        Tensor::zeros(7, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = net
+        .params
+        .load_map(&tensors, &[], "test")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing: bn1.running_var"), "{e}");
     assert!(e.contains("unexpected: blocks.9.9.extra.weight"), "{e}");
     assert!(e.contains("wrong shape: classifier.bias"), "{e}");

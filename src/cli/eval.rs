@@ -41,9 +41,16 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         (s.arch, w, s.experiment)
     } else {
         let Some(model) = &args.model else {
-            bail!("{} is not a sidecar (.json); say which architecture it holds with --model", args.checkpoint.display());
+            bail!(
+                "{} is not a sidecar (.json); say which architecture it holds with --model",
+                args.checkpoint.display()
+            );
         };
-        (crate::space::Arch::resolve(model, args.width)?, args.checkpoint.clone(), Experiment::default())
+        (
+            crate::space::Arch::resolve(model, args.width)?,
+            args.checkpoint.clone(),
+            Experiment::default(),
+        )
     };
     if let Some(p) = &args.experiment {
         exp = Experiment::load(p, &[])?;
@@ -52,7 +59,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let text = toml::to_string(&exp)?;
         exp = Experiment::from_toml(&text, &args.sets, &exp.name.clone(), "--set")?;
     }
-    let splits = build_splits(&exp.data, exp.train.batch_size.min(64), exp.train.eval_batch_size, exp.seed)?;
+    let splits = build_splits(
+        &exp.data,
+        exp.train.batch_size.min(64),
+        exp.train.eval_batch_size,
+        exp.seed,
+    )?;
     if arch.num_classes != splits.num_classes || arch.in_chans != splits.channels {
         bail!(
             "the checkpoint's model takes {} channels and predicts {} classes, but the data has {} channels and {} classes",

@@ -53,7 +53,7 @@ fn fmt_count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -62,7 +62,12 @@ fn fmt_count(n: u64) -> String {
 }
 
 /// Resolves the model arguments shared by `inspect` and `bench`.
-pub fn resolve_arch(model: &str, width: f64, in_chans: Option<usize>, num_classes: Option<usize>) -> Result<Arch> {
+pub fn resolve_arch(
+    model: &str,
+    width: f64,
+    in_chans: Option<usize>,
+    num_classes: Option<usize>,
+) -> Result<Arch> {
     let mut arch = Arch::resolve(model, width)?;
     if let Some(c) = in_chans {
         arch.in_chans = c;
@@ -120,10 +125,17 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         );
     }
     println!();
-    println!("model       {}", arch.name.as_deref().unwrap_or("(unnamed)"));
+    println!(
+        "model       {}",
+        arch.name.as_deref().unwrap_or("(unnamed)")
+    );
     println!("input       {}×{}×{}", arch.in_chans, h, w);
     println!("params      {}", fmt_count(c.params));
-    println!("MACs        {} ({:.1} M)", fmt_count(c.macs), c.macs as f64 / 1e6);
+    println!(
+        "MACs        {} ({:.1} M)",
+        fmt_count(c.macs),
+        c.macs as f64 / 1e6
+    );
     for (name, ms) in &c.roofline_ms {
         println!("roofline    {name:<16} {ms:.3} ms");
     }

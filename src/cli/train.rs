@@ -29,14 +29,21 @@ pub struct TrainArgs {
 pub fn set_threads(n: usize) {
     if n > 0 {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     }
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let exp = Experiment::load(&args.experiment, &args.sets)?;
     set_threads(exp.train.threads);
-    let splits = build_splits(&exp.data, exp.train.batch_size, exp.train.eval_batch_size, exp.seed)?;
+    let splits = build_splits(
+        &exp.data,
+        exp.train.batch_size,
+        exp.train.eval_batch_size,
+        exp.seed,
+    )?;
     let arch = experiment_arch(&exp, splits.channels, splits.num_classes)?;
     let net = Network::new(&arch, &Device::Cpu, exp.seed)?;
     let c = crate::cost::cost(&arch, splits.input_size, splits.input_size, &[]);
@@ -51,8 +58,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         splits.val.dataset().n,
         splits.test.dataset().n
     );
-    let mut loss = CrossEntropy { smoothing: exp.train.label_smoothing };
-    let opts = RunOptions { resume: args.resume, quiet: args.quiet };
+    let mut loss = CrossEntropy {
+        smoothing: exp.train.label_smoothing,
+    };
+    let opts = RunOptions {
+        resume: args.resume,
+        quiet: args.quiet,
+    };
     let s = train_network(&exp, &net, &splits, &mut loss, &opts)?;
     println!(
         "{}: best val top-1 {:.2}% (epoch {}), test top-1 {:.2}% top-5 {:.2}%; {} params; run folder {}",

@@ -115,7 +115,16 @@ impl Planner {
                 out,
             } => {
                 let mid = expanded_channels(x[0], expansion);
-                let y = self.conv(format!("{p}.conv_exp"), x, mid, k, stride, false, true, true);
+                let y = self.conv(
+                    format!("{p}.conv_exp"),
+                    x,
+                    mid,
+                    k,
+                    stride,
+                    false,
+                    true,
+                    true,
+                );
                 self.conv(format!("{p}.conv_pwl"), y, out, 1, 1, false, true, false)
             }
             Block::Uib {
@@ -128,16 +137,40 @@ impl Planner {
                 let mut y = x;
                 if start_dw > 0 {
                     let s = if mid_dw > 0 { 1 } else { stride };
-                    y = self.conv(format!("{p}.dw_start"), y, x[0], start_dw, s, true, true, false);
+                    y = self.conv(
+                        format!("{p}.dw_start"),
+                        y,
+                        x[0],
+                        start_dw,
+                        s,
+                        true,
+                        true,
+                        false,
+                    );
                 }
                 let mid = expanded_channels(x[0], expansion);
                 y = self.conv(format!("{p}.pw_exp"), y, mid, 1, 1, false, true, true);
                 if mid_dw > 0 {
-                    y = self.conv(format!("{p}.dw_mid"), y, mid, mid_dw, stride, true, true, true);
+                    y = self.conv(
+                        format!("{p}.dw_mid"),
+                        y,
+                        mid,
+                        mid_dw,
+                        stride,
+                        true,
+                        true,
+                        true,
+                    );
                 }
                 y = self.conv(format!("{p}.pw_proj"), y, out, 1, 1, false, true, false);
                 if ls {
-                    self.simple(format!("{p}.layer_scale"), "layer-scale", y, out as u64, out as u64);
+                    self.simple(
+                        format!("{p}.layer_scale"),
+                        "layer-scale",
+                        y,
+                        out as u64,
+                        out as u64,
+                    );
                 }
                 y
             }
@@ -150,7 +183,16 @@ impl Planner {
             } => {
                 let c = x[0];
                 self.simple(format!("{p}.norm"), "bn", x, 2 * c as u64, 4 * c as u64);
-                let q = self.conv(format!("{p}.attn.query.proj"), x, heads * key_dim, 1, 1, false, false, false);
+                let q = self.conv(
+                    format!("{p}.attn.query.proj"),
+                    x,
+                    heads * key_dim,
+                    1,
+                    1,
+                    false,
+                    false,
+                    false,
+                );
                 let mut kv_in = [x; 2];
                 if kv_stride > 1 {
                     for (i, which) in ["key", "value"].iter().enumerate() {
@@ -166,8 +208,26 @@ impl Planner {
                         );
                     }
                 }
-                let k = self.conv(format!("{p}.attn.key.proj"), kv_in[0], key_dim, 1, 1, false, false, false);
-                self.conv(format!("{p}.attn.value.proj"), kv_in[1], value_dim, 1, 1, false, false, false);
+                let k = self.conv(
+                    format!("{p}.attn.key.proj"),
+                    kv_in[0],
+                    key_dim,
+                    1,
+                    1,
+                    false,
+                    false,
+                    false,
+                );
+                self.conv(
+                    format!("{p}.attn.value.proj"),
+                    kv_in[1],
+                    value_dim,
+                    1,
+                    1,
+                    false,
+                    false,
+                    false,
+                );
                 let l = (q[1] * q[2]) as u64;
                 let pk = (k[1] * k[2]) as u64;
                 let h = heads as u64;
@@ -195,7 +255,13 @@ impl Planner {
                     false,
                 );
                 if ls {
-                    self.simple(format!("{p}.layer_scale"), "layer-scale", o, c as u64, c as u64);
+                    self.simple(
+                        format!("{p}.layer_scale"),
+                        "layer-scale",
+                        o,
+                        c as u64,
+                        c as u64,
+                    );
                 }
                 o
             }
@@ -224,7 +290,16 @@ pub fn plan(arch: &Arch, height: usize, width: usize) -> Vec<Layer> {
         x = p.block(&format!("blocks.{s}.{b}"), arch, block, x);
     }
     let n = arch.stages.len();
-    x = p.conv(format!("blocks.{n}.0.conv"), x, arch.features, 1, 1, false, true, true);
+    x = p.conv(
+        format!("blocks.{n}.0.conv"),
+        x,
+        arch.features,
+        1,
+        1,
+        false,
+        true,
+        true,
+    );
     p.layers.push(Layer {
         name: "global_pool".into(),
         kind: "avgpool".into(),
@@ -235,7 +310,16 @@ pub fn plan(arch: &Arch, height: usize, width: usize) -> Vec<Layer> {
         weight_elems: 0,
         act_elems: numel(x) + x[0] as u64,
     });
-    x = p.conv("conv_head".into(), [x[0], 1, 1], arch.head, 1, 1, false, true, true);
+    x = p.conv(
+        "conv_head".into(),
+        [x[0], 1, 1],
+        arch.head,
+        1,
+        1,
+        false,
+        true,
+        true,
+    );
     let (c, nc) = (x[0] as u64, arch.num_classes as u64);
     p.layers.push(Layer {
         name: "classifier".into(),

@@ -151,8 +151,10 @@ pub fn download_mnist_files_from(
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
             return Err(fail(format!(
-                "curl exited with {} ({}); no internet access, or the server refused",
-                out.status,
+                "curl failed with exit code {} ({}); no internet access, or the server refused",
+                out.status
+                    .code()
+                    .map_or_else(|| "none (killed)".to_string(), |c| c.to_string()),
                 if stderr.is_empty() {
                     "no message"
                 } else {
@@ -284,6 +286,7 @@ mod tests {
         )
         .unwrap_err();
         let m = e.to_string();
+        println!("{m}");
         assert!(m.contains("apt-get install dataset-fashion-mnist"), "{m}");
         assert!(m.contains(FASHION_MNIST_BASE_URL), "{m}");
         assert!(
@@ -323,6 +326,7 @@ mod tests {
         let e = download_mnist_files_from(&dst.join("fm2"), &missing, &fashion_mnist_how_to_get())
             .unwrap_err();
         let m = e.to_string();
+        println!("{m}");
         assert!(matches!(e, DataError::DownloadFailed { .. }));
         assert!(m.contains("failed") && m.contains("no internet"), "{m}");
         assert!(m.contains("apt-get install dataset-fashion-mnist"), "{m}");

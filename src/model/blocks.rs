@@ -81,7 +81,17 @@ impl BlockModule {
         let p = |s: &str| format!("{prefix}.{s}");
         Ok(match *spec {
             Block::ConvBn { k, stride, out } => BlockModule::ConvBn(ConvBnBlock {
-                cna: ConvNormAct::new(ps, &p("conv"), &p("bn1"), cin, out, k, stride, false, Some(act))?,
+                cna: ConvNormAct::new(
+                    ps,
+                    &p("conv"),
+                    &p("bn1"),
+                    cin,
+                    out,
+                    k,
+                    stride,
+                    false,
+                    Some(act),
+                )?,
             }),
             Block::FusedIb {
                 k,
@@ -91,8 +101,28 @@ impl BlockModule {
             } => {
                 let mid = expanded_channels(cin, expansion);
                 BlockModule::FusedIb(FusedIbBlock {
-                    exp: ConvNormAct::new(ps, &p("conv_exp"), &p("bn1"), cin, mid, k, stride, false, Some(act))?,
-                    pwl: ConvNormAct::new(ps, &p("conv_pwl"), &p("bn2"), mid, out, 1, 1, false, None)?,
+                    exp: ConvNormAct::new(
+                        ps,
+                        &p("conv_exp"),
+                        &p("bn1"),
+                        cin,
+                        mid,
+                        k,
+                        stride,
+                        false,
+                        Some(act),
+                    )?,
+                    pwl: ConvNormAct::new(
+                        ps,
+                        &p("conv_pwl"),
+                        &p("bn2"),
+                        mid,
+                        out,
+                        1,
+                        1,
+                        false,
+                        None,
+                    )?,
                     skip: stride == 1 && cin == out,
                 })
             }
@@ -107,11 +137,33 @@ impl BlockModule {
                 let start_stride = if mid_dw > 0 { 1 } else { stride };
                 BlockModule::Uib(UibBlock {
                     dw_start: (start_dw > 0)
-                        .then(|| ConvNormAct::timm(ps, &p("dw_start"), cin, cin, start_dw, start_stride, true, None))
+                        .then(|| {
+                            ConvNormAct::timm(
+                                ps,
+                                &p("dw_start"),
+                                cin,
+                                cin,
+                                start_dw,
+                                start_stride,
+                                true,
+                                None,
+                            )
+                        })
                         .transpose()?,
                     pw_exp: ConvNormAct::timm(ps, &p("pw_exp"), cin, mid, 1, 1, false, Some(act))?,
                     dw_mid: (mid_dw > 0)
-                        .then(|| ConvNormAct::timm(ps, &p("dw_mid"), mid, mid, mid_dw, stride, true, Some(act)))
+                        .then(|| {
+                            ConvNormAct::timm(
+                                ps,
+                                &p("dw_mid"),
+                                mid,
+                                mid,
+                                mid_dw,
+                                stride,
+                                true,
+                                Some(act),
+                            )
+                        })
                         .transpose()?,
                     pw_proj: ConvNormAct::timm(ps, &p("pw_proj"), mid, out, 1, 1, false, None)?,
                     layer_scale: layer_scale
@@ -128,22 +180,58 @@ impl BlockModule {
                 kv_kernel,
             } => {
                 let norm = BatchNorm::new(ps, &p("norm"), cin)?;
-                let query = Conv::new(ps, &p("attn.query.proj"), cin, heads * key_dim, 1, 1, 1, ConvInit::Xavier)?;
+                let query = Conv::new(
+                    ps,
+                    &p("attn.query.proj"),
+                    cin,
+                    heads * key_dim,
+                    1,
+                    1,
+                    1,
+                    ConvInit::Xavier,
+                )?;
                 let mut branch = |which: &str, dim: usize| -> Result<KvBranch> {
                     let down = if kv_stride > 1 {
                         Some((
-                            Conv::new(ps, &p(&format!("attn.{which}.down_conv")), cin, cin, kv_kernel, kv_stride, cin, ConvInit::Xavier)?,
+                            Conv::new(
+                                ps,
+                                &p(&format!("attn.{which}.down_conv")),
+                                cin,
+                                cin,
+                                kv_kernel,
+                                kv_stride,
+                                cin,
+                                ConvInit::Xavier,
+                            )?,
                             BatchNorm::new(ps, &p(&format!("attn.{which}.norm")), cin)?,
                         ))
                     } else {
                         None
                     };
-                    let proj = Conv::new(ps, &p(&format!("attn.{which}.proj")), cin, dim, 1, 1, 1, ConvInit::Xavier)?;
+                    let proj = Conv::new(
+                        ps,
+                        &p(&format!("attn.{which}.proj")),
+                        cin,
+                        dim,
+                        1,
+                        1,
+                        1,
+                        ConvInit::Xavier,
+                    )?;
                     Ok(KvBranch { down, proj })
                 };
                 let key = branch("key", key_dim)?;
                 let value = branch("value", value_dim)?;
-                let output = Conv::new(ps, &p("attn.output.proj"), heads * value_dim, cin, 1, 1, 1, ConvInit::Xavier)?;
+                let output = Conv::new(
+                    ps,
+                    &p("attn.output.proj"),
+                    heads * value_dim,
+                    cin,
+                    1,
+                    1,
+                    1,
+                    ConvInit::Xavier,
+                )?;
                 BlockModule::Mqa(MqaBlock {
                     norm,
                     query,
@@ -202,7 +290,11 @@ impl MqaBlock {
             .reshape((bsz, self.heads * l, self.key_dim))?;
         // k: [B, kd, P] (one shared head), v: [B, P, vd].
         let k = self.key.forward(&xn, mode)?.flatten_from(2)?;
-        let v = self.value.forward(&xn, mode)?.flatten_from(2)?.transpose(1, 2)?;
+        let v = self
+            .value
+            .forward(&xn, mode)?
+            .flatten_from(2)?
+            .transpose(1, 2)?;
         let scale = 1.0 / (self.key_dim as f64).sqrt();
         let attn = (q.contiguous()?.matmul(&k.contiguous()?)? * scale)?;
         let attn = candle_nn::ops::softmax(&attn, D::Minus1)?;

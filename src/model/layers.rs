@@ -96,8 +96,18 @@ impl BatchNorm {
     /// Creates `{prefix}.weight/.bias/.running_mean/.running_var`.
     pub fn new(ps: &mut ParamStore, prefix: &str, c: usize) -> Result<Self> {
         Ok(Self {
-            weight: ps.create(&format!("{prefix}.weight"), &[c], Init::Const(1.0), ParamKind::NoDecay)?,
-            bias: ps.create(&format!("{prefix}.bias"), &[c], Init::Const(0.0), ParamKind::NoDecay)?,
+            weight: ps.create(
+                &format!("{prefix}.weight"),
+                &[c],
+                Init::Const(1.0),
+                ParamKind::NoDecay,
+            )?,
+            bias: ps.create(
+                &format!("{prefix}.bias"),
+                &[c],
+                Init::Const(0.0),
+                ParamKind::NoDecay,
+            )?,
             running_mean: ps.create(
                 &format!("{prefix}.running_mean"),
                 &[c],
@@ -118,7 +128,8 @@ impl BatchNorm {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         match mode {
             Mode::Eval => {
-                let scale = (self.weight.as_tensor() / (self.running_var.as_tensor() + BN_EPS)?.sqrt()?)?;
+                let scale =
+                    (self.weight.as_tensor() / (self.running_var.as_tensor() + BN_EPS)?.sqrt()?)?;
                 let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
                 Ok(x.broadcast_mul(&per_channel(&scale, x)?)?
                     .broadcast_add(&per_channel(&shift, x)?)?)
@@ -139,9 +150,8 @@ impl BatchNorm {
                     .broadcast_add(&per_channel(&shift, x)?)?;
                 let m = BN_MOMENTUM;
                 let unbiased = (var.detach() * (n as f64 / (n.max(2) - 1) as f64))?;
-                self.running_mean.set(
-                    &((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?,
-                )?;
+                self.running_mean
+                    .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?)?;
                 self.running_var
                     .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
                 Ok(y)
@@ -182,7 +192,16 @@ impl ConvNormAct {
     ) -> Result<Self> {
         let groups = if depthwise { cin } else { 1 };
         Ok(Self {
-            conv: Conv::new(ps, conv_name, cin, cout, k, stride, groups, ConvInit::FanOut)?,
+            conv: Conv::new(
+                ps,
+                conv_name,
+                cin,
+                cout,
+                k,
+                stride,
+                groups,
+                ConvInit::FanOut,
+            )?,
             bn: BatchNorm::new(ps, bn_name, cout)?,
             act,
         })
@@ -230,7 +249,12 @@ pub struct LayerScale {
 impl LayerScale {
     pub fn new(ps: &mut ParamStore, prefix: &str, c: usize, init: f64) -> Result<Self> {
         Ok(Self {
-            gamma: ps.create(&format!("{prefix}.gamma"), &[c], Init::Const(init), ParamKind::NoDecay)?,
+            gamma: ps.create(
+                &format!("{prefix}.gamma"),
+                &[c],
+                Init::Const(init),
+                ParamKind::NoDecay,
+            )?,
         })
     }
 
@@ -255,13 +279,17 @@ impl Linear {
                 Init::Uniform(1.0 / (cout as f64).sqrt()),
                 ParamKind::Weight,
             )?,
-            bias: ps.create(&format!("{prefix}.bias"), &[cout], Init::Const(0.0), ParamKind::NoDecay)?,
+            bias: ps.create(
+                &format!("{prefix}.bias"),
+                &[cout],
+                Init::Const(0.0),
+                ParamKind::NoDecay,
+            )?,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x
-            .matmul(&self.weight.as_tensor().t()?)?
+        Ok(x.matmul(&self.weight.as_tensor().t()?)?
             .broadcast_add(self.bias.as_tensor())?)
     }
 }
@@ -273,7 +301,13 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut impl rand::Rng) -> Result<Tensor> {
     }
     let keep = 1.0 - p;
     let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
         .collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(DType::F32)?;
     Ok((x * mask)?)

@@ -49,7 +49,14 @@ impl Network {
         )?;
         let mut blocks: Vec<Vec<BlockModule>> = arch.stages.iter().map(|_| Vec::new()).collect();
         for (s, b, cin, spec) in arch.walk() {
-            let m = BlockModule::new(&mut ps, &format!("blocks.{s}.{b}"), spec, cin, act, arch.layer_scale)?;
+            let m = BlockModule::new(
+                &mut ps,
+                &format!("blocks.{s}.{b}"),
+                spec,
+                cin,
+                act,
+                arch.layer_scale,
+            )?;
             blocks[s].push(m);
         }
         let n = arch.stages.len();
@@ -110,7 +117,10 @@ impl Network {
         }
         let tap_specs = self.arch.feature_taps();
         if let Some(&bad) = taps.iter().find(|&&t| t >= tap_specs.len()) {
-            bail!("feature index {bad} out of range (this model has {} taps)", tap_specs.len());
+            bail!(
+                "feature index {bad} out of range (this model has {} taps)",
+                tap_specs.len()
+            );
         }
         let mut found: Vec<Option<Tensor>> = vec![None; tap_specs.len()];
         let mut keep = |at: Option<usize>, t: &Tensor| {

@@ -63,15 +63,20 @@ impl ParamStore {
                     // Box–Muller on our own seeded generator.
                     let u1: f64 = self.rng.random_range(f64::EPSILON..1.0);
                     let u2: f64 = self.rng.random();
-                    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std)
-                        as f32
+                    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
                 })
                 .collect(),
         }
     }
 
     /// Creates the tensor `name` with `shape`, filled by `init`.
-    pub fn create(&mut self, name: &str, shape: &[usize], init: Init, kind: ParamKind) -> Result<Var> {
+    pub fn create(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        kind: ParamKind,
+    ) -> Result<Var> {
         if self.entries.contains_key(name) {
             bail!("parameter '{name}' defined twice");
         }
@@ -111,13 +116,21 @@ impl ParamStore {
 
     /// Number of trainable scalars.
     pub fn num_params(&self) -> usize {
-        self.trainable().iter().map(|(_, v, _)| v.elem_count()).sum()
+        self.trainable()
+            .iter()
+            .map(|(_, v, _)| v.elem_count())
+            .sum()
     }
 
     /// Copies values from `tensors` into the store. Every store entry must be present with the same
     /// shape, and every given tensor must be known, except names listed in `skip` (which keep their
     /// initial values) and timm's `num_batches_tracked` counters. Any dtype is cast to f32.
-    pub fn load_map(&self, tensors: &HashMap<String, Tensor>, skip: &[&str], origin: &str) -> Result<()> {
+    pub fn load_map(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        skip: &[&str],
+        origin: &str,
+    ) -> Result<()> {
         let mut missing = Vec::new();
         let mut misshaped = Vec::new();
         for (name, (var, _)) in &self.entries {

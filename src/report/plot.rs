@@ -95,10 +95,15 @@ where
             for s in &chart.series {
                 let color = s.color;
                 if s.line && s.points.len() > 1 {
-                    c.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
-                        .map_err(|e| anyhow::anyhow!("{e:?}"))?
-                        .label(s.label.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                    c.draw_series(LineSeries::new(
+                        s.points.iter().copied(),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?
+                    .label(s.label.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
                 }
                 if s.marker > 0 {
                     let r = s.marker as i32;
@@ -112,8 +117,12 @@ where
                 }
             }
             for (x, y, text) in &chart.annotations {
-                c.draw_series(std::iter::once(Text::new(text.clone(), (*x, *y), ("sans-serif", 14))))
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                c.draw_series(std::iter::once(Text::new(
+                    text.clone(),
+                    (*x, *y),
+                    ("sans-serif", 14),
+                )))
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             }
             c.configure_series_labels()
                 .background_style(WHITE.mix(0.85))
@@ -146,10 +155,16 @@ pub fn write_png_svg(chart: &Chart, dir: &Path, stem: &str) -> Result<()> {
     }
     ensure_font()?;
     let svg = dir.join(format!("{stem}.svg"));
-    draw(SVGBackend::new(&svg, (1200, 800)).into_drawing_area(), chart)
-        .with_context(|| format!("drawing {}", svg.display()))?;
+    draw(
+        SVGBackend::new(&svg, (1200, 800)).into_drawing_area(),
+        chart,
+    )
+    .with_context(|| format!("drawing {}", svg.display()))?;
     let png = dir.join(format!("{stem}.png"));
-    draw(BitMapBackend::new(&png, (1200, 800)).into_drawing_area(), chart)
-        .with_context(|| format!("drawing {}", png.display()))?;
+    draw(
+        BitMapBackend::new(&png, (1200, 800)).into_drawing_area(),
+        chart,
+    )
+    .with_context(|| format!("drawing {}", png.display()))?;
     Ok(())
 }

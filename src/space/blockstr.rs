@@ -93,9 +93,9 @@ fn block_token(block: &Block, in_ch: usize, repeat: usize) -> String {
 fn as_repeat(block: &Block) -> Block {
     let mut b = block.clone();
     match &mut b {
-        Block::ConvBn { stride, .. } | Block::FusedIb { stride, .. } | Block::Uib { stride, .. } => {
-            *stride = 1
-        }
+        Block::ConvBn { stride, .. }
+        | Block::FusedIb { stride, .. }
+        | Block::Uib { stride, .. } => *stride = 1,
         Block::Mqa { .. } => {}
     }
     b
@@ -154,8 +154,12 @@ pub fn to_block_string(arch: &Arch) -> String {
 }
 
 fn parse_usize(at: &str, key: &str, v: &str) -> Result<usize, BlockStrError> {
-    v.parse::<usize>()
-        .map_err(|_| err(at, format!("option '{key}' needs a whole number, got '{v}'")))
+    v.parse::<usize>().map_err(|_| {
+        err(
+            at,
+            format!("option '{key}' needs a whole number, got '{v}'"),
+        )
+    })
 }
 
 fn parse_f64(at: &str, key: &str, v: &str) -> Result<f64, BlockStrError> {
@@ -199,7 +203,10 @@ fn parse_block(tok: &str, in_ch: usize) -> Result<(Block, usize), BlockStrError>
     if let Some(bad) = opts.keys().find(|k| !allowed.contains(k)) {
         return Err(err(
             tok,
-            format!("option '{bad}' is not valid for '{kind}' (valid: {})", allowed.join(", ")),
+            format!(
+                "option '{bad}' is not valid for '{kind}' (valid: {})",
+                allowed.join(", ")
+            ),
         ));
     }
     let get = |key: &str| -> Result<usize, BlockStrError> {
@@ -247,7 +254,10 @@ fn parse_block(tok: &str, in_ch: usize) -> Result<(Block, usize), BlockStrError>
                 None => 1,
             };
             if stride != 1 {
-                return Err(err(tok, "MQA blocks only support s1 (no query down-sampling)"));
+                return Err(err(
+                    tok,
+                    "MQA blocks only support s1 (no query down-sampling)",
+                ));
             }
             if let Some(c) = opts.get("c") {
                 let c = parse_usize(tok, "c", c)?;
@@ -325,8 +335,8 @@ pub fn parse_block_string(s: &str) -> Result<Arch, BlockStrError> {
     for (si, sec) in sections.enumerate() {
         let mut blocks = Vec::new();
         for tok in sec.split_whitespace() {
-            let (block, repeat) = parse_block(tok, ch)
-                .map_err(|e| err(format!("stage {si}: {}", e.at), e.what))?;
+            let (block, repeat) =
+                parse_block(tok, ch).map_err(|e| err(format!("stage {si}: {}", e.at), e.what))?;
             ch = block.out_channels(ch);
             let rep = as_repeat(&block);
             blocks.push(block);

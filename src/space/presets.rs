@@ -125,7 +125,9 @@ pub fn scale_width(arch: &mut Arch, width: f64) {
                 }
                 // timm keeps attention dims fixed; they only shrink (to a multiple of 8) where
                 // a narrow width leaves fewer channels than the key / value dimension.
-                Block::Mqa { key_dim, value_dim, .. } => {
+                Block::Mqa {
+                    key_dim, value_dim, ..
+                } => {
                     let cap = (ch / 8 * 8).max(8).min(ch);
                     *key_dim = (*key_dim).min(cap);
                     *value_dim = (*value_dim).min(cap);

@@ -33,7 +33,10 @@ fn check_stride(at: &str, stride: usize) -> Result<(), ArchError> {
     if stride == 1 || stride == 2 {
         Ok(())
     } else {
-        Err(err(at, format!("stride {stride} is not supported (use 1 or 2)")))
+        Err(err(
+            at,
+            format!("stride {stride} is not supported (use 1 or 2)"),
+        ))
     }
 }
 
@@ -47,14 +50,17 @@ fn check_positive(at: &str, what: &str, v: usize) -> Result<(), ArchError> {
 
 fn check_expansion(at: &str, e: f64) -> Result<(), ArchError> {
     if !(e.is_finite() && e > 0.0) {
-        Err(err(at, format!("expansion must be a positive number, got {e}")))
+        Err(err(
+            at,
+            format!("expansion must be a positive number, got {e}"),
+        ))
     } else {
         Ok(())
     }
 }
 
 fn check_odd_kernel(at: &str, what: &str, k: usize) -> Result<(), ArchError> {
-    if k == 0 || k % 2 == 0 {
+    if k == 0 || k.is_multiple_of(2) {
         Err(err(
             at,
             format!("{what} kernel {k} is not supported (use an odd size such as 1, 3 or 5)"),
@@ -68,7 +74,11 @@ fn check_dw(at: &str, what: &str, k: usize, allow_absent: bool) -> Result<(), Ar
     if (allow_absent && k == 0) || DW_KERNELS.contains(&k) {
         Ok(())
     } else {
-        let choices = if allow_absent { "0 (absent), 3 or 5" } else { "3 or 5" };
+        let choices = if allow_absent {
+            "0 (absent), 3 or 5"
+        } else {
+            "3 or 5"
+        };
         Err(err(
             at,
             format!("{what} depthwise kernel {k} is not supported (use {choices})"),
@@ -93,7 +103,10 @@ pub fn validate(arch: &Arch) -> Result<(), ArchError> {
     check_stride("stem", arch.stem_stride)?;
     if let Some(ls) = arch.layer_scale {
         if !(ls.is_finite() && ls > 0.0) {
-            return Err(err("model", format!("layer_scale must be positive, got {ls}")));
+            return Err(err(
+                "model",
+                format!("layer_scale must be positive, got {ls}"),
+            ));
         }
     }
     if !(0.0..1.0).contains(&arch.dropout) {

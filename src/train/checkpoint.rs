@@ -42,7 +42,10 @@ pub const FORMAT: &str = "mnv4-lab checkpoint v1";
 
 /// File names for the checkpoint of `epoch`.
 pub fn epoch_files(epoch: usize) -> (String, String) {
-    (format!("e{epoch:04}.safetensors"), format!("e{epoch:04}.state.safetensors"))
+    (
+        format!("e{epoch:04}.safetensors"),
+        format!("e{epoch:04}.state.safetensors"),
+    )
 }
 
 /// Writes a sidecar atomically.
@@ -52,25 +55,43 @@ pub fn write_sidecar(path: &Path, s: &Sidecar) -> Result<()> {
 
 /// Reads a sidecar, naming the file in errors.
 pub fn read_sidecar(path: &Path) -> Result<Sidecar> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-    let s: Sidecar = serde_json::from_str(&text).with_context(|| format!("checkpoint sidecar {} is malformed", path.display()))?;
-    anyhow::ensure!(s.format == FORMAT, "checkpoint {}: unknown format '{}'", path.display(), s.format);
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let s: Sidecar = serde_json::from_str(&text)
+        .with_context(|| format!("checkpoint sidecar {} is malformed", path.display()))?;
+    anyhow::ensure!(
+        s.format == FORMAT,
+        "checkpoint {}: unknown format '{}'",
+        path.display(),
+        s.format
+    );
     Ok(s)
 }
 
 /// Resolves the weights file a sidecar names.
 pub fn weights_path(sidecar_path: &Path, s: &Sidecar) -> PathBuf {
-    sidecar_path.parent().unwrap_or(Path::new(".")).join(&s.weights)
+    sidecar_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&s.weights)
 }
 
 /// Removes epoch files no sidecar in `dir` refers to.
 pub fn prune(dir: &Path, keep: &[&Sidecar]) -> Result<()> {
-    let keep: Vec<&str> = keep.iter().flat_map(|s| [s.weights.as_str(), s.state.as_str()]).collect();
+    let keep: Vec<&str> = keep
+        .iter()
+        .flat_map(|s| [s.weights.as_str(), s.state.as_str()])
+        .collect();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.starts_with('e') && name.ends_with(".safetensors") && !keep.contains(&name.as_str()) {
-            std::fs::remove_file(&path).with_context(|| format!("removing old checkpoint {}", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with('e') && name.ends_with(".safetensors") && !keep.contains(&name.as_str())
+        {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing old checkpoint {}", path.display()))?;
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// A whole experiment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Experiment {
     /// Run name; default: the experiment file's stem.
@@ -146,25 +146,14 @@ impl Default for OutputConfig {
     }
 }
 
-impl Default for Experiment {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            seed: 0,
-            data: DataConfig::default(),
-            model: ModelConfig::default(),
-            train: TrainConfig::default(),
-            output: OutputConfig::default(),
-        }
-    }
-}
-
 /// Parses the right-hand side of `--set key=value` as TOML (number, bool, string, array), falling
 /// back to a plain string.
 fn parse_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -195,7 +184,12 @@ pub fn apply_overrides(table: &mut toml::Table, sets: &[String]) -> Result<()> {
 
 impl Experiment {
     /// Parses TOML text plus overrides; `default_name` fills an empty `name`.
-    pub fn from_toml(text: &str, sets: &[String], default_name: &str, origin: &str) -> Result<Self> {
+    pub fn from_toml(
+        text: &str,
+        sets: &[String],
+        default_name: &str,
+        origin: &str,
+    ) -> Result<Self> {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         apply_overrides(&mut table, sets)?;
@@ -258,7 +252,10 @@ impl Experiment {
             bail!("output.checkpoint_every must be at least 1");
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) {
-            bail!("name '{}' must be non-empty and contain no path separators", self.name);
+            bail!(
+                "name '{}' must be non-empty and contain no path separators",
+                self.name
+            );
         }
         Ok(())
     }
@@ -277,7 +274,11 @@ mod tests {
     fn defaults_and_overrides_apply() {
         let e = Experiment::from_toml(
             "[train]\nepochs = 3\n",
-            &["train.lr=0.05".into(), "model.arch=hybrid-medium".into(), "data.augment.flip=false".into()],
+            &[
+                "train.lr=0.05".into(),
+                "model.arch=hybrid-medium".into(),
+                "data.augment.flip=false".into(),
+            ],
             "x",
             "test",
         )
@@ -302,7 +303,8 @@ mod tests {
     fn bad_values_are_rejected_with_the_field() {
         let e = Experiment::from_toml("[train]\nepochs = 0\n", &[], "x", "exp.toml").unwrap_err();
         assert!(format!("{e:#}").contains("train.epochs"), "{e:#}");
-        let e = Experiment::from_toml("[data]\ndataset = \"imagenet\"\n", &[], "x", "e").unwrap_err();
+        let e =
+            Experiment::from_toml("[data]\ndataset = \"imagenet\"\n", &[], "x", "e").unwrap_err();
         assert!(format!("{e:#}").contains("imagenet"), "{e:#}");
     }
 }

@@ -46,11 +46,17 @@ mod tests {
         let lse = |r: [f64; 3]| r.iter().map(|v| v.exp()).sum::<f64>().ln();
         let (r0, r1) = ([2.0, 0.0, -1.0], [0.5, 0.5, 3.0]);
         let nll = ((lse(r0) - 2.0) + (lse(r1) - 0.5)) / 2.0;
-        let got = cross_entropy(&logits, &labels, 0.0).unwrap().to_scalar::<f32>().unwrap();
+        let got = cross_entropy(&logits, &labels, 0.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!((got as f64 - nll).abs() < 1e-5);
         let unif = ((3.0 * lse(r0) - 1.0) / 3.0 + (3.0 * lse(r1) - 4.0) / 3.0) / 2.0;
         let want = 0.9 * nll + 0.1 * unif;
-        let got = cross_entropy(&logits, &labels, 0.1).unwrap().to_scalar::<f32>().unwrap();
+        let got = cross_entropy(&logits, &labels, 0.1)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!((got as f64 - want).abs() < 1e-5);
     }
 

@@ -3,8 +3,9 @@
 
 use super::config::DataConfig;
 use crate::data::{
-    load_cifar10, load_cifar100, load_fashion_mnist, load_image_folder, load_mnist, locate_fashion_mnist,
-    split_dataset, AugmentConfig, Augmenter, DataLoader, Dataset, LoaderConfig,
+    load_cifar10, load_cifar100, load_fashion_mnist, load_image_folder, load_mnist,
+    locate_fashion_mnist, split_dataset, AugmentConfig, Augmenter, DataLoader, Dataset,
+    LoaderConfig,
 };
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -37,7 +38,12 @@ pub fn load_train_test(cfg: &DataConfig) -> Result<(Dataset, Dataset)> {
             let root = require_dir(&cfg.path, "image")?;
             let load = |sub: &str| -> Result<Dataset> {
                 let dir: &Path = &root.join(sub);
-                Ok(load_image_folder(dir, aug.channels, aug.input_size, aug.input_size)?)
+                Ok(load_image_folder(
+                    dir,
+                    aug.channels,
+                    aug.input_size,
+                    aug.input_size,
+                )?)
             };
             (load("train")?, load("test")?)
         }
@@ -53,7 +59,12 @@ fn head(ds: Dataset, limit: usize) -> Dataset {
 }
 
 /// Builds the loaders. `seed` drives the split, the shuffling and the augmentation.
-pub fn build_splits(cfg: &DataConfig, batch_size: usize, eval_batch_size: usize, seed: u64) -> Result<Splits> {
+pub fn build_splits(
+    cfg: &DataConfig,
+    batch_size: usize,
+    eval_batch_size: usize,
+    seed: u64,
+) -> Result<Splits> {
     let (train_full, test) = load_train_test(cfg)?;
     let (train, val) = split_dataset(&train_full, cfg.val_size, seed)
         .with_context(|| format!("data.val_size = {}", cfg.val_size))?;

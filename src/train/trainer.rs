@@ -24,7 +24,14 @@ use std::time::Instant;
 pub trait BatchLoss {
     /// Returns (loss to minimize, student logits) for one batch. `index` is the dataset-order
     /// position of the batch within the epoch (for caches keyed by sample).
-    fn loss(&mut self, net: &Network, images: &Tensor, labels: &Tensor, epoch: usize, batch: usize) -> Result<(Tensor, Tensor)>;
+    fn loss(
+        &mut self,
+        net: &Network,
+        images: &Tensor,
+        labels: &Tensor,
+        epoch: usize,
+        batch: usize,
+    ) -> Result<(Tensor, Tensor)>;
 }
 
 /// Plain cross-entropy with label smoothing.
@@ -33,7 +40,14 @@ pub struct CrossEntropy {
 }
 
 impl BatchLoss for CrossEntropy {
-    fn loss(&mut self, net: &Network, images: &Tensor, labels: &Tensor, _: usize, _: usize) -> Result<(Tensor, Tensor)> {
+    fn loss(
+        &mut self,
+        net: &Network,
+        images: &Tensor,
+        labels: &Tensor,
+        _: usize,
+        _: usize,
+    ) -> Result<(Tensor, Tensor)> {
         let logits = net.forward(images, Mode::Train)?;
         Ok((cross_entropy(&logits, labels, self.smoothing)?, logits))
     }
@@ -171,7 +185,8 @@ pub fn train_network(
     let t = &exp.train;
     let dir = exp.run_dir();
     let ckpt_dir = dir.join("checkpoints");
-    std::fs::create_dir_all(&ckpt_dir).with_context(|| format!("creating {}", ckpt_dir.display()))?;
+    std::fs::create_dir_all(&ckpt_dir)
+        .with_context(|| format!("creating {}", ckpt_dir.display()))?;
     crate::fsutil::atomic_write(&dir.join("config.toml"), toml::to_string(exp)?.as_bytes())?;
     crate::fsutil::atomic_write(&dir.join("arch.toml"), net.arch.to_toml_string().as_bytes())?;
 
@@ -186,7 +201,11 @@ pub fn train_network(
     let ema = match t.ema_decay {
         Some(decay) => {
             let twin = Network::new(&net.arch, &Device::Cpu, exp.seed)?;
-            twin.params.load_map(&net.params.tensors().into_iter().collect(), &[], "initial weights")?;
+            twin.params.load_map(
+                &net.params.tensors().into_iter().collect(),
+                &[],
+                "initial weights",
+            )?;
             Some(Ema { decay, twin })
         }
         None => None,
@@ -203,7 +222,8 @@ pub fn train_network(
             "cannot resume: {} holds a different architecture",
             last_path.display()
         );
-        net.params.load_safetensors(&checkpoint::weights_path(&last_path, &s), &[])?;
+        net.params
+            .load_safetensors(&checkpoint::weights_path(&last_path, &s), &[])?;
         let state = candle_core::safetensors::load(ckpt_dir.join(&s.state), &Device::Cpu)
             .with_context(|| format!("reading {}", s.state))?;
         opt.load_state(&state, s.optimizer_step)?;
@@ -220,13 +240,20 @@ pub fn train_network(
         rows = read_rows(&dir.join("metrics.csv"), start_epoch)?;
         tracing::info!("resuming {} after epoch {}", exp.name, s.epoch);
     } else if opts.resume {
-        tracing::warn!("--resume: no checkpoint in {}; starting fresh", ckpt_dir.display());
+        tracing::warn!(
+            "--resume: no checkpoint in {}; starting fresh",
+            ckpt_dir.display()
+        );
     }
 
     for epoch in start_epoch..t.epochs {
         let t0 = Instant::now();
         net.seed_dropout(derive_seed(&[exp.seed, epoch as u64, 0xd50]));
-        let pb = progress(opts.quiet, steps_per_epoch, format!("epoch {}/{}", epoch + 1, t.epochs));
+        let pb = progress(
+            opts.quiet,
+            steps_per_epoch,
+            format!("epoch {}/{}", epoch + 1, t.epochs),
+        );
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let mut lr = schedule.lr(opt.step);
         for (bi, batch) in splits.train.epoch(epoch as u64).enumerate() {
@@ -236,7 +263,11 @@ pub fn train_network(
             let grads = loss.backward()?;
             let scale = if t.grad_clip > 0.0 {
                 let norm = opt.grad_norm(&grads)?;
-                if norm > t.grad_clip { t.grad_clip / norm } else { 1.0 }
+                if norm > t.grad_clip {
+                    t.grad_clip / norm
+                } else {
+                    1.0
+                }
             } else {
                 1.0
             };
@@ -246,7 +277,11 @@ pub fn train_network(
             }
             let b = y.dims()[0];
             let l = loss.to_scalar::<f32>()? as f64;
-            anyhow::ensure!(l.is_finite(), "loss became {l} at epoch {} batch {bi}; lower train.lr", epoch + 1);
+            anyhow::ensure!(
+                l.is_finite(),
+                "loss became {l} at epoch {} batch {bi}; lower train.lr",
+                epoch + 1
+            );
             loss_sum += l * b as f64;
             correct += correct_topk(&logits.detach(), &y.to_vec1::<u32>()?, 1)?;
             seen += b;
@@ -352,7 +387,9 @@ pub fn train_network(
     let best_path = ckpt_dir.join("best.json");
     let best = checkpoint::read_sidecar(&best_path)?;
     let final_net = Network::new(&net.arch, &Device::Cpu, exp.seed)?;
-    final_net.params.load_safetensors(&checkpoint::weights_path(&best_path, &best), &[])?;
+    final_net
+        .params
+        .load_safetensors(&checkpoint::weights_path(&best_path, &best), &[])?;
     let test = evaluate(&final_net, &splits.test)?;
     write_curves(&dir, &exp.name, &rows)?;
     let summary = Summary {
@@ -376,7 +413,10 @@ pub fn train_network(
         "test_top5": test.top5,
         "wall_seconds_this_invocation": summary.wall_seconds,
     });
-    crate::fsutil::atomic_write(&dir.join("summary.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    crate::fsutil::atomic_write(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
     Ok(summary)
 }
 
@@ -389,8 +429,16 @@ fn write_metrics(dir: &Path, rows: &[EpochRow]) -> Result<()> {
         Col::Float("val_loss", rows.iter().map(|r| r.val.loss).collect()),
         Col::Float("val_top1", rows.iter().map(|r| r.val.top1).collect()),
         Col::Float("val_top5", rows.iter().map(|r| r.val.top5).collect()),
-        Col::Float("ema_val_top1", rows.iter().map(|r| r.ema_val_top1.unwrap_or(f64::NAN)).collect()),
-        Col::Float("images_per_sec", rows.iter().map(|r| r.images_per_sec).collect()),
+        Col::Float(
+            "ema_val_top1",
+            rows.iter()
+                .map(|r| r.ema_val_top1.unwrap_or(f64::NAN))
+                .collect(),
+        ),
+        Col::Float(
+            "images_per_sec",
+            rows.iter().map(|r| r.images_per_sec).collect(),
+        ),
         Col::Float("seconds", rows.iter().map(|r| r.seconds).collect()),
     ])?;
     write_csv_parquet(&mut df, dir, "metrics")
@@ -398,17 +446,30 @@ fn write_metrics(dir: &Path, rows: &[EpochRow]) -> Result<()> {
 
 /// Reads the first `epochs` rows of an existing `metrics.csv` (for resume).
 fn read_rows(path: &Path, epochs: usize) -> Result<Vec<EpochRow>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut rows = Vec::new();
     for (i, line) in text.lines().skip(1).enumerate().take(epochs) {
-        let v: Vec<f64> = line.split(',').map(|s| s.parse::<f64>().unwrap_or(f64::NAN)).collect();
-        anyhow::ensure!(v.len() >= 10, "{} line {}: expected 10 columns", path.display(), i + 2);
+        let v: Vec<f64> = line
+            .split(',')
+            .map(|s| s.parse::<f64>().unwrap_or(f64::NAN))
+            .collect();
+        anyhow::ensure!(
+            v.len() >= 10,
+            "{} line {}: expected 10 columns",
+            path.display(),
+            i + 2
+        );
         rows.push(EpochRow {
             epoch: v[0] as usize,
             lr: v[1],
             train_loss: v[2],
             train_top1: v[3],
-            val: EvalMetrics { loss: v[4], top1: v[5], top5: v[6] },
+            val: EvalMetrics {
+                loss: v[4],
+                top1: v[5],
+                top5: v[6],
+            },
             ema_val_top1: (!v[7].is_nan()).then_some(v[7]),
             images_per_sec: v[8],
             seconds: v[9],
@@ -418,16 +479,34 @@ fn read_rows(path: &Path, epochs: usize) -> Result<Vec<EpochRow>> {
 }
 
 fn write_curves(dir: &Path, name: &str, rows: &[EpochRow]) -> Result<()> {
-    let pts = |f: &dyn Fn(&EpochRow) -> f64| rows.iter().map(|r| (r.epoch as f64, f(r))).collect::<Vec<_>>();
-    let series = |label: &str, points, color| Series { label: label.into(), points, color, line: true, marker: 3 };
+    let pts = |f: &dyn Fn(&EpochRow) -> f64| {
+        rows.iter()
+            .map(|r| (r.epoch as f64, f(r)))
+            .collect::<Vec<_>>()
+    };
+    let series = |label: &str, points, color| Series {
+        label: label.into(),
+        points,
+        color,
+        line: true,
+        marker: 3,
+    };
     let title = format!("{name}: accuracy");
     let chart = Chart {
         title: &title,
         x_label: "epoch",
         y_label: "top-1 accuracy (%)",
         series: vec![
-            series("train (augmented)", pts(&|r| 100.0 * r.train_top1), RGBColor(31, 119, 180)),
-            series("validation", pts(&|r| 100.0 * r.val.top1), RGBColor(214, 39, 40)),
+            series(
+                "train (augmented)",
+                pts(&|r| 100.0 * r.train_top1),
+                RGBColor(31, 119, 180),
+            ),
+            series(
+                "validation",
+                pts(&|r| 100.0 * r.val.top1),
+                RGBColor(214, 39, 40),
+            ),
         ],
         annotations: vec![],
         log_x: false,
