@@ -1,5 +1,6 @@
 //! The `mnv4-lab` command line.
 
+pub mod bench;
 pub mod eval;
 pub mod inspect;
 pub mod train;
@@ -20,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Per-layer table (shapes, params, MACs) and totals with roofline latency, from the spec alone.
     Inspect(inspect::InspectArgs),
+    /// Time a training step or inference (images/s, ms/step, peak memory).
+    Bench(bench::BenchArgs),
     /// Train one model from an experiment file; writes runs/<name>/ (metrics, checkpoints, plots).
     Train(train::TrainArgs),
     /// Accuracy of a checkpoint (ours or timm's) on the validation or test split.
@@ -31,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(&a),
         Command::Train(a) => train::run(&a),
+        Command::Bench(a) => bench::run(&a),
         Command::Eval(a) => eval::run(&a),
     }
 }

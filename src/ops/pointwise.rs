@@ -14,8 +14,21 @@ pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
             w.shape()
         )
     }
-    w.reshape((co, ci))?
-        .broadcast_matmul(&x.reshape((b, ci, h * wd))?)?
+    // One GEMM over every pixel of the batch: [B·HW, Ci] × [Ci, Co]. Broadcasting the weight
+    // over the batch instead would copy it B times.
+    let wt = w.reshape((co, ci))?.t()?;
+    let hw = h * wd;
+    if hw == 1 {
+        return x.reshape((b, ci))?.matmul(&wt)?.reshape((b, co, 1, 1));
+    }
+    x.reshape((b, ci, hw))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b * hw, ci))?
+        .matmul(&wt)?
+        .reshape((b, hw, co))?
+        .transpose(1, 2)?
+        .contiguous()?
         .reshape((b, co, h, wd))
 }
 
