@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod cost;
 pub mod data;
+pub mod distill;
 pub mod fsutil;
 pub mod model;
 pub mod ops;

@@ -1,6 +1,7 @@
 //! The `mnv4-lab` command line.
 
 pub mod bench;
+pub mod distill;
 pub mod eval;
 pub mod inspect;
 pub mod train;
@@ -25,6 +26,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Train one model from an experiment file; writes runs/<name>/ (metrics, checkpoints, plots).
     Train(train::TrainArgs),
+    /// Distill a student from a teacher (logit KD, feature KD, attention transfer, DKD).
+    Distill(distill::DistillArgs),
     /// Accuracy of a checkpoint (ours or timm's) on the validation or test split.
     Eval(eval::EvalArgs),
 }
@@ -36,5 +39,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Eval(a) => eval::run(&a),
+        Command::Distill(a) => distill::run(&a),
     }
 }

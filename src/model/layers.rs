@@ -270,13 +270,15 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// timm's init for the classifier: Uniform(±1/sqrt(out)), zero bias.
+    /// PyTorch's default `nn.Linear` init for the weight, Uniform(±1/sqrt(in)), and a zero bias.
+    /// (timm's EfficientNet init, Uniform(±1/sqrt(out)), gives 10-class heads logits of ±5 at
+    /// the start, which slows training from scratch on small datasets.)
     pub fn new(ps: &mut ParamStore, prefix: &str, cin: usize, cout: usize) -> Result<Self> {
         Ok(Self {
             weight: ps.create(
                 &format!("{prefix}.weight"),
                 &[cout, cin],
-                Init::Uniform(1.0 / (cout as f64).sqrt()),
+                Init::Uniform(1.0 / (cin as f64).sqrt()),
                 ParamKind::Weight,
             )?,
             bias: ps.create(

@@ -20,6 +20,8 @@ pub struct Experiment {
     pub model: ModelConfig,
     pub train: TrainConfig,
     pub output: OutputConfig,
+    /// `[distill]`, read by `mnv4-lab distill` and the search.
+    pub distill: crate::distill::config::DistillConfig,
 }
 
 /// `[data]`: which dataset, the validation split, preprocessing.
@@ -33,6 +35,9 @@ pub struct DataConfig {
     pub path: Option<PathBuf>,
     /// Training images held out for validation (selection happens on these, never on test).
     pub val_size: usize,
+    /// Seed of the train/validation split, kept apart from `seed` so that runs with different
+    /// seeds (and their teacher) share one split and no model trains on another's validation set.
+    pub split_seed: u64,
     /// Use only the first N training images (after the validation split); 0 = all. For smoke runs.
     pub train_limit: usize,
     /// Use only the first N validation / test images; 0 = all.
@@ -47,6 +52,7 @@ impl Default for DataConfig {
             dataset: "fashion-mnist".into(),
             path: None,
             val_size: 5000,
+            split_seed: 0,
             train_limit: 0,
             eval_limit: 0,
             augment: AugmentConfig::default(),
@@ -247,6 +253,21 @@ impl Experiment {
         }
         if self.data.dataset == "folder" && self.data.path.is_none() {
             bail!("data.dataset = \"folder\" needs data.path");
+        }
+        let d = &self.distill;
+        for (k, v) in [
+            ("ce_weight", d.ce_weight),
+            ("kd_weight", d.kd_weight),
+            ("feature_weight", d.feature_weight),
+            ("at_weight", d.at_weight),
+            ("dkd_weight", d.dkd_weight),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                bail!("distill.{k} must be a non-negative number, got {v}");
+            }
+        }
+        if d.temperature <= 0.0 || d.dkd_temperature <= 0.0 {
+            bail!("distill.temperature and distill.dkd_temperature must be positive");
         }
         if self.output.checkpoint_every == 0 {
             bail!("output.checkpoint_every must be at least 1");

@@ -58,7 +58,7 @@ fn head(ds: Dataset, limit: usize) -> Dataset {
     }
 }
 
-/// Builds the loaders. `seed` drives the split, the shuffling and the augmentation.
+/// Builds the loaders. `data.split_seed` drives the split; `seed` the shuffling and augmentation.
 pub fn build_splits(
     cfg: &DataConfig,
     batch_size: usize,
@@ -66,7 +66,7 @@ pub fn build_splits(
     seed: u64,
 ) -> Result<Splits> {
     let (train_full, test) = load_train_test(cfg)?;
-    let (train, val) = split_dataset(&train_full, cfg.val_size, seed)
+    let (train, val) = split_dataset(&train_full, cfg.val_size, cfg.split_seed)
         .with_context(|| format!("data.val_size = {}", cfg.val_size))?;
     let train = head(train, cfg.train_limit);
     let val = head(val, cfg.eval_limit);

@@ -2,18 +2,18 @@
 //! evaluated on validation every epoch, tested once at the end with the best-on-validation weights.
 
 use super::checkpoint::{self, Sidecar};
-use super::config::Experiment;
+use super::config::{Experiment, ModelConfig};
 use super::loss::{correct_topk, cross_entropy};
 use super::optim::Optimizer;
 use super::schedule::CosineSchedule;
 use super::splits::Splits;
 use crate::data::{derive_seed, DataLoader};
-use crate::model::{Mode, Network};
+use crate::model::{Mode, Network, ParamKind};
 use crate::report::plot::{write_png_svg, Chart, Series};
 use crate::report::table::{frame, write_csv_parquet, Col};
 use crate::space::Arch;
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::style::RGBColor;
 use std::collections::BTreeMap;
@@ -22,8 +22,8 @@ use std::time::Instant;
 
 /// The loss of one training batch. The default is cross-entropy; distillation plugs in its own.
 pub trait BatchLoss {
-    /// Returns (loss to minimize, student logits) for one batch. `index` is the dataset-order
-    /// position of the batch within the epoch (for caches keyed by sample).
+    /// Returns (loss to minimize, student logits) for one batch; `batch` is the batch's position
+    /// in the epoch (for caches keyed by sample).
     fn loss(
         &mut self,
         net: &Network,
@@ -32,6 +32,16 @@ pub trait BatchLoss {
         epoch: usize,
         batch: usize,
     ) -> Result<(Tensor, Tensor)>;
+
+    /// Extra trainable tensors the loss owns (e.g. feature adapters), optimized with the model.
+    fn extra_params(&self) -> Vec<(String, Var, ParamKind)> {
+        Vec::new()
+    }
+
+    /// Called after the last batch of every epoch (e.g. to flush a cache).
+    fn end_epoch(&mut self, _epoch: usize) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Plain cross-entropy with label smoothing.
@@ -115,9 +125,9 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
-/// Applies the experiment's `[model]` changes and the data's channels / classes to an arch.
-pub fn experiment_arch(exp: &Experiment, channels: usize, num_classes: usize) -> Result<Arch> {
-    let m = &exp.model;
+/// Applies a `[model]` section (arch, width, stem stride, dropped downsamplings, dropout) and the
+/// data's channels / classes to make the architecture to train.
+pub fn model_arch(m: &ModelConfig, channels: usize, num_classes: usize) -> Result<Arch> {
     let mut arch = Arch::resolve(&m.arch, m.width)?.with_io(channels, num_classes);
     if let Some(s) = m.stem_stride {
         arch.stem_stride = s;
@@ -197,7 +207,10 @@ pub fn train_network(
         warmup_steps: (t.warmup_epochs * steps_per_epoch as f64).round() as u64,
         total_steps: t.epochs as u64 * steps_per_epoch,
     };
-    let mut opt = Optimizer::new(t.optimizer.clone(), net.params.trainable());
+    let extra = loss_fn.extra_params();
+    let mut trainable = net.params.trainable();
+    trainable.extend(extra.iter().cloned());
+    let mut opt = Optimizer::new(t.optimizer.clone(), trainable);
     let ema = match t.ema_decay {
         Some(decay) => {
             let twin = Network::new(&net.arch, &Device::Cpu, exp.seed)?;
@@ -227,6 +240,12 @@ pub fn train_network(
         let state = candle_core::safetensors::load(ckpt_dir.join(&s.state), &Device::Cpu)
             .with_context(|| format!("reading {}", s.state))?;
         opt.load_state(&state, s.optimizer_step)?;
+        for (name, var, _) in &extra {
+            let saved = state
+                .get(&format!("loss.{name}"))
+                .with_context(|| format!("{}: no saved value for {name}", s.state))?;
+            var.set(saved)?;
+        }
         if let Some(e) = &ema {
             let ema_w: std::collections::HashMap<String, Tensor> = state
                 .iter()
@@ -294,6 +313,7 @@ pub fn train_network(
             ));
         }
         pb.finish_and_clear();
+        loss_fn.end_epoch(epoch)?;
         let train_secs = t0.elapsed().as_secs_f64();
         let val = evaluate(net, &splits.val)?;
         let ema_val = match &ema {
@@ -342,6 +362,9 @@ pub fn train_network(
         if is_best || last_epoch || (epoch + 1) % exp.output.checkpoint_every == 0 {
             net.params.save_safetensors(&ckpt_dir.join(&wf))?;
             let mut state = opt.state_tensors();
+            for (name, var, _) in &extra {
+                state.insert(format!("loss.{name}"), var.as_tensor().clone());
+            }
             if let Some(e) = &ema {
                 for (k, v) in e.twin.params.tensors() {
                     state.insert(format!("ema.{k}"), v);

@@ -1,0 +1,95 @@
+//! `mnv4-lab distill`: train a student from a teacher's logits and features.
+
+use super::train::set_threads;
+use crate::train::config::Experiment;
+use crate::train::splits::build_splits;
+use crate::train::trainer::RunOptions;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Arguments of `mnv4-lab distill`.
+#[derive(Debug, Args)]
+pub struct DistillArgs {
+    /// Experiment file (data, student recipe, [distill] weights). Default: all defaults.
+    pub experiment: Option<PathBuf>,
+    /// Teacher: preset (large, hybrid-medium, …), arch file or block string. Without
+    /// --teacher-weights, a teacher trained earlier on the same data is reused, or one is trained first.
+    #[arg(long)]
+    pub teacher: Option<String>,
+    /// Teacher width multiplier.
+    #[arg(long)]
+    pub teacher_width: Option<f64>,
+    /// Teacher weights: an mnv4-lab checkpoint sidecar (.json) or a safetensors file (ours or timm's).
+    #[arg(long)]
+    pub teacher_weights: Option<PathBuf>,
+    /// Student: preset, arch file or block string.
+    #[arg(long)]
+    pub student: Option<String>,
+    /// Student width multiplier.
+    #[arg(long)]
+    pub student_width: Option<f64>,
+    /// Override any field: --set distill.kd_weight=0.5 --set train.epochs=5
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Continue the student from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars; one log line per epoch.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: &DistillArgs) -> Result<()> {
+    let mut sets = Vec::new();
+    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    if let Some(t) = &args.teacher {
+        sets.push(format!("distill.teacher.arch={}", q(t)));
+    }
+    if let Some(w) = args.teacher_width {
+        sets.push(format!("distill.teacher.width={w}"));
+    }
+    if let Some(w) = &args.teacher_weights {
+        sets.push(format!("distill.teacher_weights={}", q(&w.to_string_lossy())));
+    }
+    if let Some(s) = &args.student {
+        sets.push(format!("model.arch={}", q(s)));
+    }
+    if let Some(w) = args.student_width {
+        sets.push(format!("model.width={w}"));
+    }
+    sets.extend(args.sets.iter().cloned());
+    let exp = match &args.experiment {
+        Some(p) => Experiment::load(p, &sets)?,
+        None => Experiment::from_toml("", &sets, "distill", "defaults")?,
+    };
+    set_threads(exp.train.threads);
+    let splits = build_splits(&exp.data, exp.train.batch_size, exp.train.eval_batch_size, exp.seed)?;
+    let opts = RunOptions { resume: args.resume, quiet: args.quiet };
+    let r = crate::distill::distill(&exp, &splits, &opts)?;
+    println!(
+        "{}: teacher test top-1 {:.2}% | student best val top-1 {:.2}% (epoch {}), test top-1 {:.2}% | teacher time {:.1}s, {} batches from the teacher cache | run folder {}",
+        exp.name,
+        100.0 * r.teacher_test.top1,
+        100.0 * r.student.best_val_top1,
+        r.student.best_epoch,
+        100.0 * r.student.test.top1,
+        r.teacher_seconds,
+        r.cached_batches,
+        r.student.run_dir.display()
+    );
+    let json = serde_json::json!({
+        "name": exp.name,
+        "teacher_source": r.teacher_source,
+        "teacher_test_top1": r.teacher_test.top1,
+        "student_best_val_top1": r.student.best_val_top1,
+        "student_test_top1": r.student.test.top1,
+        "teacher_seconds": r.teacher_seconds,
+        "cached_batches": r.cached_batches,
+        "wall_seconds": r.student.wall_seconds,
+    });
+    crate::fsutil::atomic_write(
+        &r.student.run_dir.join("distill.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )
+}

@@ -1,0 +1,102 @@
+//! `[distill]`: the teacher, each loss with its own explicit weight, and the teacher cache.
+
+use crate::train::config::ModelConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Distillation settings. The student is the experiment's `[model]`; its recipe is `[train]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillConfig {
+    /// The teacher architecture (default `conv-large`).
+    pub teacher: ModelConfig,
+    /// Teacher weights: an mnv4-lab sidecar (`.json`) or a safetensors file (ours or timm's).
+    /// Absent: reuse a teacher trained earlier on the same data, or train one first.
+    pub teacher_weights: Option<PathBuf>,
+    /// Epochs when the teacher has to be trained first (default: `train.epochs`).
+    pub teacher_epochs: Option<usize>,
+    /// Peak learning rate when training the teacher (default: `train.lr`).
+    pub teacher_lr: Option<f64>,
+    /// Teacher input side; a multiple of the student's (the batch is upsampled, nearest).
+    pub teacher_res: Option<usize>,
+    /// Run the teacher's BN in train mode (updating its statistics). Default: eval mode.
+    pub teacher_train_bn: bool,
+    /// Weight of the cross-entropy with the labels (label smoothing from `train`).
+    pub ce_weight: f64,
+    /// Weight of Hinton KD.
+    pub kd_weight: f64,
+    /// KD temperature T.
+    pub temperature: f64,
+    /// Weight of FitNets-style feature KD (1×1 conv + BN adapters, MSE).
+    pub feature_weight: f64,
+    /// Feature taps (indices of `Arch::feature_taps`; 0…4 = strides 2…32 in the presets).
+    pub feature_taps: Vec<usize>,
+    /// Weight of attention transfer at `feature_taps`.
+    pub at_weight: f64,
+    /// Weight of Decoupled KD.
+    pub dkd_weight: f64,
+    pub dkd_alpha: f64,
+    pub dkd_beta: f64,
+    pub dkd_temperature: f64,
+    /// Epochs over which the DKD term ramps up linearly.
+    pub dkd_warmup_epochs: f64,
+    /// Cache teacher logits on disk (used when no feature loss needs the teacher's features).
+    pub cache: bool,
+    /// Where the teacher cache lives.
+    pub cache_dir: PathBuf,
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        Self {
+            teacher: ModelConfig {
+                arch: "conv-large".into(),
+                ..ModelConfig::default()
+            },
+            teacher_weights: None,
+            teacher_epochs: None,
+            teacher_lr: None,
+            teacher_res: None,
+            teacher_train_bn: false,
+            ce_weight: 1.0,
+            kd_weight: 1.0,
+            temperature: 4.0,
+            feature_weight: 0.0,
+            feature_taps: vec![3],
+            at_weight: 0.0,
+            dkd_weight: 0.0,
+            dkd_alpha: 1.0,
+            dkd_beta: 8.0,
+            dkd_temperature: 4.0,
+            dkd_warmup_epochs: 1.0,
+            cache: true,
+            cache_dir: PathBuf::from("runs/.teacher-cache"),
+        }
+    }
+}
+
+impl DistillConfig {
+    /// True when some loss needs the teacher's intermediate features (no logit cache then).
+    pub fn needs_features(&self) -> bool {
+        self.feature_weight > 0.0 || self.at_weight > 0.0
+    }
+
+    /// One line with every resolved weight, printed at start (toolkits disagree on "alpha").
+    pub fn describe(&self) -> String {
+        format!(
+            "loss = {} · CE + {} · KD(T={}) + {} · feature-MSE{:?} + {} · AT{:?} + {} · DKD(α={}, β={}, T={}, warm-up {} epochs)",
+            self.ce_weight,
+            self.kd_weight,
+            self.temperature,
+            self.feature_weight,
+            self.feature_taps,
+            self.at_weight,
+            self.feature_taps,
+            self.dkd_weight,
+            self.dkd_alpha,
+            self.dkd_beta,
+            self.dkd_temperature,
+            self.dkd_warmup_epochs
+        )
+    }
+}

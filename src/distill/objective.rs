@@ -1,0 +1,210 @@
+//! The distillation objective: a [`BatchLoss`] combining CE, KD, feature KD, attention transfer
+//! and DKD with explicit weights, reading teacher logits from the offline cache when it can.
+
+use super::cache::{view_path, ViewLogits};
+use super::config::DistillConfig;
+use super::losses::{attention_transfer, dkd_loss, feature_mse, kd_loss};
+use crate::data::DataLoader;
+use crate::model::layers::{BatchNorm, Conv, ConvInit};
+use crate::model::{Mode, Network, ParamKind, ParamStore};
+use crate::train::loss::cross_entropy;
+use crate::train::trainer::BatchLoss;
+use anyhow::{ensure, Result};
+use candle_core::{Tensor, Var};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// A trainable 1×1 conv + BN from student to teacher channels (dropped from the exported student).
+struct Adapter {
+    conv: Conv,
+    bn: BatchNorm,
+}
+
+/// Where the cache lives and what is loaded for the current epoch.
+struct CacheState {
+    dir: PathBuf,
+    key: String,
+    view: Option<ViewLogits>,
+    /// The view came from disk (nothing to write at epoch end).
+    from_disk: bool,
+}
+
+/// Student loss with a frozen teacher.
+pub struct DistillObjective {
+    cfg: DistillConfig,
+    smoothing: f64,
+    teacher: Network,
+    loader: DataLoader,
+    adapters: Vec<Adapter>,
+    adapter_params: ParamStore,
+    cache: Option<CacheState>,
+    epoch: Option<usize>,
+    order: Vec<usize>,
+    /// Seconds spent running the teacher (0 when every batch came from the cache).
+    pub teacher_seconds: f64,
+    /// Batches whose teacher logits came from the cache.
+    pub cached_batches: usize,
+}
+
+impl DistillObjective {
+    /// `student` is only used for its feature-tap shapes; `cache_key` enables the logit cache.
+    pub fn new(
+        cfg: &DistillConfig,
+        smoothing: f64,
+        student: &Network,
+        teacher: Network,
+        loader: DataLoader,
+        cache_key: Option<String>,
+        seed: u64,
+    ) -> Result<Self> {
+        let mut adapter_params = ParamStore::new(student.params.device(), seed ^ 0xada9);
+        let mut adapters = Vec::new();
+        let (s_taps, t_taps) = (student.arch.feature_taps(), teacher.arch.feature_taps());
+        if cfg.needs_features() {
+            for &i in &cfg.feature_taps {
+                ensure!(
+                    i < s_taps.len() && i < t_taps.len(),
+                    "distill.feature_taps: index {i} out of range (student has {}, teacher {} taps)",
+                    s_taps.len(),
+                    t_taps.len()
+                );
+            }
+        }
+        if cfg.feature_weight > 0.0 {
+            for &i in &cfg.feature_taps {
+                let (cs, ct) = (s_taps[i].channels, t_taps[i].channels);
+                let p = format!("adapter.{i}");
+                adapters.push(Adapter {
+                    conv: Conv::new(&mut adapter_params, &format!("{p}.conv"), cs, ct, 1, 1, 1, ConvInit::FanOut)?,
+                    bn: BatchNorm::new(&mut adapter_params, &format!("{p}.bn"), ct)?,
+                });
+            }
+        }
+        let cache = match cache_key {
+            Some(key) if cfg.cache && !cfg.needs_features() => Some(CacheState {
+                dir: cfg.cache_dir.clone(),
+                key,
+                view: None,
+                from_disk: false,
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            smoothing,
+            teacher,
+            loader,
+            adapters,
+            adapter_params,
+            cache,
+            epoch: None,
+            order: Vec::new(),
+            teacher_seconds: 0.0,
+            cached_batches: 0,
+        })
+    }
+
+    fn start_epoch(&mut self, epoch: usize) -> Result<()> {
+        self.epoch = Some(epoch);
+        self.order = self.loader.epoch_order(epoch as u64);
+        let n = self.loader.dataset().n;
+        let k = self.teacher.arch.num_classes;
+        if let Some(c) = &mut self.cache {
+            let path = view_path(&c.dir, &c.key, epoch);
+            if path.exists() {
+                c.view = Some(ViewLogits::load(&path, n, k)?);
+                c.from_disk = true;
+                tracing::info!("teacher logits for epoch {} from cache {}", epoch + 1, path.display());
+            } else {
+                c.view = Some(ViewLogits::empty(n, k));
+                c.from_disk = false;
+            }
+        }
+        Ok(())
+    }
+
+    fn teacher_input(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(match self.cfg.teacher_res {
+            Some(r) => {
+                let (_, _, h, _) = images.dims4()?;
+                ensure!(r % h == 0, "distill.teacher_res {r} must be a multiple of the input size {h}");
+                images.upsample_nearest2d(r, r)?
+            }
+            None => images.clone(),
+        })
+    }
+}
+
+impl BatchLoss for DistillObjective {
+    fn loss(&mut self, net: &Network, images: &Tensor, labels: &Tensor, epoch: usize, batch: usize) -> Result<(Tensor, Tensor)> {
+        if self.epoch != Some(epoch) {
+            self.start_epoch(epoch)?;
+        }
+        let b = images.dims()[0];
+        let bs = self.loader.config().batch_size;
+        let indices = &self.order[batch * bs..batch * bs + b];
+        let taps: Vec<usize> = if self.cfg.needs_features() { self.cfg.feature_taps.clone() } else { vec![] };
+
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.view.as_ref())
+            .and_then(|v| v.fetch(indices));
+        let (t_logits, t_feats) = match cached {
+            Some(rows) => {
+                self.cached_batches += 1;
+                let k = self.teacher.arch.num_classes;
+                (Tensor::from_vec(rows, (b, k), images.device())?, Vec::new())
+            }
+            None => {
+                let t0 = Instant::now();
+                let mode = if self.cfg.teacher_train_bn { Mode::Train } else { Mode::Eval };
+                let out = self.teacher.forward_with(&self.teacher_input(images)?, mode, &taps)?;
+                let logits = out.logits.detach();
+                if let Some(v) = self.cache.as_mut().and_then(|c| c.view.as_mut()) {
+                    v.store(indices, &logits.flatten_all()?.to_vec1::<f32>()?);
+                }
+                self.teacher_seconds += t0.elapsed().as_secs_f64();
+                (logits, out.features.into_iter().map(|f| f.detach()).collect())
+            }
+        };
+
+        let out = net.forward_with(images, Mode::Train, &taps)?;
+        let c = &self.cfg;
+        let mut loss = (cross_entropy(&out.logits, labels, self.smoothing)? * c.ce_weight)?;
+        if c.kd_weight > 0.0 {
+            loss = (loss + (kd_loss(&out.logits, &t_logits, c.temperature)? * c.kd_weight)?)?;
+        }
+        if c.dkd_weight > 0.0 {
+            let progress = epoch as f64 + batch as f64 / self.loader.len().max(1) as f64;
+            let warm = if c.dkd_warmup_epochs > 0.0 { (progress / c.dkd_warmup_epochs).min(1.0) } else { 1.0 };
+            let dkd = dkd_loss(&out.logits, &t_logits, labels, c.dkd_alpha, c.dkd_beta, c.dkd_temperature, warm)?;
+            loss = (loss + (dkd * c.dkd_weight)?)?;
+        }
+        for (j, (s, t)) in out.features.iter().zip(&t_feats).enumerate() {
+            if c.feature_weight > 0.0 {
+                let a = &self.adapters[j];
+                let adapted = a.bn.forward(&a.conv.forward(s)?, Mode::Train)?;
+                loss = (loss + (feature_mse(&adapted, t)? * c.feature_weight)?)?;
+            }
+            if c.at_weight > 0.0 {
+                loss = (loss + (attention_transfer(s, t)? * c.at_weight)?)?;
+            }
+        }
+        Ok((loss, out.logits))
+    }
+
+    fn extra_params(&self) -> Vec<(String, Var, ParamKind)> {
+        self.adapter_params.trainable()
+    }
+
+    fn end_epoch(&mut self, epoch: usize) -> Result<()> {
+        if let Some(c) = &self.cache {
+            if let (false, Some(v)) = (c.from_disk, &c.view) {
+                v.save(&view_path(&c.dir, &c.key, epoch))?;
+            }
+        }
+        self.epoch = None;
+        Ok(())
+    }
+}
