@@ -65,7 +65,11 @@ pub fn run(args: &DistillArgs) -> Result<()> {
     };
     set_threads(exp.train.threads);
     let splits = build_splits(&exp.data, exp.train.batch_size, exp.train.eval_batch_size, exp.seed)?;
-    let opts = RunOptions { resume: args.resume, quiet: args.quiet };
+    let opts = RunOptions {
+        resume: args.resume,
+        quiet: args.quiet,
+        stop_after: None,
+    };
     let r = crate::distill::distill(&exp, &splits, &opts)?;
     println!(
         "{}: teacher test top-1 {:.2}% | student best val top-1 {:.2}% (epoch {}), test top-1 {:.2}% | teacher time {:.1}s, {} batches from the teacher cache | run folder {}",

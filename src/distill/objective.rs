@@ -7,6 +7,7 @@ use super::losses::{attention_transfer, dkd_loss, feature_mse, kd_loss};
 use crate::data::DataLoader;
 use crate::model::layers::{BatchNorm, Conv, ConvInit};
 use crate::model::{Mode, Network, ParamKind, ParamStore};
+use crate::space::Arch;
 use crate::train::loss::cross_entropy;
 use crate::train::trainer::BatchLoss;
 use anyhow::{ensure, Result};
@@ -18,6 +19,29 @@ use std::time::Instant;
 struct Adapter {
     conv: Conv,
     bn: BatchNorm,
+}
+
+/// (student channels, teacher channels) of the adapter at each feature tap, checking that the
+/// tap exists in both networks and sits at the same stride.
+pub fn adapter_shapes(student: &Arch, teacher: &Arch, taps: &[usize]) -> Result<Vec<(usize, usize)>> {
+    let (s, t) = (student.feature_taps(), teacher.feature_taps());
+    taps.iter()
+        .map(|&i| {
+            ensure!(
+                i < s.len() && i < t.len(),
+                "distill.feature_taps: index {i} out of range (student has {}, teacher {} taps)",
+                s.len(),
+                t.len()
+            );
+            ensure!(
+                t[i].reduction <= s[i].reduction,
+                "feature tap {i}: the teacher's map (stride {}) is coarser than the student's (stride {})",
+                t[i].reduction,
+                s[i].reduction
+            );
+            Ok((s[i].channels, t[i].channels))
+        })
+        .collect()
 }
 
 /// Where the cache lives and what is loaded for the current epoch.
@@ -59,20 +83,12 @@ impl DistillObjective {
     ) -> Result<Self> {
         let mut adapter_params = ParamStore::new(student.params.device(), seed ^ 0xada9);
         let mut adapters = Vec::new();
-        let (s_taps, t_taps) = (student.arch.feature_taps(), teacher.arch.feature_taps());
         if cfg.needs_features() {
-            for &i in &cfg.feature_taps {
-                ensure!(
-                    i < s_taps.len() && i < t_taps.len(),
-                    "distill.feature_taps: index {i} out of range (student has {}, teacher {} taps)",
-                    s_taps.len(),
-                    t_taps.len()
-                );
-            }
+            adapter_shapes(&student.arch, &teacher.arch, &cfg.feature_taps)?;
         }
         if cfg.feature_weight > 0.0 {
-            for &i in &cfg.feature_taps {
-                let (cs, ct) = (s_taps[i].channels, t_taps[i].channels);
+            let shapes = adapter_shapes(&student.arch, &teacher.arch, &cfg.feature_taps)?;
+            for (&i, (cs, ct)) in cfg.feature_taps.iter().zip(shapes) {
                 let p = format!("adapter.{i}");
                 adapters.push(Adapter {
                     conv: Conv::new(&mut adapter_params, &format!("{p}.conv"), cs, ct, 1, 1, 1, ConvInit::FanOut)?,
@@ -102,6 +118,11 @@ impl DistillObjective {
             teacher_seconds: 0.0,
             cached_batches: 0,
         })
+    }
+
+    /// The teacher network.
+    pub fn teacher(&self) -> &Network {
+        &self.teacher
     }
 
     fn start_epoch(&mut self, epoch: usize) -> Result<()> {

@@ -19,6 +19,7 @@ mod testutil;
 mod vecmath;
 mod window;
 
+pub use cpu::{read_f32, update_f32};
 pub use depthwise::depthwise_conv2d;
 pub use pointwise::conv1x1;
 

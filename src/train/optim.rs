@@ -5,7 +5,9 @@
 use crate::model::ParamKind;
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use crate::ops::{read_f32, update_f32};
+use candle_core::{DType, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -56,12 +58,91 @@ struct Slot {
     var: Var,
     decay: bool,
     /// SGD momentum buffer or Adam first moment.
-    m: Option<Tensor>,
+    m: Option<Vec<f32>>,
     /// Adam second moment.
-    v: Option<Tensor>,
+    v: Option<Vec<f32>>,
+}
+
+/// Elements per parallel work unit of the update loops.
+const CHUNK: usize = 1 << 15;
+
+/// SGD hyper-parameters of one update, as f32 (the precision of the parameters).
+#[derive(Clone, Copy)]
+struct Sgd {
+    lr: f32,
+    scale: Option<f32>,
+    weight_decay: Option<f32>,
+    momentum: Option<f32>,
+    nesterov: bool,
+}
+
+impl Sgd {
+    /// The scaled, decayed gradient `scale·g (+ wd·p)`.
+    #[inline(always)]
+    fn grad(&self, p: f32, g: f32) -> f32 {
+        let g = self.scale.map_or(g, |s| g * s);
+        self.weight_decay.map_or(g, |wd| g + p * wd)
+    }
+
+    /// Without momentum: `p ← p − lr·g`.
+    fn update_plain(&self, p: &mut [f32], g: &[f32]) {
+        for (p, &g) in p.iter_mut().zip(g) {
+            *p -= self.grad(*p, g) * self.lr;
+        }
+    }
+
+    /// With momentum `mu`: `buf ← g` (first step) or `mu·buf + g`; `g ← g + mu·buf` (Nesterov)
+    /// or `buf`; `p ← p − lr·g`.
+    fn update(&self, mu: f32, p: &mut [f32], g: &[f32], buf: &mut [f32], first: bool) {
+        for ((p, &g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
+            let d = self.grad(*p, g);
+            *b = if first { d } else { *b * mu + d };
+            let d = if self.nesterov { d + *b * mu } else { *b };
+            *p -= d * self.lr;
+        }
+    }
+}
+
+/// AdamW hyper-parameters of one update, with the bias corrections of its step.
+#[derive(Clone, Copy)]
+struct Adam {
+    lr: f32,
+    scale: Option<f32>,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    /// `1 / (1 − beta1^t)` and `1 / (1 − beta2^t)`.
+    correct1: f32,
+    correct2: f32,
+    /// `1 − lr·wd`, for decayed parameters.
+    decay: Option<f32>,
+}
+
+impl Adam {
+    /// `m ← beta1·m + (1 − beta1)·g`, `v ← beta2·v + (1 − beta2)·g²` (from zero on the first
+    /// step); `p ← (1 − lr·wd)·p − lr·m̂ / (√v̂ + eps)`.
+    fn update(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], first: bool) {
+        let (b1, b2) = (self.beta1, self.beta2);
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = self.scale.map_or(g, |s| g * s);
+            *m = if first { g * (1.0 - b1) } else { *m * b1 + g * (1.0 - b1) };
+            *v = if first { g * g * (1.0 - b2) } else { *v * b2 + g * g * (1.0 - b2) };
+            let step = *m * self.correct1 / ((*v * self.correct2).sqrt() + self.eps) * self.lr;
+            *p = self.decay.map_or(*p, |d| *p * d) - step;
+        }
+    }
+}
+
+/// A zeroed state buffer if `state` is empty (reporting whether it was), else the buffer.
+fn state_buffer(state: &mut Option<Vec<f32>>, n: usize) -> (&mut Vec<f32>, bool) {
+    let first = state.is_none();
+    (state.get_or_insert_with(|| vec![0.0; n]), first)
 }
 
 /// An optimizer over a fixed list of named parameters.
+///
+/// Updates run in place on the CPU parameters' storage, outside autograd; the state buffers are
+/// plain vectors, so no computation graph outlives a step.
 pub struct Optimizer {
     config: OptimizerConfig,
     slots: Vec<Slot>,
@@ -94,7 +175,8 @@ impl Optimizer {
         let mut sq = 0f64;
         for s in &self.slots {
             if let Some(g) = grads.get(&s.var) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                let g = g.contiguous()?;
+                sq += read_f32(&g, |g| g.iter().map(|&v| f64::from(v * v)).sum::<f64>())?;
             }
         }
         Ok(sq.sqrt())
@@ -105,36 +187,40 @@ impl Optimizer {
     pub fn step(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
+        let scale = (grad_scale != 1.0).then_some(grad_scale as f32);
         for s in &mut self.slots {
             let Some(g) = grads.get(&s.var) else { continue };
-            let mut g = if grad_scale != 1.0 {
-                (g * grad_scale)?
-            } else {
-                g.clone()
-            };
-            let p = s.var.as_tensor();
+            let g = g.contiguous()?;
+            let n = s.var.elem_count();
             match self.config {
                 OptimizerConfig::Sgd {
                     momentum,
                     nesterov,
                     weight_decay,
                 } => {
-                    if s.decay && weight_decay > 0.0 {
-                        g = (g + (p * weight_decay)?)?;
+                    let h = Sgd {
+                        lr: lr as f32,
+                        scale,
+                        weight_decay: (s.decay && weight_decay > 0.0)
+                            .then_some(weight_decay as f32),
+                        momentum: (momentum > 0.0).then_some(momentum as f32),
+                        nesterov,
+                    };
+                    if let Some(mu) = h.momentum {
+                        let (buf, first) = state_buffer(&mut s.m, n);
+                        update_f32(s.var.as_tensor(), &g, |p, g| {
+                            p.par_chunks_mut(CHUNK)
+                                .zip(g.par_chunks(CHUNK))
+                                .zip(buf.par_chunks_mut(CHUNK))
+                                .for_each(|((p, g), b)| h.update(mu, p, g, b, first));
+                        })?;
+                    } else {
+                        update_f32(s.var.as_tensor(), &g, |p, g| {
+                            p.par_chunks_mut(CHUNK)
+                                .zip(g.par_chunks(CHUNK))
+                                .for_each(|(p, g)| h.update_plain(p, g));
+                        })?;
                     }
-                    if momentum > 0.0 {
-                        let buf = match &s.m {
-                            Some(b) => ((b * momentum)? + &g)?,
-                            None => g.clone(),
-                        };
-                        g = if nesterov {
-                            (g + (&buf * momentum)?)?
-                        } else {
-                            buf.clone()
-                        };
-                        s.m = Some(buf);
-                    }
-                    s.var.set(&(p - (g * lr)?)?)?;
                 }
                 OptimizerConfig::Adamw {
                     beta1,
@@ -142,25 +228,26 @@ impl Optimizer {
                     eps,
                     weight_decay,
                 } => {
-                    let m = match &s.m {
-                        Some(m) => ((m * beta1)? + (&g * (1.0 - beta1))?)?,
-                        None => (&g * (1.0 - beta1))?,
+                    let h = Adam {
+                        lr: lr as f32,
+                        scale,
+                        beta1: beta1 as f32,
+                        beta2: beta2 as f32,
+                        eps: eps as f32,
+                        correct1: (1.0 / (1.0 - beta1.powi(t))) as f32,
+                        correct2: (1.0 / (1.0 - beta2.powi(t))) as f32,
+                        decay: (s.decay && weight_decay > 0.0)
+                            .then_some((1.0 - lr * weight_decay) as f32),
                     };
-                    let v = match &s.v {
-                        Some(v) => ((v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?,
-                        None => (g.sqr()? * (1.0 - beta2))?,
-                    };
-                    let mhat = (&m / (1.0 - beta1.powi(t)))?;
-                    let vhat = (&v / (1.0 - beta2.powi(t)))?;
-                    let mut p2 = if s.decay && weight_decay > 0.0 {
-                        (p * (1.0 - lr * weight_decay))?
-                    } else {
-                        p.clone()
-                    };
-                    p2 = (p2 - ((mhat / (vhat.sqrt()? + eps)?)? * lr)?)?;
-                    s.var.set(&p2)?;
-                    s.m = Some(m);
-                    s.v = Some(v);
+                    let (m, first) = state_buffer(&mut s.m, n);
+                    let (v, _) = state_buffer(&mut s.v, n);
+                    update_f32(s.var.as_tensor(), &g, |p, g| {
+                        p.par_chunks_mut(CHUNK)
+                            .zip(g.par_chunks(CHUNK))
+                            .zip(m.par_chunks_mut(CHUNK))
+                            .zip(v.par_chunks_mut(CHUNK))
+                            .for_each(|(((p, g), m), v)| h.update(p, g, m, v, first));
+                    })?;
                 }
             }
         }
@@ -171,11 +258,14 @@ impl Optimizer {
     pub fn state_tensors(&self) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();
         for s in &self.slots {
-            if let Some(m) = &s.m {
-                out.insert(format!("{}.m", s.name), m.clone());
-            }
-            if let Some(v) = &s.v {
-                out.insert(format!("{}.v", s.name), v.clone());
+            let tensor = |buf: &[f32]| Tensor::from_slice(buf, s.var.shape(), s.var.device());
+            for (suffix, state) in [("m", &s.m), ("v", &s.v)] {
+                if let Some(buf) = state {
+                    // Built from a slice of the right length, so this cannot fail.
+                    if let Ok(t) = tensor(buf) {
+                        out.insert(format!("{}.{suffix}", s.name), t);
+                    }
+                }
             }
         }
         out
@@ -184,8 +274,7 @@ impl Optimizer {
     /// Restores state saved by [`Optimizer::state_tensors`] and the step count.
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: u64) -> Result<()> {
         for s in &mut self.slots {
-            let dev = s.var.device().clone();
-            let fetch = |key: String| -> Result<Option<Tensor>> {
+            let fetch = |key: String| -> Result<Option<Vec<f32>>> {
                 tensors
                     .get(&key)
                     .map(|t| {
@@ -195,7 +284,10 @@ impl Optimizer {
                             t.dims(),
                             s.var.dims()
                         );
-                        t.to_device(&dev).context("moving optimizer state")
+                        t.to_dtype(DType::F32)?
+                            .flatten_all()?
+                            .to_vec1::<f32>()
+                            .context("reading optimizer state")
                     })
                     .transpose()
             };

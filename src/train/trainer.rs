@@ -123,6 +123,8 @@ pub struct Summary {
 pub struct RunOptions {
     pub resume: bool,
     pub quiet: bool,
+    /// Stop after this many epochs (checkpointed), as if interrupted; `--resume` continues.
+    pub stop_after: Option<usize>,
 }
 
 /// Applies a `[model]` section (arch, width, stem stride, dropped downsamplings, dropout) and the
@@ -266,6 +268,18 @@ pub fn train_network(
     }
 
     for epoch in start_epoch..t.epochs {
+        if opts.stop_after.is_some_and(|n| epoch >= n) {
+            tracing::info!("{}: stopping after epoch {epoch} as asked", exp.name);
+            return Ok(Summary {
+                run_dir: dir.clone(),
+                best_epoch,
+                best_val_top1: best_val,
+                test: EvalMetrics::default(),
+                params: net.params.num_params(),
+                wall_seconds: started.elapsed().as_secs_f64(),
+                rows,
+            });
+        }
         let t0 = Instant::now();
         net.seed_dropout(derive_seed(&[exp.seed, epoch as u64, 0xd50]));
         let pb = progress(
@@ -359,7 +373,8 @@ pub fn train_network(
             best_epoch = epoch + 1;
         }
         let last_epoch = epoch + 1 == t.epochs;
-        if is_best || last_epoch || (epoch + 1) % exp.output.checkpoint_every == 0 {
+        let stopping = opts.stop_after == Some(epoch + 1);
+        if is_best || last_epoch || stopping || (epoch + 1) % exp.output.checkpoint_every == 0 {
             net.params.save_safetensors(&ckpt_dir.join(&wf))?;
             let mut state = opt.state_tensors();
             for (name, var, _) in &extra {
