@@ -15,5 +15,6 @@ pub mod fsutil;
 pub mod model;
 pub mod ops;
 pub mod report;
+pub mod search;
 pub mod space;
 pub mod train;

@@ -72,7 +72,7 @@ fn a_distillation_step_leaves_the_teacher_bit_identical() {
         ..Default::default()
     };
     let loader = tiny_loader(16);
-    let mut obj = DistillObjective::new(&cfg, 0.1, &student, teacher, loader.clone(), None, 0).unwrap();
+    let mut obj = DistillObjective::new(&cfg, 0.1, &student, std::sync::Arc::new(teacher), loader.clone(), None, 0).unwrap();
     let mut params = student.params.trainable();
     params.extend(obj.extra_params());
     let mut opt = Optimizer::new(OptimizerConfig::Sgd { momentum: 0.9, nesterov: true, weight_decay: 1e-4 }, params);

@@ -68,7 +68,7 @@ pub fn run(args: &DistillArgs) -> Result<()> {
     let opts = RunOptions {
         resume: args.resume,
         quiet: args.quiet,
-        stop_after: None,
+        ..Default::default()
     };
     let r = crate::distill::distill(&exp, &splits, &opts)?;
     println!(

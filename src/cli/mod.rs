@@ -4,6 +4,7 @@ pub mod bench;
 pub mod distill;
 pub mod eval;
 pub mod inspect;
+pub mod search;
 pub mod train;
 
 use anyhow::Result;
@@ -20,6 +21,10 @@ pub struct Cli {
 /// The sub-commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Coarse-to-fine architecture search with distillation; writes reports/<name>/ (Pareto plots, tables).
+    Search(search::SearchArgs),
+    /// Regenerate a search report from its run folder.
+    Report(search::ReportArgs),
     /// Per-layer table (shapes, params, MACs) and totals with roofline latency, from the spec alone.
     Inspect(inspect::InspectArgs),
     /// Time a training step or inference (images/s, ms/step, peak memory).
@@ -35,6 +40,8 @@ pub enum Command {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Search(a) => search::run_search(&a),
+        Command::Report(a) => search::run_report(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Train(a) => train::run(&a),
         Command::Bench(a) => bench::run(&a),

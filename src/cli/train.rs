@@ -64,7 +64,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let opts = RunOptions {
         resume: args.resume,
         quiet: args.quiet,
-        stop_after: None,
+        ..Default::default()
     };
     let s = train_network(&exp, &net, &splits, &mut loss, &opts)?;
     println!(

@@ -48,7 +48,7 @@ pub fn distill(exp: &Experiment, splits: &Splits, opts: &RunOptions) -> Result<D
         d,
         exp.train.label_smoothing,
         &student,
-        t.net,
+        std::sync::Arc::new(t.net),
         splits.train.clone(),
         cache_key,
         exp.seed,

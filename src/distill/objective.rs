@@ -11,8 +11,9 @@ use crate::space::Arch;
 use crate::train::loss::cross_entropy;
 use crate::train::trainer::BatchLoss;
 use anyhow::{ensure, Result};
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A trainable 1×1 conv + BN from student to teacher channels (dropped from the exported student).
@@ -57,7 +58,7 @@ struct CacheState {
 pub struct DistillObjective {
     cfg: DistillConfig,
     smoothing: f64,
-    teacher: Network,
+    teacher: Arc<Network>,
     loader: DataLoader,
     adapters: Vec<Adapter>,
     adapter_params: ParamStore,
@@ -76,7 +77,7 @@ impl DistillObjective {
         cfg: &DistillConfig,
         smoothing: f64,
         student: &Network,
-        teacher: Network,
+        teacher: Arc<Network>,
         loader: DataLoader,
         cache_key: Option<String>,
         seed: u64,
@@ -181,7 +182,9 @@ impl BatchLoss for DistillObjective {
                 let t0 = Instant::now();
                 let mode = if self.cfg.teacher_train_bn { Mode::Train } else { Mode::Eval };
                 let out = self.teacher.forward_with(&self.teacher_input(images)?, mode, &taps)?;
-                let logits = out.logits.detach();
+                // Round through f16 whether or not a cache is on, so a run reading the cache
+                // trains exactly like the run that filled it.
+                let logits = out.logits.detach().to_dtype(DType::F16)?.to_dtype(DType::F32)?;
                 if let Some(v) = self.cache.as_mut().and_then(|c| c.view.as_mut()) {
                     v.store(indices, &logits.flatten_all()?.to_vec1::<f32>()?);
                 }

@@ -107,7 +107,7 @@ pub fn resolve_teacher(exp: &Experiment, splits: &Splits, quiet: bool) -> Result
             let net = Network::new(&arch, &dev, texp.seed)?;
             let mut ce = CrossEntropy { smoothing: texp.train.label_smoothing };
             let resume = texp.run_dir().join("checkpoints/last.json").exists();
-            train_network(&texp, &net, splits, &mut ce, &RunOptions { resume, quiet, stop_after: None })?;
+            train_network(&texp, &net, splits, &mut ce, &RunOptions { resume, quiet, ..Default::default() })?;
             texp.run_dir().join("checkpoints/best.json")
         }
     };

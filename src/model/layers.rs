@@ -2,6 +2,7 @@
 //! [`ParamStore`] under its timm name.
 
 use super::params::{Init, ParamKind, ParamStore};
+use crate::ops::{self, Act};
 use crate::space::Activation;
 use anyhow::Result;
 use candle_core::{DType, Tensor, Var, D};
@@ -126,11 +127,74 @@ impl BatchNorm {
     /// Train: normalize with batch statistics and update the running ones (unbiased variance,
     /// momentum 0.1, as PyTorch). Eval: normalize with the running statistics.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_act(x, mode, None)
+    }
+
+    /// [`BatchNorm::forward`] followed by the activation `act`. For f32 tensors on the CPU, both
+    /// modes run as one fused kernel ([`ops::batch_norm_train`], [`ops::channel_affine`]).
+    pub fn forward_act(&self, x: &Tensor, mode: Mode, act: Option<Activation>) -> Result<Tensor> {
+        if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+            let y = self.forward_generic(x, mode)?;
+            return match act {
+                Some(a) => activate(&y, a),
+                None => Ok(y),
+            };
+        }
+        let act = match act {
+            None => Act::Identity,
+            Some(Activation::Relu) => Act::Relu,
+            Some(Activation::Gelu) => Act::Gelu,
+        };
         match mode {
             Mode::Eval => {
-                let scale =
-                    (self.weight.as_tensor() / (self.running_var.as_tensor() + BN_EPS)?.sqrt()?)?;
-                let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
+                let (scale, shift) = self.eval_affine()?;
+                Ok(ops::channel_affine(x, &scale, &shift, act)?)
+            }
+            Mode::Train => {
+                let (y, stats) = ops::batch_norm_train(
+                    x,
+                    self.weight.as_tensor(),
+                    self.bias.as_tensor(),
+                    BN_EPS,
+                    act,
+                )?;
+                let n = stats.count;
+                self.update_running(&stats.mean, &stats.var, n as f64 / (n.max(2) - 1) as f64)?;
+                Ok(y)
+            }
+        }
+    }
+
+    /// `(scale, shift)` of eval mode: `weight / √(running_var + eps)`, `bias − running_mean · scale`.
+    fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let scale = (self.weight.as_tensor() / (self.running_var.as_tensor() + BN_EPS)?.sqrt()?)?;
+        let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
+        Ok((scale, shift))
+    }
+
+    /// `running ← (1 − momentum) · running + momentum · batch`, the variance scaled by
+    /// `var_factor` (n / (n − 1), for the unbiased estimate). Outside autograd.
+    fn update_running(&self, mean: &[f32], var: &[f32], var_factor: f64) -> Result<()> {
+        let m = BN_MOMENTUM;
+        for (running, batch, factor) in [
+            (&self.running_mean, mean, 1.0),
+            (&self.running_var, var, var_factor),
+        ] {
+            let batch = Tensor::from_slice(batch, batch.len(), running.device())?;
+            ops::update_f32(running, &batch, |r, b| {
+                for (r, &b) in r.iter_mut().zip(b) {
+                    *r = (f64::from(*r) * (1.0 - m) + f64::from(b) * factor * m) as f32;
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The composition of candle ops, for devices and dtypes without a fused kernel.
+    fn forward_generic(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match mode {
+            Mode::Eval => {
+                let (scale, shift) = self.eval_affine()?;
                 Ok(x.broadcast_mul(&per_channel(&scale, x)?)?
                     .broadcast_add(&per_channel(&shift, x)?)?)
             }
@@ -233,11 +297,7 @@ impl ConvNormAct {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = self.bn.forward(&self.conv.forward(x)?, mode)?;
-        match self.act {
-            Some(a) => activate(&y, a),
-            None => Ok(y),
-        }
+        self.bn.forward_act(&self.conv.forward(x)?, mode, self.act)
     }
 }
 

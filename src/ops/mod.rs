@@ -1,4 +1,5 @@
-//! Convolution kernels used by the model builder.
+//! CPU kernels used by the model builder: convolutions, train-mode batch norm and per-channel
+//! affine maps fused with their activation, and in-place f32 updates for the optimizer.
 //!
 //! [`conv2d`] is the single entry point. On the [`ConvPath::Fast`] path, for f32 tensors on the
 //! CPU, it routes depthwise convolutions to [`depthwise_conv2d`], 1x1 stride-1 convolutions to
@@ -10,6 +11,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{DType, Result, Tensor};
 
+mod act;
+mod affine;
+mod batchnorm;
 mod cpu;
 pub mod dense;
 mod depthwise;
@@ -19,6 +23,9 @@ mod testutil;
 mod vecmath;
 mod window;
 
+pub use act::Act;
+pub use affine::channel_affine;
+pub use batchnorm::{batch_norm_train, BatchStats};
 pub use cpu::{read_f32, update_f32};
 pub use depthwise::depthwise_conv2d;
 pub use pointwise::conv1x1;

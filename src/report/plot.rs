@@ -92,7 +92,7 @@ where
                 .light_line_style(RGBColor(235, 235, 235))
                 .draw()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            for s in &chart.series {
+            for s in chart.series.iter().filter(|s| !s.points.is_empty()) {
                 let color = s.color;
                 if s.line && s.points.len() > 1 {
                     c.draw_series(LineSeries::new(

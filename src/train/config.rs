@@ -22,6 +22,8 @@ pub struct Experiment {
     pub output: OutputConfig,
     /// `[distill]`, read by `mnv4-lab distill` and the search.
     pub distill: crate::distill::config::DistillConfig,
+    /// `[search]`, read by `mnv4-lab search`.
+    pub search: crate::search::config::SearchConfig,
 }
 
 /// `[data]`: which dataset, the validation split, preprocessing.

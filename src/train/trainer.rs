@@ -125,6 +125,10 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Stop after this many epochs (checkpointed), as if interrupted; `--resume` continues.
     pub stop_after: Option<usize>,
+    /// Skip the final test evaluation (search candidates are selected on validation only).
+    pub skip_test: bool,
+    /// Draw the epoch bars inside this group (under the search's overall bar).
+    pub bars: Option<indicatif::MultiProgress>,
 }
 
 /// Applies a `[model]` section (arch, width, stem stride, dropped downsamplings, dropout) and the
@@ -153,11 +157,14 @@ pub fn model_arch(m: &ModelConfig, channels: usize, num_classes: usize) -> Resul
     Ok(arch)
 }
 
-fn progress(quiet: bool, len: u64, prefix: String) -> ProgressBar {
-    if quiet {
+fn progress(opts: &RunOptions, len: u64, prefix: String) -> ProgressBar {
+    if opts.quiet {
         return ProgressBar::hidden();
     }
-    let pb = ProgressBar::new(len);
+    let pb = match &opts.bars {
+        Some(m) => m.add(ProgressBar::new(len)),
+        None => ProgressBar::new(len),
+    };
     pb.set_style(
         ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
             .expect("valid template")
@@ -282,8 +289,7 @@ pub fn train_network(
         }
         let t0 = Instant::now();
         net.seed_dropout(derive_seed(&[exp.seed, epoch as u64, 0xd50]));
-        let pb = progress(
-            opts.quiet,
+        let pb = progress(opts,
             steps_per_epoch,
             format!("epoch {}/{}", epoch + 1, t.epochs),
         );
@@ -424,11 +430,13 @@ pub fn train_network(
     // Report on test with the weights selected on validation.
     let best_path = ckpt_dir.join("best.json");
     let best = checkpoint::read_sidecar(&best_path)?;
-    let final_net = Network::new(&net.arch, &Device::Cpu, exp.seed)?;
-    final_net
-        .params
-        .load_safetensors(&checkpoint::weights_path(&best_path, &best), &[])?;
-    let test = evaluate(&final_net, &splits.test)?;
+    let test = if opts.skip_test {
+        EvalMetrics { loss: f64::NAN, top1: f64::NAN, top5: f64::NAN }
+    } else {
+        let final_net = Network::new(&net.arch, &Device::Cpu, exp.seed)?;
+        final_net.params.load_safetensors(&checkpoint::weights_path(&best_path, &best), &[])?;
+        evaluate(&final_net, &splits.test)?
+    };
     write_curves(&dir, &exp.name, &rows)?;
     let summary = Summary {
         run_dir: dir.clone(),

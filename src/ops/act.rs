@@ -1,0 +1,219 @@
+//! The activations fused into the per-channel ops ([`super::batch_norm_train`],
+//! [`super::channel_affine`]), and the row kernels those ops share: `y = act(x · scale + shift)`
+//! over one channel row, its gradient, and the per-channel gradient sums.
+//!
+//! Every kernel is generic over a zero-sized activation type, so the activation is resolved at
+//! compile time and the row loops vectorize.
+
+use candle_core::cpu::erf::erf_f32;
+use candle_core::{bail, Result, Shape};
+use rayon::prelude::*;
+
+/// Activation applied after the per-channel affine map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// No activation.
+    Identity,
+    /// `max(z, 0)`; the gradient passes where `z >= 0`, as in candle's `relu`.
+    Relu,
+    /// Exact (erf) GELU, as candle's `gelu_erf`.
+    Gelu,
+}
+
+/// An activation as a type: its value and `dy · act'(z)`.
+pub(crate) trait ActFn: Copy + Send + Sync {
+    fn apply(z: f32) -> f32;
+    fn grad(z: f32, dy: f32) -> f32;
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct IdentityFn;
+#[derive(Clone, Copy)]
+pub(crate) struct ReluFn;
+#[derive(Clone, Copy)]
+pub(crate) struct GeluFn;
+
+impl ActFn for IdentityFn {
+    #[inline(always)]
+    fn apply(z: f32) -> f32 {
+        z
+    }
+    #[inline(always)]
+    fn grad(_: f32, dy: f32) -> f32 {
+        dy
+    }
+}
+
+impl ActFn for ReluFn {
+    #[inline(always)]
+    fn apply(z: f32) -> f32 {
+        z.max(0.0)
+    }
+    #[inline(always)]
+    fn grad(z: f32, dy: f32) -> f32 {
+        if z >= 0.0 {
+            dy
+        } else {
+            0.0
+        }
+    }
+}
+
+impl ActFn for GeluFn {
+    #[inline(always)]
+    fn apply(z: f32) -> f32 {
+        (erf_f32(z * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * z
+    }
+    #[inline(always)]
+    fn grad(z: f32, dy: f32) -> f32 {
+        // Φ(z) + z φ(z), with φ the standard normal density.
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        let cdf = 0.5 * (1.0 + erf_f32(z * std::f32::consts::FRAC_1_SQRT_2));
+        dy * (cdf + z * INV_SQRT_2PI * (-0.5 * z * z).exp())
+    }
+}
+
+/// Runs `$body` with `$a` bound to the activation type of `$act`.
+macro_rules! with_act {
+    ($act:expr, $a:ident => $body:expr) => {
+        match $act {
+            $crate::ops::act::Act::Identity => {
+                type $a = $crate::ops::act::IdentityFn;
+                $body
+            }
+            $crate::ops::act::Act::Relu => {
+                type $a = $crate::ops::act::ReluFn;
+                $body
+            }
+            $crate::ops::act::Act::Gelu => {
+                type $a = $crate::ops::act::GeluFn;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_act;
+
+/// `y = act(x · scale + shift)` over one channel row.
+#[inline(always)]
+pub(crate) fn affine_row<A: ActFn>(x: &[f32], scale: f32, shift: f32, y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = A::apply(x * scale + shift);
+    }
+}
+
+/// `dz = dy · act'(x · scale + shift)` over one channel row: the gradient before the activation.
+#[inline(always)]
+pub(crate) fn act_grad_row<A: ActFn>(
+    x: &[f32],
+    dy: &[f32],
+    scale: f32,
+    shift: f32,
+    dz: &mut [f32],
+) {
+    for ((dz, &x), &dy) in dz.iter_mut().zip(x).zip(dy) {
+        *dz = A::grad(x * scale + shift, dy);
+    }
+}
+
+/// `(Σ dz, Σ dz · (x − center))` over one channel row, where `dz = dy · act'(x · scale + shift)`.
+/// Summed in eight f32 lanes, returned in f64.
+#[inline(always)]
+pub(crate) fn grad_sums_row<A: ActFn>(
+    x: &[f32],
+    dy: &[f32],
+    scale: f32,
+    shift: f32,
+    center: f32,
+) -> (f64, f64) {
+    const L: usize = 8;
+    let (mut s, mut sx) = ([0f32; L], [0f32; L]);
+    let (xc, dc) = (x.chunks_exact(L), dy.chunks_exact(L));
+    let (xr, dr) = (xc.remainder(), dc.remainder());
+    for (xs, ds) in xc.zip(dc) {
+        for i in 0..L {
+            let dz = A::grad(xs[i] * scale + shift, ds[i]);
+            s[i] += dz;
+            sx[i] += dz * (xs[i] - center);
+        }
+    }
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for (&x, &dy) in xr.iter().zip(dr) {
+        let dz = A::grad(x * scale + shift, dy);
+        s1 += f64::from(dz);
+        s2 += f64::from(dz * (x - center));
+    }
+    let sum = |v: [f32; L]| v.iter().map(|&v| f64::from(v)).sum::<f64>();
+    (s1 + sum(s), s2 + sum(sx))
+}
+
+/// Rows of `len` elements per parallel work unit: about 16k elements, at least one row.
+pub(crate) fn rows_per_task(len: usize) -> usize {
+    (1 << 14) / len.max(1) + 1
+}
+
+/// Per-channel sums of `row_sums(row)` over the `n * c` rows of an `[N, C, S]` tensor (row `r`
+/// belongs to channel `r % c`), computed in parallel.
+pub(crate) fn channel_sums(
+    rows: usize,
+    c: usize,
+    row_len: usize,
+    row_sums: impl Fn(usize) -> (f64, f64) + Sync,
+) -> Vec<(f64, f64)> {
+    let add = |mut acc: Vec<(f64, f64)>, other: Vec<(f64, f64)>| {
+        for (a, b) in acc.iter_mut().zip(other) {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+        acc
+    };
+    (0..rows)
+        .into_par_iter()
+        .with_min_len(rows_per_task(row_len))
+        .fold(
+            || vec![(0.0, 0.0); c],
+            |mut acc, r| {
+                let (a, b) = row_sums(r);
+                acc[r % c].0 += a;
+                acc[r % c].1 += b;
+                acc
+            },
+        )
+        .reduce(|| vec![(0.0, 0.0); c], add)
+}
+
+/// `[N, C, S]` view of a tensor shape with channels on dim 1: `(N, C, S)`, `S` the product of
+/// the trailing dims (1 for `[N, C]`).
+pub(crate) fn channel_geometry(shape: &Shape, op: &str) -> Result<(usize, usize, usize)> {
+    let dims = shape.dims();
+    if dims.len() < 2 {
+        bail!("{op}: expected at least [N, C], got {shape:?}")
+    }
+    Ok((dims[0], dims[1], dims[2..].iter().product()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each activation matches candle's op and a central difference of itself.
+    #[test]
+    fn values_and_derivatives() -> candle_core::Result<()> {
+        let zs = [-3.0f32, -1.2, -0.3, 0.4, 1.0, 2.5];
+        let t = candle_core::Tensor::new(&zs, &candle_core::Device::Cpu)?;
+        for (act, want) in [
+            (Act::Relu, t.relu()?.to_vec1::<f32>()?),
+            (Act::Gelu, t.gelu_erf()?.to_vec1::<f32>()?),
+            (Act::Identity, zs.to_vec()),
+        ] {
+            for (&z, &w) in zs.iter().zip(&want) {
+                let (v, d) = with_act!(act, A => (A::apply(z), A::grad(z, 1.0)));
+                assert!((v - w).abs() < 1e-6, "{act:?}({z}) = {v}, candle {w}");
+                let h = 1e-3f32;
+                let fd = with_act!(act, A => (A::apply(z + h) - A::apply(z - h)) / (2.0 * h));
+                assert!((d - fd).abs() < 1e-3, "{act:?}'({z}) = {d}, difference {fd}");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,382 @@
+//! Train-mode batch normalization over channel dim 1, fused with an activation, as one candle
+//! custom op with its own backward.
+//!
+//! Forward: one pass for the per-channel mean and (biased) variance, one pass for
+//! `y = act(x̂ · weight + bias)`, `x̂ = (x − mean) / √(var + eps)`. Backward, with
+//! `dz = dy · act'(z)` recomputed from `x`: one pass for `Σ dz` and `Σ dz · x̂` (the bias and
+//! weight gradients), one pass for
+//! `dx = weight / √(var + eps) · (dz − (Σ dz + x̂ · Σ dz · x̂) / m)`, `m = N · H · W`.
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::act::{
+    act_grad_row, affine_row, channel_geometry, channel_sums, grad_sums_row, rows_per_task,
+    with_act, Act, ActFn,
+};
+use super::cpu::{f32_slice, read_f32};
+
+/// Per-channel statistics of one training batch.
+#[derive(Clone, Debug)]
+pub struct BatchStats {
+    /// Mean over every dim but the channel one.
+    pub mean: Vec<f32>,
+    /// Biased variance (divided by `count`).
+    pub var: Vec<f32>,
+    /// Elements per channel, `N · H · W`.
+    pub count: usize,
+}
+
+/// Batch norm of `x: [N, C, ...]` with batch statistics, then `act`: returns `y` (same shape)
+/// and the statistics, for the caller's running averages.
+///
+/// CPU and f32 only. Differentiable with respect to `x`, `weight: [C]` and `bias: [C]`.
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    act: Act,
+) -> Result<(Tensor, BatchStats)> {
+    let saved = Arc::new(OnceLock::new());
+    let op = BatchNormTrain {
+        eps,
+        act,
+        saved: saved.clone(),
+    };
+    let y = x
+        .contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    match saved.get() {
+        Some(s) => Ok((y, s.stats.clone())),
+        None => bail!("batch norm: forward did not record its statistics"),
+    }
+}
+
+/// What the forward pass leaves for the backward one.
+struct Saved {
+    stats: BatchStats,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+struct BatchNormTrain {
+    eps: f64,
+    act: Act,
+    saved: Arc<OnceLock<Saved>>,
+}
+
+/// `(Σ (x − k), Σ (x − k)²)` over one row, in eight f32 lanes, returned in f64.
+fn shifted_moments(x: &[f32], k: f32) -> (f64, f64) {
+    const L: usize = 8;
+    let (mut s, mut s2) = ([0f32; L], [0f32; L]);
+    let chunks = x.chunks_exact(L);
+    let rest = chunks.remainder();
+    for xs in chunks {
+        for i in 0..L {
+            let d = xs[i] - k;
+            s[i] += d;
+            s2[i] += d * d;
+        }
+    }
+    let sum = |v: [f32; L]| v.iter().map(|&v| f64::from(v)).sum::<f64>();
+    let (mut a, mut b) = (sum(s), sum(s2));
+    for &v in rest {
+        let d = f64::from(v - k);
+        a += d;
+        b += d * d;
+    }
+    (a, b)
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let (w, b) = (f32_slice(s2, l2, self.name())?, f32_slice(s3, l3, self.name())?);
+        let (n, c, s) = channel_geometry(l1.shape(), self.name())?;
+        if w.len() != c || b.len() != c {
+            bail!(
+                "{}: weight {:?} / bias {:?} do not match {c} channels",
+                self.name(),
+                l2.shape(),
+                l3.shape()
+            )
+        }
+        let count = n * s;
+        if count == 0 {
+            bail!("{}: empty input {:?}", self.name(), l1.shape())
+        }
+        // Moments about the first value of each channel, which keeps the single pass accurate
+        // when the mean is large against the spread.
+        let center: Vec<f32> = (0..c).map(|ch| x[ch * s]).collect();
+        let moments = channel_sums(n * c, c, s, |r| {
+            shifted_moments(&x[r * s..(r + 1) * s], center[r % c])
+        });
+        let m = count as f64;
+        let (mut mean, mut var) = (Vec::with_capacity(c), Vec::with_capacity(c));
+        let (mut inv_std, mut scale, mut shift) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+        for ch in 0..c {
+            let (d, d2) = moments[ch];
+            let mu = f64::from(center[ch]) + d / m;
+            let v = (d2 / m - (d / m) * (d / m)).max(0.0);
+            let is = 1.0 / (v + self.eps).sqrt();
+            mean.push(mu as f32);
+            var.push(v as f32);
+            inv_std[ch] = is as f32;
+            scale[ch] = (f64::from(w[ch]) * is) as f32;
+            shift[ch] = (f64::from(b[ch]) - mu * f64::from(w[ch]) * is) as f32;
+        }
+        let mut y = vec![0f32; x.len()];
+        with_act!(self.act, A => {
+            y.par_chunks_mut(s)
+                .zip(x.par_chunks(s))
+                .enumerate()
+                .with_min_len(rows_per_task(s))
+                .for_each(|(r, (y, x))| affine_row::<A>(x, scale[r % c], shift[r % c], y))
+        });
+        let saved = Saved {
+            stats: BatchStats {
+                mean: mean.clone(),
+                var,
+                count,
+            },
+            mean,
+            inv_std,
+            scale,
+            shift,
+        };
+        if self.saved.set(saved).is_err() {
+            bail!("{}: op applied twice", self.name())
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(sv) = self.saved.get() else {
+            bail!("{}: backward before forward", self.name())
+        };
+        let dy = dy.contiguous()?;
+        let (n, c, s) = channel_geometry(x.shape(), self.name())?;
+        let m = sv.stats.count as f64;
+        let (dx, dw, db) = read_f32(x, |x| {
+            read_f32(&dy, |dy| {
+                with_act!(self.act, A => backward::<A>(sv, x, dy, (n, c, s), m))
+            })
+        })??;
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dw, weight.shape(), x.device())?),
+            Some(Tensor::from_vec(db, bias.shape(), x.device())?),
+        ))
+    }
+}
+
+/// `(dx, dweight, dbias)` from the saved statistics, the input and the output gradient.
+fn backward<A: ActFn>(
+    sv: &Saved,
+    x: &[f32],
+    dy: &[f32],
+    (n, c, s): (usize, usize, usize),
+    m: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let sums = channel_sums(n * c, c, s, |r| {
+        let ch = r % c;
+        let row = r * s..(r + 1) * s;
+        grad_sums_row::<A>(&x[row.clone()], &dy[row], sv.scale[ch], sv.shift[ch], sv.mean[ch])
+    });
+    let mut dw = vec![0f32; c];
+    let mut db = vec![0f32; c];
+    // dx = a · dz + k · x + b0 per channel, with a = scale,
+    // k = −scale · inv_std² · Σ dz (x − mean) / m, b0 = −scale · Σ dz / m − k · mean.
+    let mut coef = vec![(0f32, 0f32); c];
+    for ch in 0..c {
+        let (sum_dz, sum_dzc) = sums[ch];
+        let is = f64::from(sv.inv_std[ch]);
+        let a = f64::from(sv.scale[ch]);
+        db[ch] = sum_dz as f32;
+        dw[ch] = (sum_dzc * is) as f32;
+        let k = -a * is * is * sum_dzc / m;
+        coef[ch] = (k as f32, (-a * sum_dz / m - k * f64::from(sv.mean[ch])) as f32);
+    }
+    let mut dx = vec![0f32; x.len()];
+    dx.par_chunks_mut(s)
+        .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
+        .enumerate()
+        .with_min_len(rows_per_task(s))
+        .for_each(|(r, (dx, (x, dy)))| {
+            let ch = r % c;
+            act_grad_row::<A>(x, dy, sv.scale[ch], sv.shift[ch], dx);
+            let (a, (k, b0)) = (sv.scale[ch], coef[ch]);
+            for (d, &x) in dx.iter_mut().zip(x) {
+                *d = a * *d + k * x + b0;
+            }
+        });
+    (dx, dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testutil::{assert_close, uniform};
+    use candle_core::{Var, D};
+    use rand::{rngs::StdRng, SeedableRng};
+
+    const EPS: f64 = 1e-5;
+
+    /// The generic composition of candle ops: batch statistics, normalize, activation.
+    fn reference(x: &Tensor, w: &Tensor, b: &Tensor, act: Act) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let n = x.elem_count() / c;
+        let mut shape = vec![1; x.rank()];
+        shape[1] = c;
+        let xt = x.transpose(0, 1)?.reshape((c, n))?;
+        let mean = xt.mean(D::Minus1)?;
+        let var = xt.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(D::Minus1)?;
+        let xhat = x
+            .broadcast_sub(&mean.reshape(shape.as_slice())?)?
+            .broadcast_div(&(var + EPS)?.sqrt()?.reshape(shape.as_slice())?)?;
+        let z = xhat
+            .broadcast_mul(&w.reshape(shape.as_slice())?)?
+            .broadcast_add(&b.reshape(shape.as_slice())?)?;
+        match act {
+            Act::Identity => Ok(z),
+            Act::Relu => z.relu(),
+            Act::Gelu => z.gelu_erf(),
+        }
+    }
+
+    /// `(y, dx, dw, db)` of `sum(f(x, w, b) * r)`.
+    fn grads(
+        f: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        r: &Tensor,
+    ) -> Result<[Tensor; 4]> {
+        let (xv, wv, bv) = (Var::from_tensor(x)?, Var::from_tensor(w)?, Var::from_tensor(b)?);
+        let y = f(xv.as_tensor(), wv.as_tensor(), bv.as_tensor())?;
+        let g = (&y * r)?.sum_all()?.backward()?;
+        let take = |v: &Var| g.get(v.as_tensor()).cloned().expect("gradient missing");
+        Ok([y, take(&xv), take(&wv), take(&bv)])
+    }
+
+    fn inputs(shape: &[usize], seed: u64, offset: f64) -> Result<[Tensor; 4]> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let c = shape[1];
+        let x = (uniform(shape, &mut rng)? * 2.0)?.affine(1.0, offset)?;
+        let w = uniform(&[c], &mut rng)?.affine(0.5, 1.0)?;
+        let b = uniform(&[c], &mut rng)?;
+        let r = uniform(shape, &mut rng)?;
+        Ok([x, w, b, r])
+    }
+
+    #[test]
+    fn matches_generic_composition() -> Result<()> {
+        let shapes: [&[usize]; 5] = [
+            &[4, 3, 5, 6],
+            &[2, 8, 1, 1],
+            &[16, 5],
+            &[3, 4, 17, 9],
+            &[1, 2, 3, 3],
+        ];
+        for (seed, shape) in (0u64..).zip(shapes) {
+            for act in [Act::Identity, Act::Relu, Act::Gelu] {
+                // An offset mean checks the single-pass variance.
+                let offset = if seed % 2 == 0 { 0.0 } else { 30.0 };
+                let [x, w, b, r] = inputs(shape, seed, offset)?;
+                let fused = |x: &Tensor, w: &Tensor, b: &Tensor| {
+                    Ok(batch_norm_train(x, w, b, EPS, act)?.0)
+                };
+                let generic = |x: &Tensor, w: &Tensor, b: &Tensor| reference(x, w, b, act);
+                let got = grads(&fused, &x, &w, &b, &r)?;
+                let want = grads(&generic, &x, &w, &b, &r)?;
+                for (i, what) in ["forward", "input grad", "weight grad", "bias grad"]
+                    .iter()
+                    .enumerate()
+                {
+                    assert_close(&got[i], &want[i], &format!("{shape:?} {act:?}: {what}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn statistics() -> Result<()> {
+        let [x, w, b, _] = inputs(&[3, 2, 4, 5], 9, 3.0)?;
+        let (_, stats) = batch_norm_train(&x, &w, &b, EPS, Act::Relu)?;
+        let xt = x.transpose(0, 1)?.reshape((2, 60))?;
+        let mean = xt.mean(D::Minus1)?;
+        let var = xt.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(D::Minus1)?;
+        assert_eq!(stats.count, 60);
+        assert_close(&Tensor::new(stats.mean.as_slice(), x.device())?, &mean, "mean")?;
+        assert_close(&Tensor::new(stats.var.as_slice(), x.device())?, &var, "var")
+    }
+
+    /// Central differences of `sum(y * r)` in f64 against the analytic gradients.
+    #[test]
+    fn finite_differences() -> Result<()> {
+        for act in [Act::Identity, Act::Relu, Act::Gelu] {
+            let [x, w, b, r] = inputs(&[3, 2, 2, 2], 4, 0.5)?;
+            let f = |x: &Tensor, w: &Tensor, b: &Tensor| Ok(batch_norm_train(x, w, b, EPS, act)?.0);
+            let [_, dx, dw, db] = grads(&f, &x, &w, &b, &r)?;
+            let rv = r.flatten_all()?.to_vec1::<f32>()?;
+            let loss = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<f64> {
+                let y = f(x, w, b)?.flatten_all()?.to_vec1::<f32>()?;
+                Ok(y.iter().zip(&rv).map(|(&y, &r)| f64::from(y) * f64::from(r)).sum())
+            };
+            let h = 1e-2f32;
+            for (which, grad) in [(0, &dx), (1, &dw), (2, &db)] {
+                let g = grad.flatten_all()?.to_vec1::<f32>()?;
+                for (i, &gi) in g.iter().enumerate() {
+                    let mut args = [x.clone(), w.clone(), b.clone()];
+                    let base = args[which].flatten_all()?.to_vec1::<f32>()?;
+                    let mut nudged = |d: f32| -> Result<f64> {
+                        let mut v = base.clone();
+                        v[i] += d;
+                        args[which] = Tensor::from_vec(v, args[which].shape(), x.device())?;
+                        loss(&args[0], &args[1], &args[2])
+                    };
+                    let fd = (nudged(h)? - nudged(-h)?) / (2.0 * f64::from(h));
+                    assert!(
+                        (fd - f64::from(gi)).abs() < 2e-2 * (1.0 + fd.abs()),
+                        "{act:?} arg {which} [{i}]: analytic {gi}, finite difference {fd}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_mismatched_parameters() -> Result<()> {
+        let [x, w, b, _] = inputs(&[2, 3, 2, 2], 1, 0.0)?;
+        let w2 = w.narrow(0, 0, 2)?;
+        assert!(batch_norm_train(&x, &w2, &b, EPS, Act::Relu).is_err());
+        assert!(batch_norm_train(&x.flatten_all()?, &w, &b, EPS, Act::Relu).is_err());
+        Ok(())
+    }
+}

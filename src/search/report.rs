@@ -1,0 +1,198 @@
+//! The search report, regenerated from a run folder (`search.json` + `trials.jsonl`) by
+//! `mnv4-lab report RUN_DIR`: trial tables, the Pareto set (CSV + one arch TOML per member),
+//! Pareto and hypervolume plots (PNG + SVG), and a README summary.
+
+use super::driver::{objective_value, trial_point, SearchState};
+use super::pareto::{hypervolume_2d, ranks, Point};
+use super::trials::{self, Trial};
+use crate::fsutil::atomic_write;
+use crate::report::plot::{write_png_svg, Chart, Series};
+use crate::report::table::{frame, write_csv_parquet, Col};
+use crate::space::Arch;
+use anyhow::{Context, Result};
+use plotters::style::RGBColor;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// Axis label and display scale of an objective.
+fn axis(obj: &str) -> (String, f64) {
+    match obj {
+        "params" => ("parameters (millions)".into(), 1e-6),
+        "macs" => ("MACs per image (millions)".into(), 1e-6),
+        "latency_ms" => ("measured latency, batch 1, this machine (ms)".into(), 1.0),
+        o => (format!("{} roofline latency (ms)", o.trim_start_matches("roofline:")), 1.0),
+    }
+}
+
+/// Writes every report file for `run_dir` into `out` (default from the experiment). Returns `out`.
+pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
+    let state_path = run_dir.join("search.json");
+    let state: SearchState = serde_json::from_str(
+        &std::fs::read_to_string(&state_path).with_context(|| format!("reading {}", state_path.display()))?,
+    )
+    .with_context(|| format!("{} is malformed", state_path.display()))?;
+    let exp = &state.experiment;
+    let cfg = &exp.search;
+    let out = out
+        .map(Path::to_path_buf)
+        .or_else(|| cfg.report_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("reports").join(&exp.name));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let all = trials::load(&run_dir.join("trials.jsonl"))?;
+    anyhow::ensure!(!all.is_empty(), "{} has no finished trials yet", run_dir.display());
+
+    // Rank the searched candidates (references are drawn, not ranked).
+    let searched: Vec<&Trial> = all.iter().filter(|t| t.stage != "reference" && t.duplicate_of.is_none()).collect();
+    let points: Vec<Point> = searched.iter().map(|t| trial_point(t, &cfg.objectives)).collect::<Result<_>>()?;
+    let rank = ranks(&points);
+    let rank_of = |t: &Trial| searched.iter().position(|s| s.index == t.index).map(|i| rank[i] as i64).unwrap_or(-1);
+    let front: Vec<&Trial> = searched
+        .iter()
+        .zip(&rank)
+        .filter(|(t, r)| **r == 0 && t.feasible && t.val_top1.is_some())
+        .map(|(t, _)| *t)
+        .collect();
+
+    // Tables.
+    let profiles: Vec<String> = all[0].roofline_ms.keys().cloned().collect();
+    let mut cols = vec![
+        Col::Int("index", all.iter().map(|t| t.index as i64).collect()),
+        Col::Text("stage", all.iter().map(|t| t.stage.clone()).collect()),
+        Col::Text("strategy", all.iter().map(|t| t.strategy.clone()).collect()),
+        Col::Text("label", all.iter().map(|t| t.label.clone()).collect()),
+        Col::Text("arch", all.iter().map(|t| t.arch.clone()).collect()),
+        Col::Text("hash", all.iter().map(|t| t.hash.clone()).collect()),
+        Col::Bool("feasible", all.iter().map(|t| t.feasible).collect()),
+        Col::Float("violation", all.iter().map(|t| t.violation).collect()),
+        Col::Int("duplicate_of", all.iter().map(|t| t.duplicate_of.map(|d| d as i64).unwrap_or(-1)).collect()),
+        Col::Float("val_top1", all.iter().map(|t| t.val_top1.unwrap_or(f64::NAN)).collect()),
+        Col::Int("params", all.iter().map(|t| t.params as i64).collect()),
+        Col::Int("macs", all.iter().map(|t| t.macs as i64).collect()),
+        Col::Float("latency_ms", all.iter().map(|t| t.latency_ms).collect()),
+    ];
+    for p in &profiles {
+        let name: &'static str = Box::leak(format!("roofline_{p}_ms").into_boxed_str());
+        cols.push(Col::Float(name, all.iter().map(|t| t.roofline_ms.get(p).copied().unwrap_or(f64::NAN)).collect()));
+    }
+    cols.extend([
+        Col::Int("rank", all.iter().map(rank_of).collect()),
+        Col::Int("epochs", all.iter().map(|t| t.epochs as i64).collect()),
+        Col::Text("seed", all.iter().map(|t| t.seed.to_string()).collect()),
+        Col::Float("wall_seconds", all.iter().map(|t| t.wall_seconds).collect()),
+    ]);
+    write_csv_parquet(&mut frame(cols)?, &out, "trials")?;
+
+    let mut sorted_front = front.clone();
+    sorted_front.sort_by(|a, b| objective_value(a, &cfg.objectives[1]).unwrap_or(0.0).total_cmp(&objective_value(b, &cfg.objectives[1]).unwrap_or(0.0)));
+    let pareto_dir = out.join("pareto");
+    std::fs::create_dir_all(&pareto_dir)?;
+    for t in &sorted_front {
+        let mut arch = Arch::from_block_string(&t.arch)?;
+        arch.name = Some(format!("{}-t{:04}", exp.name, t.index));
+        atomic_write(&pareto_dir.join(format!("t{:04}.toml", t.index)), arch.to_toml_string().as_bytes())?;
+    }
+    write_csv_parquet(
+        &mut frame(vec![
+            Col::Int("index", sorted_front.iter().map(|t| t.index as i64).collect()),
+            Col::Text("stage", sorted_front.iter().map(|t| t.stage.clone()).collect()),
+            Col::Float("val_top1", sorted_front.iter().map(|t| t.val_top1.unwrap_or(f64::NAN)).collect()),
+            Col::Int("params", sorted_front.iter().map(|t| t.params as i64).collect()),
+            Col::Int("macs", sorted_front.iter().map(|t| t.macs as i64).collect()),
+            Col::Float("latency_ms", sorted_front.iter().map(|t| t.latency_ms).collect()),
+            Col::Text("arch_file", sorted_front.iter().map(|t| format!("pareto/t{:04}.toml", t.index)).collect()),
+            Col::Text("arch", sorted_front.iter().map(|t| t.arch.clone()).collect()),
+        ])?,
+        &out,
+        "pareto",
+    )?;
+
+    // Pareto plot: accuracy against the second objective.
+    let (x_label, scale) = axis(&cfg.objectives[1]);
+    let xy = |t: &Trial| -> Option<(f64, f64)> {
+        Some((objective_value(t, &cfg.objectives[1]).ok()? * scale, 100.0 * t.val_top1?))
+    };
+    let pick = |stage: &str| -> Vec<(f64, f64)> {
+        all.iter().filter(|t| t.stage == stage && t.feasible && t.duplicate_of.is_none()).filter_map(xy).collect()
+    };
+    let refs: Vec<&Trial> = all.iter().filter(|t| t.stage == "reference").collect();
+    let title = format!("{}: accuracy vs {}", exp.name, cfg.objectives[1]);
+    let chart = Chart {
+        title: &title,
+        x_label: &x_label,
+        y_label: "validation top-1 (%)",
+        series: vec![
+            Series { label: "coarse stage (widths, depths)".into(), points: pick("coarse"), color: RGBColor(31, 119, 180), line: false, marker: 5 },
+            Series { label: "fine stage (UIB choices, MQA)".into(), points: pick("fine"), color: RGBColor(255, 127, 14), line: false, marker: 5 },
+            Series { label: "Pareto front".into(), points: sorted_front.iter().filter_map(|t| xy(t)).collect(), color: RGBColor(214, 39, 40), line: true, marker: 3 },
+            Series { label: "MobileNetV4 presets (same budget)".into(), points: refs.iter().filter_map(|t| xy(t)).collect(), color: RGBColor(20, 20, 20), line: false, marker: 6 },
+        ],
+        annotations: refs.iter().filter_map(|t| xy(t).map(|(x, y)| (x, y, format!("  {}", t.label)))).collect(),
+        log_x: false,
+    };
+    write_png_svg(&chart, &out, "pareto")?;
+
+    // Hypervolume over trials (reference point fixed before the first trial).
+    let mut hv = Vec::new();
+    let mut pts: Vec<[f64; 2]> = Vec::new();
+    for t in all.iter().filter(|t| t.stage != "reference") {
+        if t.feasible && t.val_top1.is_some() {
+            pts.push([objective_value(t, "val_top1")?, objective_value(t, &cfg.objectives[1])?]);
+        }
+        hv.push((t.index as f64, hypervolume_2d(&pts, state.hv_reference)));
+    }
+    let hv_title = format!(
+        "{}: hypervolume ({} search; reference error {}, {} {:.4})",
+        exp.name,
+        all[0].strategy,
+        state.hv_reference[0],
+        cfg.objectives[1],
+        state.hv_reference[1]
+    );
+    write_png_svg(
+        &Chart {
+            title: &hv_title,
+            x_label: "trial",
+            y_label: "hypervolume of (1 − val top-1, objective 2)",
+            series: vec![Series { label: all[0].strategy.clone(), points: hv.clone(), color: RGBColor(44, 160, 44), line: true, marker: 3 }],
+            annotations: vec![],
+            log_x: false,
+        },
+        &out,
+        "hypervolume",
+    )?;
+
+    // README summary.
+    let spent: f64 = all.iter().map(|t| t.wall_seconds).sum();
+    let mut md = String::new();
+    writeln!(md, "# Search report: {}\n", exp.name)?;
+    writeln!(md, "Regenerate with `mnv4-lab report {}`.\n", run_dir.display())?;
+    writeln!(md, "## Settings\n")?;
+    writeln!(md, "- space: `{}` ({}), strategy **{}**, population {}, objectives {:?}", cfg.space.display(), state.space.name, all[0].strategy, cfg.population, cfg.objectives)?;
+    writeln!(md, "- budgets: max params {:?}, max MACs {:?}, max latency {:?} ms", cfg.max_params, cfg.max_macs, cfg.max_latency_ms)?;
+    writeln!(md, "- coarse stage: {} trials × {} epochs; fine stage: {} trials × {} epochs; successive halving keep {} → {} epochs", cfg.coarse.trials, cfg.coarse.epochs, cfg.fine.trials, cfg.fine.epochs, cfg.fine.halving_keep.max(cfg.coarse.halving_keep), cfg.fine.halving_epochs.max(cfg.coarse.halving_epochs))?;
+    writeln!(md, "- data: {} at {}×{} ({} channels), validation {} images (split seed {}), training subset {}; seed {}", exp.data.dataset, state.input_size, state.input_size, exp.data.augment.channels, exp.data.val_size, exp.data.split_seed, if exp.data.train_limit == 0 { "all".to_string() } else { exp.data.train_limit.to_string() }, exp.seed)?;
+    match (&state.teacher, state.teacher_test_top1) {
+        (Some(t), Some(acc)) => writeln!(md, "- distillation: {} (teacher test top-1 {:.2}%); {}", t, 100.0 * acc, exp.distill.describe())?,
+        _ => writeln!(md, "- no distillation (cross-entropy only)")?,
+    }
+    writeln!(md, "- candidates are ranked on validation accuracy; the test set is not used by the search")?;
+    writeln!(md, "- time: {:.1} min of trial work over {} trials ({} infeasible, {} duplicates)\n", spent / 60.0, all.len(), all.iter().filter(|t| !t.feasible).count(), all.iter().filter(|t| t.duplicate_of.is_some()).count())?;
+    writeln!(md, "## Pareto front\n")?;
+    writeln!(md, "| trial | stage | val top-1 | params | MACs | latency (ms) | arch file |")?;
+    writeln!(md, "|---:|---|---:|---:|---:|---:|---|")?;
+    for t in &sorted_front {
+        writeln!(md, "| {} | {} | {:.2}% | {} | {:.2} M | {:.3} | `pareto/t{:04}.toml` |", t.index, t.stage, 100.0 * t.val_top1.unwrap_or(0.0), t.params, t.macs as f64 / 1e6, t.latency_ms, t.index)?;
+    }
+    if !refs.is_empty() {
+        writeln!(md, "\n## Reference presets (same budget)\n")?;
+        writeln!(md, "| preset | val top-1 | params | MACs | latency (ms) |")?;
+        writeln!(md, "|---|---:|---:|---:|---:|")?;
+        for t in &refs {
+            writeln!(md, "| {} | {:.2}% | {} | {:.2} M | {:.3} |", t.label, 100.0 * t.val_top1.unwrap_or(0.0), t.params, t.macs as f64 / 1e6, t.latency_ms)?;
+        }
+    }
+    writeln!(md, "\n![Pareto front](pareto.png)\n\n![Hypervolume](hypervolume.png)\n")?;
+    writeln!(md, "Final hypervolume: {:.5}. Files: `trials.csv` / `trials.parquet` (every trial), `pareto.csv` and `pareto/*.toml` (front members, ready for `mnv4-lab train` / `distill`).", hv.last().map(|h| h.1).unwrap_or(0.0))?;
+    atomic_write(&out.join("README.md"), md.as_bytes())?;
+    Ok(out)
+}

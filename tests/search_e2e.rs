@@ -1,0 +1,103 @@
+//! The search end to end on a small Fashion-MNIST subset: every output is written, and a run
+//! killed with SIGKILL mid-search and resumed keeps every finished trial, retrains none, and
+//! makes the same decisions as an uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn have_data() -> bool {
+    match mnv4_lab::data::locate_fashion_mnist(None) {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            println!("skipped: {e}");
+            false
+        }
+        Err(e) => panic!("CI needs Fashion-MNIST: {e}"),
+    }
+}
+
+fn cmd(out: &Path, name: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"));
+    let sets = [
+        format!("name=\"{name}\""),
+        format!("output.dir=\"{}\"", out.display()),
+        format!("search.report_dir=\"{}\"", out.join(format!("report-{name}")).display()),
+        format!("distill.cache_dir=\"{}\"", out.join("cache").display()),
+        "data.train_limit=512".into(),
+        "data.eval_limit=300".into(),
+        "data.val_size=300".into(),
+        "distill.teacher_epochs=1".into(),
+        "search.coarse={ trials = 4, epochs = 1 }".into(),
+        "search.fine={ trials = 4, epochs = 1, halving_keep = 0.5, halving_epochs = 2 }".into(),
+        "search.reference=[{ arch = \"conv-small\", width = 0.25 }]".into(),
+        "search.latency_repeats=3".into(),
+    ];
+    c.arg("search").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quick.toml")).arg("--quiet");
+    for s in sets {
+        c.arg("--set").arg(s);
+    }
+    c.args(extra);
+    c
+}
+
+fn log_lines(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("trials.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn decisions(run: &Path) -> Vec<(u64, String, String)> {
+    let mut by_index = std::collections::BTreeMap::new();
+    for t in log_lines(run) {
+        by_index.insert(t["index"].as_u64().unwrap(), (t["hash"].as_str().unwrap().to_string(), format!("{:.6}", t["val_top1"].as_f64().unwrap_or(-1.0))));
+    }
+    by_index.into_iter().map(|(i, (h, v))| (i, h, v)).collect()
+}
+
+#[test]
+fn search_writes_every_output_and_survives_kill_9() {
+    if !have_data() {
+        return;
+    }
+    let out: PathBuf = std::env::temp_dir().join(format!("mnv4-search-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+
+    // Uninterrupted run.
+    let o = cmd(&out, "full", &[]).output().unwrap();
+    assert!(o.status.success(), "search failed: {}", String::from_utf8_lossy(&o.stderr));
+    let report = out.join("report-full");
+    for f in ["trials.csv", "trials.parquet", "pareto.csv", "pareto.png", "pareto.svg", "hypervolume.png", "hypervolume.svg", "README.md"] {
+        assert!(report.join(f).exists(), "missing {f}");
+    }
+    assert!(std::fs::read_dir(report.join("pareto")).unwrap().count() >= 1);
+    let full = decisions(&out.join("full"));
+    assert_eq!(full.len(), 9, "4 coarse + 4 fine + 1 reference");
+
+    // Same search, killed with SIGKILL after a few trials, then resumed.
+    let mut child = cmd(&out, "killed", &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let run = out.join("killed");
+    let t0 = Instant::now();
+    while log_lines(&run).len() < 3 && t0.elapsed() < Duration::from_secs(600) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before: Vec<serde_json::Value> = log_lines(&run);
+    assert!(before.len() >= 3 && before.len() < 9, "kill landed after {} trials", before.len());
+    let o = cmd(&out, "killed", &["--resume"]).output().unwrap();
+    assert!(o.status.success(), "resume failed: {}", String::from_utf8_lossy(&o.stderr));
+    let after = log_lines(&run);
+    // Nothing finished was lost or retrained: the first records are untouched and come first.
+    assert_eq!(&after[..before.len()], &before[..]);
+    for t in &before {
+        let i = t["index"].as_u64().unwrap();
+        let again = after[before.len()..].iter().filter(|u| u["index"].as_u64() == Some(i) && u["epochs"] == t["epochs"]).count();
+        assert_eq!(again, 0, "trial {i} was trained again after the resume");
+    }
+    assert_eq!(decisions(&run), full, "the resumed search made different decisions");
+    std::fs::remove_dir_all(&out).unwrap();
+}
