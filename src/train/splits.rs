@@ -1,9 +1,10 @@
 //! Turns an experiment's `[data]` section into train / validation / test loaders. Validation is
-//! held out from the training set with the experiment's seed; test is only for final reports.
+//! held out from the training set with `data.split_seed`; test is only for final reports.
 
 use super::config::DataConfig;
+use crate::data::mnist::LOCAL_FASHION_MNIST_DIR;
 use crate::data::{
-    load_cifar10, load_cifar100, load_fashion_mnist, load_image_folder, load_mnist,
+    download_fashion_mnist, load_cifar10, load_cifar100, load_fashion_mnist, load_image_folder, load_mnist,
     locate_fashion_mnist, split_dataset, AugmentConfig, Augmenter, DataLoader, Dataset,
     LoaderConfig,
 };
@@ -30,7 +31,7 @@ fn require_dir(p: &Option<PathBuf>, what: &str) -> Result<PathBuf> {
 pub fn load_train_test(cfg: &DataConfig) -> Result<(Dataset, Dataset)> {
     let aug = &cfg.augment;
     Ok(match cfg.dataset.as_str() {
-        "fashion-mnist" => load_fashion_mnist(&locate_fashion_mnist(cfg.path.as_deref())?)?,
+        "fashion-mnist" => load_fashion_mnist(&fetch_fashion_mnist(cfg.path.as_deref())?)?,
         "mnist" => load_mnist(&require_dir(&cfg.path, "MNIST")?)?,
         "cifar10" => load_cifar10(&require_dir(&cfg.path, "CIFAR-10")?)?,
         "cifar100" => load_cifar100(&require_dir(&cfg.path, "CIFAR-100")?)?,
@@ -48,6 +49,38 @@ pub fn load_train_test(cfg: &DataConfig) -> Result<(Dataset, Dataset)> {
             (load("train")?, load("test")?)
         }
     })
+}
+
+/// Finds Fashion-MNIST; when it is nowhere, downloads it into `data/fashion-mnist/` and, if that
+/// fails (no internet) on a Debian machine where we are root, installs `dataset-fashion-mnist`.
+/// When every route fails the error says how to get the data.
+pub fn fetch_fashion_mnist(configured: Option<&Path>) -> Result<PathBuf> {
+    let missing = match locate_fashion_mnist(configured) {
+        Ok(dir) => return Ok(dir),
+        Err(e) => e,
+    };
+    tracing::warn!("Fashion-MNIST not found; downloading it into {LOCAL_FASHION_MNIST_DIR}/");
+    let download = download_fashion_mnist(Path::new(LOCAL_FASHION_MNIST_DIR));
+    if download.is_ok() {
+        return Ok(locate_fashion_mnist(configured)?);
+    }
+    let is_root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if is_root && Path::new("/usr/bin/apt-get").exists() {
+        tracing::warn!("download failed; installing Debian's dataset-fashion-mnist with apt-get");
+        let ok = std::process::Command::new("apt-get")
+            .args(["install", "-y", "-q", "dataset-fashion-mnist"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return Ok(locate_fashion_mnist(configured)?);
+        }
+    }
+    Err(anyhow::Error::new(missing).context(format!(
+        "Fashion-MNIST is not on this machine and could not be fetched ({})",
+        download.err().map(|e| e.to_string()).unwrap_or_default().lines().next().unwrap_or("")
+    )))
 }
 
 fn head(ds: Dataset, limit: usize) -> Dataset {
