@@ -1,6 +1,8 @@
 //! Distillation: the `distill` command end to end on a small subset with a tiny teacher, the
 //! teacher untouched by a distillation step, and feature adapters for every preset pair.
 
+mod common;
+
 use candle_core::{DType, Device};
 use mnv4_lab::data::{AugmentConfig, Augmenter, DataLoader, Dataset, LoaderConfig};
 use mnv4_lab::distill::config::DistillConfig;
@@ -13,8 +15,7 @@ use std::process::Command;
 
 #[test]
 fn distill_command_runs_end_to_end_with_a_tiny_teacher() {
-    if mnv4_lab::data::locate_fashion_mnist(None).is_err() && std::env::var_os("CI").is_none() {
-        println!("skipped: Fashion-MNIST is not installed");
+    if !common::have_fashion_mnist() {
         return;
     }
     let out = std::env::temp_dir().join(format!("mnv4-distill-{}", std::process::id()));

@@ -2,20 +2,12 @@
 //! killed with SIGKILL mid-search and resumed keeps every finished trial, retrains none, and
 //! makes the same decisions as an uninterrupted run.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn have_data() -> bool {
-    match mnv4_lab::data::locate_fashion_mnist(None) {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            println!("skipped: {e}");
-            false
-        }
-        Err(e) => panic!("CI needs Fashion-MNIST: {e}"),
-    }
-}
 
 fn cmd(out: &Path, name: &str, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"));
@@ -59,7 +51,7 @@ fn decisions(run: &Path) -> Vec<(u64, String, String)> {
 
 #[test]
 fn search_writes_every_output_and_survives_kill_9() {
-    if !have_data() {
+    if !common::have_fashion_mnist() {
         return;
     }
     let out: PathBuf = std::env::temp_dir().join(format!("mnv4-search-{}", std::process::id()));

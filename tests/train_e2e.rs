@@ -2,23 +2,14 @@
 //! reproducible, and a run stopped after one epoch and resumed ends with exactly the weights of
 //! an uninterrupted run.
 
+mod common;
+
 use mnv4_lab::model::Network;
 use mnv4_lab::train::config::Experiment;
 use mnv4_lab::train::splits::build_splits;
 use mnv4_lab::train::trainer::{model_arch, train_network, CrossEntropy, RunOptions, Summary};
 use std::path::{Path, PathBuf};
 
-/// Fashion-MNIST is required in CI (.ci/run installs it); elsewhere its absence skips the test.
-fn have_data() -> bool {
-    match mnv4_lab::data::locate_fashion_mnist(None) {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            println!("skipped: {e}");
-            false
-        }
-        Err(e) => panic!("CI needs Fashion-MNIST: {e}"),
-    }
-}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mnv4-{tag}-{}", std::process::id()));
@@ -41,7 +32,7 @@ fn weights(dir: &Path) -> Vec<u8> {
 
 #[test]
 fn smoke_experiment_learns_well_above_chance() {
-    if !have_data() {
+    if !common::have_fashion_mnist() {
         return;
     }
     let out = temp_dir("smoke");
@@ -89,7 +80,7 @@ dir = "{}"
 
 #[test]
 fn same_seed_same_metrics_and_resume_equals_uninterrupted() {
-    if !have_data() {
+    if !common::have_fashion_mnist() {
         return;
     }
     let out = temp_dir("resume");

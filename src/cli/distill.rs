@@ -29,15 +29,8 @@ pub struct DistillArgs {
     /// Student width multiplier.
     #[arg(long)]
     pub student_width: Option<f64>,
-    /// Override any field: --set distill.kd_weight=0.5 --set train.epochs=5
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Continue the student from its last checkpoint.
-    #[arg(long)]
-    pub resume: bool,
-    /// No progress bars; one log line per epoch.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub run: super::RunFlags,
 }
 
 pub fn run(args: &DistillArgs) -> Result<()> {
@@ -58,7 +51,7 @@ pub fn run(args: &DistillArgs) -> Result<()> {
     if let Some(w) = args.student_width {
         sets.push(format!("model.width={w}"));
     }
-    sets.extend(args.sets.iter().cloned());
+    sets.extend(args.run.sets.iter().cloned());
     let exp = match &args.experiment {
         Some(p) => Experiment::load(p, &sets)?,
         None => Experiment::from_toml("", &sets, "distill", "defaults")?,
@@ -66,8 +59,8 @@ pub fn run(args: &DistillArgs) -> Result<()> {
     set_threads(exp.train.threads);
     let splits = build_splits(&exp.data, exp.train.batch_size, exp.train.eval_batch_size, exp.seed)?;
     let opts = RunOptions {
-        resume: args.resume,
-        quiet: args.quiet,
+        resume: args.run.resume,
+        quiet: args.run.quiet,
         ..Default::default()
     };
     let r = crate::distill::distill(&exp, &splits, &opts)?;

@@ -8,7 +8,21 @@ pub mod search;
 pub mod train;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+/// Flags shared by the commands that run experiments (`train`, `distill`, `search`).
+#[derive(Debug, Args)]
+pub struct RunFlags {
+    /// Override any experiment field: --set train.epochs=3 --set 'model.arch="hybrid-medium"'
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Continue from the last checkpoint / trial log; same seed → same result as uninterrupted.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars; log lines only.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
 /// MobileNetV4 research toolkit: architecture search over UIB choices and knowledge distillation.
 #[derive(Debug, Parser)]

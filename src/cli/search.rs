@@ -13,16 +13,8 @@ use std::path::PathBuf;
 pub struct SearchArgs {
     /// Experiment file with a [search] section (e.g. experiments/quick.toml).
     pub experiment: PathBuf,
-    /// Override any field: --set search.strategy=evolution --set search.coarse.trials=20
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Continue an interrupted search: finished trials are kept, none is retrained, and the
-    /// same seed makes the same decisions as an uninterrupted run.
-    #[arg(long)]
-    pub resume: bool,
-    /// No progress bars; one log line per trial and epoch.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub run: super::RunFlags,
 }
 
 /// Arguments of `mnv4-lab report`.
@@ -36,10 +28,10 @@ pub struct ReportArgs {
 }
 
 pub fn run_search(args: &SearchArgs) -> Result<()> {
-    let exp = Experiment::load(&args.experiment, &args.sets)?;
+    let exp = Experiment::load(&args.experiment, &args.run.sets)?;
     set_threads(exp.train.threads);
     let started = std::time::Instant::now();
-    let run_dir = search(&exp, &SearchOptions { resume: args.resume, quiet: args.quiet })?;
+    let run_dir = search(&exp, &SearchOptions { resume: args.run.resume, quiet: args.run.quiet })?;
     let out = write_report(&run_dir, None)?;
     println!(
         "{}: search finished in {:.1} min; report in {} (README.md, pareto.png, trials.csv)",

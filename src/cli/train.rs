@@ -14,15 +14,8 @@ use std::path::PathBuf;
 pub struct TrainArgs {
     /// Experiment file (see experiments/ and the README's "Experiment format").
     pub experiment: PathBuf,
-    /// Override any field: --set train.epochs=3 --set model.arch=hybrid-medium
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Continue from runs/<name>/checkpoints/last.json (same seed → same result as uninterrupted).
-    #[arg(long)]
-    pub resume: bool,
-    /// No progress bars; one log line per epoch.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub run: super::RunFlags,
 }
 
 /// Sets the math thread count (0 = all cores) once per process.
@@ -36,7 +29,7 @@ pub fn set_threads(n: usize) {
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let exp = Experiment::load(&args.experiment, &args.sets)?;
+    let exp = Experiment::load(&args.experiment, &args.run.sets)?;
     set_threads(exp.train.threads);
     let splits = build_splits(
         &exp.data,
@@ -62,8 +55,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         smoothing: exp.train.label_smoothing,
     };
     let opts = RunOptions {
-        resume: args.resume,
-        quiet: args.quiet,
+        resume: args.run.resume,
+        quiet: args.run.quiet,
         ..Default::default()
     };
     let s = train_network(&exp, &net, &splits, &mut loss, &opts)?;
