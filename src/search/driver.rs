@@ -35,9 +35,9 @@ use std::time::Instant;
 pub struct SearchState {
     pub experiment: Experiment,
     pub space: SearchSpace,
-    /// Hypervolume reference point in (1 − val_top1, second objective) space, fixed from the
-    /// space's largest corner before the first trial.
-    pub hv_reference: [f64; 2],
+    /// Hypervolume reference point in objective space (1 − val_top1, then each cost), fixed
+    /// before the first trial: error 1 and 1.1 × each cost of the space's largest corner.
+    pub hv_reference: Vec<f64>,
     pub input_size: usize,
     pub teacher: Option<String>,
     pub teacher_test_top1: Option<f64>,
@@ -191,7 +191,10 @@ fn uses_teacher(exp: &Experiment) -> bool {
 /// Runs (or resumes) the search of `exp`; returns the run folder.
 pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
     let cfg = &exp.search;
-    ensure!(cfg.objectives.len() >= 2, "search.objectives needs val_top1 and at least one cost");
+    ensure!(
+        (2..=3).contains(&cfg.objectives.len()),
+        "search.objectives needs val_top1 and one or two costs"
+    );
     ensure!(cfg.objectives[0] == "val_top1", "search.objectives must start with val_top1");
     ensure!(cfg.population >= 2 && cfg.tournament >= 1, "search.population must be >= 2 and search.tournament >= 1");
     let space = SearchSpace::load(&cfg.space)?;
@@ -245,7 +248,9 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
             SearchState {
                 experiment: exp.clone(),
                 space: space.clone(),
-                hv_reference: [1.0, 1.1 * objective_value(&proto, &cfg.objectives[1])?],
+                hv_reference: std::iter::once(Ok(1.0))
+                    .chain(cfg.objectives[1..].iter().map(|o| Ok(1.1 * objective_value(&proto, o)?)))
+                    .collect::<Result<_>>()?,
                 input_size: size,
                 teacher: teacher.as_ref().map(|t| t.2.clone()),
                 teacher_test_top1: teacher.as_ref().map(|t| t.3),

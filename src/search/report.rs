@@ -3,7 +3,7 @@
 //! Pareto and hypervolume plots (PNG + SVG), and a README summary.
 
 use super::driver::{objective_value, trial_point, SearchState};
-use super::pareto::{hypervolume_2d, ranks, Point};
+use super::pareto::{hypervolume_2d, hypervolume_3d, ranks, Point};
 use super::trials::{self, Trial};
 use crate::fsutil::atomic_write;
 use crate::report::plot::{write_png_svg, Chart, Series};
@@ -129,30 +129,42 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         annotations: refs.iter().filter_map(|t| xy(t).map(|(x, y)| (x, y, format!("  {}", t.label)))).collect(),
         log_x: false,
     };
-    write_png_svg(&chart, &out, "pareto")?;
+    let drawn = chart.series.iter().any(|s| !s.points.is_empty());
+    if drawn {
+        write_png_svg(&chart, &out, "pareto")?;
+    }
 
     // Hypervolume over trials (reference point fixed before the first trial).
     let mut hv = Vec::new();
-    let mut pts: Vec<[f64; 2]> = Vec::new();
+    let mut pts: Vec<Vec<f64>> = Vec::new();
+    let r = &state.hv_reference;
     for t in all.iter().filter(|t| t.stage != "reference") {
         if t.feasible && t.val_top1.is_some() {
-            pts.push([objective_value(t, "val_top1")?, objective_value(t, &cfg.objectives[1])?]);
+            pts.push(trial_point(t, &cfg.objectives)?.objectives);
         }
-        hv.push((t.index as f64, hypervolume_2d(&pts, state.hv_reference)));
+        let value = if r.len() == 3 {
+            let p: Vec<[f64; 3]> = pts.iter().map(|p| [p[0], p[1], p[2]]).collect();
+            hypervolume_3d(&p, [r[0], r[1], r[2]])
+        } else {
+            let p: Vec<[f64; 2]> = pts.iter().map(|p| [p[0], p[1]]).collect();
+            hypervolume_2d(&p, [r[0], r[1]])
+        };
+        hv.push((t.index as f64, value));
     }
-    let hv_title = format!(
-        "{}: hypervolume ({} search; reference error {}, {} {:.4})",
-        exp.name,
-        all[0].strategy,
-        state.hv_reference[0],
-        cfg.objectives[1],
-        state.hv_reference[1]
-    );
+    write_csv_parquet(
+        &mut frame(vec![
+            Col::Int("trial", hv.iter().map(|h| h.0 as i64).collect()),
+            Col::Float("hypervolume", hv.iter().map(|h| h.1).collect()),
+        ])?,
+        &out,
+        "hypervolume",
+    )?;
+    let hv_title = format!("{}: hypervolume, {} search (reference point {:?})", exp.name, all[0].strategy, r);
     write_png_svg(
         &Chart {
             title: &hv_title,
             x_label: "trial",
-            y_label: "hypervolume of (1 − val top-1, objective 2)",
+            y_label: "hypervolume of (1 − val top-1, costs)",
             series: vec![Series { label: all[0].strategy.clone(), points: hv.clone(), color: RGBColor(44, 160, 44), line: true, marker: 3 }],
             annotations: vec![],
             log_x: false,
@@ -191,8 +203,13 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
             writeln!(md, "| {} | {:.2}% | {} | {:.2} M | {:.3} |", t.label, 100.0 * t.val_top1.unwrap_or(0.0), t.params, t.macs as f64 / 1e6, t.latency_ms)?;
         }
     }
-    writeln!(md, "\n![Pareto front](pareto.png)\n\n![Hypervolume](hypervolume.png)\n")?;
-    writeln!(md, "Final hypervolume: {:.5}. Files: `trials.csv` / `trials.parquet` (every trial), `pareto.csv` and `pareto/*.toml` (front members, ready for `mnv4-lab train` / `distill`).", hv.last().map(|h| h.1).unwrap_or(0.0))?;
+    if drawn {
+        writeln!(md, "\n![Pareto front](pareto.png)\n")?;
+    } else {
+        writeln!(md, "\nNo candidate was both within budget and trained, so there is no Pareto plot.\n")?;
+    }
+    writeln!(md, "![Hypervolume](hypervolume.png)\n")?;
+    writeln!(md, "Final hypervolume: {:.6} (reference point {:?}, fixed before the first trial). Files: `trials.csv` / `trials.parquet` (every trial), `pareto.csv` and `pareto/*.toml` (front members, ready for `mnv4-lab train` / `distill`), `hypervolume.csv`.", hv.last().map(|h| h.1).unwrap_or(0.0), r)?;
     atomic_write(&out.join("README.md"), md.as_bytes())?;
     Ok(out)
 }
