@@ -1,10 +1,15 @@
-//! mnv4-lab: MobileNetV4 research toolkit.
+//! mnv4-lab: MobileNetV4 research toolkit — architecture search over UIB choices and
+//! knowledge distillation, on candle, on a CPU.
 //!
 //! * [`space`] — the architecture as plain data (no candle): `Arch`, presets, block strings.
 //! * [`cost`] — parameters, MACs, bytes and roofline latency computed from an `Arch` alone.
 //! * [`model`] — the one builder that turns any `Arch` into a candle network, timm-named weights.
-//! * [`ops`] — convolution kernels used by the builder (fast CPU paths and the generic candle path).
-//! * [`data`] — datasets, splits and augmentation.
+//! * [`ops`] — CPU kernels as candle custom ops (convolutions, batch norm, activations).
+//! * [`data`] — datasets, splits, augmentation, background batching.
+//! * [`train`] — the experiment file, optimizers, checkpoints and the shared training loop.
+//! * [`distill`] — KD / DKD / feature KD / attention transfer, teacher resolution, logit cache.
+//! * [`search`] — search spaces, strategies, the coarse-to-fine driver and its reports.
+//! * [`report`] — tables (polars) and plots (plotters).
 //! * [`cli`] — the `mnv4-lab` command line.
 
 pub mod cli;

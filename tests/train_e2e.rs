@@ -7,7 +7,7 @@ mod common;
 use mnv4_lab::model::Network;
 use mnv4_lab::train::config::Experiment;
 use mnv4_lab::train::splits::build_splits;
-use mnv4_lab::train::trainer::{model_arch, train_network, CrossEntropy, RunOptions, Summary};
+use mnv4_lab::train::trainer::{train_network, CrossEntropy, RunOptions, Summary};
 use std::path::{Path, PathBuf};
 
 
@@ -19,7 +19,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 fn run(exp: &Experiment, opts: &RunOptions) -> Summary {
     let splits = build_splits(&exp.data, exp.train.batch_size, exp.train.eval_batch_size, exp.seed).unwrap();
-    let arch = model_arch(&exp.model, splits.channels, splits.num_classes).unwrap();
+    let arch = exp.model.to_arch(splits.channels, splits.num_classes).unwrap();
     let net = Network::new(&arch, &candle_core::Device::Cpu, exp.seed).unwrap();
     let mut ce = CrossEntropy { smoothing: exp.train.label_smoothing };
     train_network(exp, &net, &splits, &mut ce, opts).unwrap()

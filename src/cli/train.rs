@@ -3,7 +3,7 @@
 use crate::model::Network;
 use crate::train::config::Experiment;
 use crate::train::splits::build_splits;
-use crate::train::trainer::{model_arch, train_network, CrossEntropy, RunOptions};
+use crate::train::trainer::{train_network, CrossEntropy, RunOptions};
 use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
@@ -37,7 +37,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         exp.train.eval_batch_size,
         exp.seed,
     )?;
-    let arch = model_arch(&exp.model, splits.channels, splits.num_classes)?;
+    let arch = exp.model.to_arch(splits.channels, splits.num_classes)?;
     let net = Network::new(&arch, &Device::Cpu, exp.seed)?;
     let c = crate::cost::cost(&arch, splits.input_size, splits.input_size, &[]);
     tracing::info!(

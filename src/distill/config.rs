@@ -1,6 +1,6 @@
 //! `[distill]`: the teacher, each loss with its own explicit weight, and the teacher cache.
 
-use crate::train::config::ModelConfig;
+use crate::space::ModelSpec;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[serde(deny_unknown_fields, default)]
 pub struct DistillConfig {
     /// The teacher architecture (default `conv-large`).
-    pub teacher: ModelConfig,
+    pub teacher: ModelSpec,
     /// Teacher weights: an mnv4-lab sidecar (`.json`) or a safetensors file (ours or timm's).
     /// Absent: reuse a teacher trained earlier on the same data, or train one first.
     pub teacher_weights: Option<PathBuf>,
@@ -49,9 +49,9 @@ pub struct DistillConfig {
 impl Default for DistillConfig {
     fn default() -> Self {
         Self {
-            teacher: ModelConfig {
+            teacher: ModelSpec {
                 arch: "conv-large".into(),
-                ..ModelConfig::default()
+                ..ModelSpec::default()
             },
             teacher_weights: None,
             teacher_epochs: None,

@@ -15,7 +15,7 @@ pub mod teacher;
 use crate::model::Network;
 use crate::train::config::Experiment;
 use crate::train::splits::Splits;
-use crate::train::trainer::{evaluate, model_arch, train_network, EvalMetrics, RunOptions, Summary};
+use crate::train::trainer::{evaluate, train_network, EvalMetrics, RunOptions, Summary};
 use anyhow::Result;
 use candle_core::Device;
 use objective::DistillObjective;
@@ -33,7 +33,7 @@ pub struct DistillReport {
 pub fn distill(exp: &Experiment, splits: &Splits, opts: &RunOptions) -> Result<DistillReport> {
     let t = teacher::resolve_teacher(exp, splits, opts.quiet)?;
     let teacher_test = evaluate(&t.net, &splits.test)?;
-    let arch = model_arch(&exp.model, splits.channels, splits.num_classes)?;
+    let arch = exp.model.to_arch(splits.channels, splits.num_classes)?;
     let student = Network::new(&arch, &Device::Cpu, exp.seed)?;
     let d = &exp.distill;
     tracing::info!("{}: teacher from {} (test top-1 {:.2}%)", exp.name, t.source, 100.0 * teacher_test.top1);

@@ -6,7 +6,7 @@ use crate::space::Arch;
 use crate::train::checkpoint::{read_sidecar, weights_path};
 use crate::train::config::Experiment;
 use crate::train::splits::Splits;
-use crate::train::trainer::{model_arch, train_network, CrossEntropy, RunOptions};
+use crate::train::trainer::{train_network, CrossEntropy, RunOptions};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
@@ -67,7 +67,7 @@ fn find_trained(runs_dir: &Path, arch: &Arch, exp: &Experiment) -> Option<PathBu
 /// Resolves the teacher for `exp` (see the module docs).
 pub fn resolve_teacher(exp: &Experiment, splits: &Splits, quiet: bool) -> Result<Teacher> {
     let d = &exp.distill;
-    let arch = model_arch(&d.teacher, splits.channels, splits.num_classes)?;
+    let arch = d.teacher.to_arch(splits.channels, splits.num_classes)?;
     let dev = Device::Cpu;
     if let Some(w) = &d.teacher_weights {
         let is_sidecar = w.extension().is_some_and(|e| e == "json");

@@ -297,7 +297,8 @@ mod tests {
     fn matches_generic_composition() -> Result<()> {
         let shapes: [&[usize]; 5] = [
             &[4, 3, 5, 6],
-            &[2, 8, 1, 1],
+            // Two samples per channel would leave only rounding noise in the input gradient.
+            &[6, 8, 1, 1],
             &[16, 5],
             &[3, 4, 17, 9],
             &[1, 2, 3, 3],

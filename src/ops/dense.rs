@@ -1,151 +1,322 @@
-//! Dense 2-D convolution (`groups == 1`) as im2col followed by a matrix product.
+//! Dense 2-D convolution (`groups == 1`) as im2col followed by a matrix product, per sample,
+//! as a candle custom op with backward.
 //!
-//! [`Im2Col`] unfolds `x: [B, Ci, H, W]` into `cols: [B, Ci * kh * kw, OH * OW]`; the
-//! convolution is then `w.reshape(Co, Ci * kh * kw) @ cols`, whose gradients come from candle's
-//! matmul. The backward of [`Im2Col`] is [`Col2Im`], which folds column gradients back onto the
-//! image. Both run in parallel over `batch x input channel` planes.
+//! With `K = Ci · kh · kw` and `L = OH · OW`, sample `b` unfolds into `cols_b [K, L]`
+//! ([`im2col_plane`], one input channel at a time) and `y_b [Co, L] = w [Co, K] · cols_b`, which
+//! is already NCHW. The backward recomputes `cols_b` instead of keeping it, accumulates
+//! `dw += dy_b · cols_bᵀ` and folds `wᵀ · dy_b` back onto the image with [`col2im_plane`], the
+//! adjoint of im2col. Samples run in parallel, one contiguous range per thread with its own
+//! column buffer; a batch smaller than the thread pool runs its products on all threads. For
+//! small `L` the whole batch is unfolded at once in channel-major layout `[K, B · L]`
+//! ([`super::channel_major`]) and each product is a single large one.
 
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::f32_slice;
+use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
+use super::cpu::{f32_slice, read_f32};
+use super::gemm::{matmul, Mat, MatMut, Threads};
 use super::vecmath::axpy;
-use super::window::Window;
+use super::window::{Tap, Window};
 
 /// Convolution of `x: [B, Ci, H, W]` with `w: [Co, Ci, kh, kw]`, symmetric zero padding.
 ///
 /// CPU and f32 only; inputs of any layout are accepted. Differentiable with respect to both
 /// `x` and `w`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (b, ci, h, wd) = x.dims4()?;
-    let (co, wci, kh, kw) = w.dims4()?;
+    let (_, ci, h, wd) = x.dims4()?;
+    let (_, wci, kh, kw) = w.dims4()?;
     if wci != ci {
         bail!(
             "dense conv: weight {:?} does not match {ci} input channels",
             w.shape()
         )
     }
-    let g = Window::new(h, wd, kh, kw, stride, padding)?;
-    let cols = x.contiguous()?.apply_op1(Im2Col {
-        kh,
-        kw,
-        stride,
-        padding,
-    })?;
-    w.reshape((co, ci * kh * kw))?
-        .broadcast_matmul(&cols)?
-        .reshape((b, co, g.oh, g.ow))
+    Window::new(h, wd, kh, kw, stride, padding)?;
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, DenseConv { stride, padding })
 }
 
-/// `x [B, Ci, H, W] -> cols [B, Ci * kh * kw, OH * OW]`, row `(c, i, j)` holding the input
-/// seen by kernel tap `(i, j)` of channel `c` at every output position (zero in the padding).
-struct Im2Col {
-    kh: usize,
-    kw: usize,
+struct DenseConv {
     stride: usize,
     padding: usize,
 }
 
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
+/// Sizes of one convolution: batch, channels, kernel, input plane and window.
+#[derive(Clone, Copy)]
+struct Geometry {
+    b: usize,
+    ci: usize,
+    co: usize,
+    kh: usize,
+    kw: usize,
+    g: Window,
+}
+
+impl Geometry {
+    fn new(x: &Shape, w: &Shape, stride: usize, padding: usize) -> Result<Self> {
+        let (b, ci, h, wd) = x.dims4()?;
+        let (co, wci, kh, kw) = w.dims4()?;
+        if wci != ci {
+            bail!("dense conv: weight {w:?} does not match input {x:?}")
+        }
+        let g = Window::new(h, wd, kh, kw, stride, padding)?;
+        Ok(Self {
+            b,
+            ci,
+            co,
+            kh,
+            kw,
+            g,
+        })
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, self.name())?;
-        let (b, ci, h, w) = l.shape().dims4()?;
-        let g = Window::new(h, w, self.kh, self.kw, self.stride, self.padding)?;
-        let taps = g.taps();
-        let (plane, out_plane, kk) = (h * w, g.oh * g.ow, self.kh * self.kw);
-        let mut cols = vec![0f32; b * ci * kk * out_plane];
-        if !cols.is_empty() {
-            cols.par_chunks_mut(kk * out_plane)
-                .enumerate()
-                .for_each_init(Vec::new, |buf, (bc, rows)| {
-                    let xp = g.phased(&x[bc * plane..(bc + 1) * plane], buf);
-                    for (i, rows_i) in rows.chunks_exact_mut(self.kw * out_plane).enumerate() {
-                        for (tap, row) in taps.iter().zip(rows_i.chunks_exact_mut(out_plane)) {
-                            for (oh, out) in row.chunks_exact_mut(g.ow).enumerate() {
-                                let Some(ih) = g.in_row(oh, i) else { continue };
-                                out[tap.lo..tap.hi]
-                                    .copy_from_slice(tap.input(g.phase_row(xp, ih, tap.phase)));
-                            }
-                        }
+    /// Rows of the column matrix, `Ci · kh · kw`.
+    fn k(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
+
+    /// Output pixels, `OH · OW`.
+    fn l(&self) -> usize {
+        self.g.oh * self.g.ow
+    }
+
+    fn plane(&self) -> usize {
+        self.g.h * self.g.w
+    }
+
+    /// Samples per parallel task and the threads each product uses.
+    fn tasks(&self) -> (usize, Threads) {
+        let threads = rayon::current_num_threads();
+        if self.b >= threads {
+            (self.b.div_ceil(threads), Threads::One)
+        } else {
+            (self.b.max(1), Threads::All)
+        }
+    }
+
+    /// Unfolds sample `x` (`[Ci, H, W]`) into `cols [K, L]`. Entries that read padding are never
+    /// written, so `cols` must hold zeros there (a buffer reused for the same geometry does).
+    fn im2col(&self, taps: &[Tap], x: &[f32], cols: &mut [f32], buf: &mut Vec<f32>) {
+        let (l, kk_l) = (self.l(), self.kh * self.kw * self.l());
+        for (xp, rows) in x.chunks_exact(self.plane()).zip(cols.chunks_exact_mut(kk_l)) {
+            im2col_plane(&self.g, taps, (self.kh, self.kw), self.g.phased(xp, buf), (rows, l));
+        }
+    }
+
+    /// The columns of the whole batch in channel-major layout, `[K, B · L]`: row `(c, i, j)`
+    /// holds the rows of every sample side by side. Parallel over input channels.
+    fn im2col_channel_major(&self, taps: &[Tap], x: &[f32]) -> Vec<f32> {
+        let (l, n, kk, plane) = (self.l(), self.b * self.l(), self.kh * self.kw, self.plane());
+        let mut cols = vec![0f32; self.k() * n];
+        cols.par_chunks_mut(kk * n)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (c, block)| {
+                for bi in 0..self.b {
+                    let at = (bi * self.ci + c) * plane;
+                    let xp = self.g.phased(&x[at..at + plane], buf);
+                    im2col_plane(&self.g, taps, (self.kh, self.kw), xp, (&mut block[bi * l..], n));
+                }
+            });
+        cols
+    }
+}
+
+/// Rows `(i, j)` of one input channel: row `t = i * kw + j`, at `rows[t * stride..][..L]`,
+/// holds the input seen by kernel tap `(i, j)` at every output position. `xp` is the plane in
+/// phased layout.
+fn im2col_plane(
+    g: &Window,
+    taps: &[Tap],
+    (kh, kw): (usize, usize),
+    xp: &[f32],
+    (rows, stride): (&mut [f32], usize),
+) {
+    let l = g.oh * g.ow;
+    for i in 0..kh {
+        for (j, tap) in taps.iter().enumerate() {
+            let t = i * kw + j;
+            let row = &mut rows[t * stride..t * stride + l];
+            for (oh, out) in row.chunks_exact_mut(g.ow).enumerate() {
+                let Some(ih) = g.in_row(oh, i) else { continue };
+                out[tap.lo..tap.hi].copy_from_slice(tap.input(g.phase_row(xp, ih, tap.phase)));
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_plane`]: adds every entry of one channel's rows onto the input pixel
+/// it was read from. `plane` must hold zeros on entry.
+fn col2im_plane(
+    g: &Window,
+    taps: &[Tap],
+    (kh, kw): (usize, usize),
+    (rows, stride): (&[f32], usize),
+    plane: &mut [f32],
+    buf: &mut Vec<f32>,
+) {
+    let l = g.oh * g.ow;
+    g.fill_phased(plane, buf, |acc| {
+        for i in 0..kh {
+            for (j, tap) in taps.iter().enumerate() {
+                let t = i * kw + j;
+                let row = &rows[t * stride..t * stride + l];
+                for (oh, col) in row.chunks_exact(g.ow).enumerate() {
+                    let Some(ih) = g.in_row(oh, i) else { continue };
+                    axpy(
+                        1.0,
+                        &col[tap.lo..tap.hi],
+                        tap.input_mut(g.phase_row_mut(acc, ih, tap.phase)),
+                    );
+                }
+            }
+        }
+    });
+}
+
+impl CustomOp2 for DenseConv {
+    fn name(&self) -> &'static str {
+        "dense-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let w = f32_slice(ws, wl, self.name())?;
+        let geo = Geometry::new(xl.shape(), wl.shape(), self.stride, self.padding)?;
+        let (k, l, co) = (geo.k(), geo.l(), geo.co);
+        let taps = geo.g.taps();
+        let wm = Mat::new(w, co, k);
+        let out_shape = Shape::from((geo.b, co, geo.g.oh, geo.g.ow));
+        if l < PER_SAMPLE_MIN_L {
+            let n = geo.b * l;
+            let cols = geo.im2col_channel_major(&taps, x);
+            let mut ycm = vec![0f32; co * n];
+            matmul(
+                MatMut::new(&mut ycm, co, n),
+                wm,
+                Mat::new(&cols, k, n),
+                false,
+                Threads::All,
+            );
+            let y = to_batch_major(&ycm, geo.b, co, l);
+            return Ok((CpuStorage::F32(y), out_shape));
+        }
+        let mut y = vec![0f32; geo.b * co * l];
+        let (per_task, threads) = geo.tasks();
+        let in_sample = geo.ci * geo.plane();
+        if !y.is_empty() && in_sample > 0 {
+            y.par_chunks_mut(per_task * co * l)
+                .zip(x.par_chunks(per_task * in_sample))
+                .for_each(|(ys, xs)| {
+                    let (mut cols, mut buf) = (vec![0f32; k * l], Vec::new());
+                    for (yb, xb) in ys.chunks_exact_mut(co * l).zip(xs.chunks_exact(in_sample)) {
+                        geo.im2col(&taps, xb, &mut cols, &mut buf);
+                        matmul(MatMut::new(yb, co, l), wm, Mat::new(&cols, k, l), false, threads);
                     }
                 });
         }
-        Ok((CpuStorage::F32(cols), Shape::from((b, ci * kk, out_plane))))
+        Ok((CpuStorage::F32(y), out_shape))
     }
 
-    fn bwd(&self, x: &Tensor, _cols: &Tensor, dcols: &Tensor) -> Result<Option<Tensor>> {
-        let (_, _, h, w) = x.dims4()?;
-        let fold = Col2Im {
-            h,
-            w,
-            kh: self.kh,
-            kw: self.kw,
-            stride: self.stride,
-            padding: self.padding,
-        };
-        Ok(Some(dcols.contiguous()?.apply_op1_no_bwd(&fold)?))
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let geo = Geometry::new(x.shape(), w.shape(), self.stride, self.padding)?;
+        let (dx, dw) = read_f32(x, |x| {
+            read_f32(w, |w| read_f32(&dy, |dy| backward(&geo, x, w, dy)))
+        })???;
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dw, w.shape(), x.device())?),
+        ))
     }
 }
 
-/// `cols [B, Ci * kh * kw, OH * OW] -> x [B, Ci, h, w]`, the adjoint of [`Im2Col`]: every column
-/// entry is added onto the input pixel it was read from.
-struct Col2Im {
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    padding: usize,
-}
-
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "col2im"
+/// `(dx, dw)` for input `x`, weight `w` and output gradient `dy`.
+fn backward(geo: &Geometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (k, l, co, kk) = (geo.k(), geo.l(), geo.co, geo.kh * geo.kw);
+    let in_sample = geo.ci * geo.plane();
+    let taps = geo.g.taps();
+    let wm = Mat::new(w, co, k);
+    let mut dx = vec![0f32; x.len()];
+    if dx.is_empty() || l == 0 {
+        return (dx, vec![0.0; co * k]);
     }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let cols = f32_slice(s, l, self.name())?;
-        let g = Window::new(self.h, self.w, self.kh, self.kw, self.stride, self.padding)?;
-        let (b, rows, out_plane) = l.shape().dims3()?;
-        let kk = self.kh * self.kw;
-        if rows % kk != 0 || out_plane != g.oh * g.ow {
-            bail!(
-                "{}: columns {:?} do not match window {g:?}",
-                self.name(),
-                l.shape()
-            )
-        }
-        let ci = rows / kk;
-        let taps = g.taps();
-        let plane = self.h * self.w;
-        let mut x = vec![0f32; b * ci * plane];
-        if !x.is_empty() {
-            x.par_chunks_mut(plane)
-                .enumerate()
-                .for_each_init(Vec::new, |buf, (bc, xp)| {
-                    let src = &cols[bc * kk * out_plane..(bc + 1) * kk * out_plane];
-                    g.fill_phased(xp, buf, |acc| {
-                        for (i, rows_i) in src.chunks_exact(self.kw * out_plane).enumerate() {
-                            for (tap, row) in taps.iter().zip(rows_i.chunks_exact(out_plane)) {
-                                for (oh, col) in row.chunks_exact(g.ow).enumerate() {
-                                    let Some(ih) = g.in_row(oh, i) else { continue };
-                                    axpy(
-                                        1.0,
-                                        &col[tap.lo..tap.hi],
-                                        tap.input_mut(g.phase_row_mut(acc, ih, tap.phase)),
-                                    );
-                                }
-                            }
-                        }
-                    });
-                });
-        }
-        Ok((CpuStorage::F32(x), Shape::from((b, ci, self.h, self.w))))
+    if l < PER_SAMPLE_MIN_L {
+        let n = geo.b * l;
+        let dycm = to_channel_major(dy, geo.b, co, l);
+        let dycm = Mat::new(&dycm, co, n);
+        let cols = geo.im2col_channel_major(&taps, x);
+        let mut dw = vec![0f32; co * k];
+        matmul(
+            MatMut::new(&mut dw, co, k),
+            dycm,
+            Mat::new(&cols, k, n).t(),
+            false,
+            Threads::All,
+        );
+        // The column buffer is reused for the column gradient.
+        let mut dcols = cols;
+        matmul(MatMut::new(&mut dcols, k, n), wm.t(), dycm, false, Threads::All);
+        dx.par_chunks_mut(in_sample)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (bi, dxb)| {
+                for (c, plane) in dxb.chunks_exact_mut(geo.plane()).enumerate() {
+                    let rows = &dcols[(c * kk * geo.b + bi) * l..];
+                    col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, n), plane, buf);
+                }
+            });
+        return (dx, dw);
     }
+    let (per_task, threads) = geo.tasks();
+    let dw = dx
+        .par_chunks_mut(per_task * in_sample)
+        .zip(x.par_chunks(per_task * in_sample))
+        .zip(dy.par_chunks(per_task * co * l))
+        .map(|((dxs, xs), dys)| {
+            let mut part = vec![0f32; co * k];
+            let (mut cols, mut dcols, mut buf) = (vec![0f32; k * l], vec![0f32; k * l], Vec::new());
+            for ((dxb, xb), dyb) in dxs
+                .chunks_exact_mut(in_sample)
+                .zip(xs.chunks_exact(in_sample))
+                .zip(dys.chunks_exact(co * l))
+            {
+                let dyb = Mat::new(dyb, co, l);
+                geo.im2col(&taps, xb, &mut cols, &mut buf);
+                matmul(
+                    MatMut::new(&mut part, co, k),
+                    dyb,
+                    Mat::new(&cols, k, l).t(),
+                    true,
+                    threads,
+                );
+                matmul(MatMut::new(&mut dcols, k, l), wm.t(), dyb, false, threads);
+                for (plane, rows) in dxb
+                    .chunks_exact_mut(geo.plane())
+                    .zip(dcols.chunks_exact(kk * l))
+                {
+                    col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, l), plane, &mut buf);
+                }
+            }
+            part
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0; co * k]);
+    (dx, dw)
 }
 
 #[cfg(test)]
@@ -158,7 +329,7 @@ mod tests {
         let mut seed = 100;
         for k in [3, 5] {
             for stride in [1, 2] {
-                for (h, w) in [(7, 7), (8, 8), (9, 6), (2, 3)] {
+                for (h, w) in [(7, 7), (8, 8), (9, 6), (2, 3), (26, 21)] {
                     for (b, ci, co) in [(1, 1, 2), (3, 3, 8), (3, 5, 4)] {
                         seed += 1;
                         let conv = |x: &Tensor, wt: &Tensor| conv2d(x, wt, stride, k / 2);

@@ -3,7 +3,7 @@
 //!
 //! [`conv2d`] is the single entry point. On the [`ConvPath::Fast`] path, for f32 tensors on the
 //! CPU, it routes depthwise convolutions to [`depthwise_conv2d`], 1x1 stride-1 convolutions to
-//! [`conv1x1`] and other dense convolutions to [`dense::conv2d`] (im2col + matmul); everything
+//! [`conv1x1`] and other dense convolutions to [`dense::conv2d`] (im2col + matmul per sample); everything
 //! else, and every convolution on the [`ConvPath::Generic`] path, goes to candle's
 //! `Tensor::conv2d`. All routes are differentiable.
 
@@ -17,6 +17,8 @@ mod batchnorm;
 mod cpu;
 pub mod dense;
 mod depthwise;
+mod channel_major;
+mod gemm;
 mod pointwise;
 #[cfg(test)]
 mod testutil;

@@ -1,35 +1,214 @@
-//! Pointwise (1x1, stride 1, no padding) convolution as a matrix product.
+//! Pointwise (1x1, stride 1, no padding) convolution as matrix products on the NCHW layout,
+//! as a candle custom op with backward.
+//!
+//! With `L = H · W`, sample `b` is `y_b [Co, L] = w [Co, Ci] · x_b [Ci, L]`; the backward is
+//! `dx_b = wᵀ · dy_b` and `dw = Σ_b dy_b · x_bᵀ`. For `L = 1` the whole batch is one product on
+//! strided views; for small `L` it is one product in channel-major layout
+//! ([`super::channel_major`]); otherwise samples run in parallel, each product on one thread
+//! (a batch smaller than the thread pool runs its products on all threads instead).
 
-use candle_core::{bail, Result, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
+use super::cpu::{f32_slice, read_f32};
+use super::gemm::{matmul, Mat, MatMut, Threads};
 
 /// Convolution of `x: [B, Ci, H, W]` with a 1x1 kernel `w: [Co, Ci, 1, 1]`, stride 1, no
-/// padding: `w.reshape(Co, Ci) @ x.reshape(B, Ci, H * W)`. Built from candle ops, so it is
-/// differentiable and runs on any device and float dtype.
+/// padding.
+///
+/// CPU and f32 only; inputs of any layout are made contiguous first. Differentiable with
+/// respect to both `x` and `w`.
 pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (b, ci, h, wd) = x.dims4()?;
-    let (co, wci, kh, kw) = w.dims4()?;
+    let (_, ci, _, _) = x.dims4()?;
+    let (_, wci, kh, kw) = w.dims4()?;
     if (wci, kh, kw) != (ci, 1, 1) {
         bail!(
             "conv1x1: weight {:?} does not match [Co, {ci}, 1, 1]",
             w.shape()
         )
     }
-    // One GEMM over every pixel of the batch: [B·HW, Ci] × [Ci, Co]. Broadcasting the weight
-    // over the batch instead would copy it B times.
-    let wt = w.reshape((co, ci))?.t()?;
-    let hw = h * wd;
-    if hw == 1 {
-        return x.reshape((b, ci))?.matmul(&wt)?.reshape((b, co, 1, 1));
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1)
+}
+
+struct Conv1x1;
+
+/// `(B, Ci, L, Co)` of an input `[B, Ci, H, W]` and a weight `[Co, Ci, 1, 1]`.
+fn dims(x: &Shape, w: &Shape) -> Result<(usize, usize, usize, usize)> {
+    let (b, ci, h, wd) = x.dims4()?;
+    let (co, _, _, _) = w.dims4()?;
+    Ok((b, ci, h * wd, co))
+}
+
+/// Whether products over samples run one per thread (`Threads::One`) or one at a time on
+/// every thread (`Threads::All`).
+fn per_sample_threads(b: usize) -> Threads {
+    if b >= rayon::current_num_threads() {
+        Threads::One
+    } else {
+        Threads::All
     }
-    x.reshape((b, ci, hw))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b * hw, ci))?
-        .matmul(&wt)?
-        .reshape((b, hw, co))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, co, h, wd))
+}
+
+impl CustomOp2 for Conv1x1 {
+    fn name(&self) -> &'static str {
+        "conv1x1"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, self.name())?;
+        let w = f32_slice(ws, wl, self.name())?;
+        let (b, ci, l, co) = dims(xl.shape(), wl.shape())?;
+        let (_, _, h, wd) = xl.shape().dims4()?;
+        let wm = Mat::new(w, co, ci);
+        if l > 1 && l < PER_SAMPLE_MIN_L {
+            let xcm = to_channel_major(x, b, ci, l);
+            let mut ycm = vec![0f32; co * b * l];
+            let n = b * l;
+            matmul(
+                MatMut::new(&mut ycm, co, n),
+                wm,
+                Mat::new(&xcm, ci, n),
+                false,
+                Threads::All,
+            );
+            let y = to_batch_major(&ycm, b, co, l);
+            return Ok((CpuStorage::F32(y), Shape::from((b, co, h, wd))));
+        }
+        let mut y = vec![0f32; b * co * l];
+        if l == 1 {
+            // y [B, Co] = x [B, Ci] · wᵀ.
+            matmul(
+                MatMut::new(&mut y, b, co),
+                Mat::new(x, b, ci),
+                wm.t(),
+                false,
+                Threads::All,
+            );
+        } else {
+            let threads = per_sample_threads(b);
+            let run = |(yb, xb): (&mut [f32], &[f32])| {
+                matmul(MatMut::new(yb, co, l), wm, Mat::new(xb, ci, l), false, threads)
+            };
+            if threads == Threads::One {
+                y.par_chunks_mut(co * l)
+                    .zip(x.par_chunks(ci * l))
+                    .for_each(run);
+            } else {
+                y.chunks_mut(co * l).zip(x.chunks(ci * l)).for_each(run);
+            }
+        }
+        Ok((CpuStorage::F32(y), Shape::from((b, co, h, wd))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let (b, ci, l, co) = dims(x.shape(), w.shape())?;
+        let (dx, dw) = read_f32(x, |x| {
+            read_f32(w, |w| read_f32(&dy, |dy| backward(x, w, dy, (b, ci, l, co))))
+        })???;
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dw, w.shape(), x.device())?),
+        ))
+    }
+}
+
+/// `(dx, dw)` for input `x`, weight `w` and output gradient `dy`.
+fn backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    (b, ci, l, co): (usize, usize, usize, usize),
+) -> (Vec<f32>, Vec<f32>) {
+    let mut dw = vec![0f32; co * ci];
+    let wm = Mat::new(w, co, ci);
+    if l > 1 && l < PER_SAMPLE_MIN_L {
+        let n = b * l;
+        let dycm = to_channel_major(dy, b, co, l);
+        let xcm = to_channel_major(x, b, ci, l);
+        let dycm = Mat::new(&dycm, co, n);
+        let mut dxcm = vec![0f32; ci * n];
+        matmul(MatMut::new(&mut dxcm, ci, n), wm.t(), dycm, false, Threads::All);
+        matmul(
+            MatMut::new(&mut dw, co, ci),
+            dycm,
+            Mat::new(&xcm, ci, n).t(),
+            false,
+            Threads::All,
+        );
+        return (to_batch_major(&dxcm, b, ci, l), dw);
+    }
+    let mut dx = vec![0f32; b * ci * l];
+    if l == 1 {
+        // dx [B, Ci] = dy [B, Co] · w; dw [Co, Ci] = dyᵀ · x.
+        let dym = Mat::new(dy, b, co);
+        matmul(MatMut::new(&mut dx, b, ci), dym, wm, false, Threads::All);
+        matmul(
+            MatMut::new(&mut dw, co, ci),
+            dym.t(),
+            Mat::new(x, b, ci),
+            false,
+            Threads::All,
+        );
+        return (dx, dw);
+    }
+    let sample = |dxb: &mut [f32], xb: &[f32], dyb: &[f32], dw: &mut [f32], threads| {
+        let dyb = Mat::new(dyb, co, l);
+        matmul(MatMut::new(dxb, ci, l), wm.t(), dyb, false, threads);
+        matmul(
+            MatMut::new(dw, co, ci),
+            dyb,
+            Mat::new(xb, ci, l).t(),
+            true,
+            threads,
+        );
+    };
+    if per_sample_threads(b) == Threads::All {
+        for ((dxb, xb), dyb) in dx
+            .chunks_mut(ci * l)
+            .zip(x.chunks(ci * l))
+            .zip(dy.chunks(co * l))
+        {
+            sample(dxb, xb, dyb, &mut dw, Threads::All);
+        }
+        return (dx, dw);
+    }
+    // One contiguous range of samples per thread, each with its own weight-gradient partial.
+    let per_task = b.div_ceil(rayon::current_num_threads());
+    dw = dx
+        .par_chunks_mut(per_task * ci * l)
+        .zip(x.par_chunks(per_task * ci * l))
+        .zip(dy.par_chunks(per_task * co * l))
+        .map(|((dxs, xs), dys)| {
+            let mut part = vec![0f32; co * ci];
+            for ((dxb, xb), dyb) in dxs
+                .chunks_mut(ci * l)
+                .zip(xs.chunks(ci * l))
+                .zip(dys.chunks(co * l))
+            {
+                sample(dxb, xb, dyb, &mut part, Threads::One);
+            }
+            part
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            a
+        })
+        .unwrap_or(dw);
+    (dx, dw)
 }
 
 #[cfg(test)]
@@ -40,8 +219,8 @@ mod tests {
     #[test]
     fn matches_generic_conv() -> Result<()> {
         let mut seed = 200;
-        for (h, w) in [(7, 7), (8, 8), (9, 6), (1, 1)] {
-            for (b, ci, co) in [(1, 1, 3), (3, 4, 4), (3, 8, 5), (1, 16, 24)] {
+        for (h, w) in [(7, 7), (8, 8), (9, 6), (1, 1), (2, 1), (16, 9)] {
+            for (b, ci, co) in [(1, 1, 3), (3, 4, 4), (3, 8, 5), (1, 16, 24), (5, 6, 7)] {
                 seed += 1;
                 check_against_generic(&conv1x1, [b, ci, h, w], [co, ci, 1, 1], (1, 0, 1), seed)?;
             }
@@ -51,7 +230,8 @@ mod tests {
 
     #[test]
     fn finite_differences() -> Result<()> {
-        check_finite_differences(&conv1x1, [2, 3, 3, 2], [2, 3, 1, 1], 21)
+        check_finite_differences(&conv1x1, [2, 3, 3, 2], [2, 3, 1, 1], 21)?;
+        check_finite_differences(&conv1x1, [3, 3, 1, 1], [2, 3, 1, 1], 22)
     }
 
     /// A strided (NHWC-backed) view of the input gives the same output and gradients.

@@ -1,7 +1,7 @@
 //! `[search]`: the space, the strategy, the objectives and budgets, and each stage's budget.
 
 use super::strategy::StrategyKind;
-use crate::train::config::ModelConfig;
+use crate::space::ModelSpec;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -49,7 +49,7 @@ pub struct SearchConfig {
     pub coarse: StageBudget,
     pub fine: StageBudget,
     /// Presets trained with the fine stage's budget and drawn as labelled reference points.
-    pub reference: Vec<ModelConfig>,
+    pub reference: Vec<ModelSpec>,
     /// Where the report goes (default `reports/<name>`).
     pub report_dir: Option<PathBuf>,
 }

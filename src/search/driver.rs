@@ -18,7 +18,7 @@ use crate::model::{Mode, Network};
 use crate::space::Arch;
 use crate::train::config::Experiment;
 use crate::train::splits::{build_splits, Splits};
-use crate::train::trainer::{model_arch, train_network, BatchLoss, CrossEntropy, RunOptions};
+use crate::train::trainer::{train_network, BatchLoss, CrossEntropy, RunOptions};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -363,7 +363,7 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
     for m in &cfg.reference {
         let index = next_index;
         next_index += 1;
-        let arch = model_arch(m, ctx.splits.channels, ctx.splits.num_classes)?;
+        let arch = m.to_arch(ctx.splits.channels, ctx.splits.num_classes)?;
         let label = arch.name.clone().unwrap_or_else(|| m.arch.clone());
         let t = match by_index.get(&index) {
             Some(t) => t.clone(),

@@ -5,10 +5,12 @@
 
 pub mod arch;
 pub mod blockstr;
+pub mod model_spec;
 pub mod presets;
 pub mod validate;
 
 pub use arch::{Activation, Arch, Block, FeatureTap, Stage};
+pub use model_spec::ModelSpec;
 pub use validate::{validate, ArchError};
 
 use anyhow::{Context, Result};

@@ -3,6 +3,7 @@
 //! overrides any field.
 
 use super::optim::OptimizerConfig;
+use crate::space::ModelSpec;
 use crate::data::augment::AugmentConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,7 @@ pub struct Experiment {
     /// Master seed: weights, data order, augmentation, dropout.
     pub seed: u64,
     pub data: DataConfig,
-    pub model: ModelConfig,
+    pub model: ModelSpec,
     pub train: TrainConfig,
     pub output: OutputConfig,
     /// `[distill]`, read by `mnv4-lab distill` and the search.
@@ -58,34 +59,6 @@ impl Default for DataConfig {
             train_limit: 0,
             eval_limit: 0,
             augment: AugmentConfig::default(),
-        }
-    }
-}
-
-/// `[model]`: a preset with a width, or an arch file / block string.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelConfig {
-    /// Preset name, arch TOML path, or block string (default `conv-small`).
-    pub arch: String,
-    /// Width multiplier applied to the arch (default 1.0).
-    pub width: f64,
-    /// Override the stem stride (1 keeps more resolution for 28–32 px inputs).
-    pub stem_stride: Option<usize>,
-    /// Turn the first N stride-2 blocks into stride 1 (a CIFAR-style small-input variant).
-    pub drop_downsamples: usize,
-    /// Classifier dropout (default 0.0).
-    pub dropout: f64,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self {
-            arch: "conv-small".into(),
-            width: 1.0,
-            stem_stride: None,
-            drop_downsamples: 0,
-            dropout: 0.0,
         }
     }
 }

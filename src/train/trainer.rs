@@ -2,7 +2,7 @@
 //! evaluated on validation every epoch, tested once at the end with the best-on-validation weights.
 
 use super::checkpoint::{self, Sidecar};
-use super::config::{Experiment, ModelConfig};
+use super::config::Experiment;
 use super::loss::{correct_topk, cross_entropy};
 use super::optim::Optimizer;
 use super::schedule::CosineSchedule;
@@ -11,7 +11,6 @@ use crate::data::{derive_seed, DataLoader};
 use crate::model::{Mode, Network, ParamKind};
 use crate::report::plot::{write_png_svg, Chart, Series};
 use crate::report::table::{frame, write_csv_parquet, Col};
-use crate::space::Arch;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -131,31 +130,6 @@ pub struct RunOptions {
     pub bars: Option<indicatif::MultiProgress>,
 }
 
-/// Applies a `[model]` section (arch, width, stem stride, dropped downsamplings, dropout) and the
-/// data's channels / classes to make the architecture to train.
-pub fn model_arch(m: &ModelConfig, channels: usize, num_classes: usize) -> Result<Arch> {
-    let mut arch = Arch::resolve(&m.arch, m.width)?.with_io(channels, num_classes);
-    if let Some(s) = m.stem_stride {
-        arch.stem_stride = s;
-    }
-    let mut left = m.drop_downsamples;
-    for block in arch.stages.iter_mut().flat_map(|s| s.blocks.iter_mut()) {
-        if left == 0 {
-            break;
-        }
-        use crate::space::Block::*;
-        match block {
-            ConvBn { stride, .. } | FusedIb { stride, .. } | Uib { stride, .. } if *stride == 2 => {
-                *stride = 1;
-                left -= 1;
-            }
-            _ => {}
-        }
-    }
-    arch.dropout = m.dropout;
-    crate::space::validate(&arch)?;
-    Ok(arch)
-}
 
 fn progress(opts: &RunOptions, len: u64, prefix: String) -> ProgressBar {
     if opts.quiet {

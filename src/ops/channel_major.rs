@@ -1,0 +1,63 @@
+//! Batch-major `[B, R, L]` to channel-major `[R, B, L]` copies and back.
+//!
+//! In channel-major layout the per-sample matrices `[R, L]` of a batch sit side by side as one
+//! `[R, B · L]` matrix, so a product applied to every sample (`w · x_b`) becomes a single large
+//! matrix product, which is much faster than `B` thin ones when `L` is small.
+
+use rayon::prelude::*;
+
+/// Below this many columns `L` per sample, the convolutions multiply the whole batch at once in
+/// channel-major layout; from it on, one sample at a time.
+pub(crate) const PER_SAMPLE_MIN_L: usize = 128;
+
+/// `[B, R, L] -> [R, B, L]`.
+pub(crate) fn to_channel_major(src: &[f32], b: usize, r: usize, l: usize) -> Vec<f32> {
+    let mut dst = vec![0f32; src.len()];
+    if l > 0 && b > 0 {
+        dst.par_chunks_mut(b * l)
+            .enumerate()
+            .for_each(|(ri, rows)| {
+                for (bi, row) in rows.chunks_exact_mut(l).enumerate() {
+                    let at = (bi * r + ri) * l;
+                    row.copy_from_slice(&src[at..at + l]);
+                }
+            });
+    }
+    dst
+}
+
+/// `[R, B, L] -> [B, R, L]`, the inverse of [`to_channel_major`].
+pub(crate) fn to_batch_major(src: &[f32], b: usize, r: usize, l: usize) -> Vec<f32> {
+    let mut dst = vec![0f32; src.len()];
+    if l > 0 && r > 0 {
+        dst.par_chunks_mut(r * l)
+            .enumerate()
+            .for_each(|(bi, sample)| {
+                for (ri, row) in sample.chunks_exact_mut(l).enumerate() {
+                    let at = (ri * b + bi) * l;
+                    row.copy_from_slice(&src[at..at + l]);
+                }
+            });
+    }
+    dst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_layout() {
+        let (b, r, l) = (3, 4, 5);
+        let src: Vec<f32> = (0..b * r * l).map(|v| v as f32).collect();
+        let cm = to_channel_major(&src, b, r, l);
+        for bi in 0..b {
+            for ri in 0..r {
+                for p in 0..l {
+                    assert_eq!(cm[(ri * b + bi) * l + p], src[(bi * r + ri) * l + p]);
+                }
+            }
+        }
+        assert_eq!(to_batch_major(&cm, b, r, l), src);
+    }
+}

@@ -1,0 +1,177 @@
+//! Bounds-checked f32 matrix products on strided slices, through the `gemm` crate.
+//!
+//! A matrix is a slice plus a row stride and a column stride, so transposes are free:
+//! [`Mat::t`] swaps the strides.
+
+use gemm::Parallelism;
+
+/// A read-only `rows x cols` matrix: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// Row-major `rows x cols` matrix at the start of `data`.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols, 1)
+    }
+
+    /// Matrix with explicit strides.
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        let m = Self {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
+        };
+        assert!(m.fits(data.len()), "matrix exceeds its slice");
+        m
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    fn fits(&self, len: usize) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < len
+    }
+}
+
+/// A writable `rows x cols` matrix, row-major with row stride `cols`.
+pub(crate) struct MatMut<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// Row-major `rows x cols` matrix at the start of `data`.
+    pub fn new(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        assert!(rows * cols <= data.len(), "matrix exceeds its slice");
+        Self { data, rows, cols }
+    }
+}
+
+/// How one product uses the worker threads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Threads {
+    /// On the calling thread (the caller parallelizes over independent products).
+    One,
+    /// Split across the rayon pool.
+    All,
+}
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` with `accumulate`.
+///
+/// Panics if the shapes do not chain.
+pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads: Threads) {
+    assert!(
+        lhs.rows == dst.rows && rhs.cols == dst.cols && lhs.cols == rhs.rows,
+        "matmul: {}x{} · {}x{} into {}x{}",
+        lhs.rows,
+        lhs.cols,
+        rhs.rows,
+        rhs.cols,
+        dst.rows,
+        dst.cols
+    );
+    let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for row in dst.data.chunks_mut(n).take(m) {
+                row.fill(0.0);
+            }
+        }
+        return;
+    }
+    let parallelism = match threads {
+        Threads::One => Parallelism::None,
+        Threads::All => Parallelism::Rayon(rayon::current_num_threads()),
+    };
+    // SAFETY: every matrix was checked to lie inside its slice (`Mat::strided`, `MatMut::new`),
+    // `dst` is borrowed mutably so it aliases neither operand, and the shapes chain.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: impl Fn(usize, usize) -> f32, b: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|l| a(i, l) * b(l, j)).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn strided_products_and_accumulation() {
+        let (m, n, k) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|v| v as f32 * 0.5 - 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|v| (v % 5) as f32 - 2.0).collect();
+        // a as row-major m x k, b stored transposed (n x k) and read through `t`.
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let want = naive(m, n, k, |i, l| a[i * k + l], |l, j| b[l * n + j]);
+        for threads in [Threads::One, Threads::All] {
+            let mut out = vec![1.0; m * n];
+            let (lhs, rhs) = (Mat::new(&a, m, k), Mat::new(&bt, n, k).t());
+            matmul(MatMut::new(&mut out, m, n), lhs, rhs, false, threads);
+            assert_eq!(out, want);
+            matmul(MatMut::new(&mut out, m, n), lhs, rhs, true, threads);
+            let twice: Vec<f32> = want.iter().map(|v| 2.0 * v).collect();
+            assert_eq!(out, twice);
+        }
+        let mut out = vec![1.0; 4];
+        matmul(MatMut::new(&mut out, 2, 2), Mat::new(&[], 2, 0), Mat::new(&[], 0, 2), false, Threads::One);
+        assert_eq!(out, [0.0; 4]);
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds")]
+    fn rejects_out_of_bounds_matrices() {
+        Mat::strided(&[0.0; 5], 2, 3, 3, 1);
+    }
+}
