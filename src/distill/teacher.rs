@@ -39,11 +39,13 @@ pub fn teacher_experiment(exp: &Experiment, arch: &Arch) -> Experiment {
     t
 }
 
-fn same_data(a: &Experiment, b: &Experiment) -> bool {
-    a.data == b.data
+/// A teacher run can stand in for another when it saw the same data and split and followed the
+/// same recipe (the seed may differ).
+fn same_data_and_recipe(a: &Experiment, b: &Experiment) -> bool {
+    a.data == b.data && a.train == b.train
 }
 
-/// Looks for a finished teacher run in `runs_dir` with this architecture and the same data.
+/// Looks for a finished teacher run in `runs_dir` with this architecture, data and recipe.
 fn find_trained(runs_dir: &Path, arch: &Arch, exp: &Experiment) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(runs_dir)
         .ok()?
@@ -52,7 +54,7 @@ fn find_trained(runs_dir: &Path, arch: &Arch, exp: &Experiment) -> Option<PathBu
         .filter(|p| p.exists())
         .filter(|p| {
             read_sidecar(p)
-                .map(|s| s.arch.canonical() == arch.canonical() && same_data(&s.experiment, exp) && {
+                .map(|s| s.arch.canonical() == arch.canonical() && same_data_and_recipe(&s.experiment, exp) && {
                     // Only finished runs: the last checkpoint reached the planned epochs.
                     let last = p.with_file_name("last.json");
                     read_sidecar(&last).map(|l| l.epoch == l.experiment.train.epochs).unwrap_or(false)
