@@ -93,7 +93,9 @@ def main():
         "# Distillation on Fashion-MNIST",
         "",
         "Reproduce: `cargo build --release && python3 scripts/distill_study.py` (settings in",
-        "`experiments/distill_fashion_mnist.toml`). Machine: 2 cores, 24 GiB, no GPU; one thread per run.",
+        "`experiments/distill_fashion_mnist.toml`). Machine: 2 cores, 24 GiB, no GPU; one thread per run.
+Wall times were measured while other jobs shared the machine (see the README), so compare them within
+this table only.",
         "",
         f"Teacher: hybrid-medium (9.8 M parameters, 20.3 M MACs at 32×32), trained by mnv4-lab on the same",
         f"8,000-image training subset and split for 8 epochs: **test top-1 {100 * teacher['teacher_test_top1']:.2f}%**.",

@@ -181,7 +181,23 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     writeln!(md, "## Settings\n")?;
     writeln!(md, "- space: `{}` ({}), strategy **{}**, population {}, objectives {:?}", cfg.space.display(), state.space.name, all[0].strategy, cfg.population, cfg.objectives)?;
     writeln!(md, "- budgets: max params {:?}, max MACs {:?}, max latency {:?} ms", cfg.max_params, cfg.max_macs, cfg.max_latency_ms)?;
-    writeln!(md, "- coarse stage: {} trials × {} epochs; fine stage: {} trials × {} epochs; successive halving keep {} → {} epochs", cfg.coarse.trials, cfg.coarse.epochs, cfg.fine.trials, cfg.fine.epochs, cfg.fine.halving_keep.max(cfg.coarse.halving_keep), cfg.fine.halving_epochs.max(cfg.coarse.halving_epochs))?;
+    let halving = |b: &super::config::StageBudget| {
+        if b.halving_keep > 0.0 && b.halving_epochs > b.epochs {
+            format!(", best {:.0}% continue to {} epochs", 100.0 * b.halving_keep, b.halving_epochs)
+        } else {
+            String::new()
+        }
+    };
+    writeln!(
+        md,
+        "- coarse stage: {} trials × {} epochs{}; fine stage: {} trials × {} epochs{}",
+        cfg.coarse.trials,
+        cfg.coarse.epochs,
+        halving(&cfg.coarse),
+        cfg.fine.trials,
+        cfg.fine.epochs,
+        halving(&cfg.fine)
+    )?;
     writeln!(md, "- data: {} at {}×{} ({} channels), validation {} images (split seed {}), training subset {}; seed {}", exp.data.dataset, state.input_size, state.input_size, exp.data.augment.channels, exp.data.val_size, exp.data.split_seed, if exp.data.train_limit == 0 { "all".to_string() } else { exp.data.train_limit.to_string() }, exp.seed)?;
     match (&state.teacher, state.teacher_test_top1) {
         (Some(t), Some(acc)) => writeln!(md, "- distillation: {} (teacher test top-1 {:.2}%); {}", t, 100.0 * acc, exp.distill.describe())?,
