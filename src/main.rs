@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() {
+    mnv4_lab::ops::retain_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -24,6 +24,9 @@ fn cmd(out: &Path, name: &str, extra: &[&str]) -> Command {
         "search.fine={ trials = 4, epochs = 1, halving_keep = 0.5, halving_epochs = 2 }".into(),
         "search.reference=[{ arch = \"conv-small\", width = 0.25 }]".into(),
         "search.latency_repeats=3".into(),
+        // Decisions must be comparable across runs: rank on MACs (from the spec), not on a
+        // wall-clock latency that changes with the machine's load.
+        "search.objectives=[\"val_top1\", \"macs\"]".into(),
     ];
     c.arg("search").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quick.toml")).arg("--quiet");
     for s in sets {

@@ -51,11 +51,8 @@ impl ActFn for ReluFn {
     }
     #[inline(always)]
     fn grad(z: f32, dy: f32) -> f32 {
-        if z >= 0.0 {
-            dy
-        } else {
-            0.0
-        }
+        // A bit mask rather than a branch, so that the row loops vectorize.
+        f32::from_bits(dy.to_bits() & 0u32.wrapping_sub(u32::from(z >= 0.0)))
     }
 }
 
@@ -116,35 +113,37 @@ pub(crate) fn act_grad_row<A: ActFn>(
     }
 }
 
-/// `(Σ dz, Σ dz · (x − center))` over one channel row, where `dz = dy · act'(x · scale + shift)`.
+/// `(Σ dz, Σ dz · (x − center))` over one channel row, where `dz = dy · act'(x · scale + shift)`
+/// is written to `scratch` first: two simple loops vectorize where one fused loop does not.
 /// Summed in eight f32 lanes, returned in f64.
 #[inline(always)]
 pub(crate) fn grad_sums_row<A: ActFn>(
-    x: &[f32],
-    dy: &[f32],
+    (x, dy): (&[f32], &[f32]),
     scale: f32,
     shift: f32,
     center: f32,
+    scratch: &mut Vec<f32>,
 ) -> (f64, f64) {
     const L: usize = 8;
+    scratch.resize(x.len(), 0.0);
+    let dz = &mut scratch[..x.len()];
+    act_grad_row::<A>(x, dy, scale, shift, dz);
     let (mut s, mut sx) = ([0f32; L], [0f32; L]);
-    let (xc, dc) = (x.chunks_exact(L), dy.chunks_exact(L));
-    let (xr, dr) = (xc.remainder(), dc.remainder());
-    for (xs, ds) in xc.zip(dc) {
+    let (dc, xc) = (dz.chunks_exact(L), x.chunks_exact(L));
+    let (dr, xr) = (dc.remainder(), xc.remainder());
+    for (ds, xs) in dc.zip(xc) {
         for i in 0..L {
-            let dz = A::grad(xs[i] * scale + shift, ds[i]);
-            s[i] += dz;
-            sx[i] += dz * (xs[i] - center);
+            s[i] += ds[i];
+            sx[i] += ds[i] * (xs[i] - center);
         }
     }
-    let (mut s1, mut s2) = (0f64, 0f64);
-    for (&x, &dy) in xr.iter().zip(dr) {
-        let dz = A::grad(x * scale + shift, dy);
+    let sum = |v: [f32; L]| v.iter().map(|&v| f64::from(v)).sum::<f64>();
+    let (mut s1, mut s2) = (sum(s), sum(sx));
+    for (&dz, &x) in dr.iter().zip(xr) {
         s1 += f64::from(dz);
         s2 += f64::from(dz * (x - center));
     }
-    let sum = |v: [f32; L]| v.iter().map(|&v| f64::from(v)).sum::<f64>();
-    (s1 + sum(s), s2 + sum(sx))
+    (s1, s2)
 }
 
 /// Rows of `len` elements per parallel work unit: about 16k elements, at least one row.
@@ -152,34 +151,38 @@ pub(crate) fn rows_per_task(len: usize) -> usize {
     (1 << 14) / len.max(1) + 1
 }
 
-/// Per-channel sums of `row_sums(row)` over the `n * c` rows of an `[N, C, S]` tensor (row `r`
-/// belongs to channel `r % c`), computed in parallel.
+/// Per-channel sums of `row_sums(row, scratch)` over the `n * c` rows of an `[N, C, S]` tensor
+/// (row `r` belongs to channel `r % c`); `scratch` is a per-task buffer.
+///
+/// Rows are split into fixed ranges that run in parallel and are added up in order, so the
+/// result does not depend on scheduling: a rerun gives bit-identical sums.
 pub(crate) fn channel_sums(
     rows: usize,
     c: usize,
     row_len: usize,
-    row_sums: impl Fn(usize) -> (f64, f64) + Sync,
+    row_sums: impl Fn(usize, &mut Vec<f32>) -> (f64, f64) + Sync,
 ) -> Vec<(f64, f64)> {
-    let add = |mut acc: Vec<(f64, f64)>, other: Vec<(f64, f64)>| {
-        for (a, b) in acc.iter_mut().zip(other) {
-            a.0 += b.0;
-            a.1 += b.1;
-        }
-        acc
-    };
-    (0..rows)
+    let per_task = rows_per_task(row_len);
+    let partials: Vec<Vec<(f64, f64)>> = (0..rows.div_ceil(per_task))
         .into_par_iter()
-        .with_min_len(rows_per_task(row_len))
-        .fold(
-            || vec![(0.0, 0.0); c],
-            |mut acc, r| {
-                let (a, b) = row_sums(r);
+        .map(|task| {
+            let (mut acc, mut scratch) = (vec![(0.0, 0.0); c], Vec::new());
+            for r in task * per_task..rows.min((task + 1) * per_task) {
+                let (a, b) = row_sums(r, &mut scratch);
                 acc[r % c].0 += a;
                 acc[r % c].1 += b;
-                acc
-            },
-        )
-        .reduce(|| vec![(0.0, 0.0); c], add)
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![(0.0, 0.0); c];
+    for part in partials {
+        for (t, p) in total.iter_mut().zip(part) {
+            t.0 += p.0;
+            t.1 += p.1;
+        }
+    }
+    total
 }
 
 /// `[N, C, S]` view of a tensor shape with channels on dim 1: `(N, C, S)`, `S` the product of
@@ -211,7 +214,10 @@ mod tests {
                 assert!((v - w).abs() < 1e-6, "{act:?}({z}) = {v}, candle {w}");
                 let h = 1e-3f32;
                 let fd = with_act!(act, A => (A::apply(z + h) - A::apply(z - h)) / (2.0 * h));
-                assert!((d - fd).abs() < 1e-3, "{act:?}'({z}) = {d}, difference {fd}");
+                assert!(
+                    (d - fd).abs() < 1e-3,
+                    "{act:?}'({z}) = {d}, difference {fd}"
+                );
             }
         }
         Ok(())

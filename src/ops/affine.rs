@@ -77,9 +77,10 @@ impl CustomOp3 for ChannelAffine {
         let (dx, dscale, dshift) = read_f32(x, |x| {
             read_f32(&dy, |dy| {
                 read_f32(scale, |a| {
-                    read_f32(shift, |b| {
-                        with_act!(self.act, A => backward::<A>(x, dy, a, b, geometry))
-                    })
+                    read_f32(
+                        shift,
+                        |b| with_act!(self.act, A => backward::<A>(x, dy, a, b, geometry)),
+                    )
                 })
             })
         })????;
@@ -104,9 +105,10 @@ fn backward<A: ActFn>(
     if s == 0 {
         return (dx, vec![0.0; c], vec![0.0; c]);
     }
-    let sums = channel_sums(n * c, c, s, |r| {
+    let sums = channel_sums(n * c, c, s, |r, scratch| {
         let row = r * s..(r + 1) * s;
-        grad_sums_row::<A>(&x[row.clone()], &dy[row], scale[r % c], shift[r % c], 0.0)
+        let (x, dy) = (&x[row.clone()], &dy[row]);
+        grad_sums_row::<A>((x, dy), scale[r % c], shift[r % c], 0.0, scratch)
     });
     dx.par_chunks_mut(s)
         .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
@@ -150,7 +152,11 @@ mod tests {
             .iter()
             .map(Var::from_tensor)
             .collect::<Result<Vec<_>>>()?;
-        let y = f(vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor())?;
+        let y = f(
+            vars[0].as_tensor(),
+            vars[1].as_tensor(),
+            vars[2].as_tensor(),
+        )?;
         let g = (&y * r)?.sum_all()?.backward()?;
         let mut out = vec![y];
         for v in &vars {
@@ -195,8 +201,13 @@ mod tests {
             let g = grads(&f, &args, &r)?;
             let rv = r.flatten_all()?.to_vec1::<f32>()?;
             let loss = |args: &[Tensor; 3]| -> Result<f64> {
-                let y = f(&args[0], &args[1], &args[2])?.flatten_all()?.to_vec1::<f32>()?;
-                Ok(y.iter().zip(&rv).map(|(&y, &r)| f64::from(y) * f64::from(r)).sum())
+                let y = f(&args[0], &args[1], &args[2])?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                Ok(y.iter()
+                    .zip(&rv)
+                    .map(|(&y, &r)| f64::from(y) * f64::from(r))
+                    .sum())
             };
             let h = 1e-2f32;
             for which in 0..3 {

@@ -108,7 +108,10 @@ impl CustomOp3 for BatchNormTrain {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s1, l1, self.name())?;
-        let (w, b) = (f32_slice(s2, l2, self.name())?, f32_slice(s3, l3, self.name())?);
+        let (w, b) = (
+            f32_slice(s2, l2, self.name())?,
+            f32_slice(s3, l3, self.name())?,
+        );
         let (n, c, s) = channel_geometry(l1.shape(), self.name())?;
         if w.len() != c || b.len() != c {
             bail!(
@@ -125,7 +128,7 @@ impl CustomOp3 for BatchNormTrain {
         // Moments about the first value of each channel, which keeps the single pass accurate
         // when the mean is large against the spread.
         let center: Vec<f32> = (0..c).map(|ch| x[ch * s]).collect();
-        let moments = channel_sums(n * c, c, s, |r| {
+        let moments = channel_sums(n * c, c, s, |r, _| {
             shifted_moments(&x[r * s..(r + 1) * s], center[r % c])
         });
         let m = count as f64;
@@ -182,9 +185,10 @@ impl CustomOp3 for BatchNormTrain {
         let (n, c, s) = channel_geometry(x.shape(), self.name())?;
         let m = sv.stats.count as f64;
         let (dx, dw, db) = read_f32(x, |x| {
-            read_f32(&dy, |dy| {
-                with_act!(self.act, A => backward::<A>(sv, x, dy, (n, c, s), m))
-            })
+            read_f32(
+                &dy,
+                |dy| with_act!(self.act, A => backward::<A>(sv, x, dy, (n, c, s), m)),
+            )
         })??;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
@@ -202,10 +206,11 @@ fn backward<A: ActFn>(
     (n, c, s): (usize, usize, usize),
     m: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let sums = channel_sums(n * c, c, s, |r| {
+    let sums = channel_sums(n * c, c, s, |r, scratch| {
         let ch = r % c;
         let row = r * s..(r + 1) * s;
-        grad_sums_row::<A>(&x[row.clone()], &dy[row], sv.scale[ch], sv.shift[ch], sv.mean[ch])
+        let (x, dy) = (&x[row.clone()], &dy[row]);
+        grad_sums_row::<A>((x, dy), sv.scale[ch], sv.shift[ch], sv.mean[ch], scratch)
     });
     let mut dw = vec![0f32; c];
     let mut db = vec![0f32; c];
@@ -219,7 +224,10 @@ fn backward<A: ActFn>(
         db[ch] = sum_dz as f32;
         dw[ch] = (sum_dzc * is) as f32;
         let k = -a * is * is * sum_dzc / m;
-        coef[ch] = (k as f32, (-a * sum_dz / m - k * f64::from(sv.mean[ch])) as f32);
+        coef[ch] = (
+            k as f32,
+            (-a * sum_dz / m - k * f64::from(sv.mean[ch])) as f32,
+        );
     }
     let mut dx = vec![0f32; x.len()];
     dx.par_chunks_mut(s)
@@ -228,8 +236,8 @@ fn backward<A: ActFn>(
         .with_min_len(rows_per_task(s))
         .for_each(|(r, (dx, (x, dy)))| {
             let ch = r % c;
-            act_grad_row::<A>(x, dy, sv.scale[ch], sv.shift[ch], dx);
             let (a, (k, b0)) = (sv.scale[ch], coef[ch]);
+            act_grad_row::<A>(x, dy, sv.scale[ch], sv.shift[ch], dx);
             for (d, &x) in dx.iter_mut().zip(x) {
                 *d = a * *d + k * x + b0;
             }
@@ -254,7 +262,10 @@ mod tests {
         shape[1] = c;
         let xt = x.transpose(0, 1)?.reshape((c, n))?;
         let mean = xt.mean(D::Minus1)?;
-        let var = xt.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(D::Minus1)?;
+        let var = xt
+            .broadcast_sub(&mean.unsqueeze(1)?)?
+            .sqr()?
+            .mean(D::Minus1)?;
         let xhat = x
             .broadcast_sub(&mean.reshape(shape.as_slice())?)?
             .broadcast_div(&(var + EPS)?.sqrt()?.reshape(shape.as_slice())?)?;
@@ -276,7 +287,11 @@ mod tests {
         b: &Tensor,
         r: &Tensor,
     ) -> Result<[Tensor; 4]> {
-        let (xv, wv, bv) = (Var::from_tensor(x)?, Var::from_tensor(w)?, Var::from_tensor(b)?);
+        let (xv, wv, bv) = (
+            Var::from_tensor(x)?,
+            Var::from_tensor(w)?,
+            Var::from_tensor(b)?,
+        );
         let y = f(xv.as_tensor(), wv.as_tensor(), bv.as_tensor())?;
         let g = (&y * r)?.sum_all()?.backward()?;
         let take = |v: &Var| g.get(v.as_tensor()).cloned().expect("gradient missing");
@@ -308,9 +323,8 @@ mod tests {
                 // An offset mean checks the single-pass variance.
                 let offset = if seed % 2 == 0 { 0.0 } else { 30.0 };
                 let [x, w, b, r] = inputs(shape, seed, offset)?;
-                let fused = |x: &Tensor, w: &Tensor, b: &Tensor| {
-                    Ok(batch_norm_train(x, w, b, EPS, act)?.0)
-                };
+                let fused =
+                    |x: &Tensor, w: &Tensor, b: &Tensor| Ok(batch_norm_train(x, w, b, EPS, act)?.0);
                 let generic = |x: &Tensor, w: &Tensor, b: &Tensor| reference(x, w, b, act);
                 let got = grads(&fused, &x, &w, &b, &r)?;
                 let want = grads(&generic, &x, &w, &b, &r)?;
@@ -331,9 +345,16 @@ mod tests {
         let (_, stats) = batch_norm_train(&x, &w, &b, EPS, Act::Relu)?;
         let xt = x.transpose(0, 1)?.reshape((2, 60))?;
         let mean = xt.mean(D::Minus1)?;
-        let var = xt.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(D::Minus1)?;
+        let var = xt
+            .broadcast_sub(&mean.unsqueeze(1)?)?
+            .sqr()?
+            .mean(D::Minus1)?;
         assert_eq!(stats.count, 60);
-        assert_close(&Tensor::new(stats.mean.as_slice(), x.device())?, &mean, "mean")?;
+        assert_close(
+            &Tensor::new(stats.mean.as_slice(), x.device())?,
+            &mean,
+            "mean",
+        )?;
         assert_close(&Tensor::new(stats.var.as_slice(), x.device())?, &var, "var")
     }
 
@@ -347,7 +368,10 @@ mod tests {
             let rv = r.flatten_all()?.to_vec1::<f32>()?;
             let loss = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<f64> {
                 let y = f(x, w, b)?.flatten_all()?.to_vec1::<f32>()?;
-                Ok(y.iter().zip(&rv).map(|(&y, &r)| f64::from(y) * f64::from(r)).sum())
+                Ok(y.iter()
+                    .zip(&rv)
+                    .map(|(&y, &r)| f64::from(y) * f64::from(r))
+                    .sum())
             };
             let h = 1e-2f32;
             for (which, grad) in [(0, &dx), (1, &dw), (2, &db)] {

@@ -71,7 +71,13 @@ impl<F: FnOnce(&mut [f32], &[f32])> InplaceOp2 for Update<F> {
         "update-f32"
     }
 
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
         let dst = f32_slice_mut(s1, l1, self.name())?;
         let src = f32_slice(s2, l2, self.name())?;
         match self.0.borrow_mut().take() {

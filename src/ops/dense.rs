@@ -99,8 +99,17 @@ impl Geometry {
     /// written, so `cols` must hold zeros there (a buffer reused for the same geometry does).
     fn im2col(&self, taps: &[Tap], x: &[f32], cols: &mut [f32], buf: &mut Vec<f32>) {
         let (l, kk_l) = (self.l(), self.kh * self.kw * self.l());
-        for (xp, rows) in x.chunks_exact(self.plane()).zip(cols.chunks_exact_mut(kk_l)) {
-            im2col_plane(&self.g, taps, (self.kh, self.kw), self.g.phased(xp, buf), (rows, l));
+        for (xp, rows) in x
+            .chunks_exact(self.plane())
+            .zip(cols.chunks_exact_mut(kk_l))
+        {
+            im2col_plane(
+                &self.g,
+                taps,
+                (self.kh, self.kw),
+                self.g.phased(xp, buf),
+                (rows, l),
+            );
         }
     }
 
@@ -115,7 +124,13 @@ impl Geometry {
                 for bi in 0..self.b {
                     let at = (bi * self.ci + c) * plane;
                     let xp = self.g.phased(&x[at..at + plane], buf);
-                    im2col_plane(&self.g, taps, (self.kh, self.kw), xp, (&mut block[bi * l..], n));
+                    im2col_plane(
+                        &self.g,
+                        taps,
+                        (self.kh, self.kw),
+                        xp,
+                        (&mut block[bi * l..], n),
+                    );
                 }
             });
         cols
@@ -217,7 +232,13 @@ impl CustomOp2 for DenseConv {
                     let (mut cols, mut buf) = (vec![0f32; k * l], Vec::new());
                     for (yb, xb) in ys.chunks_exact_mut(co * l).zip(xs.chunks_exact(in_sample)) {
                         geo.im2col(&taps, xb, &mut cols, &mut buf);
-                        matmul(MatMut::new(yb, co, l), wm, Mat::new(&cols, k, l), false, threads);
+                        matmul(
+                            MatMut::new(yb, co, l),
+                            wm,
+                            Mat::new(&cols, k, l),
+                            false,
+                            threads,
+                        );
                     }
                 });
         }
@@ -268,7 +289,13 @@ fn backward(geo: &Geometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<
         );
         // The column buffer is reused for the column gradient.
         let mut dcols = cols;
-        matmul(MatMut::new(&mut dcols, k, n), wm.t(), dycm, false, Threads::All);
+        matmul(
+            MatMut::new(&mut dcols, k, n),
+            wm.t(),
+            dycm,
+            false,
+            Threads::All,
+        );
         dx.par_chunks_mut(in_sample)
             .enumerate()
             .for_each_init(Vec::new, |buf, (bi, dxb)| {
@@ -311,7 +338,10 @@ fn backward(geo: &Geometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<
             }
             part
         })
-        .reduce_with(|mut a, b| {
+        .collect::<Vec<_>>()
+        .into_iter()
+        // Added up in order, so that reruns are bit-identical.
+        .reduce(|mut a, b| {
             a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
             a
         })

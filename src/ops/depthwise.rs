@@ -1,19 +1,30 @@
 //! Depthwise 2-D convolution (`groups == channels`, weight `[C, 1, k, k]`, padding `k / 2`)
-//! as candle custom ops, with backward.
+//! as a candle custom op with backward.
 //!
-//! * [`DepthwiseConv2d`]: `(x, w) -> y`; its backward applies the two ops below.
-//! * [`DepthwiseInputGrad`]: `(dy, w) -> dx`, the transposed depthwise convolution.
-//! * [`DepthwiseWeightGrad`]: `(x, dy) -> dw`, a per-channel correlation summed over the batch.
+//! Planes at least [`FLAT_MIN_OW`] outputs wide are copied into a zero-padded, phase-split
+//! buffer ([`Padded`]) in which every kernel tap reads one contiguous run covering all output
+//! rows at once: the forward pass is `k²` long `axpy`s, the input gradient their transpose, the
+//! weight gradient `k²` dot products. Rows are computed `wq` wide (`wq ≥ OW`); the extra columns
+//! are dropped (forward) or zero (backward). Narrower planes, where most taps read padding, run
+//! row by row over the taps' valid ranges instead ([`super::window`]).
 //!
 //! Forward and input gradient run in parallel over `batch x channel` planes, the weight
-//! gradient over channels. Inner loops are contiguous row slices (see [`super::window`]).
+//! gradient over channels, summing over the batch in order (reruns are bit-identical).
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::f32_slice;
+use super::cpu::{f32_slice, read_f32};
 use super::vecmath::{axpy, mul_acc};
 use super::window::{Tap, Window};
+
+/// Output width from which a plane uses the flat layout.
+const FLAT_MIN_OW: usize = 7;
+
+/// The row kernels' window of a depthwise convolution with kernel `k` and padding `k / 2`.
+fn window(g: &Padded) -> Result<Window> {
+    Window::new(g.h, g.w, g.k, g.k, g.s, g.p)
+}
 
 /// Depthwise convolution of `x: [B, C, H, W]` with `w: [C, 1, k, k]`, padding `k / 2`.
 ///
@@ -33,9 +44,132 @@ fn kernel_size(w: &Shape, c: usize) -> Result<usize> {
     Ok(kh)
 }
 
-/// The window of a depthwise convolution with kernel `k` and padding `k / 2`.
-fn window(h: usize, w: usize, k: usize, stride: usize) -> Result<Window> {
-    Window::new(h, w, k, k, stride, k / 2)
+/// Geometry of one plane in padded, phase-split layout.
+///
+/// With padding `p = k / 2` and stride `s`, padded row `hp` and column `wp` live in phase
+/// `(hp % s, wp % s)` at row `hp / s`, column `wp / s` of a `hq x wq` block. Output `(oh, ow)`
+/// then reads, for tap `(i, j)`, element `(oh + i / s, ow + j / s)` of phase `(i % s, j % s)`:
+/// flattened with row width `wq`, the run `tap(i, j) .. tap(i, j) + oh_count * wq`. One spare
+/// row per phase keeps the last run inside the buffer.
+#[derive(Clone, Copy, Debug)]
+struct Padded {
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    oh: usize,
+    ow: usize,
+    hq: usize,
+    wq: usize,
+}
+
+impl Padded {
+    fn new(h: usize, w: usize, k: usize, s: usize) -> Result<Self> {
+        let p = k / 2;
+        if s == 0 || k == 0 || h + 2 * p < k || w + 2 * p < k {
+            bail!("depthwise conv: kernel {k} stride {s} does not fit a {h}x{w} input")
+        }
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        Ok(Self {
+            h,
+            w,
+            k,
+            s,
+            p,
+            oh: (hp - k) / s + 1,
+            ow: (wp - k) / s + 1,
+            hq: hp.div_ceil(s) + 1,
+            wq: wp.div_ceil(s),
+        })
+    }
+
+    /// Elements of the padded buffer.
+    fn len(&self) -> usize {
+        self.s * self.s * self.hq * self.wq
+    }
+
+    /// Length of every tap's run: the output rows, `wq` wide.
+    fn run(&self) -> usize {
+        self.oh * self.wq
+    }
+
+    /// Start of the run read by tap `(i, j)`.
+    fn tap(&self, i: usize, j: usize) -> usize {
+        let s = self.s;
+        ((i % s) * s + j % s) * self.hq * self.wq + (i / s) * self.wq + j / s
+    }
+
+    /// Position of input pixel `(row, col)` in the buffer.
+    #[inline(always)]
+    fn at(&self, row: usize, col: usize) -> usize {
+        let (hp, wp, s) = (row + self.p, col + self.p, self.s);
+        ((hp % s) * s + wp % s) * self.hq * self.wq + (hp / s) * self.wq + wp / s
+    }
+
+    /// Copies plane `x` into `buf`, whose padding entries must be zero (they are never written,
+    /// so a buffer reused for the same geometry stays valid).
+    fn fill(&self, x: &[f32], buf: &mut [f32]) {
+        for (row, xr) in x.chunks_exact(self.w).enumerate() {
+            if self.s == 1 {
+                let at = self.at(row, 0);
+                buf[at..at + self.w].copy_from_slice(xr);
+                continue;
+            }
+            for phase in 0..self.s.min(self.w) {
+                // Columns `phase, phase + s, ...` land side by side in one phase row.
+                let at = self.at(row, phase);
+                for (d, &v) in buf[at..].iter_mut().zip(xr[phase..].iter().step_by(self.s)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+
+    /// The inverse of [`Padded::fill`]: gathers plane `x` back from `buf`.
+    fn gather(&self, buf: &[f32], x: &mut [f32]) {
+        for (row, xr) in x.chunks_exact_mut(self.w).enumerate() {
+            if self.s == 1 {
+                let at = self.at(row, 0);
+                xr.copy_from_slice(&buf[at..at + self.w]);
+                continue;
+            }
+            for phase in 0..self.s.min(self.w) {
+                let at = self.at(row, phase);
+                for (d, &v) in xr[phase..].iter_mut().step_by(self.s).zip(&buf[at..]) {
+                    *d = v;
+                }
+            }
+        }
+    }
+
+    /// Spreads output plane `y` (`oh x ow`) into `flat` (`oh x wq`), whose extra columns must be
+    /// zero.
+    fn spread(&self, y: &[f32], flat: &mut [f32]) {
+        for (src, dst) in y.chunks_exact(self.ow).zip(flat.chunks_exact_mut(self.wq)) {
+            dst[..self.ow].copy_from_slice(src);
+        }
+    }
+}
+
+/// `Σ a_i · b_i` in eight f32 lanes.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const L: usize = 8;
+    let mut lanes = [0f32; L];
+    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..L {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Forward op: `(x [B, C, H, W], w [C, 1, k, k]) -> y [B, C, OH, OW]`.
@@ -59,17 +193,35 @@ impl CustomOp2 for DepthwiseConv2d {
         let wt = f32_slice(ws, wl, self.name())?;
         let (b, c, h, w) = xl.shape().dims4()?;
         let k = kernel_size(wl.shape(), c)?;
-        let g = window(h, w, k, self.stride)?;
-        let taps = g.taps();
-        let mut y = vec![0f32; b * c * g.oh * g.ow];
-        if !y.is_empty() {
-            y.par_chunks_mut(g.oh * g.ow)
+        let g = Padded::new(h, w, k, self.stride)?;
+        let (plane, out_plane) = (h * w, g.oh * g.ow);
+        let mut y = vec![0f32; b * c * out_plane];
+        if !y.is_empty() && g.ow < FLAT_MIN_OW {
+            let rows = window(&g)?;
+            let taps = rows.taps();
+            y.par_chunks_mut(out_plane)
                 .enumerate()
                 .for_each_init(Vec::new, |buf, (bc, yp)| {
-                    let xp = g.phased(&x[bc * h * w..(bc + 1) * h * w], buf);
+                    let xp = rows.phased(&x[bc * plane..(bc + 1) * plane], buf);
                     let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
-                    forward_plane(&g, &taps, xp, wk, yp);
+                    forward_plane(&rows, &taps, xp, wk, yp);
                 });
+        } else if !y.is_empty() {
+            y.par_chunks_mut(out_plane).enumerate().for_each_init(
+                || (vec![0f32; g.len()], vec![0f32; g.run()]),
+                |(buf, acc), (bc, yp)| {
+                    g.fill(&x[bc * plane..(bc + 1) * plane], buf);
+                    let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
+                    acc.fill(0.0);
+                    for (t, &wv) in wk.iter().enumerate() {
+                        let at = g.tap(t / k, t % k);
+                        axpy(wv, &buf[at..at + g.run()], acc);
+                    }
+                    for (dst, src) in yp.chunks_exact_mut(g.ow).zip(acc.chunks_exact(g.wq)) {
+                        dst.copy_from_slice(&src[..g.ow]);
+                    }
+                },
+            );
         }
         Ok((CpuStorage::F32(y), Shape::from((b, c, g.oh, g.ow))))
     }
@@ -81,25 +233,93 @@ impl CustomOp2 for DepthwiseConv2d {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (x, w, dy) = (x.contiguous()?, w.contiguous()?, dy.contiguous()?);
-        let (_, _, h, wd) = x.dims4()?;
-        let dx = dy.apply_op2_no_bwd(
-            &w,
-            &DepthwiseInputGrad {
-                h,
-                w: wd,
-                stride: self.stride,
-            },
-        )?;
-        let dw = x.apply_op2_no_bwd(
-            &dy,
-            &DepthwiseWeightGrad {
-                k: w.dim(2)?,
-                stride: self.stride,
-            },
-        )?;
-        Ok((Some(dx), Some(dw)))
+        let dy = dy.contiguous()?;
+        let (b, c, h, wd) = x.dims4()?;
+        let k = kernel_size(w.shape(), c)?;
+        let g = Padded::new(h, wd, k, self.stride)?;
+        if dy.dims4()? != (b, c, g.oh, g.ow) {
+            bail!(
+                "{}: gradient {:?} does not match the output of {:?}",
+                self.name(),
+                dy.shape(),
+                x.shape()
+            )
+        }
+        let (dx, dw) = read_f32(x, |x| {
+            read_f32(w, |wt| {
+                read_f32(&dy, |dy| -> Result<_> {
+                    if g.ow < FLAT_MIN_OW {
+                        let rows = window(&g)?;
+                        Ok((
+                            input_grad_rows(&rows, (b, c), dy, wt),
+                            weight_grad_rows(&rows, (b, c), x, dy),
+                        ))
+                    } else {
+                        Ok((
+                            input_grad(&g, (b, c), dy, wt),
+                            weight_grad(&g, (b, c), x, dy),
+                        ))
+                    }
+                })
+            })
+        })????;
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dw, w.shape(), x.device())?),
+        ))
     }
+}
+
+/// `dx`: every `dy[oh, ow] · w[i, j]` added onto the pixel tap `(i, j)` read; per plane, the
+/// transposed `axpy`s into a zeroed padded buffer, then gathered.
+fn input_grad(g: &Padded, (b, c): (usize, usize), dy: &[f32], wt: &[f32]) -> Vec<f32> {
+    let (k, plane, out_plane) = (g.k, g.h * g.w, g.oh * g.ow);
+    let mut dx = vec![0f32; b * c * plane];
+    if dx.is_empty() || out_plane == 0 {
+        return dx;
+    }
+    dx.par_chunks_mut(plane).enumerate().for_each_init(
+        || (vec![0f32; g.len()], vec![0f32; g.run()]),
+        |(buf, flat), (bc, dxp)| {
+            g.spread(&dy[bc * out_plane..(bc + 1) * out_plane], flat);
+            buf.fill(0.0);
+            let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
+            for (t, &wv) in wk.iter().enumerate() {
+                let at = g.tap(t / k, t % k);
+                axpy(wv, flat, &mut buf[at..at + g.run()]);
+            }
+            g.gather(buf, dxp);
+        },
+    );
+    dx
+}
+
+/// `dw[c, i, j] = Σ_b Σ dy · x` under tap `(i, j)`: one dot product per tap and plane, summed
+/// over the batch in order.
+fn weight_grad(g: &Padded, (b, c): (usize, usize), x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (kk, plane, out_plane) = (g.k * g.k, g.h * g.w, g.oh * g.ow);
+    let mut dw = vec![0f32; c * kk];
+    if dw.is_empty() {
+        return dw;
+    }
+    dw.par_chunks_mut(kk).enumerate().for_each_init(
+        || (vec![0f32; g.len()], vec![0f32; g.run()], vec![0f64; kk]),
+        |(buf, flat, acc), (ch, dwc)| {
+            acc.fill(0.0);
+            for bc in (0..b).map(|bi| bi * c + ch) {
+                g.fill(&x[bc * plane..(bc + 1) * plane], buf);
+                g.spread(&dy[bc * out_plane..(bc + 1) * out_plane], flat);
+                for (t, a) in acc.iter_mut().enumerate() {
+                    let at = g.tap(t / g.k, t % g.k);
+                    *a += f64::from(dot(flat, &buf[at..at + g.run()]));
+                }
+            }
+            for (d, &a) in dwc.iter_mut().zip(acc.iter()) {
+                *d = a as f32;
+            }
+        },
+    );
+    dw
 }
 
 /// `y[oh, ow] = sum_{i, j} w[i, j] * x[oh * s + i - p, ow * s + j - p]` for one plane.
@@ -115,54 +335,6 @@ fn forward_plane(g: &Window, taps: &[Tap], x: &[f32], wk: &[f32], y: &mut [f32])
                 );
             }
         }
-    }
-}
-
-/// Input-gradient op: `(dy [B, C, OH, OW], w [C, 1, k, k]) -> dx [B, C, h, w]`.
-struct DepthwiseInputGrad {
-    h: usize,
-    w: usize,
-    stride: usize,
-}
-
-impl CustomOp2 for DepthwiseInputGrad {
-    fn name(&self) -> &'static str {
-        "depthwise-conv2d-input-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        ds: &CpuStorage,
-        dl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let dy = f32_slice(ds, dl, self.name())?;
-        let wt = f32_slice(ws, wl, self.name())?;
-        let (b, c, oh, ow) = dl.shape().dims4()?;
-        let k = kernel_size(wl.shape(), c)?;
-        let g = window(self.h, self.w, k, self.stride)?;
-        if (g.oh, g.ow) != (oh, ow) {
-            bail!(
-                "{}: gradient {oh}x{ow} does not match the {}x{} output",
-                self.name(),
-                g.oh,
-                g.ow
-            )
-        }
-        let taps = g.taps();
-        let plane = self.h * self.w;
-        let mut dx = vec![0f32; b * c * plane];
-        if !dx.is_empty() {
-            dx.par_chunks_mut(plane)
-                .enumerate()
-                .for_each_init(Vec::new, |buf, (bc, dxp)| {
-                    let dyp = &dy[bc * oh * ow..(bc + 1) * oh * ow];
-                    let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
-                    g.fill_phased(dxp, buf, |acc| input_grad_plane(&g, &taps, dyp, wk, acc));
-                });
-        }
-        Ok((CpuStorage::F32(dx), Shape::from((b, c, self.h, self.w))))
     }
 }
 
@@ -182,65 +354,47 @@ fn input_grad_plane(g: &Window, taps: &[Tap], dy: &[f32], wk: &[f32], dx: &mut [
     }
 }
 
-/// Weight-gradient op: `(x [B, C, H, W], dy [B, C, OH, OW]) -> dw [C, 1, k, k]`.
-struct DepthwiseWeightGrad {
-    k: usize,
-    stride: usize,
+/// [`input_grad`] with the row kernels.
+fn input_grad_rows(g: &Window, (b, c): (usize, usize), dy: &[f32], wt: &[f32]) -> Vec<f32> {
+    let (k, plane, out_plane) = (g.kw, g.h * g.w, g.oh * g.ow);
+    let taps = g.taps();
+    let mut dx = vec![0f32; b * c * plane];
+    if !dx.is_empty() {
+        dx.par_chunks_mut(plane)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (bc, dxp)| {
+                let dyp = &dy[bc * out_plane..(bc + 1) * out_plane];
+                let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
+                g.fill_phased(dxp, buf, |acc| input_grad_plane(g, &taps, dyp, wk, acc));
+            });
+    }
+    dx
 }
 
-impl CustomOp2 for DepthwiseWeightGrad {
-    fn name(&self) -> &'static str {
-        "depthwise-conv2d-weight-grad"
+/// [`weight_grad`] with the row kernels: one accumulator row per tap, summed over output rows
+/// and batch, reduced last.
+fn weight_grad_rows(g: &Window, (b, c): (usize, usize), x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (k, plane, out_plane) = (g.kw, g.h * g.w, g.oh * g.ow);
+    let taps = g.taps();
+    let mut dw = vec![0f32; c * k * k];
+    if !dw.is_empty() {
+        dw.par_chunks_mut(k * k).enumerate().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(buf, acc), (ch, dwc)| {
+                acc.clear();
+                acc.resize(k * k * g.ow, 0.0);
+                for bc in (0..b).map(|bi| bi * c + ch) {
+                    let xp = g.phased(&x[bc * plane..(bc + 1) * plane], buf);
+                    let dyp = &dy[bc * out_plane..(bc + 1) * out_plane];
+                    weight_grad_plane(g, &taps, xp, dyp, acc);
+                }
+                for (d, row) in dwc.iter_mut().zip(acc.chunks_exact(g.ow)) {
+                    *d = row.iter().sum();
+                }
+            },
+        );
     }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ds: &CpuStorage,
-        dl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(xs, xl, self.name())?;
-        let dy = f32_slice(ds, dl, self.name())?;
-        let (b, c, h, w) = xl.shape().dims4()?;
-        let k = self.k;
-        let g = window(h, w, k, self.stride)?;
-        if dl.shape().dims4()? != (b, c, g.oh, g.ow) {
-            bail!(
-                "{}: gradient {:?} does not match the output of {:?}",
-                self.name(),
-                dl.shape(),
-                xl.shape()
-            )
-        }
-        let taps = g.taps();
-        let (plane, out_plane) = (h * w, g.oh * g.ow);
-        let mut dw = vec![0f32; c * k * k];
-        if !dw.is_empty() {
-            dw.par_chunks_mut(k * k).enumerate().for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(buf, acc), (ch, dwc)| {
-                    // One accumulator row per tap, summed over output rows and batch, reduced last.
-                    acc.clear();
-                    acc.resize(k * k * g.ow, 0.0);
-                    for bc in (0..b).map(|bi| bi * c + ch) {
-                        let xp = g.phased(&x[bc * plane..(bc + 1) * plane], buf);
-                        weight_grad_plane(
-                            &g,
-                            &taps,
-                            xp,
-                            &dy[bc * out_plane..(bc + 1) * out_plane],
-                            acc,
-                        );
-                    }
-                    for (d, row) in dwc.iter_mut().zip(acc.chunks_exact(g.ow)) {
-                        *d = row.iter().sum();
-                    }
-                },
-            );
-        }
-        Ok((CpuStorage::F32(dw), Shape::from((c, 1, k, k))))
-    }
+    dw
 }
 
 /// Adds `dy[oh, ow] * x[oh * s + i - p, ow * s + j - p]` into column `ow` of accumulator row
@@ -270,7 +424,7 @@ mod tests {
         let mut seed = 0;
         for k in [3, 5] {
             for stride in [1, 2] {
-                for (h, w) in [(7, 7), (8, 8), (9, 6), (6, 9), (2, 3), (1, 1)] {
+                for (h, w) in [(7, 7), (8, 8), (9, 6), (6, 9), (2, 3), (1, 1), (15, 16)] {
                     for (b, c) in [(1, 1), (3, 4), (1, 6), (3, 8)] {
                         seed += 1;
                         let conv = |x: &Tensor, wt: &Tensor| depthwise_conv2d(x, wt, stride);
@@ -294,11 +448,17 @@ mod tests {
         check_against_generic(&conv, [2, 3, 11, 10], [3, 1, 7, 7], (3, 3, 3), 99)
     }
 
+    /// Both layouts: the row kernels (narrow output) and the flat buffer (wide output).
     #[test]
     fn finite_differences() -> Result<()> {
-        for stride in [1, 2] {
+        for (stride, x_shape) in [
+            (1, [2, 2, 5, 4]),
+            (2, [2, 2, 5, 4]),
+            (1, [1, 2, 4, 8]),
+            (2, [1, 2, 5, 14]),
+        ] {
             let conv = |x: &Tensor, w: &Tensor| depthwise_conv2d(x, w, stride);
-            check_finite_differences(&conv, [2, 2, 5, 4], [2, 1, 3, 3], 7 + stride as u64)?;
+            check_finite_differences(&conv, x_shape, [2, 1, 3, 3], 7 + stride as u64)?;
         }
         Ok(())
     }

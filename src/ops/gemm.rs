@@ -137,7 +137,13 @@ pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads:
 mod tests {
     use super::*;
 
-    fn naive(m: usize, n: usize, k: usize, a: impl Fn(usize, usize) -> f32, b: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    fn naive(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: impl Fn(usize, usize) -> f32,
+        b: impl Fn(usize, usize) -> f32,
+    ) -> Vec<f32> {
         let mut out = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -165,7 +171,13 @@ mod tests {
             assert_eq!(out, twice);
         }
         let mut out = vec![1.0; 4];
-        matmul(MatMut::new(&mut out, 2, 2), Mat::new(&[], 2, 0), Mat::new(&[], 0, 2), false, Threads::One);
+        matmul(
+            MatMut::new(&mut out, 2, 2),
+            Mat::new(&[], 2, 0),
+            Mat::new(&[], 0, 2),
+            false,
+            Threads::One,
+        );
         assert_eq!(out, [0.0; 4]);
     }
 

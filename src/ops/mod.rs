@@ -1,5 +1,6 @@
 //! CPU kernels used by the model builder: convolutions, train-mode batch norm and per-channel
-//! affine maps fused with their activation, and in-place f32 updates for the optimizer.
+//! affine maps fused with their activation, in-place f32 updates for the optimizer, and the
+//! allocator setting they rely on ([`retain_freed_memory`]).
 //!
 //! [`conv2d`] is the single entry point. On the [`ConvPath::Fast`] path, for f32 tensors on the
 //! CPU, it routes depthwise convolutions to [`depthwise_conv2d`], 1x1 stride-1 convolutions to
@@ -13,11 +14,12 @@ use candle_core::{DType, Result, Tensor};
 
 mod act;
 mod affine;
+mod alloc;
 mod batchnorm;
+mod channel_major;
 mod cpu;
 pub mod dense;
 mod depthwise;
-mod channel_major;
 mod gemm;
 mod pointwise;
 #[cfg(test)]
@@ -27,6 +29,7 @@ mod window;
 
 pub use act::Act;
 pub use affine::channel_affine;
+pub use alloc::retain_freed_memory;
 pub use batchnorm::{batch_norm_train, BatchStats};
 pub use cpu::{read_f32, update_f32};
 pub use depthwise::depthwise_conv2d;

@@ -94,7 +94,13 @@ impl CustomOp2 for Conv1x1 {
         } else {
             let threads = per_sample_threads(b);
             let run = |(yb, xb): (&mut [f32], &[f32])| {
-                matmul(MatMut::new(yb, co, l), wm, Mat::new(xb, ci, l), false, threads)
+                matmul(
+                    MatMut::new(yb, co, l),
+                    wm,
+                    Mat::new(xb, ci, l),
+                    false,
+                    threads,
+                )
             };
             if threads == Threads::One {
                 y.par_chunks_mut(co * l)
@@ -117,7 +123,9 @@ impl CustomOp2 for Conv1x1 {
         let dy = dy.contiguous()?;
         let (b, ci, l, co) = dims(x.shape(), w.shape())?;
         let (dx, dw) = read_f32(x, |x| {
-            read_f32(w, |w| read_f32(&dy, |dy| backward(x, w, dy, (b, ci, l, co))))
+            read_f32(w, |w| {
+                read_f32(&dy, |dy| backward(x, w, dy, (b, ci, l, co)))
+            })
         })???;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
@@ -141,7 +149,13 @@ fn backward(
         let xcm = to_channel_major(x, b, ci, l);
         let dycm = Mat::new(&dycm, co, n);
         let mut dxcm = vec![0f32; ci * n];
-        matmul(MatMut::new(&mut dxcm, ci, n), wm.t(), dycm, false, Threads::All);
+        matmul(
+            MatMut::new(&mut dxcm, ci, n),
+            wm.t(),
+            dycm,
+            false,
+            Threads::All,
+        );
         matmul(
             MatMut::new(&mut dw, co, ci),
             dycm,
@@ -203,7 +217,10 @@ fn backward(
             }
             part
         })
-        .reduce_with(|mut a, b| {
+        .collect::<Vec<_>>()
+        .into_iter()
+        // Added up in order, so that reruns are bit-identical.
+        .reduce(|mut a, b| {
             a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
             a
         })

@@ -74,7 +74,10 @@ where
 {
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let pts = || chart.series.iter().flat_map(|s| s.points.iter());
-    let (x0, x1) = bounds(pts().map(|p| p.0));
+    let (x0, mut x1) = bounds(pts().map(|p| p.0));
+    if !chart.annotations.is_empty() {
+        x1 += 0.18 * (x1 - x0); // room for the labels right of their points
+    }
     let (y0, y1) = bounds(pts().map(|p| p.1));
     let mut builder = ChartBuilder::on(&root);
     builder
@@ -128,7 +131,7 @@ where
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .label_font(("sans-serif", 14))
-                .position(SeriesLabelPosition::LowerRight)
+                .position(SeriesLabelPosition::LowerLeft)
                 .draw()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         }};

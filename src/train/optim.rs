@@ -3,9 +3,9 @@
 //! layer-scale gammas ([`ParamKind::NoDecay`]). State can be saved and restored for `--resume`.
 
 use crate::model::ParamKind;
+use crate::ops::{read_f32, update_f32};
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
-use crate::ops::{read_f32, update_f32};
 use candle_core::{DType, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -125,8 +125,16 @@ impl Adam {
         let (b1, b2) = (self.beta1, self.beta2);
         for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
             let g = self.scale.map_or(g, |s| g * s);
-            *m = if first { g * (1.0 - b1) } else { *m * b1 + g * (1.0 - b1) };
-            *v = if first { g * g * (1.0 - b2) } else { *v * b2 + g * g * (1.0 - b2) };
+            *m = if first {
+                g * (1.0 - b1)
+            } else {
+                *m * b1 + g * (1.0 - b1)
+            };
+            *v = if first {
+                g * g * (1.0 - b2)
+            } else {
+                *v * b2 + g * g * (1.0 - b2)
+            };
             let step = *m * self.correct1 / ((*v * self.correct2).sqrt() + self.eps) * self.lr;
             *p = self.decay.map_or(*p, |d| *p * d) - step;
         }
