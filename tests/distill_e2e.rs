@@ -20,30 +20,43 @@ fn distill_command_runs_end_to_end_with_a_tiny_teacher() {
     }
     let out = std::env::temp_dir().join(format!("mnv4-distill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let exp = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/distill_smoke.toml");
+    let exp = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/experiments/distill_smoke.toml"
+    );
     let run = |extra: &[&str]| {
         let o = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"))
             .args(["distill", exp, "--quiet", "--set"])
             .arg(format!("output.dir=\"{}\"", out.display()))
             .arg("--set")
-            .arg(format!("distill.cache_dir=\"{}\"", out.join("cache").display()))
+            .arg(format!(
+                "distill.cache_dir=\"{}\"",
+                out.join("cache").display()
+            ))
             .args(extra)
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "distill failed:\n{text}");
         text
     };
     let first = run(&[]);
     assert!(first.contains("training it first"), "{first}");
     assert!(out.join("distill-smoke/distill.json").exists());
-    assert!(std::fs::read_dir(&out).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("teacher-")));
+    assert!(std::fs::read_dir(&out).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("teacher-")));
     // A second student reuses the trained teacher and its cached logits.
     let second = run(&["--set", "name=\"distill-smoke-2\""]);
     assert!(!second.contains("training it first"), "{second}");
     assert!(second.contains("from the teacher cache"), "{second}");
-    let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("distill-smoke-2/distill.json")).unwrap()).unwrap();
+    let j: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("distill-smoke-2/distill.json")).unwrap(),
+    )
+    .unwrap();
     assert!(j["cached_batches"].as_u64().unwrap() > 0);
     std::fs::remove_dir_all(&out).unwrap();
 }
@@ -52,7 +65,11 @@ fn tiny_loader(n: usize) -> DataLoader {
     let images: Vec<u8> = (0..n * 28 * 28).map(|i| (i * 37 % 251) as u8).collect();
     let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
     let ds = Dataset::new("fashion-mnist/train", images, labels, 1, 28, 28, 10, vec![]).unwrap();
-    let cfg = AugmentConfig { input_size: 32, channels: 1, ..Default::default() };
+    let cfg = AugmentConfig {
+        input_size: 32,
+        channels: 1,
+        ..Default::default()
+    };
     let aug = Augmenter::for_dataset(&cfg, &ds).unwrap();
     DataLoader::new(ds, aug, LoaderConfig::train(8, 0)).unwrap()
 }
@@ -73,10 +90,26 @@ fn a_distillation_step_leaves_the_teacher_bit_identical() {
         ..Default::default()
     };
     let loader = tiny_loader(16);
-    let mut obj = DistillObjective::new(&cfg, 0.1, &student, std::sync::Arc::new(teacher), loader.clone(), None, 0).unwrap();
+    let mut obj = DistillObjective::new(
+        &cfg,
+        0.1,
+        &student,
+        std::sync::Arc::new(teacher),
+        loader.clone(),
+        None,
+        0,
+    )
+    .unwrap();
     let mut params = student.params.trainable();
     params.extend(obj.extra_params());
-    let mut opt = Optimizer::new(OptimizerConfig::Sgd { momentum: 0.9, nesterov: true, weight_decay: 1e-4 }, params);
+    let mut opt = Optimizer::new(
+        OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-4,
+        },
+        params,
+    );
     for (i, batch) in loader.epoch(0).enumerate() {
         let (x, y) = batch.unwrap();
         let (loss, _) = obj.loss(&student, &x, &y, 0, i).unwrap();
@@ -85,14 +118,29 @@ fn a_distillation_step_leaves_the_teacher_bit_identical() {
     }
     let teacher = obj.teacher();
     for (name, t) in teacher.params.tensors() {
-        let a = before[&name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let a = before[&name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let b = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "teacher tensor {name} changed");
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "teacher tensor {name} changed"
+        );
     }
     // The student did move.
     let moved = student.params.tensors()["conv_stem.weight"].clone();
-    let fresh = Network::new(&arch(0.25), &dev, 2).unwrap().params.tensors()["conv_stem.weight"].clone();
-    let diff = (moved - fresh).unwrap().abs().unwrap().sum_all().unwrap().to_dtype(DType::F32).unwrap();
+    let fresh =
+        Network::new(&arch(0.25), &dev, 2).unwrap().params.tensors()["conv_stem.weight"].clone();
+    let diff = (moved - fresh)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
     assert!(diff.to_scalar::<f32>().unwrap() > 0.0);
 }
 
@@ -104,9 +152,18 @@ fn adapters_exist_for_every_preset_pair() {
             let shapes = adapter_shapes(&sa, &ta, &[0, 1, 2, 3, 4]).unwrap();
             let (st, tt) = (sa.feature_taps(), ta.feature_taps());
             for (i, (cs, ct)) in shapes.into_iter().enumerate() {
-                assert_eq!((cs, ct), (st[i].channels, tt[i].channels), "{s} ← {t} tap {i}");
+                assert_eq!(
+                    (cs, ct),
+                    (st[i].channels, tt[i].channels),
+                    "{s} ← {t} tap {i}"
+                );
             }
         }
     }
-    assert!(adapter_shapes(&preset("small", 1.0).unwrap(), &preset("large", 1.0).unwrap(), &[5]).is_err());
+    assert!(adapter_shapes(
+        &preset("small", 1.0).unwrap(),
+        &preset("large", 1.0).unwrap(),
+        &[5]
+    )
+    .is_err());
 }

@@ -24,11 +24,22 @@ fn feature_maps_match_the_plan_at_odd_and_non_square_sizes() {
                         Some(s) => {
                             let last = arch.stages[s].blocks.len() - 1;
                             let prefix = format!("blocks.{s}.{last}.");
-                            layers.iter().rev().find(|l| l.name.starts_with(&prefix)).unwrap().name.clone()
+                            layers
+                                .iter()
+                                .rev()
+                                .find(|l| l.name.starts_with(&prefix))
+                                .unwrap()
+                                .name
+                                .clone()
                         }
                     };
                     let want = layers.iter().find(|l| l.name == layer).unwrap().out_shape;
-                    assert_eq!(&feat.dims()[1..], &want, "{name} {h}×{w} tap after {:?}", tap.after_stage);
+                    assert_eq!(
+                        &feat.dims()[1..],
+                        &want,
+                        "{name} {h}×{w} tap after {:?}",
+                        tap.after_stage
+                    );
                 }
             }
         }

@@ -8,13 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 fn cmd(out: &Path, name: &str, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"));
     let sets = [
         format!("name=\"{name}\""),
         format!("output.dir=\"{}\"", out.display()),
-        format!("search.report_dir=\"{}\"", out.join(format!("report-{name}")).display()),
+        format!(
+            "search.report_dir=\"{}\"",
+            out.join(format!("report-{name}")).display()
+        ),
         format!("distill.cache_dir=\"{}\"", out.join("cache").display()),
         "data.train_limit=512".into(),
         "data.eval_limit=300".into(),
@@ -28,7 +30,12 @@ fn cmd(out: &Path, name: &str, extra: &[&str]) -> Command {
         // wall-clock latency that changes with the machine's load.
         "search.objectives=[\"val_top1\", \"macs\"]".into(),
     ];
-    c.arg("search").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quick.toml")).arg("--quiet");
+    c.arg("search")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/experiments/quick.toml"
+        ))
+        .arg("--quiet");
     for s in sets {
         c.arg("--set").arg(s);
     }
@@ -47,7 +54,13 @@ fn log_lines(run: &Path) -> Vec<serde_json::Value> {
 fn decisions(run: &Path) -> Vec<(u64, String, String)> {
     let mut by_index = std::collections::BTreeMap::new();
     for t in log_lines(run) {
-        by_index.insert(t["index"].as_u64().unwrap(), (t["hash"].as_str().unwrap().to_string(), format!("{:.6}", t["val_top1"].as_f64().unwrap_or(-1.0))));
+        by_index.insert(
+            t["index"].as_u64().unwrap(),
+            (
+                t["hash"].as_str().unwrap().to_string(),
+                format!("{:.6}", t["val_top1"].as_f64().unwrap_or(-1.0)),
+            ),
+        );
     }
     by_index.into_iter().map(|(i, (h, v))| (i, h, v)).collect()
 }
@@ -63,9 +76,22 @@ fn search_writes_every_output_and_survives_kill_9() {
 
     // Uninterrupted run.
     let o = cmd(&out, "full", &[]).output().unwrap();
-    assert!(o.status.success(), "search failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "search failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let report = out.join("report-full");
-    for f in ["trials.csv", "trials.parquet", "pareto.csv", "pareto.png", "pareto.svg", "hypervolume.png", "hypervolume.svg", "README.md"] {
+    for f in [
+        "trials.csv",
+        "trials.parquet",
+        "pareto.csv",
+        "pareto.png",
+        "pareto.svg",
+        "hypervolume.png",
+        "hypervolume.svg",
+        "README.md",
+    ] {
         assert!(report.join(f).exists(), "missing {f}");
     }
     assert!(std::fs::read_dir(report.join("pareto")).unwrap().count() >= 1);
@@ -73,7 +99,11 @@ fn search_writes_every_output_and_survives_kill_9() {
     assert_eq!(full.len(), 9, "4 coarse + 4 fine + 1 reference");
 
     // Same search, killed with SIGKILL after a few trials, then resumed.
-    let mut child = cmd(&out, "killed", &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = cmd(&out, "killed", &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let run = out.join("killed");
     let t0 = Instant::now();
     while log_lines(&run).len() < 3 && t0.elapsed() < Duration::from_secs(600) {
@@ -82,17 +112,32 @@ fn search_writes_every_output_and_survives_kill_9() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before: Vec<serde_json::Value> = log_lines(&run);
-    assert!(before.len() >= 3 && before.len() < 9, "kill landed after {} trials", before.len());
+    assert!(
+        before.len() >= 3 && before.len() < 9,
+        "kill landed after {} trials",
+        before.len()
+    );
     let o = cmd(&out, "killed", &["--resume"]).output().unwrap();
-    assert!(o.status.success(), "resume failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let after = log_lines(&run);
     // Nothing finished was lost or retrained: the first records are untouched and come first.
     assert_eq!(&after[..before.len()], &before[..]);
     for t in &before {
         let i = t["index"].as_u64().unwrap();
-        let again = after[before.len()..].iter().filter(|u| u["index"].as_u64() == Some(i) && u["epochs"] == t["epochs"]).count();
+        let again = after[before.len()..]
+            .iter()
+            .filter(|u| u["index"].as_u64() == Some(i) && u["epochs"] == t["epochs"])
+            .count();
         assert_eq!(again, 0, "trial {i} was trained again after the resume");
     }
-    assert_eq!(decisions(&run), full, "the resumed search made different decisions");
+    assert_eq!(
+        decisions(&run),
+        full,
+        "the resumed search made different decisions"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -8,11 +8,19 @@ use std::process::Command;
 
 fn search(out: &Path, name: &str, space: &Path, extra: &[String]) -> serde_json::Value {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"));
-    c.arg("search").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quick.toml")).arg("--quiet");
+    c.arg("search")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/experiments/quick.toml"
+        ))
+        .arg("--quiet");
     let mut sets = vec![
         format!("name=\"{name}\""),
         format!("output.dir=\"{}\"", out.display()),
-        format!("search.report_dir=\"{}\"", out.join(format!("report-{name}")).display()),
+        format!(
+            "search.report_dir=\"{}\"",
+            out.join(format!("report-{name}")).display()
+        ),
         format!("search.space=\"{}\"", space.display()),
         "data.train_limit=256".into(),
         "data.eval_limit=200".into(),
@@ -27,12 +35,17 @@ fn search(out: &Path, name: &str, space: &Path, extra: &[String]) -> serde_json:
         c.arg("--set").arg(s);
     }
     let o = c.output().unwrap();
-    assert!(o.status.success(), "search failed: {}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join(name).join("trials.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    assert!(
+        o.status.success(),
+        "search failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join(name).join("trials.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
     serde_json::Value::Array(lines)
 }
 
@@ -49,16 +62,33 @@ fn over_budget_candidates_are_recorded_infeasible_without_training() {
         return;
     }
     let out = setup("budget");
-    let space = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/search_spaces/small.toml"));
-    let t = search(&out, "budget", space, &["search.max_params=1000".into(), "search.coarse={ trials = 4, epochs = 1 }".into()]);
+    let space = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/search_spaces/small.toml"
+    ));
+    let t = search(
+        &out,
+        "budget",
+        space,
+        &[
+            "search.max_params=1000".into(),
+            "search.coarse={ trials = 4, epochs = 1 }".into(),
+        ],
+    );
     let trials = t.as_array().unwrap();
     assert_eq!(trials.len(), 4);
     for tr in trials {
         assert_eq!(tr["feasible"], false);
         assert!(tr["violation"].as_f64().unwrap() > 0.0);
-        assert!(tr["val_top1"].is_null() && tr["epochs"] == 0, "an infeasible candidate was trained: {tr}");
+        assert!(
+            tr["val_top1"].is_null() && tr["epochs"] == 0,
+            "an infeasible candidate was trained: {tr}"
+        );
     }
-    assert!(!out.join("budget/trials").exists(), "no candidate may have a training run");
+    assert!(
+        !out.join("budget/trials").exists(),
+        "no candidate may have a training run"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
 
@@ -91,7 +121,15 @@ stride = 2
 "#,
     )
     .unwrap();
-    let t = search(&out, "dedup", &space, &["search.coarse={ trials = 3, epochs = 1 }".into(), "search.strategy=\"random\"".into()]);
+    let t = search(
+        &out,
+        "dedup",
+        &space,
+        &[
+            "search.coarse={ trials = 3, epochs = 1 }".into(),
+            "search.strategy=\"random\"".into(),
+        ],
+    );
     let trials = t.as_array().unwrap();
     assert_eq!(trials.len(), 3);
     assert!(trials[0]["duplicate_of"].is_null());

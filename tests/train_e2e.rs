@@ -10,7 +10,6 @@ use mnv4_lab::train::splits::build_splits;
 use mnv4_lab::train::trainer::{train_network, CrossEntropy, RunOptions, Summary};
 use std::path::{Path, PathBuf};
 
-
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mnv4-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -18,10 +17,21 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn run(exp: &Experiment, opts: &RunOptions) -> Summary {
-    let splits = build_splits(&exp.data, exp.train.batch_size, exp.train.eval_batch_size, exp.seed).unwrap();
-    let arch = exp.model.to_arch(splits.channels, splits.num_classes).unwrap();
+    let splits = build_splits(
+        &exp.data,
+        exp.train.batch_size,
+        exp.train.eval_batch_size,
+        exp.seed,
+    )
+    .unwrap();
+    let arch = exp
+        .model
+        .to_arch(splits.channels, splits.num_classes)
+        .unwrap();
     let net = Network::new(&arch, &candle_core::Device::Cpu, exp.seed).unwrap();
-    let mut ce = CrossEntropy { smoothing: exp.train.label_smoothing };
+    let mut ce = CrossEntropy {
+        smoothing: exp.train.label_smoothing,
+    };
     train_network(exp, &net, &splits, &mut ce, opts).unwrap()
 }
 
@@ -37,13 +47,49 @@ fn smoke_experiment_learns_well_above_chance() {
     }
     let out = temp_dir("smoke");
     let sets = [format!("output.dir=\"{}\"", out.display())];
-    let exp = Experiment::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/smoke.toml")), &sets).unwrap();
-    let s = run(&exp, &RunOptions { quiet: true, ..Default::default() });
+    let exp = Experiment::load(
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/experiments/smoke.toml"
+        )),
+        &sets,
+    )
+    .unwrap();
+    let s = run(
+        &exp,
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
+    );
     let (first, last) = (&s.rows[0], s.rows.last().unwrap());
-    println!("smoke: train loss {:.3} → {:.3}, test top-1 {:.1}%", first.train_loss, last.train_loss, 100.0 * s.test.top1);
-    assert!(last.train_loss < 0.8 * first.train_loss, "loss did not fall: {} → {}", first.train_loss, last.train_loss);
-    assert!(s.test.top1 > 0.5, "test top-1 {} is not far above chance (0.1)", s.test.top1);
-    for f in ["metrics.csv", "metrics.parquet", "accuracy.png", "accuracy.svg", "loss.png", "arch.toml", "config.toml", "summary.json"] {
+    println!(
+        "smoke: train loss {:.3} → {:.3}, test top-1 {:.1}%",
+        first.train_loss,
+        last.train_loss,
+        100.0 * s.test.top1
+    );
+    assert!(
+        last.train_loss < 0.8 * first.train_loss,
+        "loss did not fall: {} → {}",
+        first.train_loss,
+        last.train_loss
+    );
+    assert!(
+        s.test.top1 > 0.5,
+        "test top-1 {} is not far above chance (0.1)",
+        s.test.top1
+    );
+    for f in [
+        "metrics.csv",
+        "metrics.parquet",
+        "accuracy.png",
+        "accuracy.svg",
+        "loss.png",
+        "arch.toml",
+        "config.toml",
+        "summary.json",
+    ] {
         assert!(s.run_dir.join(f).exists(), "missing {f}");
     }
     let df = mnv4_lab::report::table::read_parquet(&s.run_dir.join("metrics.parquet")).unwrap();
@@ -84,20 +130,44 @@ fn same_seed_same_metrics_and_resume_equals_uninterrupted() {
         return;
     }
     let out = temp_dir("resume");
-    let quiet = RunOptions { quiet: true, ..Default::default() };
+    let quiet = RunOptions {
+        quiet: true,
+        ..Default::default()
+    };
     let a = run(&tiny(&out, "a"), &quiet);
     let a2 = run(&tiny(&out, "a2"), &quiet);
     for (x, y) in a.rows.iter().zip(&a2.rows) {
-        assert_eq!(x.train_loss, y.train_loss, "same seed must give the same training loss");
+        assert_eq!(
+            x.train_loss, y.train_loss,
+            "same seed must give the same training loss"
+        );
         assert_eq!(x.val.top1, y.val.top1);
     }
     assert_eq!(weights(&out.join("a")), weights(&out.join("a2")));
 
     let b = tiny(&out, "b");
-    run(&b, &RunOptions { quiet: true, stop_after: Some(1), ..Default::default() });
-    let resumed = run(&b, &RunOptions { quiet: true, resume: true, ..Default::default() });
+    run(
+        &b,
+        &RunOptions {
+            quiet: true,
+            stop_after: Some(1),
+            ..Default::default()
+        },
+    );
+    let resumed = run(
+        &b,
+        &RunOptions {
+            quiet: true,
+            resume: true,
+            ..Default::default()
+        },
+    );
     assert_eq!(resumed.rows.len(), 2);
     assert_eq!(resumed.rows[1].train_loss, a.rows[1].train_loss);
-    assert_eq!(weights(&out.join("b")), weights(&out.join("a")), "resumed weights differ from an uninterrupted run");
+    assert_eq!(
+        weights(&out.join("b")),
+        weights(&out.join("a")),
+        "resumed weights differ from an uninterrupted run"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -68,15 +68,25 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     super::train::set_threads(args.threads);
-    anyhow::ensure!(args.batch > 0 && args.steps > 0, "--batch and --steps must be positive");
-    let arch = resolve_arch(&args.model, args.width, Some(args.in_chans), Some(args.num_classes))?;
+    anyhow::ensure!(
+        args.batch > 0 && args.steps > 0,
+        "--batch and --steps must be positive"
+    );
+    let arch = resolve_arch(
+        &args.model,
+        args.width,
+        Some(args.in_chans),
+        Some(args.num_classes),
+    )?;
     let (h, w) = args.res;
     let dev = Device::Cpu;
     let net = Network::new(&arch, &dev, 0)?;
     let mut rng = StdRng::seed_from_u64(0);
     let n = args.batch * args.in_chans * h * w;
     let x = Tensor::from_vec(
-        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>(),
+        (0..n)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect::<Vec<_>>(),
         (args.batch, args.in_chans, h, w),
         &dev,
     )?;
@@ -88,7 +98,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         &dev,
     )?;
     let mut opt = Optimizer::new(
-        OptimizerConfig::Sgd { momentum: 0.9, nesterov: true, weight_decay: 5e-5 },
+        OptimizerConfig::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-5,
+        },
         net.params.trainable(),
     );
     let mut step = |timed: bool| -> Result<f64> {

@@ -43,7 +43,10 @@ pub fn run(args: &DistillArgs) -> Result<()> {
         sets.push(format!("distill.teacher.width={w}"));
     }
     if let Some(w) = &args.teacher_weights {
-        sets.push(format!("distill.teacher_weights={}", q(&w.to_string_lossy())));
+        sets.push(format!(
+            "distill.teacher_weights={}",
+            q(&w.to_string_lossy())
+        ));
     }
     if let Some(s) = &args.student {
         sets.push(format!("model.arch={}", q(s)));
@@ -57,7 +60,12 @@ pub fn run(args: &DistillArgs) -> Result<()> {
         None => Experiment::from_toml("", &sets, "distill", "defaults")?,
     };
     set_threads(exp.train.threads);
-    let splits = build_splits(&exp.data, exp.train.batch_size, exp.train.eval_batch_size, exp.seed)?;
+    let splits = build_splits(
+        &exp.data,
+        exp.train.batch_size,
+        exp.train.eval_batch_size,
+        exp.seed,
+    )?;
     let opts = RunOptions {
         resume: args.run.resume,
         quiet: args.run.quiet,

@@ -31,7 +31,13 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
     let exp = Experiment::load(&args.experiment, &args.run.sets)?;
     set_threads(exp.train.threads);
     let started = std::time::Instant::now();
-    let run_dir = search(&exp, &SearchOptions { resume: args.run.resume, quiet: args.run.quiet })?;
+    let run_dir = search(
+        &exp,
+        &SearchOptions {
+            resume: args.run.resume,
+            quiet: args.run.quiet,
+        },
+    )?;
     let out = write_report(&run_dir, None)?;
     println!(
         "{}: search finished in {:.1} min; report in {} (README.md, pareto.png, trials.csv)",

@@ -53,7 +53,10 @@ impl ViewLogits {
     pub fn store(&mut self, indices: &[usize], logits: &[f32]) {
         for (r, &i) in indices.iter().enumerate() {
             let row = &logits[r * self.classes..(r + 1) * self.classes];
-            for (d, &v) in self.data[i * self.classes..(i + 1) * self.classes].iter_mut().zip(row) {
+            for (d, &v) in self.data[i * self.classes..(i + 1) * self.classes]
+                .iter_mut()
+                .zip(row)
+            {
                 *d = f16::from_f32(v);
             }
             self.present[i] = true;
@@ -67,7 +70,11 @@ impl ViewLogits {
             if !*self.present.get(i)? {
                 return None;
             }
-            out.extend(self.data[i * self.classes..(i + 1) * self.classes].iter().map(|v| v.to_f32()));
+            out.extend(
+                self.data[i * self.classes..(i + 1) * self.classes]
+                    .iter()
+                    .map(|v| v.to_f32()),
+            );
         }
         Some(out)
     }
@@ -87,10 +94,14 @@ impl ViewLogits {
 
     /// Reads a view; a file of the wrong shape or size is an error naming the file.
     pub fn load(path: &Path, samples: usize, classes: usize) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading teacher cache {}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading teacher cache {}", path.display()))?;
         let want = 24 + samples * (1 + 2 * classes);
         if bytes.len() < 24 || &bytes[..8] != MAGIC {
-            bail!("teacher cache {} is not a cache file (bad magic)", path.display());
+            bail!(
+                "teacher cache {} is not a cache file (bad magic)",
+                path.display()
+            );
         }
         let n = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
         let k = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) as usize;
@@ -106,7 +117,12 @@ impl ViewLogits {
             .chunks_exact(2)
             .map(|c| f16::from_le_bytes([c[0], c[1]]))
             .collect();
-        Ok(Self { samples, classes, present, data })
+        Ok(Self {
+            samples,
+            classes,
+            present,
+            data,
+        })
     }
 }
 
@@ -124,7 +140,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mnv4-cache-{}", std::process::id()));
         let mut v = ViewLogits::empty(4, 3);
         v.store(&[2, 0], &[1.0, -2.0, 0.5, 3.0, 0.25, -1.0]);
-        assert_eq!(v.fetch(&[0, 2]).unwrap(), vec![3.0, 0.25, -1.0, 1.0, -2.0, 0.5]);
+        assert_eq!(
+            v.fetch(&[0, 2]).unwrap(),
+            vec![3.0, 0.25, -1.0, 1.0, -2.0, 0.5]
+        );
         assert!(v.fetch(&[1]).is_none());
         let p = view_path(&dir, "k", 0);
         v.save(&p).unwrap();

@@ -29,7 +29,10 @@ fn gt_mask(labels: &Tensor, classes: usize) -> Result<Tensor> {
     let y = labels.to_dtype(DType::U32)?.to_vec1::<u32>()?;
     let mut m = vec![0f32; y.len() * classes];
     for (i, &c) in y.iter().enumerate() {
-        ensure!((c as usize) < classes, "label {c} out of range for {classes} classes");
+        ensure!(
+            (c as usize) < classes,
+            "label {c} out of range for {classes} classes"
+        );
         m[i * classes + c as usize] = 1.0;
     }
     Ok(Tensor::from_vec(m, (y.len(), classes), labels.device())?)
@@ -40,7 +43,12 @@ fn gt_mask(labels: &Tensor, classes: usize) -> Result<Tensor> {
 /// NCKD = KL(p̂_t ‖ p̂_s) over the non-target classes renormalized.
 /// Also returns the teacher's target probability p_t(gt). They recombine into KD as
 /// KD = TCKD + (1 − p_t(gt)) · NCKD.
-pub fn dkd_parts(student: &Tensor, teacher: &Tensor, labels: &Tensor, temperature: f64) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn dkd_parts(
+    student: &Tensor,
+    teacher: &Tensor,
+    labels: &Tensor,
+    temperature: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let (_, k) = student.dims2()?;
     let gt = gt_mask(labels, k)?;
     let other = (1.0 - &gt)?;
@@ -145,8 +153,17 @@ mod tests {
         let t_vals = [1.0f32, -2.0, 0.5, 3.0, 0.0, 0.1];
         let s = Var::from_tensor(&logits(&s_vals, b)).unwrap();
         let t = logits(&t_vals, b);
-        let grads = kd_loss(s.as_tensor(), &t, temp).unwrap().backward().unwrap();
-        let g = grads.get(&s).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let grads = kd_loss(s.as_tensor(), &t, temp)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g = grads
+            .get(&s)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let soft = |v: &[f32]| -> Vec<f64> {
             let e: Vec<f64> = v.iter().map(|x| (*x as f64 / temp).exp()).collect();
             let z: f64 = e.iter().sum();
@@ -157,7 +174,11 @@ mod tests {
             let pt = soft(&t_vals[r * 3..r * 3 + 3]);
             for c in 0..3 {
                 let want = temp * (ps[c] - pt[c]) / b as f64;
-                assert!((g[r * 3 + c] as f64 - want).abs() < 1e-5, "{} vs {want}", g[r * 3 + c]);
+                assert!(
+                    (g[r * 3 + c] as f64 - want).abs() < 1e-5,
+                    "{} vs {want}",
+                    g[r * 3 + c]
+                );
             }
         }
     }
@@ -166,7 +187,10 @@ mod tests {
     fn kd_does_not_send_gradients_to_the_teacher() {
         let s = Var::from_tensor(&logits(&[0.3, 2.0, -1.0], 1)).unwrap();
         let t = Var::from_tensor(&logits(&[1.0, -2.0, 0.5], 1)).unwrap();
-        let grads = kd_loss(s.as_tensor(), t.as_tensor(), 2.0).unwrap().backward().unwrap();
+        let grads = kd_loss(s.as_tensor(), t.as_tensor(), 2.0)
+            .unwrap()
+            .backward()
+            .unwrap();
         assert!(grads.get(&t).is_none());
         let labels = Tensor::new(&[1u32], &Device::Cpu).unwrap();
         let grads = dkd_loss(s.as_tensor(), t.as_tensor(), &labels, 1.0, 8.0, 4.0, 1.0)
@@ -182,7 +206,10 @@ mod tests {
         let t = logits(&[1.0, -2.0, 0.5, 0.2, 3.0, 0.0, 0.1, -1.0], 2);
         let labels = Tensor::new(&[2u32, 0], &Device::Cpu).unwrap();
         for temp in [1.0, 4.0] {
-            let kd = kd_per_sample(&s, &t, temp).unwrap().to_vec1::<f32>().unwrap();
+            let kd = kd_per_sample(&s, &t, temp)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             let (tckd, nckd, pt) = dkd_parts(&s, &t, &labels, temp).unwrap();
             let (tckd, nckd, pt) = (
                 tckd.to_vec1::<f32>().unwrap(),
@@ -191,7 +218,11 @@ mod tests {
             );
             for i in 0..2 {
                 let recombined = tckd[i] + (1.0 - pt[i]) * nckd[i];
-                assert!((recombined - kd[i]).abs() < 1e-5, "{recombined} vs {}", kd[i]);
+                assert!(
+                    (recombined - kd[i]).abs() < 1e-5,
+                    "{recombined} vs {}",
+                    kd[i]
+                );
                 assert!(tckd[i] >= -1e-7 && nckd[i] >= -1e-7);
             }
         }

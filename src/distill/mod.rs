@@ -36,11 +36,19 @@ pub fn distill(exp: &Experiment, splits: &Splits, opts: &RunOptions) -> Result<D
     let arch = exp.model.to_arch(splits.channels, splits.num_classes)?;
     let student = Network::new(&arch, &Device::Cpu, exp.seed)?;
     let d = &exp.distill;
-    tracing::info!("{}: teacher from {} (test top-1 {:.2}%)", exp.name, t.source, 100.0 * teacher_test.top1);
+    tracing::info!(
+        "{}: teacher from {} (test top-1 {:.2}%)",
+        exp.name,
+        t.source,
+        100.0 * teacher_test.top1
+    );
     tracing::info!("{}: {}", exp.name, d.describe());
     let cache_key = if d.cache && !d.teacher_train_bn && !d.needs_features() {
         let settings = serde_json::to_string(&(&exp.data, exp.seed, d.teacher_res))?;
-        Some(cache::cache_key(&cache::file_sha256(&t.weights)?, &settings))
+        Some(cache::cache_key(
+            &cache::file_sha256(&t.weights)?,
+            &settings,
+        ))
     } else {
         None
     };

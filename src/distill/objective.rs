@@ -24,7 +24,11 @@ struct Adapter {
 
 /// (student channels, teacher channels) of the adapter at each feature tap, checking that the
 /// tap exists in both networks and sits at the same stride.
-pub fn adapter_shapes(student: &Arch, teacher: &Arch, taps: &[usize]) -> Result<Vec<(usize, usize)>> {
+pub fn adapter_shapes(
+    student: &Arch,
+    teacher: &Arch,
+    taps: &[usize],
+) -> Result<Vec<(usize, usize)>> {
     let (s, t) = (student.feature_taps(), teacher.feature_taps());
     taps.iter()
         .map(|&i| {
@@ -92,7 +96,16 @@ impl DistillObjective {
             for (&i, (cs, ct)) in cfg.feature_taps.iter().zip(shapes) {
                 let p = format!("adapter.{i}");
                 adapters.push(Adapter {
-                    conv: Conv::new(&mut adapter_params, &format!("{p}.conv"), cs, ct, 1, 1, 1, ConvInit::FanOut)?,
+                    conv: Conv::new(
+                        &mut adapter_params,
+                        &format!("{p}.conv"),
+                        cs,
+                        ct,
+                        1,
+                        1,
+                        1,
+                        ConvInit::FanOut,
+                    )?,
                     bn: BatchNorm::new(&mut adapter_params, &format!("{p}.bn"), ct)?,
                 });
             }
@@ -136,7 +149,11 @@ impl DistillObjective {
             if path.exists() {
                 c.view = Some(ViewLogits::load(&path, n, k)?);
                 c.from_disk = true;
-                tracing::info!("teacher logits for epoch {} from cache {}", epoch + 1, path.display());
+                tracing::info!(
+                    "teacher logits for epoch {} from cache {}",
+                    epoch + 1,
+                    path.display()
+                );
             } else {
                 c.view = Some(ViewLogits::empty(n, k));
                 c.from_disk = false;
@@ -149,7 +166,10 @@ impl DistillObjective {
         Ok(match self.cfg.teacher_res {
             Some(r) => {
                 let (_, _, h, _) = images.dims4()?;
-                ensure!(r % h == 0, "distill.teacher_res {r} must be a multiple of the input size {h}");
+                ensure!(
+                    r % h == 0,
+                    "distill.teacher_res {r} must be a multiple of the input size {h}"
+                );
                 images.upsample_nearest2d(r, r)?
             }
             None => images.clone(),
@@ -158,14 +178,25 @@ impl DistillObjective {
 }
 
 impl BatchLoss for DistillObjective {
-    fn loss(&mut self, net: &Network, images: &Tensor, labels: &Tensor, epoch: usize, batch: usize) -> Result<(Tensor, Tensor)> {
+    fn loss(
+        &mut self,
+        net: &Network,
+        images: &Tensor,
+        labels: &Tensor,
+        epoch: usize,
+        batch: usize,
+    ) -> Result<(Tensor, Tensor)> {
         if self.epoch != Some(epoch) {
             self.start_epoch(epoch)?;
         }
         let b = images.dims()[0];
         let bs = self.loader.config().batch_size;
         let indices = &self.order[batch * bs..batch * bs + b];
-        let taps: Vec<usize> = if self.cfg.needs_features() { self.cfg.feature_taps.clone() } else { vec![] };
+        let taps: Vec<usize> = if self.cfg.needs_features() {
+            self.cfg.feature_taps.clone()
+        } else {
+            vec![]
+        };
 
         let cached = self
             .cache
@@ -180,16 +211,29 @@ impl BatchLoss for DistillObjective {
             }
             None => {
                 let t0 = Instant::now();
-                let mode = if self.cfg.teacher_train_bn { Mode::Train } else { Mode::Eval };
-                let out = self.teacher.forward_with(&self.teacher_input(images)?, mode, &taps)?;
+                let mode = if self.cfg.teacher_train_bn {
+                    Mode::Train
+                } else {
+                    Mode::Eval
+                };
+                let out = self
+                    .teacher
+                    .forward_with(&self.teacher_input(images)?, mode, &taps)?;
                 // Round through f16 whether or not a cache is on, so a run reading the cache
                 // trains exactly like the run that filled it.
-                let logits = out.logits.detach().to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+                let logits = out
+                    .logits
+                    .detach()
+                    .to_dtype(DType::F16)?
+                    .to_dtype(DType::F32)?;
                 if let Some(v) = self.cache.as_mut().and_then(|c| c.view.as_mut()) {
                     v.store(indices, &logits.flatten_all()?.to_vec1::<f32>()?);
                 }
                 self.teacher_seconds += t0.elapsed().as_secs_f64();
-                (logits, out.features.into_iter().map(|f| f.detach()).collect())
+                (
+                    logits,
+                    out.features.into_iter().map(|f| f.detach()).collect(),
+                )
             }
         };
 
@@ -201,8 +245,20 @@ impl BatchLoss for DistillObjective {
         }
         if c.dkd_weight > 0.0 {
             let progress = epoch as f64 + batch as f64 / self.loader.len().max(1) as f64;
-            let warm = if c.dkd_warmup_epochs > 0.0 { (progress / c.dkd_warmup_epochs).min(1.0) } else { 1.0 };
-            let dkd = dkd_loss(&out.logits, &t_logits, labels, c.dkd_alpha, c.dkd_beta, c.dkd_temperature, warm)?;
+            let warm = if c.dkd_warmup_epochs > 0.0 {
+                (progress / c.dkd_warmup_epochs).min(1.0)
+            } else {
+                1.0
+            };
+            let dkd = dkd_loss(
+                &out.logits,
+                &t_logits,
+                labels,
+                c.dkd_alpha,
+                c.dkd_beta,
+                c.dkd_temperature,
+                warm,
+            )?;
             loss = (loss + (dkd * c.dkd_weight)?)?;
         }
         for (j, (s, t)) in out.features.iter().zip(&t_feats).enumerate() {

@@ -33,8 +33,14 @@ pub fn teacher_experiment(exp: &Experiment, arch: &Arch) -> Experiment {
     t.distill = Default::default();
     t.name = format!(
         "teacher-{}-{}",
-        arch.name.as_deref().unwrap_or("arch").replace(['/', ' '], "_"),
-        &crate::distill::cache::cache_key(&arch.hash_hex(), &serde_json::to_string(&(&t.data, &t.train, t.seed)).unwrap_or_default())[..8]
+        arch.name
+            .as_deref()
+            .unwrap_or("arch")
+            .replace(['/', ' '], "_"),
+        &crate::distill::cache::cache_key(
+            &arch.hash_hex(),
+            &serde_json::to_string(&(&t.data, &t.train, t.seed)).unwrap_or_default()
+        )[..8]
     );
     t
 }
@@ -54,10 +60,16 @@ fn find_trained(runs_dir: &Path, arch: &Arch, exp: &Experiment) -> Option<PathBu
         .filter(|p| p.exists())
         .filter(|p| {
             read_sidecar(p)
-                .map(|s| s.arch.canonical() == arch.canonical() && same_data_and_recipe(&s.experiment, exp) && {
-                    // Only finished runs: the last checkpoint reached the planned epochs.
-                    let last = p.with_file_name("last.json");
-                    read_sidecar(&last).map(|l| l.epoch == l.experiment.train.epochs).unwrap_or(false)
+                .map(|s| {
+                    s.arch.canonical() == arch.canonical()
+                        && same_data_and_recipe(&s.experiment, exp)
+                        && {
+                            // Only finished runs: the last checkpoint reached the planned epochs.
+                            let last = p.with_file_name("last.json");
+                            read_sidecar(&last)
+                                .map(|l| l.epoch == l.experiment.train.epochs)
+                                .unwrap_or(false)
+                        }
                 })
                 .unwrap_or(false)
         })
@@ -93,7 +105,11 @@ pub fn resolve_teacher(exp: &Experiment, splits: &Splits, quiet: bool) -> Result
         net.params
             .load_safetensors(&weights, &[])
             .with_context(|| format!("loading teacher weights {}", weights.display()))?;
-        return Ok(Teacher { net, weights, source: format!("given weights {}", w.display()) });
+        return Ok(Teacher {
+            net,
+            weights,
+            source: format!("given weights {}", w.display()),
+        });
     }
     let texp = teacher_experiment(exp, &arch);
     let sidecar = match find_trained(&exp.output.dir, &arch, &texp) {
@@ -107,9 +123,21 @@ pub fn resolve_teacher(exp: &Experiment, splits: &Splits, quiet: bool) -> Result
                 texp.run_dir().display()
             );
             let net = Network::new(&arch, &dev, texp.seed)?;
-            let mut ce = CrossEntropy { smoothing: texp.train.label_smoothing };
+            let mut ce = CrossEntropy {
+                smoothing: texp.train.label_smoothing,
+            };
             let resume = texp.run_dir().join("checkpoints/last.json").exists();
-            train_network(&texp, &net, splits, &mut ce, &RunOptions { resume, quiet, ..Default::default() })?;
+            train_network(
+                &texp,
+                &net,
+                splits,
+                &mut ce,
+                &RunOptions {
+                    resume,
+                    quiet,
+                    ..Default::default()
+                },
+            )?;
             texp.run_dir().join("checkpoints/best.json")
         }
     };
@@ -117,5 +145,9 @@ pub fn resolve_teacher(exp: &Experiment, splits: &Splits, quiet: bool) -> Result
     let weights = weights_path(&sidecar, &s);
     let net = Network::new(&s.arch, &dev, exp.seed)?;
     net.params.load_safetensors(&weights, &[])?;
-    Ok(Teacher { net, weights, source: format!("trained teacher {}", sidecar.display()) })
+    Ok(Teacher {
+        net,
+        weights,
+        source: format!("trained teacher {}", sidecar.display()),
+    })
 }

@@ -21,7 +21,12 @@ pub struct StageBudget {
 
 impl Default for StageBudget {
     fn default() -> Self {
-        Self { trials: 8, epochs: 1, halving_keep: 0.0, halving_epochs: 0 }
+        Self {
+            trials: 8,
+            epochs: 1,
+            halving_keep: 0.0,
+            halving_epochs: 0,
+        }
     }
 }
 

@@ -53,7 +53,11 @@ pub struct SearchOptions {
 /// Measured latency: batch 1, eval mode, median of `repeats` after 3 warm-up runs, in ms.
 pub fn measure_latency(arch: &Arch, size: usize, repeats: usize) -> Result<f64> {
     let net = Network::new(arch, &Device::Cpu, 0)?;
-    let x = Tensor::zeros((1, arch.in_chans, size, size), candle_core::DType::F32, &Device::Cpu)?;
+    let x = Tensor::zeros(
+        (1, arch.in_chans, size, size),
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )?;
     let mut times = Vec::with_capacity(repeats);
     for i in 0..repeats.max(1) + 3 {
         let t0 = Instant::now();
@@ -86,7 +90,10 @@ pub fn objective_value(t: &Trial, name: &str) -> Result<f64> {
 /// The ranking point of a trial under the experiment's objectives.
 pub fn trial_point(t: &Trial, objectives: &[String]) -> Result<Point> {
     Ok(Point {
-        objectives: objectives.iter().map(|o| objective_value(t, o)).collect::<Result<_>>()?,
+        objectives: objectives
+            .iter()
+            .map(|o| objective_value(t, o))
+            .collect::<Result<_>>()?,
         violation: t.violation,
     })
 }
@@ -111,10 +118,19 @@ impl Ctx<'_> {
     }
 
     /// Costs, budgets, then (when feasible) training: one finished trial.
-    fn evaluate(&self, index: usize, stage: &str, label: &str, arch: &Arch, epochs: usize) -> Result<Trial> {
+    fn evaluate(
+        &self,
+        index: usize,
+        stage: &str,
+        label: &str,
+        arch: &Arch,
+        epochs: usize,
+    ) -> Result<Trial> {
         let started = Instant::now();
         let size = self.splits.input_size;
-        let arch = arch.clone().with_io(self.splits.channels, self.splits.num_classes);
+        let arch = arch
+            .clone()
+            .with_io(self.splits.channels, self.splits.num_classes);
         let c = cost(&arch, size, size, &self.profiles);
         let latency = measure_latency(&arch, size, self.cfg.latency_repeats)?;
         let violation = self.violation(c.params, c.macs, latency);
@@ -156,7 +172,13 @@ impl Ctx<'_> {
         exp.train.epochs = epochs;
         let net = Network::new(arch, &Device::Cpu, seed)?;
         let resume = exp.run_dir().join("checkpoints/last.json").exists();
-        let opts = RunOptions { resume, quiet: self.quiet, skip_test: true, bars: self.bars.clone(), ..Default::default() };
+        let opts = RunOptions {
+            resume,
+            quiet: self.quiet,
+            skip_test: true,
+            bars: self.bars.clone(),
+            ..Default::default()
+        };
         let mut loss: Box<dyn BatchLoss> = match &self.teacher {
             Some((teacher, key)) => Box::new(DistillObjective::new(
                 &exp.distill,
@@ -167,7 +189,9 @@ impl Ctx<'_> {
                 key.clone(),
                 exp.seed,
             )?),
-            None => Box::new(CrossEntropy { smoothing: exp.train.label_smoothing }),
+            None => Box::new(CrossEntropy {
+                smoothing: exp.train.label_smoothing,
+            }),
         };
         let s = train_network(&exp, &net, &self.splits, loss.as_mut(), &opts)?;
         Ok(s.best_val_top1)
@@ -195,23 +219,44 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
         (2..=3).contains(&cfg.objectives.len()),
         "search.objectives needs val_top1 and one or two costs"
     );
-    ensure!(cfg.objectives[0] == "val_top1", "search.objectives must start with val_top1");
-    ensure!(cfg.population >= 2 && cfg.tournament >= 1, "search.population must be >= 2 and search.tournament >= 1");
+    ensure!(
+        cfg.objectives[0] == "val_top1",
+        "search.objectives must start with val_top1"
+    );
+    ensure!(
+        cfg.population >= 2 && cfg.tournament >= 1,
+        "search.population must be >= 2 and search.tournament >= 1"
+    );
     let space = SearchSpace::load(&cfg.space)?;
     let run_dir = exp.run_dir();
     let log = run_dir.join("trials.jsonl");
     let recorded = trials::load(&log)?;
     if !recorded.is_empty() && !opts.resume {
-        bail!("{} already holds {} trials: add --resume to continue, or pick another name", run_dir.display(), recorded.len());
+        bail!(
+            "{} already holds {} trials: add --resume to continue, or pick another name",
+            run_dir.display(),
+            recorded.len()
+        );
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let splits = build_splits(&exp.data, exp.train.batch_size, exp.train.eval_batch_size, exp.seed)?;
+    let splits = build_splits(
+        &exp.data,
+        exp.train.batch_size,
+        exp.train.eval_batch_size,
+        exp.seed,
+    )?;
     let profiles = load_profiles(cfg.profiles.as_deref())?;
     for o in &cfg.objectives[1..] {
         if let Some(p) = o.strip_prefix("roofline:") {
-            ensure!(profiles.iter().any(|q| q.name == p), "objective {o}: no such hardware profile");
+            ensure!(
+                profiles.iter().any(|q| q.name == p),
+                "objective {o}: no such hardware profile"
+            );
         } else {
-            ensure!(["params", "macs", "latency_ms"].contains(&o.as_str()), "unknown objective '{o}'");
+            ensure!(
+                ["params", "macs", "latency_ms"].contains(&o.as_str()),
+                "unknown objective '{o}'"
+            );
         }
     }
     let bars = (!opts.quiet).then(MultiProgress::new);
@@ -220,9 +265,16 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
         let teacher = if uses_teacher(exp) {
             let t = resolve_teacher(exp, &splits, opts.quiet)?;
             let test = crate::train::trainer::evaluate(&t.net, &splits.test)?.top1;
-            let key = if exp.distill.cache && !exp.distill.needs_features() && !exp.distill.teacher_train_bn {
-                let settings = serde_json::to_string(&(&exp.data, exp.seed, exp.distill.teacher_res))?;
-                Some(crate::distill::cache::cache_key(&crate::distill::cache::file_sha256(&t.weights)?, &settings))
+            let key = if exp.distill.cache
+                && !exp.distill.needs_features()
+                && !exp.distill.teacher_train_bn
+            {
+                let settings =
+                    serde_json::to_string(&(&exp.data, exp.seed, exp.distill.teacher_res))?;
+                Some(crate::distill::cache::cache_key(
+                    &crate::distill::cache::file_sha256(&t.weights)?,
+                    &settings,
+                ))
             } else {
                 None
             };
@@ -234,7 +286,9 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
             serde_json::from_str::<SearchState>(&std::fs::read_to_string(&state_path)?)
                 .with_context(|| format!("reading {}", state_path.display()))?
         } else {
-            let corner = space.corner(true).with_io(splits.channels, splits.num_classes);
+            let corner = space
+                .corner(true)
+                .with_io(splits.channels, splits.num_classes);
             let size = splits.input_size;
             let c = cost(&corner, size, size, &profiles);
             let proto = Trial {
@@ -249,7 +303,11 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
                 experiment: exp.clone(),
                 space: space.clone(),
                 hv_reference: std::iter::once(Ok(1.0))
-                    .chain(cfg.objectives[1..].iter().map(|o| Ok(1.1 * objective_value(&proto, o)?)))
+                    .chain(
+                        cfg.objectives[1..]
+                            .iter()
+                            .map(|o| Ok(1.1 * objective_value(&proto, o)?)),
+                    )
                     .collect::<Result<_>>()?,
                 input_size: size,
                 teacher: teacher.as_ref().map(|t| t.2.clone()),
@@ -259,7 +317,10 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
         (teacher.map(|t| (t.0, t.1)), state)
     };
     state.experiment = exp.clone();
-    atomic_write(&state_path, serde_json::to_string_pretty(&state)?.as_bytes())?;
+    atomic_write(
+        &state_path,
+        serde_json::to_string_pretty(&state)?.as_bytes(),
+    )?;
 
     let ctx = Ctx {
         exp,
@@ -276,9 +337,11 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
         Some(m) => {
             let pb = m.add(ProgressBar::new(planned as u64));
             pb.set_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} trials, {msg} ETA {eta}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {pos}/{len} trials, {msg} ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             pb.set_prefix("search");
             pb
@@ -291,22 +354,42 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
     let mut next_index = 0usize;
     let t_start = Instant::now();
 
-    let run_stage = |stage: &str, mode: StageMode, budget_trials: usize, epochs: usize, done: &mut Vec<Trial>, next_index: &mut usize| -> Result<()> {
+    let run_stage = |stage: &str,
+                     mode: StageMode,
+                     budget_trials: usize,
+                     epochs: usize,
+                     done: &mut Vec<Trial>,
+                     next_index: &mut usize|
+     -> Result<()> {
         let stage_id = if stage == "coarse" { 1 } else { 2 };
         let mut rng = StdRng::seed_from_u64(derive_seed(&[exp.seed, 0x5ea7c4, stage_id]));
-        let mut strategy: Box<dyn Strategy> = make_strategy(cfg.strategy, space.clone(), mode, cfg.population, cfg.tournament);
+        let mut strategy: Box<dyn Strategy> = make_strategy(
+            cfg.strategy,
+            space.clone(),
+            mode,
+            cfg.population,
+            cfg.tournament,
+        );
         for _ in 0..budget_trials {
             let index = *next_index;
             *next_index += 1;
             // Ask until the candidate is new (identical architectures are never trained twice).
             let mut arch = strategy.ask(&mut rng);
             for _ in 0..20 {
-                if !done.iter().any(|t| t.hash == arch.clone().with_io(ctx.splits.channels, ctx.splits.num_classes).hash_hex()) {
+                if !done.iter().any(|t| {
+                    t.hash
+                        == arch
+                            .clone()
+                            .with_io(ctx.splits.channels, ctx.splits.num_classes)
+                            .hash_hex()
+                }) {
                     break;
                 }
                 arch = strategy.ask(&mut rng);
             }
-            let arch_io = arch.clone().with_io(ctx.splits.channels, ctx.splits.num_classes);
+            let arch_io = arch
+                .clone()
+                .with_io(ctx.splits.channels, ctx.splits.num_classes);
             let trial = if let Some(t) = by_index.get(&index) {
                 ensure!(
                     t.hash == arch_io.hash_hex(),
@@ -344,7 +427,10 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
                 tracing::info!("{msg}");
             }
             done.push(trial);
-            let points: Vec<Point> = done.iter().map(|t| trial_point(t, &cfg.objectives)).collect::<Result<_>>()?;
+            let points: Vec<Point> = done
+                .iter()
+                .map(|t| trial_point(t, &cfg.objectives))
+                .collect::<Result<_>>()?;
             let front = ranks(&points).iter().filter(|&&r| r == 0).count();
             overall.set_message(format!("front {front}"));
             overall.inc(1);
@@ -352,12 +438,30 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
         Ok(())
     };
 
-    run_stage("coarse", StageMode::Coarse, cfg.coarse.trials, cfg.coarse.epochs, &mut done, &mut next_index)?;
+    run_stage(
+        "coarse",
+        StageMode::Coarse,
+        cfg.coarse.trials,
+        cfg.coarse.epochs,
+        &mut done,
+        &mut next_index,
+    )?;
     halving(&ctx, &log, &mut done, "coarse", &cfg.coarse)?;
     if cfg.fine.trials > 0 {
         let seeds = front_archs(&done, &cfg.objectives)?;
-        let seeds = if seeds.is_empty() { vec![space.corner(false)] } else { seeds };
-        run_stage("fine", StageMode::Fine(seeds), cfg.fine.trials, cfg.fine.epochs, &mut done, &mut next_index)?;
+        let seeds = if seeds.is_empty() {
+            vec![space.corner(false)]
+        } else {
+            seeds
+        };
+        run_stage(
+            "fine",
+            StageMode::Fine(seeds),
+            cfg.fine.trials,
+            cfg.fine.epochs,
+            &mut done,
+            &mut next_index,
+        )?;
         halving(&ctx, &log, &mut done, "fine", &cfg.fine)?;
     }
     for m in &cfg.reference {
@@ -368,7 +472,13 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
         let t = match by_index.get(&index) {
             Some(t) => t.clone(),
             None => {
-                let t = ctx.evaluate(index, "reference", &label, &arch, cfg.fine.epochs.max(cfg.coarse.epochs))?;
+                let t = ctx.evaluate(
+                    index,
+                    "reference",
+                    &label,
+                    &arch,
+                    cfg.fine.epochs.max(cfg.coarse.epochs),
+                )?;
                 trials::append(&log, &t)?;
                 t
             }
@@ -377,14 +487,25 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
         overall.inc(1);
     }
     overall.finish_and_clear();
-    tracing::info!("{}: {} trials in {:.0}s", exp.name, done.len(), t_start.elapsed().as_secs_f64());
+    tracing::info!(
+        "{}: {} trials in {:.0}s",
+        exp.name,
+        done.len(),
+        t_start.elapsed().as_secs_f64()
+    );
     Ok(run_dir)
 }
 
 /// Architectures on the first front of the feasible, trained trials so far.
 fn front_archs(done: &[Trial], objectives: &[String]) -> Result<Vec<Arch>> {
-    let trained: Vec<&Trial> = done.iter().filter(|t| t.feasible && t.val_top1.is_some() && t.stage != "reference").collect();
-    let points: Vec<Point> = trained.iter().map(|t| trial_point(t, objectives)).collect::<Result<_>>()?;
+    let trained: Vec<&Trial> = done
+        .iter()
+        .filter(|t| t.feasible && t.val_top1.is_some() && t.stage != "reference")
+        .collect();
+    let points: Vec<Point> = trained
+        .iter()
+        .map(|t| trial_point(t, objectives))
+        .collect::<Result<_>>()?;
     let r = ranks(&points);
     trained
         .iter()
@@ -395,15 +516,28 @@ fn front_archs(done: &[Trial], objectives: &[String]) -> Result<Vec<Arch>> {
 }
 
 /// Successive halving: the best `keep` fraction of the stage continues to `halving_epochs`.
-fn halving(ctx: &Ctx, log: &Path, done: &mut [Trial], stage: &str, budget: &super::config::StageBudget) -> Result<()> {
+fn halving(
+    ctx: &Ctx,
+    log: &Path,
+    done: &mut [Trial],
+    stage: &str,
+    budget: &super::config::StageBudget,
+) -> Result<()> {
     if budget.halving_keep <= 0.0 || budget.halving_epochs <= budget.epochs {
         return Ok(());
     }
     let mut idx: Vec<usize> = (0..done.len())
         .filter(|&i| done[i].stage == stage && done[i].feasible && done[i].duplicate_of.is_none())
         .collect();
-    idx.sort_by(|&a, &b| done[b].val_top1.unwrap_or(0.0).total_cmp(&done[a].val_top1.unwrap_or(0.0)));
-    let keep = ((idx.len() as f64 * budget.halving_keep).ceil() as usize).max(1).min(idx.len());
+    idx.sort_by(|&a, &b| {
+        done[b]
+            .val_top1
+            .unwrap_or(0.0)
+            .total_cmp(&done[a].val_top1.unwrap_or(0.0))
+    });
+    let keep = ((idx.len() as f64 * budget.halving_keep).ceil() as usize)
+        .max(1)
+        .min(idx.len());
     for &i in &idx[..keep] {
         if done[i].epochs >= budget.halving_epochs {
             continue; // promoted before an interruption

@@ -78,7 +78,9 @@ pub fn crowding_distance(points: &[Point], front: &[usize]) -> Vec<f64> {
     let m = points[front[0]].objectives.len();
     for k in 0..m {
         let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| points[front[a]].objectives[k].total_cmp(&points[front[b]].objectives[k]));
+        order.sort_by(|&a, &b| {
+            points[front[a]].objectives[k].total_cmp(&points[front[b]].objectives[k])
+        });
         let lo = points[front[order[0]]].objectives[k];
         let hi = points[front[order[n - 1]]].objectives[k];
         d[order[0]] = f64::INFINITY;
@@ -97,7 +99,11 @@ pub fn crowding_distance(points: &[Point], front: &[usize]) -> Vec<f64> {
 /// Hypervolume dominated by 2-D minimized points with respect to `reference` (points that do not
 /// dominate the reference contribute nothing).
 pub fn hypervolume_2d(points: &[[f64; 2]], reference: [f64; 2]) -> f64 {
-    let mut pts: Vec<[f64; 2]> = points.iter().copied().filter(|p| p[0] < reference[0] && p[1] < reference[1]).collect();
+    let mut pts: Vec<[f64; 2]> = points
+        .iter()
+        .copied()
+        .filter(|p| p[0] < reference[0] && p[1] < reference[1])
+        .collect();
     pts.sort_by(|a, b| a[0].total_cmp(&b[0]).then(a[1].total_cmp(&b[1])));
     let mut hv = 0.0;
     let mut best_y = reference[1];
@@ -134,31 +140,57 @@ pub fn hypervolume_3d(points: &[[f64; 3]], reference: [f64; 3]) -> f64 {
 mod tests {
     use super::*;
 
-/// Indices of the points no other point dominates (plain Pareto domination).
-fn pareto_set(points: &[Vec<f64>]) -> Vec<usize> {
-    let all: Vec<Point> = points.iter().map(|o| Point { objectives: o.clone(), violation: 0.0 }).collect();
-    let mut front = non_dominated_sort(&all).into_iter().next().unwrap_or_default();
-    front.sort_unstable();
-    front
-}
+    /// Indices of the points no other point dominates (plain Pareto domination).
+    fn pareto_set(points: &[Vec<f64>]) -> Vec<usize> {
+        let all: Vec<Point> = points
+            .iter()
+            .map(|o| Point {
+                objectives: o.clone(),
+                violation: 0.0,
+            })
+            .collect();
+        let mut front = non_dominated_sort(&all)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        front.sort_unstable();
+        front
+    }
 
     fn p(o: &[f64], v: f64) -> Point {
-        Point { objectives: o.to_vec(), violation: v }
+        Point {
+            objectives: o.to_vec(),
+            violation: v,
+        }
     }
 
     #[test]
     fn sorting_finds_fronts_and_respects_constraints() {
-        let pts = vec![p(&[1.0, 5.0], 0.0), p(&[2.0, 2.0], 0.0), p(&[3.0, 3.0], 0.0), p(&[0.0, 0.0], 1.0), p(&[5.0, 1.0], 0.0)];
+        let pts = vec![
+            p(&[1.0, 5.0], 0.0),
+            p(&[2.0, 2.0], 0.0),
+            p(&[3.0, 3.0], 0.0),
+            p(&[0.0, 0.0], 1.0),
+            p(&[5.0, 1.0], 0.0),
+        ];
         let fronts = non_dominated_sort(&pts);
         assert_eq!(fronts[0], vec![0, 1, 4]);
         assert_eq!(fronts[1], vec![2]);
-        assert_eq!(fronts[2], vec![3], "the infeasible point ranks last despite its objectives");
+        assert_eq!(
+            fronts[2],
+            vec![3],
+            "the infeasible point ranks last despite its objectives"
+        );
         assert_eq!(ranks(&pts), vec![0, 0, 1, 2, 0]);
     }
 
     #[test]
     fn crowding_marks_extremes_infinite() {
-        let pts = vec![p(&[1.0, 5.0], 0.0), p(&[2.0, 2.0], 0.0), p(&[5.0, 1.0], 0.0)];
+        let pts = vec![
+            p(&[1.0, 5.0], 0.0),
+            p(&[2.0, 2.0], 0.0),
+            p(&[5.0, 1.0], 0.0),
+        ];
         let d = crowding_distance(&pts, &[0, 1, 2]);
         assert!(d[0].is_infinite() && d[2].is_infinite());
         assert!((d[1] - (4.0 / 4.0 + 4.0 / 4.0)).abs() < 1e-12);
@@ -172,8 +204,12 @@ fn pareto_set(points: &[Vec<f64>]) -> Vec<usize> {
             let dims = 2 + trial % 2;
             let n = 1 + trial % 40;
             // Coarse grid values so ties and duplicates happen.
-            let pts: Vec<Vec<f64>> = (0..n).map(|_| (0..dims).map(|_| rng.random_range(0..8) as f64).collect()).collect();
-            let brute: Vec<usize> = (0..n).filter(|&i| !(0..n).any(|j| dominates(&pts[j], &pts[i]))).collect();
+            let pts: Vec<Vec<f64>> = (0..n)
+                .map(|_| (0..dims).map(|_| rng.random_range(0..8) as f64).collect())
+                .collect();
+            let brute: Vec<usize> = (0..n)
+                .filter(|&i| !(0..n).any(|j| dominates(&pts[j], &pts[i])))
+                .collect();
             assert_eq!(pareto_set(&pts), brute, "points {pts:?}");
         }
     }
@@ -181,13 +217,18 @@ fn pareto_set(points: &[Vec<f64>]) -> Vec<usize> {
     #[test]
     fn hypervolume_3d_of_hand_computed_cases() {
         // One point: a box.
-        assert!((hypervolume_3d(&[[1.0, 2.0, 3.0]], [2.0, 4.0, 5.0]) - 1.0 * 2.0 * 2.0).abs() < 1e-12);
+        assert!(
+            (hypervolume_3d(&[[1.0, 2.0, 3.0]], [2.0, 4.0, 5.0]) - 1.0 * 2.0 * 2.0).abs() < 1e-12
+        );
         // Two boxes [0,2]×[0,1]×[0,1] ∪ [0,1]×[0,2]×[0,2] (ref 2,2,2 with points (0,1,1), (1,0,0)…):
         // points a = (1, 0, 0) → box 1×2×2 = 4; b = (0, 1, 1) → box 2×1×1 = 2; overlap 1×1×1 = 1.
         let hv = hypervolume_3d(&[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [2.0, 2.0, 2.0]);
         assert!((hv - 5.0).abs() < 1e-12, "{hv}");
         // A dominated point adds nothing.
-        let hv2 = hypervolume_3d(&[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [1.5, 1.5, 1.5]], [2.0, 2.0, 2.0]);
+        let hv2 = hypervolume_3d(
+            &[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [1.5, 1.5, 1.5]],
+            [2.0, 2.0, 2.0],
+        );
         assert!((hv2 - 5.0).abs() < 1e-12);
     }
 

@@ -20,7 +20,13 @@ fn axis(obj: &str) -> (String, f64) {
         "params" => ("parameters (millions)".into(), 1e-6),
         "macs" => ("MACs per image (millions)".into(), 1e-6),
         "latency_ms" => ("measured latency, batch 1, this machine (ms)".into(), 1.0),
-        o => (format!("{} roofline latency (ms)", o.trim_start_matches("roofline:")), 1.0),
+        o => (
+            format!(
+                "{} roofline latency (ms)",
+                o.trim_start_matches("roofline:")
+            ),
+            1.0,
+        ),
     }
 }
 
@@ -28,7 +34,8 @@ fn axis(obj: &str) -> (String, f64) {
 pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     let state_path = run_dir.join("search.json");
     let state: SearchState = serde_json::from_str(
-        &std::fs::read_to_string(&state_path).with_context(|| format!("reading {}", state_path.display()))?,
+        &std::fs::read_to_string(&state_path)
+            .with_context(|| format!("reading {}", state_path.display()))?,
     )
     .with_context(|| format!("{} is malformed", state_path.display()))?;
     let exp = &state.experiment;
@@ -39,13 +46,29 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         .unwrap_or_else(|| PathBuf::from("reports").join(&exp.name));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let all = trials::load(&run_dir.join("trials.jsonl"))?;
-    anyhow::ensure!(!all.is_empty(), "{} has no finished trials yet", run_dir.display());
+    anyhow::ensure!(
+        !all.is_empty(),
+        "{} has no finished trials yet",
+        run_dir.display()
+    );
 
     // Rank the searched candidates (references are drawn, not ranked).
-    let searched: Vec<&Trial> = all.iter().filter(|t| t.stage != "reference" && t.duplicate_of.is_none()).collect();
-    let points: Vec<Point> = searched.iter().map(|t| trial_point(t, &cfg.objectives)).collect::<Result<_>>()?;
+    let searched: Vec<&Trial> = all
+        .iter()
+        .filter(|t| t.stage != "reference" && t.duplicate_of.is_none())
+        .collect();
+    let points: Vec<Point> = searched
+        .iter()
+        .map(|t| trial_point(t, &cfg.objectives))
+        .collect::<Result<_>>()?;
     let rank = ranks(&points);
-    let rank_of = |t: &Trial| searched.iter().position(|s| s.index == t.index).map(|i| rank[i] as i64).unwrap_or(-1);
+    let rank_of = |t: &Trial| {
+        searched
+            .iter()
+            .position(|s| s.index == t.index)
+            .map(|i| rank[i] as i64)
+            .unwrap_or(-1)
+    };
     let front: Vec<&Trial> = searched
         .iter()
         .zip(&rank)
@@ -64,15 +87,28 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         Col::Text("hash", all.iter().map(|t| t.hash.clone()).collect()),
         Col::Bool("feasible", all.iter().map(|t| t.feasible).collect()),
         Col::Float("violation", all.iter().map(|t| t.violation).collect()),
-        Col::Int("duplicate_of", all.iter().map(|t| t.duplicate_of.map(|d| d as i64).unwrap_or(-1)).collect()),
-        Col::Float("val_top1", all.iter().map(|t| t.val_top1.unwrap_or(f64::NAN)).collect()),
+        Col::Int(
+            "duplicate_of",
+            all.iter()
+                .map(|t| t.duplicate_of.map(|d| d as i64).unwrap_or(-1))
+                .collect(),
+        ),
+        Col::Float(
+            "val_top1",
+            all.iter().map(|t| t.val_top1.unwrap_or(f64::NAN)).collect(),
+        ),
         Col::Int("params", all.iter().map(|t| t.params as i64).collect()),
         Col::Int("macs", all.iter().map(|t| t.macs as i64).collect()),
         Col::Float("latency_ms", all.iter().map(|t| t.latency_ms).collect()),
     ];
     for p in &profiles {
         let name: &'static str = Box::leak(format!("roofline_{p}_ms").into_boxed_str());
-        cols.push(Col::Float(name, all.iter().map(|t| t.roofline_ms.get(p).copied().unwrap_or(f64::NAN)).collect()));
+        cols.push(Col::Float(
+            name,
+            all.iter()
+                .map(|t| t.roofline_ms.get(p).copied().unwrap_or(f64::NAN))
+                .collect(),
+        ));
     }
     cols.extend([
         Col::Int("rank", all.iter().map(rank_of).collect()),
@@ -83,24 +119,58 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     write_csv_parquet(&mut frame(cols)?, &out, "trials")?;
 
     let mut sorted_front = front.clone();
-    sorted_front.sort_by(|a, b| objective_value(a, &cfg.objectives[1]).unwrap_or(0.0).total_cmp(&objective_value(b, &cfg.objectives[1]).unwrap_or(0.0)));
+    sorted_front.sort_by(|a, b| {
+        objective_value(a, &cfg.objectives[1])
+            .unwrap_or(0.0)
+            .total_cmp(&objective_value(b, &cfg.objectives[1]).unwrap_or(0.0))
+    });
     let pareto_dir = out.join("pareto");
     std::fs::create_dir_all(&pareto_dir)?;
     for t in &sorted_front {
         let mut arch = Arch::from_block_string(&t.arch)?;
         arch.name = Some(format!("{}-t{:04}", exp.name, t.index));
-        atomic_write(&pareto_dir.join(format!("t{:04}.toml", t.index)), arch.to_toml_string().as_bytes())?;
+        atomic_write(
+            &pareto_dir.join(format!("t{:04}.toml", t.index)),
+            arch.to_toml_string().as_bytes(),
+        )?;
     }
     write_csv_parquet(
         &mut frame(vec![
-            Col::Int("index", sorted_front.iter().map(|t| t.index as i64).collect()),
-            Col::Text("stage", sorted_front.iter().map(|t| t.stage.clone()).collect()),
-            Col::Float("val_top1", sorted_front.iter().map(|t| t.val_top1.unwrap_or(f64::NAN)).collect()),
-            Col::Int("params", sorted_front.iter().map(|t| t.params as i64).collect()),
+            Col::Int(
+                "index",
+                sorted_front.iter().map(|t| t.index as i64).collect(),
+            ),
+            Col::Text(
+                "stage",
+                sorted_front.iter().map(|t| t.stage.clone()).collect(),
+            ),
+            Col::Float(
+                "val_top1",
+                sorted_front
+                    .iter()
+                    .map(|t| t.val_top1.unwrap_or(f64::NAN))
+                    .collect(),
+            ),
+            Col::Int(
+                "params",
+                sorted_front.iter().map(|t| t.params as i64).collect(),
+            ),
             Col::Int("macs", sorted_front.iter().map(|t| t.macs as i64).collect()),
-            Col::Float("latency_ms", sorted_front.iter().map(|t| t.latency_ms).collect()),
-            Col::Text("arch_file", sorted_front.iter().map(|t| format!("pareto/t{:04}.toml", t.index)).collect()),
-            Col::Text("arch", sorted_front.iter().map(|t| t.arch.clone()).collect()),
+            Col::Float(
+                "latency_ms",
+                sorted_front.iter().map(|t| t.latency_ms).collect(),
+            ),
+            Col::Text(
+                "arch_file",
+                sorted_front
+                    .iter()
+                    .map(|t| format!("pareto/t{:04}.toml", t.index))
+                    .collect(),
+            ),
+            Col::Text(
+                "arch",
+                sorted_front.iter().map(|t| t.arch.clone()).collect(),
+            ),
         ])?,
         &out,
         "pareto",
@@ -109,10 +179,16 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     // Pareto plot: accuracy against the second objective.
     let (x_label, scale) = axis(&cfg.objectives[1]);
     let xy = |t: &Trial| -> Option<(f64, f64)> {
-        Some((objective_value(t, &cfg.objectives[1]).ok()? * scale, 100.0 * t.val_top1?))
+        Some((
+            objective_value(t, &cfg.objectives[1]).ok()? * scale,
+            100.0 * t.val_top1?,
+        ))
     };
     let pick = |stage: &str| -> Vec<(f64, f64)> {
-        all.iter().filter(|t| t.stage == stage && t.feasible && t.duplicate_of.is_none()).filter_map(xy).collect()
+        all.iter()
+            .filter(|t| t.stage == stage && t.feasible && t.duplicate_of.is_none())
+            .filter_map(xy)
+            .collect()
     };
     let refs: Vec<&Trial> = all.iter().filter(|t| t.stage == "reference").collect();
     let title = format!("{}: accuracy vs {}", exp.name, cfg.objectives[1]);
@@ -121,12 +197,39 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         x_label: &x_label,
         y_label: "validation top-1 (%)",
         series: vec![
-            Series { label: "coarse stage (widths, depths)".into(), points: pick("coarse"), color: RGBColor(31, 119, 180), line: false, marker: 5 },
-            Series { label: "fine stage (UIB choices, MQA)".into(), points: pick("fine"), color: RGBColor(255, 127, 14), line: false, marker: 5 },
-            Series { label: "Pareto front".into(), points: sorted_front.iter().filter_map(|t| xy(t)).collect(), color: RGBColor(214, 39, 40), line: true, marker: 3 },
-            Series { label: "MobileNetV4 presets (same budget)".into(), points: refs.iter().filter_map(|t| xy(t)).collect(), color: RGBColor(20, 20, 20), line: false, marker: 6 },
+            Series {
+                label: "coarse stage (widths, depths)".into(),
+                points: pick("coarse"),
+                color: RGBColor(31, 119, 180),
+                line: false,
+                marker: 5,
+            },
+            Series {
+                label: "fine stage (UIB choices, MQA)".into(),
+                points: pick("fine"),
+                color: RGBColor(255, 127, 14),
+                line: false,
+                marker: 5,
+            },
+            Series {
+                label: "Pareto front".into(),
+                points: sorted_front.iter().filter_map(|t| xy(t)).collect(),
+                color: RGBColor(214, 39, 40),
+                line: true,
+                marker: 3,
+            },
+            Series {
+                label: "MobileNetV4 presets (same budget)".into(),
+                points: refs.iter().filter_map(|t| xy(t)).collect(),
+                color: RGBColor(20, 20, 20),
+                line: false,
+                marker: 6,
+            },
         ],
-        annotations: refs.iter().filter_map(|t| xy(t).map(|(x, y)| (x, y, format!("  {}", t.label)))).collect(),
+        annotations: refs
+            .iter()
+            .filter_map(|t| xy(t).map(|(x, y)| (x, y, format!("  {}", t.label))))
+            .collect(),
         log_x: false,
     };
     let drawn = chart.series.iter().any(|s| !s.points.is_empty());
@@ -159,13 +262,22 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         &out,
         "hypervolume",
     )?;
-    let hv_title = format!("{}: hypervolume, {} search (reference point {:?})", exp.name, all[0].strategy, r);
+    let hv_title = format!(
+        "{}: hypervolume, {} search (reference point {:?})",
+        exp.name, all[0].strategy, r
+    );
     write_png_svg(
         &Chart {
             title: &hv_title,
             x_label: "trial",
             y_label: "hypervolume of (1 − val top-1, costs)",
-            series: vec![Series { label: all[0].strategy.clone(), points: hv.clone(), color: RGBColor(44, 160, 44), line: true, marker: 3 }],
+            series: vec![Series {
+                label: all[0].strategy.clone(),
+                points: hv.clone(),
+                color: RGBColor(44, 160, 44),
+                line: true,
+                marker: 3,
+            }],
             annotations: vec![],
             log_x: false,
         },
@@ -177,13 +289,33 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     let spent: f64 = all.iter().map(|t| t.wall_seconds).sum();
     let mut md = String::new();
     writeln!(md, "# Search report: {}\n", exp.name)?;
-    writeln!(md, "Regenerate with `mnv4-lab report {}`.\n", run_dir.display())?;
+    writeln!(
+        md,
+        "Regenerate with `mnv4-lab report {}`.\n",
+        run_dir.display()
+    )?;
     writeln!(md, "## Settings\n")?;
-    writeln!(md, "- space: `{}` ({}), strategy **{}**, population {}, objectives {:?}", cfg.space.display(), state.space.name, all[0].strategy, cfg.population, cfg.objectives)?;
-    writeln!(md, "- budgets: max params {:?}, max MACs {:?}, max latency {:?} ms", cfg.max_params, cfg.max_macs, cfg.max_latency_ms)?;
+    writeln!(
+        md,
+        "- space: `{}` ({}), strategy **{}**, population {}, objectives {:?}",
+        cfg.space.display(),
+        state.space.name,
+        all[0].strategy,
+        cfg.population,
+        cfg.objectives
+    )?;
+    writeln!(
+        md,
+        "- budgets: max params {:?}, max MACs {:?}, max latency {:?} ms",
+        cfg.max_params, cfg.max_macs, cfg.max_latency_ms
+    )?;
     let halving = |b: &super::config::StageBudget| {
         if b.halving_keep > 0.0 && b.halving_epochs > b.epochs {
-            format!(", best {:.0}% continue to {} epochs", 100.0 * b.halving_keep, b.halving_epochs)
+            format!(
+                ", best {:.0}% continue to {} epochs",
+                100.0 * b.halving_keep,
+                b.halving_epochs
+            )
         } else {
             String::new()
         }
@@ -200,29 +332,69 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     )?;
     writeln!(md, "- data: {} at {}×{} ({} channels), validation {} images (split seed {}), training subset {}; seed {}", exp.data.dataset, state.input_size, state.input_size, exp.data.augment.channels, exp.data.val_size, exp.data.split_seed, if exp.data.train_limit == 0 { "all".to_string() } else { exp.data.train_limit.to_string() }, exp.seed)?;
     match (&state.teacher, state.teacher_test_top1) {
-        (Some(t), Some(acc)) => writeln!(md, "- distillation: {} (teacher test top-1 {:.2}%); {}", t, 100.0 * acc, exp.distill.describe())?,
+        (Some(t), Some(acc)) => writeln!(
+            md,
+            "- distillation: {} (teacher test top-1 {:.2}%); {}",
+            t,
+            100.0 * acc,
+            exp.distill.describe()
+        )?,
         _ => writeln!(md, "- no distillation (cross-entropy only)")?,
     }
-    writeln!(md, "- candidates are ranked on validation accuracy; the test set is not used by the search")?;
-    writeln!(md, "- time: {:.1} min of trial work over {} trials ({} infeasible, {} duplicates)\n", spent / 60.0, all.len(), all.iter().filter(|t| !t.feasible).count(), all.iter().filter(|t| t.duplicate_of.is_some()).count())?;
+    writeln!(
+        md,
+        "- candidates are ranked on validation accuracy; the test set is not used by the search"
+    )?;
+    writeln!(
+        md,
+        "- time: {:.1} min of trial work over {} trials ({} infeasible, {} duplicates)\n",
+        spent / 60.0,
+        all.len(),
+        all.iter().filter(|t| !t.feasible).count(),
+        all.iter().filter(|t| t.duplicate_of.is_some()).count()
+    )?;
     writeln!(md, "## Pareto front\n")?;
-    writeln!(md, "| trial | stage | val top-1 | params | MACs | latency (ms) | arch file |")?;
+    writeln!(
+        md,
+        "| trial | stage | val top-1 | params | MACs | latency (ms) | arch file |"
+    )?;
     writeln!(md, "|---:|---|---:|---:|---:|---:|---|")?;
     for t in &sorted_front {
-        writeln!(md, "| {} | {} | {:.2}% | {} | {:.2} M | {:.3} | `pareto/t{:04}.toml` |", t.index, t.stage, 100.0 * t.val_top1.unwrap_or(0.0), t.params, t.macs as f64 / 1e6, t.latency_ms, t.index)?;
+        writeln!(
+            md,
+            "| {} | {} | {:.2}% | {} | {:.2} M | {:.3} | `pareto/t{:04}.toml` |",
+            t.index,
+            t.stage,
+            100.0 * t.val_top1.unwrap_or(0.0),
+            t.params,
+            t.macs as f64 / 1e6,
+            t.latency_ms,
+            t.index
+        )?;
     }
     if !refs.is_empty() {
         writeln!(md, "\n## Reference presets (same budget)\n")?;
         writeln!(md, "| preset | val top-1 | params | MACs | latency (ms) |")?;
         writeln!(md, "|---|---:|---:|---:|---:|")?;
         for t in &refs {
-            writeln!(md, "| {} | {:.2}% | {} | {:.2} M | {:.3} |", t.label, 100.0 * t.val_top1.unwrap_or(0.0), t.params, t.macs as f64 / 1e6, t.latency_ms)?;
+            writeln!(
+                md,
+                "| {} | {:.2}% | {} | {:.2} M | {:.3} |",
+                t.label,
+                100.0 * t.val_top1.unwrap_or(0.0),
+                t.params,
+                t.macs as f64 / 1e6,
+                t.latency_ms
+            )?;
         }
     }
     if drawn {
         writeln!(md, "\n![Pareto front](pareto.png)\n")?;
     } else {
-        writeln!(md, "\nNo candidate was both within budget and trained, so there is no Pareto plot.\n")?;
+        writeln!(
+            md,
+            "\nNo candidate was both within budget and trained, so there is no Pareto plot.\n"
+        )?;
     }
     writeln!(md, "![Hypervolume](hypervolume.png)\n")?;
     writeln!(md, "Final hypervolume: {:.6} (reference point {:?}, fixed before the first trial). Files: `trials.csv` / `trials.parquet` (every trial), `pareto.csv` and `pareto/*.toml` (front members, ready for `mnv4-lab train` / `distill`), `hypervolume.csv`.", hv.last().map(|h| h.1).unwrap_or(0.0), r)?;

@@ -95,21 +95,41 @@ pub const COARSE_IB: (usize, usize, f64) = (0, 3, 4.0);
 impl SearchSpace {
     /// Reads and checks a space file; errors name the offending entry.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading search space {}", path.display()))?;
-        let s: SearchSpace = toml::from_str(&text).map_err(|e| anyhow::anyhow!("search space {}: {e}", path.display()))?;
-        s.check().with_context(|| format!("in search space {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading search space {}", path.display()))?;
+        let s: SearchSpace = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("search space {}: {e}", path.display()))?;
+        s.check()
+            .with_context(|| format!("in search space {}", path.display()))?;
         Ok(s)
     }
 
     /// Rejects empty choice lists, unsupported kernels, strides and depths, naming the entry.
     pub fn check(&self) -> Result<()> {
-        ensure!(!self.stages.is_empty(), "a space needs at least one [[stage]]");
-        ensure!(!self.stem_widths.is_empty() && !self.stem_widths.contains(&0), "stem_widths must be non-empty and positive");
+        ensure!(
+            !self.stages.is_empty(),
+            "a space needs at least one [[stage]]"
+        );
+        ensure!(
+            !self.stem_widths.is_empty() && !self.stem_widths.contains(&0),
+            "stem_widths must be non-empty and positive"
+        );
         for (i, st) in self.stages.iter().enumerate() {
             let at = format!("stage {i}");
-            ensure!(!st.widths.is_empty() && !st.widths.contains(&0), "{at}: widths must be non-empty and positive");
-            ensure!(st.depth[0] >= 1 && st.depth[0] <= st.depth[1], "{at}: depth must be [min, max] with 1 <= min <= max, got {:?}", st.depth);
-            ensure!(st.stride == 1 || st.stride == 2, "{at}: stride {} (use 1 or 2)", st.stride);
+            ensure!(
+                !st.widths.is_empty() && !st.widths.contains(&0),
+                "{at}: widths must be non-empty and positive"
+            );
+            ensure!(
+                st.depth[0] >= 1 && st.depth[0] <= st.depth[1],
+                "{at}: depth must be [min, max] with 1 <= min <= max, got {:?}",
+                st.depth
+            );
+            ensure!(
+                st.stride == 1 || st.stride == 2,
+                "{at}: stride {} (use 1 or 2)",
+                st.stride
+            );
             if st.kind == StageKind::Uib {
                 for (what, ks) in [("start_dw", &st.start_dw), ("mid_dw", &st.mid_dw)] {
                     ensure!(!ks.is_empty(), "{at}: {what} must list at least one choice");
@@ -118,18 +138,28 @@ impl SearchSpace {
                     }
                 }
                 ensure!(
-                    !st.expansion.is_empty() && st.expansion.iter().all(|e| *e > 0.0 && e.is_finite()),
+                    !st.expansion.is_empty()
+                        && st.expansion.iter().all(|e| *e > 0.0 && e.is_finite()),
                     "{at}: expansion choices must be positive"
                 );
                 if st.stride == 2 && !st.start_dw.iter().chain(&st.mid_dw).any(|&k| k > 0) {
                     bail!("{at}: a stride-2 UIB stage needs a non-zero start_dw or mid_dw choice");
                 }
             } else if st.kind == StageKind::Fused {
-                ensure!(!st.expansion.is_empty(), "{at}: expansion must list at least one choice");
+                ensure!(
+                    !st.expansion.is_empty(),
+                    "{at}: expansion must list at least one choice"
+                );
             }
             if let Some(m) = &st.mqa {
-                ensure!(st.kind == StageKind::Uib, "{at}: mqa is only allowed in uib stages");
-                ensure!(!m.heads.is_empty() && !m.key_dim.is_empty() && !m.kv_stride.is_empty(), "{at}: mqa choices must be non-empty");
+                ensure!(
+                    st.kind == StageKind::Uib,
+                    "{at}: mqa is only allowed in uib stages"
+                );
+                ensure!(
+                    !m.heads.is_empty() && !m.key_dim.is_empty() && !m.kv_stride.is_empty(),
+                    "{at}: mqa choices must be non-empty"
+                );
                 if let Some(s) = m.kv_stride.iter().find(|s| **s != 1 && **s != 2) {
                     bail!("{at}: mqa kv_stride {s} (use 1 or 2)");
                 }
@@ -146,17 +176,38 @@ impl SearchSpace {
         Ok(())
     }
 
-    fn block(&self, st: &StageSpace, first: bool, width: usize, choice: (usize, usize, f64)) -> Block {
+    fn block(
+        &self,
+        st: &StageSpace,
+        first: bool,
+        width: usize,
+        choice: (usize, usize, f64),
+    ) -> Block {
         let stride = if first { st.stride } else { 1 };
         match st.kind {
-            StageKind::Conv => Block::ConvBn { k: if first { 3 } else { 1 }, stride, out: width },
-            StageKind::Fused => Block::FusedIb { k: 3, stride, expansion: choice.2, out: width },
+            StageKind::Conv => Block::ConvBn {
+                k: if first { 3 } else { 1 },
+                stride,
+                out: width,
+            },
+            StageKind::Fused => Block::FusedIb {
+                k: 3,
+                stride,
+                expansion: choice.2,
+                out: width,
+            },
             StageKind::Uib => {
                 let (start_dw, mut mid_dw) = (choice.0, choice.1);
                 if stride == 2 && start_dw == 0 && mid_dw == 0 {
                     mid_dw = 3; // a stride-2 UIB needs a depthwise conv to carry the stride
                 }
-                Block::Uib { start_dw, mid_dw, stride, expansion: choice.2, out: width }
+                Block::Uib {
+                    start_dw,
+                    mid_dw,
+                    stride,
+                    expansion: choice.2,
+                    out: width,
+                }
             }
         }
     }
@@ -181,10 +232,20 @@ impl SearchSpace {
     /// The smallest (`large = false`) or largest corner: narrowest / widest widths, min / max
     /// depth, the cheapest / most expensive block choices, as many MQA blocks as allowed.
     pub fn corner(&self, large: bool) -> Arch {
-        let pick = |v: &[usize]| if large { *v.iter().max().unwrap_or(&1) } else { *v.iter().min().unwrap_or(&1) };
+        let pick = |v: &[usize]| {
+            if large {
+                *v.iter().max().unwrap_or(&1)
+            } else {
+                *v.iter().min().unwrap_or(&1)
+            }
+        };
         let pick_f = |v: &[f64]| {
             let it = v.iter().copied();
-            if large { it.fold(f64::MIN, f64::max) } else { it.fold(f64::MAX, f64::min) }
+            if large {
+                it.fold(f64::MIN, f64::max)
+            } else {
+                it.fold(f64::MAX, f64::min)
+            }
         };
         let stages = self
             .stages
@@ -194,12 +255,20 @@ impl SearchSpace {
                 let w = pick(&st.widths);
                 let choice = (pick(&st.start_dw), pick(&st.mid_dw), pick_f(&st.expansion));
                 let mut blocks = Vec::new();
-                let mut mqa_left = if large { st.mqa.as_ref().map(|m| m.max_blocks).unwrap_or(0) } else { 0 };
+                let mut mqa_left = if large {
+                    st.mqa.as_ref().map(|m| m.max_blocks).unwrap_or(0)
+                } else {
+                    0
+                };
                 for i in 0..depth {
                     blocks.push(self.block(st, i == 0, w, choice));
                     if mqa_left > 0 {
                         let m = st.mqa.as_ref().expect("mqa_left > 0 only with mqa");
-                        blocks.push(mqa_block(pick(&m.heads), pick(&m.key_dim), if large { 1 } else { 2 }));
+                        blocks.push(mqa_block(
+                            pick(&m.heads),
+                            pick(&m.key_dim),
+                            if large { 1 } else { 2 },
+                        ));
                         mqa_left -= 1;
                     }
                 }
@@ -218,8 +287,16 @@ impl SearchSpace {
             .map(|st| {
                 let w = *st.widths.choose(rng).expect("non-empty");
                 let depth = rng.random_range(st.depth[0]..=st.depth[1]);
-                let e = if st.kind == StageKind::Fused { *st.expansion.choose(rng).expect("non-empty") } else { COARSE_IB.2 };
-                Stage { blocks: (0..depth).map(|i| self.block(st, i == 0, w, (COARSE_IB.0, COARSE_IB.1, e))).collect() }
+                let e = if st.kind == StageKind::Fused {
+                    *st.expansion.choose(rng).expect("non-empty")
+                } else {
+                    COARSE_IB.2
+                };
+                Stage {
+                    blocks: (0..depth)
+                        .map(|i| self.block(st, i == 0, w, (COARSE_IB.0, COARSE_IB.1, e)))
+                        .collect(),
+                }
             })
             .collect();
         self.arch(*self.stem_widths.choose(rng).expect("non-empty"), stages)
@@ -234,7 +311,11 @@ impl SearchSpace {
     }
 
     fn random_mqa(m: &MqaChoices, rng: &mut StdRng) -> Block {
-        mqa_block(*m.heads.choose(rng).expect("non-empty"), *m.key_dim.choose(rng).expect("non-empty"), *m.kv_stride.choose(rng).expect("non-empty"))
+        mqa_block(
+            *m.heads.choose(rng).expect("non-empty"),
+            *m.key_dim.choose(rng).expect("non-empty"),
+            *m.kv_stride.choose(rng).expect("non-empty"),
+        )
     }
 
     /// A random fine-stage architecture on `base`'s widths and depths: every UIB's start and
@@ -246,14 +327,25 @@ impl SearchSpace {
                 continue;
             }
             let width = stage_width(stage);
-            let depth = stage.blocks.iter().filter(|b| !matches!(b, Block::Mqa { .. })).count();
+            let depth = stage
+                .blocks
+                .iter()
+                .filter(|b| !matches!(b, Block::Mqa { .. }))
+                .count();
             let mut blocks = Vec::new();
-            let mut mqa_left = st.mqa.as_ref().map(|m| rng.random_range(0..=m.max_blocks.min(depth))).unwrap_or(0);
+            let mut mqa_left = st
+                .mqa
+                .as_ref()
+                .map(|m| rng.random_range(0..=m.max_blocks.min(depth)))
+                .unwrap_or(0);
             for i in 0..depth {
                 let c = self.random_choice(st, rng);
                 blocks.push(self.block(st, i == 0, width, c));
                 if mqa_left > 0 && rng.random_bool(0.5) {
-                    blocks.push(Self::random_mqa(st.mqa.as_ref().expect("mqa_left > 0 only with mqa"), rng));
+                    blocks.push(Self::random_mqa(
+                        st.mqa.as_ref().expect("mqa_left > 0 only with mqa"),
+                        rng,
+                    ));
                     mqa_left -= 1;
                 }
             }
@@ -269,7 +361,11 @@ impl SearchSpace {
             let mut a = arch.clone();
             let s = rng.random_range(0..self.stages.len());
             let st = &self.stages[s];
-            let moves = if fine && st.kind == StageKind::Uib { 5 } else { 2 };
+            let moves = if fine && st.kind == StageKind::Uib {
+                5
+            } else {
+                2
+            };
             match rng.random_range(0..moves) {
                 0 => {
                     let w = *st.widths.choose(rng).expect("non-empty");
@@ -277,21 +373,41 @@ impl SearchSpace {
                 }
                 1 => {
                     let stage = &mut a.stages[s];
-                    let depth = stage.blocks.iter().filter(|b| !matches!(b, Block::Mqa { .. })).count();
+                    let depth = stage
+                        .blocks
+                        .iter()
+                        .filter(|b| !matches!(b, Block::Mqa { .. }))
+                        .count();
                     let grow = rng.random_bool(0.5);
                     if grow && depth < st.depth[1] {
-                        let template = stage.blocks.iter().rev().find(|b| !matches!(b, Block::Mqa { .. })).cloned().expect("depth >= 1");
+                        let template = stage
+                            .blocks
+                            .iter()
+                            .rev()
+                            .find(|b| !matches!(b, Block::Mqa { .. }))
+                            .cloned()
+                            .expect("depth >= 1");
                         let c = block_choice(&template).unwrap_or(COARSE_IB);
                         let w = stage_width(stage);
                         stage.blocks.push(self.block(st, false, w, c));
                     } else if !grow && depth > st.depth[0] {
                         // Drop the last UIB together with an MQA block that follows it.
-                        let last = stage.blocks.iter().rposition(|b| !matches!(b, Block::Mqa { .. })).expect("depth >= 1");
+                        let last = stage
+                            .blocks
+                            .iter()
+                            .rposition(|b| !matches!(b, Block::Mqa { .. }))
+                            .expect("depth >= 1");
                         stage.blocks.truncate(last);
                     }
                 }
                 2..=3 => {
-                    let idx: Vec<usize> = a.stages[s].blocks.iter().enumerate().filter(|(_, b)| matches!(b, Block::Uib { .. })).map(|(i, _)| i).collect();
+                    let idx: Vec<usize> = a.stages[s]
+                        .blocks
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, b)| matches!(b, Block::Uib { .. }))
+                        .map(|(i, _)| i)
+                        .collect();
                     if let Some(&i) = idx.choose(rng) {
                         let first = i == 0;
                         let w = stage_width(&a.stages[s]);
@@ -307,11 +423,28 @@ impl SearchSpace {
                 _ => {
                     if let Some(m) = &st.mqa {
                         let stage = &mut a.stages[s];
-                        let mqa_at: Vec<usize> = stage.blocks.iter().enumerate().filter(|(_, b)| matches!(b, Block::Mqa { .. })).map(|(i, _)| i).collect();
-                        if !mqa_at.is_empty() && (mqa_at.len() >= m.max_blocks || rng.random_bool(0.5)) {
+                        let mqa_at: Vec<usize> = stage
+                            .blocks
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, b)| matches!(b, Block::Mqa { .. }))
+                            .map(|(i, _)| i)
+                            .collect();
+                        if !mqa_at.is_empty()
+                            && (mqa_at.len() >= m.max_blocks || rng.random_bool(0.5))
+                        {
                             stage.blocks.remove(*mqa_at.choose(rng).expect("non-empty"));
                         } else if mqa_at.len() < m.max_blocks {
-                            let after: Vec<usize> = stage.blocks.iter().enumerate().filter(|(_, b)| matches!(b, Block::Uib { .. })).map(|(i, _)| i).filter(|i| !matches!(stage.blocks.get(i + 1), Some(Block::Mqa { .. }))).collect();
+                            let after: Vec<usize> = stage
+                                .blocks
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, b)| matches!(b, Block::Uib { .. }))
+                                .map(|(i, _)| i)
+                                .filter(|i| {
+                                    !matches!(stage.blocks.get(i + 1), Some(Block::Mqa { .. }))
+                                })
+                                .collect();
                             if let Some(&i) = after.choose(rng) {
                                 stage.blocks.insert(i + 1, Self::random_mqa(m, rng));
                             }
@@ -337,12 +470,22 @@ impl SearchSpace {
                 *stage = b.stages[s].clone();
             }
         }
-        if validate(&child).is_ok() { child } else { a.clone() }
+        if validate(&child).is_ok() {
+            child
+        } else {
+            a.clone()
+        }
     }
 }
 
 fn mqa_block(heads: usize, key_dim: usize, kv_stride: usize) -> Block {
-    Block::Mqa { heads, key_dim, value_dim: key_dim, kv_stride, kv_kernel: 3 }
+    Block::Mqa {
+        heads,
+        key_dim,
+        value_dim: key_dim,
+        kv_stride,
+        kv_kernel: 3,
+    }
 }
 
 fn stage_width(stage: &Stage) -> usize {
@@ -350,7 +493,9 @@ fn stage_width(stage: &Stage) -> usize {
         .blocks
         .iter()
         .find_map(|b| match b {
-            Block::ConvBn { out, .. } | Block::FusedIb { out, .. } | Block::Uib { out, .. } => Some(*out),
+            Block::ConvBn { out, .. } | Block::FusedIb { out, .. } | Block::Uib { out, .. } => {
+                Some(*out)
+            }
             Block::Mqa { .. } => None,
         })
         .expect("a stage has a non-MQA block")
@@ -366,7 +511,12 @@ fn set_stage_width(stage: &mut Stage, w: usize) {
 
 fn block_choice(b: &Block) -> Option<(usize, usize, f64)> {
     match *b {
-        Block::Uib { start_dw, mid_dw, expansion, .. } => Some((start_dw, mid_dw, expansion)),
+        Block::Uib {
+            start_dw,
+            mid_dw,
+            expansion,
+            ..
+        } => Some((start_dw, mid_dw, expansion)),
         Block::FusedIb { expansion, .. } => Some((0, 3, expansion)),
         _ => None,
     }
@@ -378,7 +528,11 @@ mod tests {
     use rand::SeedableRng;
 
     fn small() -> SearchSpace {
-        SearchSpace::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/search_spaces/small.toml"))).unwrap()
+        SearchSpace::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/search_spaces/small.toml"
+        )))
+        .unwrap()
     }
 
     #[test]
@@ -390,8 +544,18 @@ mod tests {
             let c = s.sample_coarse(&mut rng);
             validate(&c).unwrap();
             for b in c.stages.iter().flat_map(|st| &st.blocks) {
-                if let Block::Uib { start_dw, mid_dw, expansion, .. } = *b {
-                    assert_eq!((start_dw, mid_dw, expansion), COARSE_IB, "coarse stage uses the fixed IB");
+                if let Block::Uib {
+                    start_dw,
+                    mid_dw,
+                    expansion,
+                    ..
+                } = *b
+                {
+                    assert_eq!(
+                        (start_dw, mid_dw, expansion),
+                        COARSE_IB,
+                        "coarse stage uses the fixed IB"
+                    );
                 }
             }
             let f = s.sample_fine(&mut rng, &c);
@@ -407,21 +571,36 @@ mod tests {
             let x = s.crossover(&mut rng, a, b);
             validate(&x).unwrap();
         }
-        let distinct: std::collections::HashSet<String> = pool.iter().map(|a| a.hash_hex()).collect();
-        assert!(distinct.len() > 40, "sampling should explore ({} distinct)", distinct.len());
+        let distinct: std::collections::HashSet<String> =
+            pool.iter().map(|a| a.hash_hex()).collect();
+        assert!(
+            distinct.len() > 40,
+            "sampling should explore ({} distinct)",
+            distinct.len()
+        );
     }
 
     #[test]
     fn invalid_spaces_name_the_entry() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/search_spaces/small.toml")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/search_spaces/small.toml"
+        ))
+        .unwrap();
         let bad = |from: &str, to: &str, want: &str| {
             let t = text.replacen(from, to, 1);
             assert_ne!(t, text, "pattern {from} not found");
-            let s: Result<SearchSpace> = toml::from_str::<SearchSpace>(&t).map_err(anyhow::Error::from).and_then(|s| s.check().map(|_| s));
+            let s: Result<SearchSpace> = toml::from_str::<SearchSpace>(&t)
+                .map_err(anyhow::Error::from)
+                .and_then(|s| s.check().map(|_| s));
             let e = format!("{:#}", s.unwrap_err());
             assert!(e.contains(want), "{e} should mention {want}");
         };
-        bad("start_dw = [0, 3, 5]", "start_dw = [0, 4]", "stage 1: start_dw choice 4");
+        bad(
+            "start_dw = [0, 3, 5]",
+            "start_dw = [0, 4]",
+            "stage 1: start_dw choice 4",
+        );
         bad("widths = [16, 24, 32]", "widths = []", "stage 0: widths");
         bad("depth = [1, 2]", "depth = [3, 2]", "stage 0: depth");
         bad("stride = 2\nstart_dw", "stride = 3\nstart_dw", "stride 3");

@@ -45,12 +45,27 @@ pub trait Strategy {
 }
 
 /// Builds a strategy for one stage.
-pub fn make_strategy(kind: StrategyKind, space: SearchSpace, mode: StageMode, population: usize, tournament: usize) -> Box<dyn Strategy> {
+pub fn make_strategy(
+    kind: StrategyKind,
+    space: SearchSpace,
+    mode: StageMode,
+    population: usize,
+    tournament: usize,
+) -> Box<dyn Strategy> {
     let base = Base { space, mode };
     match kind {
         StrategyKind::Random => Box::new(RandomSearch { base }),
-        StrategyKind::Evolution => Box::new(RegularizedEvolution { base, population, tournament, queue: VecDeque::new() }),
-        StrategyKind::Nsga2 => Box::new(Nsga2 { base, population, all: Vec::new() }),
+        StrategyKind::Evolution => Box::new(RegularizedEvolution {
+            base,
+            population,
+            tournament,
+            queue: VecDeque::new(),
+        }),
+        StrategyKind::Nsga2 => Box::new(Nsga2 {
+            base,
+            population,
+            all: Vec::new(),
+        }),
     }
 }
 
@@ -106,10 +121,16 @@ impl Strategy for RegularizedEvolution {
         if self.queue.len() < self.population {
             return self.base.sample(rng);
         }
-        let members: Vec<&Evaluated> = (0..self.tournament).map(|_| &self.queue[rng.random_range(0..self.queue.len())]).collect();
+        let members: Vec<&Evaluated> = (0..self.tournament)
+            .map(|_| &self.queue[rng.random_range(0..self.queue.len())])
+            .collect();
         let parent = members
             .into_iter()
-            .min_by(|a, b| fitness(&a.point).partial_cmp(&fitness(&b.point)).unwrap_or(std::cmp::Ordering::Equal))
+            .min_by(|a, b| {
+                fitness(&a.point)
+                    .partial_cmp(&fitness(&b.point))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
             .expect("tournament >= 1");
         self.base.space.mutate(rng, &parent.arch, self.base.fine())
     }
@@ -138,7 +159,8 @@ impl Nsga2 {
         let mut out = Vec::new();
         for (rank, front) in non_dominated_sort(&points).iter().enumerate() {
             let d = crowding_distance(&points, front);
-            let mut members: Vec<(usize, usize, f64)> = front.iter().zip(d).map(|(&i, d)| (i, rank, d)).collect();
+            let mut members: Vec<(usize, usize, f64)> =
+                front.iter().zip(d).map(|(&i, d)| (i, rank, d)).collect();
             members.sort_by(|a, b| b.2.total_cmp(&a.2));
             for m in members {
                 if out.len() == self.population {

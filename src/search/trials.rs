@@ -56,8 +56,10 @@ pub fn append(path: &Path, trial: &Trial) -> Result<()> {
         .append(true)
         .open(path)
         .with_context(|| format!("opening trial log {}", path.display()))?;
-    f.write_all(line.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    f.write_all(line.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
     Ok(())
 }
 
@@ -67,7 +69,8 @@ pub fn load(path: &Path) -> Result<Vec<Trial>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let lines: Vec<&str> = text.split('\n').collect();
     let mut by_index: BTreeMap<usize, Trial> = BTreeMap::new();
     for (i, line) in lines.iter().enumerate() {
@@ -80,7 +83,10 @@ pub fn load(path: &Path) -> Result<Vec<Trial>> {
             }
             // The last line without its newline is a write cut short by a crash.
             Err(_) if i + 1 == lines.len() => {
-                tracing::warn!("{}: ignoring a torn last line (an interrupted write)", path.display());
+                tracing::warn!(
+                    "{}: ignoring a torn last line (an interrupted write)",
+                    path.display()
+                );
             }
             Err(e) => bail!("{} line {}: {e}", path.display(), i + 1),
         }
@@ -122,11 +128,18 @@ mod tests {
         append(&p, &trial(0, 1)).unwrap();
         append(&p, &trial(1, 1)).unwrap();
         append(&p, &trial(0, 3)).unwrap();
-        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"{\"index\": 2, \"sta").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"{\"index\": 2, \"sta")
+            .unwrap();
         let t = load(&p).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].epochs, 3, "the later record of a trial wins");
-        let text = std::fs::read_to_string(&p).unwrap().replace("\"index\":1", "\"index\":oops");
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("\"index\":1", "\"index\":oops");
         std::fs::write(&p, text).unwrap();
         assert!(load(&p).unwrap_err().to_string().contains("line 2"));
         std::fs::remove_file(&p).unwrap();

@@ -49,7 +49,9 @@ impl ModelSpec {
             }
             use Block::*;
             match block {
-                ConvBn { stride, .. } | FusedIb { stride, .. } | Uib { stride, .. } if *stride == 2 => {
+                ConvBn { stride, .. } | FusedIb { stride, .. } | Uib { stride, .. }
+                    if *stride == 2 =>
+                {
                     *stride = 1;
                     left -= 1;
                 }

@@ -3,8 +3,8 @@
 //! overrides any field.
 
 use super::optim::OptimizerConfig;
-use crate::space::ModelSpec;
 use crate::data::augment::AugmentConfig;
+use crate::space::ModelSpec;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -4,8 +4,8 @@
 use super::config::DataConfig;
 use crate::data::mnist::LOCAL_FASHION_MNIST_DIR;
 use crate::data::{
-    download_fashion_mnist, load_cifar10, load_cifar100, load_fashion_mnist, load_image_folder, load_mnist,
-    locate_fashion_mnist, split_dataset, AugmentConfig, Augmenter, DataLoader, Dataset,
+    download_fashion_mnist, load_cifar10, load_cifar100, load_fashion_mnist, load_image_folder,
+    load_mnist, locate_fashion_mnist, split_dataset, AugmentConfig, Augmenter, DataLoader, Dataset,
     LoaderConfig,
 };
 use anyhow::{Context, Result};
@@ -64,7 +64,11 @@ pub fn fetch_fashion_mnist(configured: Option<&Path>) -> Result<PathBuf> {
     if download.is_ok() {
         return Ok(locate_fashion_mnist(configured)?);
     }
-    let is_root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     if is_root && Path::new("/usr/bin/apt-get").exists() {
         tracing::warn!("download failed; installing Debian's dataset-fashion-mnist with apt-get");
         let ok = std::process::Command::new("apt-get")
@@ -79,7 +83,13 @@ pub fn fetch_fashion_mnist(configured: Option<&Path>) -> Result<PathBuf> {
     }
     Err(anyhow::Error::new(missing).context(format!(
         "Fashion-MNIST is not on this machine and could not be fetched ({})",
-        download.err().map(|e| e.to_string()).unwrap_or_default().lines().next().unwrap_or("")
+        download
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or("")
     )))
 }
 

@@ -130,7 +130,6 @@ pub struct RunOptions {
     pub bars: Option<indicatif::MultiProgress>,
 }
 
-
 fn progress(opts: &RunOptions, len: u64, prefix: String) -> ProgressBar {
     if opts.quiet {
         return ProgressBar::hidden();
@@ -263,7 +262,8 @@ pub fn train_network(
         }
         let t0 = Instant::now();
         net.seed_dropout(derive_seed(&[exp.seed, epoch as u64, 0xd50]));
-        let pb = progress(opts,
+        let pb = progress(
+            opts,
             steps_per_epoch,
             format!("epoch {}/{}", epoch + 1, t.epochs),
         );
@@ -405,10 +405,16 @@ pub fn train_network(
     let best_path = ckpt_dir.join("best.json");
     let best = checkpoint::read_sidecar(&best_path)?;
     let test = if opts.skip_test {
-        EvalMetrics { loss: f64::NAN, top1: f64::NAN, top5: f64::NAN }
+        EvalMetrics {
+            loss: f64::NAN,
+            top1: f64::NAN,
+            top5: f64::NAN,
+        }
     } else {
         let final_net = Network::new(&net.arch, &Device::Cpu, exp.seed)?;
-        final_net.params.load_safetensors(&checkpoint::weights_path(&best_path, &best), &[])?;
+        final_net
+            .params
+            .load_safetensors(&checkpoint::weights_path(&best_path, &best), &[])?;
         evaluate(&final_net, &splits.test)?
     };
     write_curves(&dir, &exp.name, &rows)?;
