@@ -6,7 +6,7 @@ mod common;
 
 use mnv4_lab::model::Network;
 use mnv4_lab::train::config::Experiment;
-use mnv4_lab::train::splits::build_splits;
+use mnv4_lab::train::splits::experiment_splits;
 use mnv4_lab::train::trainer::{train_network, CrossEntropy, RunOptions, Summary};
 use std::path::{Path, PathBuf};
 
@@ -17,13 +17,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn run(exp: &Experiment, opts: &RunOptions) -> Summary {
-    let splits = build_splits(
-        &exp.data,
-        exp.train.batch_size,
-        exp.train.eval_batch_size,
-        exp.seed,
-    )
-    .unwrap();
+    let splits = experiment_splits(&exp).unwrap();
     let arch = exp
         .model
         .to_arch(splits.channels, splits.num_classes)

@@ -2,7 +2,7 @@
 
 use super::train::set_threads;
 use crate::train::config::Experiment;
-use crate::train::splits::build_splits;
+use crate::train::splits::experiment_splits;
 use crate::train::trainer::RunOptions;
 use anyhow::Result;
 use clap::Args;
@@ -60,12 +60,7 @@ pub fn run(args: &DistillArgs) -> Result<()> {
         None => Experiment::from_toml("", &sets, "distill", "defaults")?,
     };
     set_threads(exp.train.threads);
-    let splits = build_splits(
-        &exp.data,
-        exp.train.batch_size,
-        exp.train.eval_batch_size,
-        exp.seed,
-    )?;
+    let splits = experiment_splits(&exp)?;
     let opts = RunOptions {
         resume: args.run.resume,
         quiet: args.run.quiet,

@@ -2,7 +2,7 @@
 
 use crate::model::Network;
 use crate::train::config::Experiment;
-use crate::train::splits::build_splits;
+use crate::train::splits::experiment_splits;
 use crate::train::trainer::{train_network, CrossEntropy, RunOptions};
 use anyhow::Result;
 use candle_core::Device;
@@ -31,12 +31,7 @@ pub fn set_threads(n: usize) {
 pub fn run(args: &TrainArgs) -> Result<()> {
     let exp = Experiment::load(&args.experiment, &args.run.sets)?;
     set_threads(exp.train.threads);
-    let splits = build_splits(
-        &exp.data,
-        exp.train.batch_size,
-        exp.train.eval_batch_size,
-        exp.seed,
-    )?;
+    let splits = experiment_splits(&exp)?;
     let arch = exp.model.to_arch(splits.channels, splits.num_classes)?;
     let net = Network::new(&arch, &Device::Cpu, exp.seed)?;
     let c = crate::cost::cost(&arch, splits.input_size, splits.input_size, &[]);

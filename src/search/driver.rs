@@ -17,7 +17,7 @@ use crate::fsutil::atomic_write;
 use crate::model::{Mode, Network};
 use crate::space::Arch;
 use crate::train::config::Experiment;
-use crate::train::splits::{build_splits, Splits};
+use crate::train::splits::{experiment_splits, Splits};
 use crate::train::trainer::{train_network, BatchLoss, CrossEntropy, RunOptions};
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
@@ -239,12 +239,7 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
         );
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let splits = build_splits(
-        &exp.data,
-        exp.train.batch_size,
-        exp.train.eval_batch_size,
-        exp.seed,
-    )?;
+    let splits = experiment_splits(&exp)?;
     let profiles = load_profiles(cfg.profiles.as_deref())?;
     for o in &cfg.objectives[1..] {
         if let Some(p) = o.strip_prefix("roofline:") {

@@ -101,6 +101,16 @@ fn head(ds: Dataset, limit: usize) -> Dataset {
     }
 }
 
+/// The loaders of an experiment: its `[data]` section, batch sizes and seed.
+pub fn experiment_splits(exp: &super::config::Experiment) -> Result<Splits> {
+    build_splits(
+        &exp.data,
+        exp.train.batch_size,
+        exp.train.eval_batch_size,
+        exp.seed,
+    )
+}
+
 /// Builds the loaders. `data.split_seed` drives the split; `seed` the shuffling and augmentation.
 pub fn build_splits(
     cfg: &DataConfig,
