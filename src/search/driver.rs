@@ -239,7 +239,7 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
         );
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let splits = experiment_splits(&exp)?;
+    let splits = experiment_splits(exp)?;
     let profiles = load_profiles(cfg.profiles.as_deref())?;
     for o in &cfg.objectives[1..] {
         if let Some(p) = o.strip_prefix("roofline:") {
