@@ -17,7 +17,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn run(exp: &Experiment, opts: &RunOptions) -> Summary {
-    let splits = experiment_splits(&exp).unwrap();
+    let splits = experiment_splits(exp).unwrap();
     let arch = exp
         .model
         .to_arch(splits.channels, splits.num_classes)
