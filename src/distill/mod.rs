@@ -29,6 +29,20 @@ pub struct DistillReport {
     pub cached_batches: usize,
 }
 
+/// The teacher-cache key for `exp` with the teacher weights at `weights`, or `None` when the
+/// cache is off or cannot apply (feature losses, teacher BN in train mode).
+pub fn teacher_cache_key(exp: &Experiment, weights: &std::path::Path) -> Result<Option<String>> {
+    let d = &exp.distill;
+    if !d.cache || d.teacher_train_bn || d.needs_features() {
+        return Ok(None);
+    }
+    let settings = serde_json::to_string(&(&exp.data, exp.seed, d.teacher_res))?;
+    Ok(Some(cache::cache_key(
+        &cache::file_sha256(weights)?,
+        &settings,
+    )))
+}
+
 /// Distills the experiment's student from its teacher (found or trained first).
 pub fn distill(exp: &Experiment, splits: &Splits, opts: &RunOptions) -> Result<DistillReport> {
     let t = teacher::resolve_teacher(exp, splits, opts.quiet)?;
@@ -43,15 +57,7 @@ pub fn distill(exp: &Experiment, splits: &Splits, opts: &RunOptions) -> Result<D
         100.0 * teacher_test.top1
     );
     tracing::info!("{}: {}", exp.name, d.describe());
-    let cache_key = if d.cache && !d.teacher_train_bn && !d.needs_features() {
-        let settings = serde_json::to_string(&(&exp.data, exp.seed, d.teacher_res))?;
-        Some(cache::cache_key(
-            &cache::file_sha256(&t.weights)?,
-            &settings,
-        ))
-    } else {
-        None
-    };
+    let cache_key = teacher_cache_key(exp, &t.weights)?;
     let mut obj = DistillObjective::new(
         d,
         exp.train.label_smoothing,

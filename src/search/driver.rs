@@ -260,19 +260,7 @@ pub fn search(exp: &Experiment, opts: &SearchOptions) -> Result<PathBuf> {
         let teacher = if uses_teacher(exp) {
             let t = resolve_teacher(exp, &splits, opts.quiet)?;
             let test = crate::train::trainer::evaluate(&t.net, &splits.test)?.top1;
-            let key = if exp.distill.cache
-                && !exp.distill.needs_features()
-                && !exp.distill.teacher_train_bn
-            {
-                let settings =
-                    serde_json::to_string(&(&exp.data, exp.seed, exp.distill.teacher_res))?;
-                Some(crate::distill::cache::cache_key(
-                    &crate::distill::cache::file_sha256(&t.weights)?,
-                    &settings,
-                ))
-            } else {
-                None
-            };
+            let key = crate::distill::teacher_cache_key(exp, &t.weights)?;
             Some((Arc::new(t.net), key, t.source, test))
         } else {
             None
