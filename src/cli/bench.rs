@@ -108,12 +108,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut step = |timed: bool| -> Result<f64> {
         let t0 = Instant::now();
         match args.kind {
-            BenchKind::Train => {
+            BenchKind::Train => crate::ops::on_workers(|| -> Result<()> {
+                // As the trainer does: the whole step on the worker pool.
                 let logits = net.forward(&x, Mode::Train)?;
                 let loss = cross_entropy(&logits, &y, 0.1)?;
                 let grads = loss.backward()?;
-                opt.step(&grads, 1e-3, 1.0)?;
-            }
+                opt.step(&grads, 1e-3, 1.0)
+            })?,
             BenchKind::Infer => {
                 let logits = net.forward(&x, Mode::Eval)?;
                 // Materialize the result so lazy work cannot escape the timer.

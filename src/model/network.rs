@@ -107,7 +107,12 @@ impl Network {
 
     /// Logits and the feature maps at the given tap indices (see [`Arch::feature_taps`]; for the
     /// presets 0…4 are strides 2, 4, 8, 16, 32).
+    /// The pass runs on the kernels' worker pool ([`crate::ops::on_workers`]).
     pub fn forward_with(&self, x: &Tensor, mode: Mode, taps: &[usize]) -> Result<Output> {
+        crate::ops::on_workers(|| self.forward_inner(x, mode, taps))
+    }
+
+    fn forward_inner(&self, x: &Tensor, mode: Mode, taps: &[usize]) -> Result<Output> {
         let (_, c, _, _) = x.dims4()?;
         if c != self.arch.in_chans {
             bail!(

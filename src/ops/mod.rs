@@ -1,6 +1,7 @@
 //! CPU kernels used by the model builder: convolutions, train-mode batch norm and per-channel
 //! affine maps fused with their activation, in-place f32 updates for the optimizer, and the
-//! allocator setting they rely on ([`retain_freed_memory`]).
+//! allocator setting they rely on ([`retain_freed_memory`]); [`on_workers`] runs a whole pass
+//! on the thread pool they share.
 //!
 //! [`conv2d`] is the single entry point. On the [`ConvPath::Fast`] path, for f32 tensors on the
 //! CPU, it routes depthwise convolutions to [`depthwise_conv2d`], 1x1 stride-1 convolutions to
@@ -26,6 +27,7 @@ mod pointwise;
 mod testutil;
 mod vecmath;
 mod window;
+mod workers;
 
 pub use act::Act;
 pub use affine::channel_affine;
@@ -34,6 +36,7 @@ pub use batchnorm::{batch_norm_train, BatchStats};
 pub use cpu::{read_f32, update_f32};
 pub use depthwise::depthwise_conv2d;
 pub use pointwise::conv1x1;
+pub use workers::on_workers;
 
 /// Which convolution kernels [`conv2d`] uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

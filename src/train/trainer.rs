@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The loss of one training batch. The default is cross-entropy; distillation plugs in its own.
-pub trait BatchLoss {
+pub trait BatchLoss: Send {
     /// Returns (loss to minimize, student logits) for one batch; `batch` is the batch's position
     /// in the epoch (for caches keyed by sample).
     fn loss(
@@ -272,22 +272,26 @@ pub fn train_network(
         for (bi, batch) in splits.train.epoch(epoch as u64).enumerate() {
             let (x, y) = batch?;
             lr = schedule.lr(opt.step);
-            let (loss, logits) = loss_fn.loss(net, &x, &y, epoch, bi)?;
-            let grads = loss.backward()?;
-            let scale = if t.grad_clip > 0.0 {
-                let norm = opt.grad_norm(&grads)?;
-                if norm > t.grad_clip {
-                    t.grad_clip / norm
+            // The whole step runs on the worker pool (see `ops::on_workers`).
+            let (loss, logits) = crate::ops::on_workers(|| -> Result<(Tensor, Tensor)> {
+                let (loss, logits) = loss_fn.loss(net, &x, &y, epoch, bi)?;
+                let grads = loss.backward()?;
+                let scale = if t.grad_clip > 0.0 {
+                    let norm = opt.grad_norm(&grads)?;
+                    if norm > t.grad_clip {
+                        t.grad_clip / norm
+                    } else {
+                        1.0
+                    }
                 } else {
                     1.0
+                };
+                opt.step(&grads, lr, scale)?;
+                if let Some(e) = &ema {
+                    e.update(net)?;
                 }
-            } else {
-                1.0
-            };
-            opt.step(&grads, lr, scale)?;
-            if let Some(e) = &ema {
-                e.update(net)?;
-            }
+                Ok((loss, logits))
+            })?;
             let b = y.dims()[0];
             let l = loss.to_scalar::<f32>()? as f64;
             anyhow::ensure!(
