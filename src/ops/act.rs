@@ -5,6 +5,8 @@
 //! Every kernel is generic over a zero-sized activation type, so the activation is resolved at
 //! compile time and the row loops vectorize.
 
+use std::mem::MaybeUninit;
+
 use candle_core::cpu::erf::erf_f32;
 use candle_core::{bail, Result, Shape};
 use rayon::prelude::*;
@@ -93,9 +95,9 @@ pub(crate) use with_act;
 
 /// `y = act(x · scale + shift)` over one channel row.
 #[inline(always)]
-pub(crate) fn affine_row<A: ActFn>(x: &[f32], scale: f32, shift: f32, y: &mut [f32]) {
+pub(crate) fn affine_row<A: ActFn>(x: &[f32], scale: f32, shift: f32, y: &mut [MaybeUninit<f32>]) {
     for (y, &x) in y.iter_mut().zip(x) {
-        *y = A::apply(x * scale + shift);
+        y.write(A::apply(x * scale + shift));
     }
 }
 

@@ -9,6 +9,7 @@ use super::act::{
     with_act, Act, ActFn,
 };
 use super::cpu::{f32_slice, read_f32};
+use super::uninit::written;
 
 /// `act(x · scale + shift)` for `x: [N, C, ...]`, `scale` and `shift` of shape `[C]`.
 ///
@@ -51,16 +52,20 @@ impl CustomOp3 for ChannelAffine {
                 l3.shape()
             )
         }
-        let mut y = vec![0f32; x.len()];
-        if s > 0 {
-            with_act!(self.act, A => {
-                y.par_chunks_mut(s)
-                    .zip(x.par_chunks(s))
-                    .enumerate()
-                    .with_min_len(rows_per_task(s))
-                    .for_each(|(r, (y, x))| affine_row::<A>(x, scale[r % c], shift[r % c], y))
-            });
-        }
+        // SAFETY: the rows of `s` slots cover `y`, each written by `affine_row`.
+        let y = unsafe {
+            written(x.len(), |y| {
+                if s > 0 {
+                    with_act!(self.act, A => {
+                        y.par_chunks_mut(s)
+                            .zip(x.par_chunks(s))
+                            .enumerate()
+                            .with_min_len(rows_per_task(s))
+                            .for_each(|(r, (y, x))| affine_row::<A>(x, scale[r % c], shift[r % c], y))
+                    });
+                }
+            })
+        };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

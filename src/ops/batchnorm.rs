@@ -17,6 +17,7 @@ use super::act::{
     with_act, Act, ActFn,
 };
 use super::cpu::{f32_slice, read_f32};
+use super::uninit::written;
 
 /// Per-channel statistics of one training batch.
 #[derive(Clone, Debug)]
@@ -145,14 +146,18 @@ impl CustomOp3 for BatchNormTrain {
             scale[ch] = (f64::from(w[ch]) * is) as f32;
             shift[ch] = (f64::from(b[ch]) - mu * f64::from(w[ch]) * is) as f32;
         }
-        let mut y = vec![0f32; x.len()];
-        with_act!(self.act, A => {
-            y.par_chunks_mut(s)
-                .zip(x.par_chunks(s))
-                .enumerate()
-                .with_min_len(rows_per_task(s))
-                .for_each(|(r, (y, x))| affine_row::<A>(x, scale[r % c], shift[r % c], y))
-        });
+        // SAFETY: the rows of `s` slots cover `y`, each written by `affine_row`.
+        let y = unsafe {
+            written(x.len(), |y| {
+                with_act!(self.act, A => {
+                    y.par_chunks_mut(s)
+                        .zip(x.par_chunks(s))
+                        .enumerate()
+                        .with_min_len(rows_per_task(s))
+                        .for_each(|(r, (y, x))| affine_row::<A>(x, scale[r % c], shift[r % c], y))
+                });
+            })
+        };
         let saved = Saved {
             stats: BatchStats {
                 mean: mean.clone(),

@@ -6,40 +6,52 @@
 
 use rayon::prelude::*;
 
+use super::uninit::{copy_into, written};
+
 /// Below this many columns `L` per sample, the convolutions multiply the whole batch at once in
 /// channel-major layout; from it on, one sample at a time.
 pub(crate) const PER_SAMPLE_MIN_L: usize = 128;
 
 /// `[B, R, L] -> [R, B, L]`.
 pub(crate) fn to_channel_major(src: &[f32], b: usize, r: usize, l: usize) -> Vec<f32> {
-    let mut dst = vec![0f32; src.len()];
-    if l > 0 && b > 0 {
-        dst.par_chunks_mut(b * l)
-            .enumerate()
-            .for_each(|(ri, rows)| {
-                for (bi, row) in rows.chunks_exact_mut(l).enumerate() {
-                    let at = (bi * r + ri) * l;
-                    row.copy_from_slice(&src[at..at + l]);
-                }
-            });
+    assert_eq!(src.len(), b * r * l, "to_channel_major: size");
+    // SAFETY: the `r` blocks of `b · l` slots are each filled by `b` rows of `l` (none if
+    // either is zero).
+    unsafe {
+        written(src.len(), |dst| {
+            if l > 0 && b > 0 {
+                dst.par_chunks_mut(b * l)
+                    .enumerate()
+                    .for_each(|(ri, rows)| {
+                        for (bi, row) in rows.chunks_exact_mut(l).enumerate() {
+                            let at = (bi * r + ri) * l;
+                            copy_into(row, &src[at..at + l]);
+                        }
+                    });
+            }
+        })
     }
-    dst
 }
 
 /// `[R, B, L] -> [B, R, L]`, the inverse of [`to_channel_major`].
 pub(crate) fn to_batch_major(src: &[f32], b: usize, r: usize, l: usize) -> Vec<f32> {
-    let mut dst = vec![0f32; src.len()];
-    if l > 0 && r > 0 {
-        dst.par_chunks_mut(r * l)
-            .enumerate()
-            .for_each(|(bi, sample)| {
-                for (ri, row) in sample.chunks_exact_mut(l).enumerate() {
-                    let at = (ri * b + bi) * l;
-                    row.copy_from_slice(&src[at..at + l]);
-                }
-            });
+    assert_eq!(src.len(), b * r * l, "to_batch_major: size");
+    // SAFETY: the `b` samples of `r · l` slots are each filled by `r` rows of `l` (none if
+    // either is zero).
+    unsafe {
+        written(src.len(), |dst| {
+            if l > 0 && r > 0 {
+                dst.par_chunks_mut(r * l)
+                    .enumerate()
+                    .for_each(|(bi, sample)| {
+                        for (ri, row) in sample.chunks_exact_mut(l).enumerate() {
+                            let at = (ri * b + bi) * l;
+                            copy_into(row, &src[at..at + l]);
+                        }
+                    });
+            }
+        })
     }
-    dst
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, Mat, MatMut, Threads};
+use super::uninit::written;
 use super::vecmath::axpy;
 use super::window::{Tap, Window};
 
@@ -211,37 +212,48 @@ impl CustomOp2 for DenseConv {
         if l < PER_SAMPLE_MIN_L {
             let n = geo.b * l;
             let cols = geo.im2col_channel_major(&taps, x);
-            let mut ycm = vec![0f32; co * n];
-            matmul(
-                MatMut::new(&mut ycm, co, n),
-                wm,
-                Mat::new(&cols, k, n),
-                false,
-                Threads::All,
-            );
+            // SAFETY: the product overwrites all `co * n` slots.
+            let ycm = unsafe {
+                written(co * n, |ycm| {
+                    matmul(
+                        MatMut::uninit(ycm, co, n),
+                        wm,
+                        Mat::new(&cols, k, n),
+                        false,
+                        Threads::All,
+                    )
+                })
+            };
             let y = to_batch_major(&ycm, geo.b, co, l);
             return Ok((CpuStorage::F32(y), out_shape));
         }
-        let mut y = vec![0f32; geo.b * co * l];
         let (per_task, threads) = geo.tasks();
         let in_sample = geo.ci * geo.plane();
-        if !y.is_empty() && in_sample > 0 {
-            y.par_chunks_mut(per_task * co * l)
-                .zip(x.par_chunks(per_task * in_sample))
-                .for_each(|(ys, xs)| {
-                    let (mut cols, mut buf) = (vec![0f32; k * l], Vec::new());
-                    for (yb, xb) in ys.chunks_exact_mut(co * l).zip(xs.chunks_exact(in_sample)) {
-                        geo.im2col(&taps, xb, &mut cols, &mut buf);
-                        matmul(
-                            MatMut::new(yb, co, l),
-                            wm,
-                            Mat::new(&cols, k, l),
-                            false,
-                            threads,
-                        );
-                    }
-                });
+        let n = geo.b * co * l;
+        if n == 0 || in_sample == 0 {
+            return Ok((CpuStorage::F32(vec![0f32; n]), out_shape));
         }
+        // SAFETY: every sample's `co * l` slots are overwritten by its product.
+        let y = unsafe {
+            written(n, |y| {
+                y.par_chunks_mut(per_task * co * l)
+                    .zip(x.par_chunks(per_task * in_sample))
+                    .for_each(|(ys, xs)| {
+                        let (mut cols, mut buf) = (vec![0f32; k * l], Vec::new());
+                        for (yb, xb) in ys.chunks_exact_mut(co * l).zip(xs.chunks_exact(in_sample))
+                        {
+                            geo.im2col(&taps, xb, &mut cols, &mut buf);
+                            matmul(
+                                MatMut::uninit(yb, co, l),
+                                wm,
+                                Mat::new(&cols, k, l),
+                                false,
+                                threads,
+                            );
+                        }
+                    })
+            })
+        };
         Ok((CpuStorage::F32(y), out_shape))
     }
 

@@ -13,8 +13,10 @@
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::cpu::{f32_slice, read_f32};
+use super::uninit::{copy_into, written, zeroed};
 use super::vecmath::{axpy, mul_acc};
 use super::window::{Tap, Window};
 
@@ -195,18 +197,27 @@ impl CustomOp2 for DepthwiseConv2d {
         let k = kernel_size(wl.shape(), c)?;
         let g = Padded::new(h, w, k, self.stride)?;
         let (plane, out_plane) = (h * w, g.oh * g.ow);
-        let mut y = vec![0f32; b * c * out_plane];
-        if !y.is_empty() && g.ow < FLAT_MIN_OW {
-            let rows = window(&g)?;
-            let taps = rows.taps();
-            y.par_chunks_mut(out_plane)
-                .enumerate()
-                .for_each_init(Vec::new, |buf, (bc, yp)| {
-                    let xp = rows.phased(&x[bc * plane..(bc + 1) * plane], buf);
-                    let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
-                    forward_plane(&rows, &taps, xp, wk, yp);
-                });
-        } else if !y.is_empty() {
+        // Narrow planes run row by row over this window; flat planes use `g` alone.
+        let rows = if g.ow < FLAT_MIN_OW {
+            Some(window(&g)?)
+        } else {
+            None
+        };
+        let write = |y: &mut [MaybeUninit<f32>]| {
+            if y.is_empty() {
+                return;
+            }
+            if let Some(rows) = &rows {
+                let taps = rows.taps();
+                y.par_chunks_mut(out_plane)
+                    .enumerate()
+                    .for_each_init(Vec::new, |buf, (bc, yp)| {
+                        let xp = rows.phased(&x[bc * plane..(bc + 1) * plane], buf);
+                        let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
+                        forward_plane(rows, &taps, xp, wk, zeroed(yp));
+                    });
+                return;
+            }
             y.par_chunks_mut(out_plane).enumerate().for_each_init(
                 || (vec![0f32; g.len()], vec![0f32; g.run()]),
                 |(buf, acc), (bc, yp)| {
@@ -218,11 +229,14 @@ impl CustomOp2 for DepthwiseConv2d {
                         axpy(wv, &buf[at..at + g.run()], acc);
                     }
                     for (dst, src) in yp.chunks_exact_mut(g.ow).zip(acc.chunks_exact(g.wq)) {
-                        dst.copy_from_slice(&src[..g.ow]);
+                        copy_into(dst, &src[..g.ow]);
                     }
                 },
             );
-        }
+        };
+        // SAFETY: every plane's slots are written: zeroed and accumulated (narrow planes) or
+        // copied row by row from the accumulator (flat planes).
+        let y = unsafe { written(b * c * out_plane, write) };
         Ok((CpuStorage::F32(y), Shape::from((b, c, g.oh, g.ow))))
     }
 

@@ -3,6 +3,9 @@
 //! A matrix is a slice plus a row stride and a column stride, so transposes are free:
 //! [`Mat::t`] swaps the strides.
 
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 
 /// A read-only `rows x cols` matrix: element `(i, j)` is `data[i * rs + j * cs]`.
@@ -52,18 +55,41 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// A writable `rows x cols` matrix, row-major with row stride `cols`.
+/// A writable `rows x cols` matrix, row-major with row stride `cols`: initialized
+/// ([`MatMut::new`]) or write-only over uninitialized slots ([`MatMut::uninit`]).
 pub(crate) struct MatMut<'a> {
-    data: &'a mut [f32],
+    data: *mut f32,
     rows: usize,
     cols: usize,
+    /// Whether the elements may be read (needed to accumulate).
+    readable: bool,
+    _borrow: PhantomData<&'a mut [f32]>,
 }
 
 impl<'a> MatMut<'a> {
     /// Row-major `rows x cols` matrix at the start of `data`.
     pub fn new(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
         assert!(rows * cols <= data.len(), "matrix exceeds its slice");
-        Self { data, rows, cols }
+        Self {
+            data: data.as_mut_ptr(),
+            rows,
+            cols,
+            readable: true,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Row-major `rows x cols` matrix over uninitialized slots, which a product without
+    /// accumulation overwrites in full.
+    pub fn uninit(data: &'a mut [MaybeUninit<f32>], rows: usize, cols: usize) -> Self {
+        assert!(rows * cols <= data.len(), "matrix exceeds its slice");
+        Self {
+            data: data.as_mut_ptr().cast(),
+            rows,
+            cols,
+            readable: false,
+            _borrow: PhantomData,
+        }
     }
 }
 
@@ -78,7 +104,7 @@ pub(crate) enum Threads {
 
 /// `dst = lhs · rhs`, or `dst += lhs · rhs` with `accumulate`.
 ///
-/// Panics if the shapes do not chain.
+/// Panics if the shapes do not chain, or if `accumulate` is asked of a write-only `dst`.
 pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads: Threads) {
     assert!(
         lhs.rows == dst.rows && rhs.cols == dst.cols && lhs.cols == rhs.rows,
@@ -90,15 +116,18 @@ pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads:
         dst.rows,
         dst.cols
     );
+    assert!(
+        dst.readable || !accumulate,
+        "matmul: cannot accumulate into uninitialized memory"
+    );
     let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            for row in dst.data.chunks_mut(n).take(m) {
-                row.fill(0.0);
-            }
+            // SAFETY: `dst` covers `m * n` slots of its borrow (checked by its constructor).
+            unsafe { std::ptr::write_bytes(dst.data, 0, m * n) };
         }
         return;
     }
@@ -106,14 +135,15 @@ pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads:
         Threads::One => Parallelism::None,
         Threads::All => Parallelism::Rayon(rayon::current_num_threads()),
     };
-    // SAFETY: every matrix was checked to lie inside its slice (`Mat::strided`, `MatMut::new`),
-    // `dst` is borrowed mutably so it aliases neither operand, and the shapes chain.
+    // SAFETY: every matrix was checked to lie inside its slice (`Mat::strided`, `MatMut`'s
+    // constructors), `dst` is borrowed mutably so it aliases neither operand, the shapes chain,
+    // and without `accumulate` gemm only writes `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.data.as_mut_ptr(),
+            dst.data,
             1,
             n as isize,
             accumulate,
@@ -179,6 +209,32 @@ mod tests {
             Threads::One,
         );
         assert_eq!(out, [0.0; 4]);
+    }
+
+    #[test]
+    fn write_only_destination_is_overwritten() {
+        let (a, b) = ([1.0f32, 2.0, 3.0, 4.0], [5.0f32, 6.0, 7.0, 8.0]);
+        let mut out: Vec<std::mem::MaybeUninit<f32>> = vec![std::mem::MaybeUninit::uninit(); 4];
+        let (lhs, rhs) = (Mat::new(&a, 2, 2), Mat::new(&b, 2, 2));
+        matmul(
+            MatMut::uninit(&mut out, 2, 2),
+            lhs,
+            rhs,
+            false,
+            Threads::One,
+        );
+        // SAFETY: the product wrote all four slots.
+        let out: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
+        assert_eq!(out, [19.0, 22.0, 43.0, 50.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "uninitialized")]
+    fn refuses_to_accumulate_into_uninitialized_memory() {
+        let mut out = vec![std::mem::MaybeUninit::uninit(); 1];
+        let one = [1.0f32];
+        let m = Mat::new(&one, 1, 1);
+        matmul(MatMut::uninit(&mut out, 1, 1), m, m, true, Threads::One);
     }
 
     #[test]

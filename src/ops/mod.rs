@@ -25,6 +25,7 @@ mod gemm;
 mod pointwise;
 #[cfg(test)]
 mod testutil;
+mod uninit;
 mod vecmath;
 mod window;
 mod workers;

@@ -9,10 +9,12 @@
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, Mat, MatMut, Threads};
+use super::uninit::written;
 
 /// Convolution of `x: [B, Ci, H, W]` with a 1x1 kernel `w: [Co, Ci, 1, 1]`, stride 1, no
 /// padding.
@@ -69,33 +71,38 @@ impl CustomOp2 for Conv1x1 {
         let wm = Mat::new(w, co, ci);
         if l > 1 && l < PER_SAMPLE_MIN_L {
             let xcm = to_channel_major(x, b, ci, l);
-            let mut ycm = vec![0f32; co * b * l];
             let n = b * l;
-            matmul(
-                MatMut::new(&mut ycm, co, n),
-                wm,
-                Mat::new(&xcm, ci, n),
-                false,
-                Threads::All,
-            );
+            // SAFETY: the product overwrites all `co * n` slots.
+            let ycm = unsafe {
+                written(co * n, |ycm| {
+                    matmul(
+                        MatMut::uninit(ycm, co, n),
+                        wm,
+                        Mat::new(&xcm, ci, n),
+                        false,
+                        Threads::All,
+                    )
+                })
+            };
             let y = to_batch_major(&ycm, b, co, l);
             return Ok((CpuStorage::F32(y), Shape::from((b, co, h, wd))));
         }
-        let mut y = vec![0f32; b * co * l];
-        if l == 1 {
-            // y [B, Co] = x [B, Ci] · wᵀ.
-            matmul(
-                MatMut::new(&mut y, b, co),
-                Mat::new(x, b, ci),
-                wm.t(),
-                false,
-                Threads::All,
-            );
-        } else {
-            let threads = per_sample_threads(b);
-            let run = |(yb, xb): (&mut [f32], &[f32])| {
+        let write = |y: &mut [MaybeUninit<f32>]| {
+            if l == 1 {
+                // y [B, Co] = x [B, Ci] · wᵀ.
                 matmul(
-                    MatMut::new(yb, co, l),
+                    MatMut::uninit(y, b, co),
+                    Mat::new(x, b, ci),
+                    wm.t(),
+                    false,
+                    Threads::All,
+                );
+                return;
+            }
+            let threads = per_sample_threads(b);
+            let run = |(yb, xb): (&mut [MaybeUninit<f32>], &[f32])| {
+                matmul(
+                    MatMut::uninit(yb, co, l),
                     wm,
                     Mat::new(xb, ci, l),
                     false,
@@ -109,7 +116,10 @@ impl CustomOp2 for Conv1x1 {
             } else {
                 y.chunks_mut(co * l).zip(x.chunks(ci * l)).for_each(run);
             }
-        }
+        };
+        // SAFETY: the products overwrite every sample's `co * l` slots (an empty batch or
+        // plane has none).
+        let y = unsafe { written(b * co * l, write) };
         Ok((CpuStorage::F32(y), Shape::from((b, co, h, wd))))
     }
 
