@@ -7,6 +7,8 @@
 
 use std::mem::MaybeUninit;
 
+use super::uninit::written;
+
 use candle_core::cpu::erf::erf_f32;
 use candle_core::{bail, Result, Shape};
 use rayon::prelude::*;
@@ -95,9 +97,33 @@ pub(crate) use with_act;
 
 /// `y = act(x · scale + shift)` over one channel row.
 #[inline(always)]
-pub(crate) fn affine_row<A: ActFn>(x: &[f32], scale: f32, shift: f32, y: &mut [MaybeUninit<f32>]) {
+fn affine_row<A: ActFn>(x: &[f32], scale: f32, shift: f32, y: &mut [MaybeUninit<f32>]) {
     for (y, &x) in y.iter_mut().zip(x) {
         y.write(A::apply(x * scale + shift));
+    }
+}
+
+/// `act(x · scale[ch] + shift[ch])` of an `[N, C, S]` tensor with `c` channels of `s` elements
+/// (`s > 0`), into a new vector; parallel over rows.
+pub(crate) fn affine_act(
+    x: &[f32],
+    c: usize,
+    s: usize,
+    scale: &[f32],
+    shift: &[f32],
+    act: Act,
+) -> Vec<f32> {
+    // SAFETY: the rows of `s` slots cover the vector, each written by `affine_row`.
+    unsafe {
+        written(x.len(), |y| {
+            with_act!(act, A => {
+                y.par_chunks_mut(s)
+                    .zip(x.par_chunks(s))
+                    .enumerate()
+                    .with_min_len(rows_per_task(s))
+                    .for_each(|(r, (y, x))| affine_row::<A>(x, scale[r % c], shift[r % c], y))
+            })
+        })
     }
 }
 

@@ -5,11 +5,10 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::act::{
-    act_grad_row, affine_row, channel_geometry, channel_sums, grad_sums_row, rows_per_task,
+    act_grad_row, affine_act, channel_geometry, channel_sums, grad_sums_row, rows_per_task,
     with_act, Act, ActFn,
 };
 use super::cpu::{f32_slice, read_f32};
-use super::uninit::written;
 
 /// `act(x · scale + shift)` for `x: [N, C, ...]`, `scale` and `shift` of shape `[C]`.
 ///
@@ -52,19 +51,10 @@ impl CustomOp3 for ChannelAffine {
                 l3.shape()
             )
         }
-        // SAFETY: the rows of `s` slots cover `y`, each written by `affine_row`.
-        let y = unsafe {
-            written(x.len(), |y| {
-                if s > 0 {
-                    with_act!(self.act, A => {
-                        y.par_chunks_mut(s)
-                            .zip(x.par_chunks(s))
-                            .enumerate()
-                            .with_min_len(rows_per_task(s))
-                            .for_each(|(r, (y, x))| affine_row::<A>(x, scale[r % c], shift[r % c], y))
-                    });
-                }
-            })
+        let y = if s > 0 {
+            affine_act(x, c, s, scale, shift, self.act)
+        } else {
+            Vec::new()
         };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }

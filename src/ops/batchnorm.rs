@@ -13,11 +13,10 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::act::{
-    act_grad_row, affine_row, channel_geometry, channel_sums, grad_sums_row, rows_per_task,
+    act_grad_row, affine_act, channel_geometry, channel_sums, grad_sums_row, rows_per_task,
     with_act, Act, ActFn,
 };
 use super::cpu::{f32_slice, read_f32};
-use super::uninit::written;
 
 /// Per-channel statistics of one training batch.
 #[derive(Clone, Debug)]
@@ -146,18 +145,7 @@ impl CustomOp3 for BatchNormTrain {
             scale[ch] = (f64::from(w[ch]) * is) as f32;
             shift[ch] = (f64::from(b[ch]) - mu * f64::from(w[ch]) * is) as f32;
         }
-        // SAFETY: the rows of `s` slots cover `y`, each written by `affine_row`.
-        let y = unsafe {
-            written(x.len(), |y| {
-                with_act!(self.act, A => {
-                    y.par_chunks_mut(s)
-                        .zip(x.par_chunks(s))
-                        .enumerate()
-                        .with_min_len(rows_per_task(s))
-                        .for_each(|(r, (y, x))| affine_row::<A>(x, scale[r % c], shift[r % c], y))
-                });
-            })
-        };
+        let y = affine_act(x, c, s, &scale, &shift, self.act);
         let saved = Saved {
             stats: BatchStats {
                 mean: mean.clone(),

@@ -14,38 +14,27 @@ pub(crate) const PER_SAMPLE_MIN_L: usize = 128;
 
 /// `[B, R, L] -> [R, B, L]`.
 pub(crate) fn to_channel_major(src: &[f32], b: usize, r: usize, l: usize) -> Vec<f32> {
-    assert_eq!(src.len(), b * r * l, "to_channel_major: size");
-    // SAFETY: the `r` blocks of `b · l` slots are each filled by `b` rows of `l` (none if
-    // either is zero).
-    unsafe {
-        written(src.len(), |dst| {
-            if l > 0 && b > 0 {
-                dst.par_chunks_mut(b * l)
-                    .enumerate()
-                    .for_each(|(ri, rows)| {
-                        for (bi, row) in rows.chunks_exact_mut(l).enumerate() {
-                            let at = (bi * r + ri) * l;
-                            copy_into(row, &src[at..at + l]);
-                        }
-                    });
-            }
-        })
-    }
+    swap_outer(src, b, r, l)
 }
 
 /// `[R, B, L] -> [B, R, L]`, the inverse of [`to_channel_major`].
 pub(crate) fn to_batch_major(src: &[f32], b: usize, r: usize, l: usize) -> Vec<f32> {
-    assert_eq!(src.len(), b * r * l, "to_batch_major: size");
-    // SAFETY: the `b` samples of `r · l` slots are each filled by `r` rows of `l` (none if
+    swap_outer(src, r, b, l)
+}
+
+/// `[A, B, L] -> [B, A, L]`: swaps the two outer dimensions, parallel over `B`.
+fn swap_outer(src: &[f32], a: usize, b: usize, l: usize) -> Vec<f32> {
+    assert_eq!(src.len(), a * b * l, "swap_outer: size");
+    // SAFETY: the `b` blocks of `a · l` slots are each filled by `a` rows of `l` (none if
     // either is zero).
     unsafe {
         written(src.len(), |dst| {
-            if l > 0 && r > 0 {
-                dst.par_chunks_mut(r * l)
+            if l > 0 && a > 0 {
+                dst.par_chunks_mut(a * l)
                     .enumerate()
-                    .for_each(|(bi, sample)| {
-                        for (ri, row) in sample.chunks_exact_mut(l).enumerate() {
-                            let at = (ri * b + bi) * l;
+                    .for_each(|(bi, block)| {
+                        for (ai, row) in block.chunks_exact_mut(l).enumerate() {
+                            let at = (ai * b + bi) * l;
                             copy_into(row, &src[at..at + l]);
                         }
                     });

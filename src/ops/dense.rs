@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::cpu::{f32_slice, read_f32};
-use super::gemm::{matmul, Mat, MatMut, Threads};
+use super::gemm::{matmul, product, Mat, MatMut, Threads};
 use super::uninit::written;
 use super::vecmath::axpy;
 use super::window::{Tap, Window};
@@ -212,18 +212,7 @@ impl CustomOp2 for DenseConv {
         if l < PER_SAMPLE_MIN_L {
             let n = geo.b * l;
             let cols = geo.im2col_channel_major(&taps, x);
-            // SAFETY: the product overwrites all `co * n` slots.
-            let ycm = unsafe {
-                written(co * n, |ycm| {
-                    matmul(
-                        MatMut::uninit(ycm, co, n),
-                        wm,
-                        Mat::new(&cols, k, n),
-                        false,
-                        Threads::All,
-                    )
-                })
-            };
+            let ycm = product(wm, Mat::new(&cols, k, n), Threads::All);
             let y = to_batch_major(&ycm, geo.b, co, l);
             return Ok((CpuStorage::F32(y), out_shape));
         }

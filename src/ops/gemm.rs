@@ -8,6 +8,8 @@ use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
 
+use super::uninit::written;
+
 /// A read-only `rows x cols` matrix: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
 pub(crate) struct Mat<'a> {
@@ -90,6 +92,17 @@ impl<'a> MatMut<'a> {
             readable: false,
             _borrow: PhantomData,
         }
+    }
+}
+
+/// `lhs · rhs` as a new row-major matrix.
+pub(crate) fn product(lhs: Mat, rhs: Mat, threads: Threads) -> Vec<f32> {
+    let (m, n) = (lhs.rows, rhs.cols);
+    // SAFETY: the product without accumulation overwrites all `m * n` slots.
+    unsafe {
+        written(m * n, |dst| {
+            matmul(MatMut::uninit(dst, m, n), lhs, rhs, false, threads)
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::cpu::{f32_slice, read_f32};
-use super::gemm::{matmul, Mat, MatMut, Threads};
+use super::gemm::{matmul, product, Mat, MatMut, Threads};
 use super::uninit::written;
 
 /// Convolution of `x: [B, Ci, H, W]` with a 1x1 kernel `w: [Co, Ci, 1, 1]`, stride 1, no
@@ -72,18 +72,7 @@ impl CustomOp2 for Conv1x1 {
         if l > 1 && l < PER_SAMPLE_MIN_L {
             let xcm = to_channel_major(x, b, ci, l);
             let n = b * l;
-            // SAFETY: the product overwrites all `co * n` slots.
-            let ycm = unsafe {
-                written(co * n, |ycm| {
-                    matmul(
-                        MatMut::uninit(ycm, co, n),
-                        wm,
-                        Mat::new(&xcm, ci, n),
-                        false,
-                        Threads::All,
-                    )
-                })
-            };
+            let ycm = product(wm, Mat::new(&xcm, ci, n), Threads::All);
             let y = to_batch_major(&ycm, b, co, l);
             return Ok((CpuStorage::F32(y), Shape::from((b, co, h, wd))));
         }
