@@ -2,6 +2,7 @@ use clap::Parser;
 
 fn main() {
     mnv4_lab::ops::retain_freed_memory();
+    mnv4_lab::ops::shorten_candle_spinning();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

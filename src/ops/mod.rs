@@ -37,7 +37,7 @@ pub use batchnorm::{batch_norm_train, BatchStats};
 pub use cpu::{read_f32, update_f32};
 pub use depthwise::depthwise_conv2d;
 pub use pointwise::conv1x1;
-pub use workers::on_workers;
+pub use workers::{on_workers, shorten_candle_spinning};
 
 /// Which convolution kernels [`conv2d`] uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
