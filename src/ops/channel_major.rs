@@ -1,4 +1,4 @@
-//! Batch-major `[B, R, L]` to channel-major `[R, B, L]` copies and back.
+//! Batch-major `[B, R, L]` to channel-major `[R, B, L]` copies and back, and plain transposes.
 //!
 //! In channel-major layout the per-sample matrices `[R, L]` of a batch sit side by side as one
 //! `[R, B · L]` matrix, so a product applied to every sample (`w · x_b`) becomes a single large
@@ -43,6 +43,35 @@ fn swap_outer(src: &[f32], a: usize, b: usize, l: usize) -> Vec<f32> {
     }
 }
 
+/// The transpose of a row-major `rows x cols` matrix, as a row-major `cols x rows` one.
+///
+/// Parallel over blocks of source columns, each copied row by row, so the reads are short
+/// contiguous runs and the writes stay within the block.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(src.len(), rows * cols, "transpose: size");
+    const BLOCK: usize = 16;
+    // SAFETY: the block of destination rows `j0 .. j0 + width` is written in full: `rows`
+    // entries for each of its `width` rows.
+    unsafe {
+        written(src.len(), |dst| {
+            if rows == 0 {
+                return;
+            }
+            dst.par_chunks_mut(BLOCK * rows)
+                .enumerate()
+                .for_each(|(jb, block)| {
+                    let (j0, width) = (jb * BLOCK, block.len() / rows);
+                    for i in 0..rows {
+                        let run = &src[i * cols + j0..i * cols + j0 + width];
+                        for (jj, &v) in run.iter().enumerate() {
+                            block[jj * rows + i].write(v);
+                        }
+                    }
+                })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +89,19 @@ mod tests {
             }
         }
         assert_eq!(to_batch_major(&cm, b, r, l), src);
+    }
+
+    #[test]
+    fn transposes_any_shape() {
+        for (rows, cols) in [(1, 1), (3, 40), (40, 3), (17, 33), (0, 5), (5, 0)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let t = transpose(&src, rows, cols);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(t[j * rows + i], src[i * cols + j]);
+                }
+            }
+            assert_eq!(transpose(&t, cols, rows), src);
+        }
     }
 }

@@ -5,8 +5,8 @@
 //! buffer ([`Padded`]) in which every kernel tap reads one contiguous run covering all output
 //! rows at once: the forward pass is `k²` long `axpy`s, the input gradient their transpose, the
 //! weight gradient `k²` dot products. Rows are computed `wq` wide (`wq ≥ OW`); the extra columns
-//! are dropped (forward) or zero (backward). Narrower planes, where most taps read padding, run
-//! row by row over the taps' valid ranges instead ([`super::window`]).
+//! are dropped (forward) or zero (backward). Narrower planes, where most taps read padding, go
+//! to [`super::depthwise_small`], which puts the batch innermost.
 //!
 //! Forward and input gradient run in parallel over `batch x channel` planes, the weight
 //! gradient over channels, summing over the batch in order (reruns are bit-identical).
@@ -16,17 +16,12 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::cpu::{f32_slice, read_f32};
-use super::uninit::{copy_into, written, zeroed};
-use super::vecmath::{axpy, mul_acc};
-use super::window::{Tap, Window};
+use super::depthwise_small::{self, TapTable};
+use super::uninit::{copy_into, written};
+use super::vecmath::{axpy, dot};
 
 /// Output width from which a plane uses the flat layout.
 const FLAT_MIN_OW: usize = 7;
-
-/// The row kernels' window of a depthwise convolution with kernel `k` and padding `k / 2`.
-fn window(g: &Padded) -> Result<Window> {
-    Window::new(g.h, g.w, g.k, g.k, g.s, g.p)
-}
 
 /// Depthwise convolution of `x: [B, C, H, W]` with `w: [C, 1, k, k]`, padding `k / 2`.
 ///
@@ -154,24 +149,9 @@ impl Padded {
     }
 }
 
-/// `Σ a_i · b_i` in eight f32 lanes.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 8;
-    let mut lanes = [0f32; L];
-    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..L {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
+/// The tap table of a plane too narrow for the flat layout.
+fn small_table(g: &Padded) -> TapTable {
+    TapTable::new(g.h, g.w, g.k, g.s, (g.oh, g.ow))
 }
 
 /// Forward op: `(x [B, C, H, W], w [C, 1, k, k]) -> y [B, C, OH, OW]`.
@@ -197,25 +177,12 @@ impl CustomOp2 for DepthwiseConv2d {
         let k = kernel_size(wl.shape(), c)?;
         let g = Padded::new(h, w, k, self.stride)?;
         let (plane, out_plane) = (h * w, g.oh * g.ow);
-        // Narrow planes run row by row over this window; flat planes use `g` alone.
-        let rows = if g.ow < FLAT_MIN_OW {
-            Some(window(&g)?)
-        } else {
-            None
-        };
+        if g.ow < FLAT_MIN_OW {
+            let y = depthwise_small::forward(&small_table(&g), (b, c), x, wt);
+            return Ok((CpuStorage::F32(y), Shape::from((b, c, g.oh, g.ow))));
+        }
         let write = |y: &mut [MaybeUninit<f32>]| {
             if y.is_empty() {
-                return;
-            }
-            if let Some(rows) = &rows {
-                let taps = rows.taps();
-                y.par_chunks_mut(out_plane)
-                    .enumerate()
-                    .for_each_init(Vec::new, |buf, (bc, yp)| {
-                        let xp = rows.phased(&x[bc * plane..(bc + 1) * plane], buf);
-                        let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
-                        forward_plane(rows, &taps, xp, wk, zeroed(yp));
-                    });
                 return;
             }
             y.par_chunks_mut(out_plane).enumerate().for_each_init(
@@ -234,8 +201,7 @@ impl CustomOp2 for DepthwiseConv2d {
                 },
             );
         };
-        // SAFETY: every plane's slots are written: zeroed and accumulated (narrow planes) or
-        // copied row by row from the accumulator (flat planes).
+        // SAFETY: every plane's slots are copied row by row from its accumulator.
         let y = unsafe { written(b * c * out_plane, write) };
         Ok((CpuStorage::F32(y), Shape::from((b, c, g.oh, g.ow))))
     }
@@ -261,22 +227,18 @@ impl CustomOp2 for DepthwiseConv2d {
         }
         let (dx, dw) = read_f32(x, |x| {
             read_f32(w, |wt| {
-                read_f32(&dy, |dy| -> Result<_> {
+                read_f32(&dy, |dy| {
                     if g.ow < FLAT_MIN_OW {
-                        let rows = window(&g)?;
-                        Ok((
-                            input_grad_rows(&rows, (b, c), dy, wt),
-                            weight_grad_rows(&rows, (b, c), x, dy),
-                        ))
+                        depthwise_small::backward(&small_table(&g), (b, c), x, wt, dy)
                     } else {
-                        Ok((
+                        (
                             input_grad(&g, (b, c), dy, wt),
                             weight_grad(&g, (b, c), x, dy),
-                        ))
+                        )
                     }
                 })
             })
-        })????;
+        })???;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::from_vec(dw, w.shape(), x.device())?),
@@ -334,95 +296,6 @@ fn weight_grad(g: &Padded, (b, c): (usize, usize), x: &[f32], dy: &[f32]) -> Vec
         },
     );
     dw
-}
-
-/// `y[oh, ow] = sum_{i, j} w[i, j] * x[oh * s + i - p, ow * s + j - p]` for one plane.
-fn forward_plane(g: &Window, taps: &[Tap], x: &[f32], wk: &[f32], y: &mut [f32]) {
-    for (oh, yrow) in y.chunks_exact_mut(g.ow).enumerate() {
-        for (i, wrow) in wk.chunks_exact(g.kw).enumerate() {
-            let Some(ih) = g.in_row(oh, i) else { continue };
-            for (tap, &wv) in taps.iter().zip(wrow) {
-                axpy(
-                    wv,
-                    tap.input(g.phase_row(x, ih, tap.phase)),
-                    &mut yrow[tap.lo..tap.hi],
-                );
-            }
-        }
-    }
-}
-
-/// Scatters `dy[oh, ow] * w[i, j]` onto `dx[oh * s + i - p, ow * s + j - p]` (phased layout).
-fn input_grad_plane(g: &Window, taps: &[Tap], dy: &[f32], wk: &[f32], dx: &mut [f32]) {
-    for (oh, dyrow) in dy.chunks_exact(g.ow).enumerate() {
-        for (i, wrow) in wk.chunks_exact(g.kw).enumerate() {
-            let Some(ih) = g.in_row(oh, i) else { continue };
-            for (tap, &wv) in taps.iter().zip(wrow) {
-                axpy(
-                    wv,
-                    &dyrow[tap.lo..tap.hi],
-                    tap.input_mut(g.phase_row_mut(dx, ih, tap.phase)),
-                );
-            }
-        }
-    }
-}
-
-/// [`input_grad`] with the row kernels.
-fn input_grad_rows(g: &Window, (b, c): (usize, usize), dy: &[f32], wt: &[f32]) -> Vec<f32> {
-    let (k, plane, out_plane) = (g.kw, g.h * g.w, g.oh * g.ow);
-    let taps = g.taps();
-    let mut dx = vec![0f32; b * c * plane];
-    if !dx.is_empty() {
-        dx.par_chunks_mut(plane)
-            .enumerate()
-            .for_each_init(Vec::new, |buf, (bc, dxp)| {
-                let dyp = &dy[bc * out_plane..(bc + 1) * out_plane];
-                let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
-                g.fill_phased(dxp, buf, |acc| input_grad_plane(g, &taps, dyp, wk, acc));
-            });
-    }
-    dx
-}
-
-/// [`weight_grad`] with the row kernels: one accumulator row per tap, summed over output rows
-/// and batch, reduced last.
-fn weight_grad_rows(g: &Window, (b, c): (usize, usize), x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (k, plane, out_plane) = (g.kw, g.h * g.w, g.oh * g.ow);
-    let taps = g.taps();
-    let mut dw = vec![0f32; c * k * k];
-    if !dw.is_empty() {
-        dw.par_chunks_mut(k * k).enumerate().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(buf, acc), (ch, dwc)| {
-                acc.clear();
-                acc.resize(k * k * g.ow, 0.0);
-                for bc in (0..b).map(|bi| bi * c + ch) {
-                    let xp = g.phased(&x[bc * plane..(bc + 1) * plane], buf);
-                    let dyp = &dy[bc * out_plane..(bc + 1) * out_plane];
-                    weight_grad_plane(g, &taps, xp, dyp, acc);
-                }
-                for (d, row) in dwc.iter_mut().zip(acc.chunks_exact(g.ow)) {
-                    *d = row.iter().sum();
-                }
-            },
-        );
-    }
-    dw
-}
-
-/// Adds `dy[oh, ow] * x[oh * s + i - p, ow * s + j - p]` into column `ow` of accumulator row
-/// `i * k + j`, for one plane.
-fn weight_grad_plane(g: &Window, taps: &[Tap], x: &[f32], dy: &[f32], acc: &mut [f32]) {
-    for (oh, dyrow) in dy.chunks_exact(g.ow).enumerate() {
-        for (i, acc_i) in acc.chunks_exact_mut(g.kw * g.ow).enumerate() {
-            let Some(ih) = g.in_row(oh, i) else { continue };
-            for (tap, acc_ij) in taps.iter().zip(acc_i.chunks_exact_mut(g.ow)) {
-                let xin = tap.input(g.phase_row(x, ih, tap.phase));
-                mul_acc(&dyrow[tap.lo..tap.hi], xin, &mut acc_ij[tap.lo..tap.hi]);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ mod channel_major;
 mod cpu;
 pub mod dense;
 mod depthwise;
+mod depthwise_small;
 mod gemm;
 mod pointwise;
 #[cfg(test)]
