@@ -443,21 +443,4 @@ mod tests {
         let other = Dataset::new("x", vec![0; 9], vec![0], 1, 3, 3, 1, vec![]).unwrap();
         assert!(DataLoader::new(other, aug, LoaderConfig::train(1, 1)).is_err());
     }
-
-    /// Throughput of one augmented Fashion-MNIST epoch (run with `--ignored --nocapture`).
-    #[test]
-    #[ignore]
-    fn bench_fashion_mnist_epoch() {
-        let dir = std::path::Path::new(crate::data::DEBIAN_FASHION_MNIST_DIR);
-        let Ok((train, _)) = crate::data::load_fashion_mnist(dir) else {
-            println!("SKIPPED: Fashion-MNIST not installed");
-            return;
-        };
-        let aug = Augmenter::for_dataset(&AugmentConfig::default(), &train).unwrap();
-        let l = DataLoader::new(train, aug, LoaderConfig::train(128, 0)).unwrap();
-        let t = std::time::Instant::now();
-        let n = l.epoch(0).map(|b| b.unwrap().1.dims()[0]).sum::<usize>();
-        let s = t.elapsed().as_secs_f64();
-        println!("{n} samples in {s:.2}s = {:.0} samples/s", n as f64 / s);
-    }
 }
