@@ -141,6 +141,44 @@ pub(crate) fn act_grad_row<A: ActFn>(
     }
 }
 
+/// The input gradient of a per-channel op on an `[N, C, S]` tensor with `c` channels of `s`
+/// elements (`s > 0`): [`input_grad_row`] on every row, with channel `ch`'s `scale[ch]`,
+/// `shift[ch]` and `then(ch)`; parallel over rows.
+pub(crate) fn input_grad<A: ActFn, T: Fn(f32, f32) -> f32>(
+    (x, dy): (&[f32], &[f32]),
+    (c, s): (usize, usize),
+    (scale, shift): (&[f32], &[f32]),
+    then: impl Fn(usize) -> T + Sync,
+) -> Vec<f32> {
+    // SAFETY: the rows of `s` slots cover the vector, each written by `input_grad_row`.
+    unsafe {
+        written(x.len(), |dx| {
+            dx.par_chunks_mut(s)
+                .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
+                .enumerate()
+                .with_min_len(rows_per_task(s))
+                .for_each(|(r, (dx, xy))| {
+                    let ch = r % c;
+                    input_grad_row::<A>(xy, scale[ch], shift[ch], dx, then(ch));
+                })
+        })
+    }
+}
+
+/// `dx = then(dz, x)` over one channel row, where `dz = dy · act'(x · scale + shift)`.
+#[inline(always)]
+fn input_grad_row<A: ActFn>(
+    (x, dy): (&[f32], &[f32]),
+    scale: f32,
+    shift: f32,
+    dx: &mut [MaybeUninit<f32>],
+    then: impl Fn(f32, f32) -> f32,
+) {
+    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+        dx.write(then(A::grad(x * scale + shift, dy), x));
+    }
+}
+
 /// `(Σ dz, Σ dz · (x − center))` over one channel row, where `dz = dy · act'(x · scale + shift)`
 /// is written to `scratch` first: two simple loops vectorize where one fused loop does not.
 /// Summed in eight f32 lanes, returned in f64.
@@ -175,7 +213,7 @@ pub(crate) fn grad_sums_row<A: ActFn>(
 }
 
 /// Rows of `len` elements per parallel work unit: about 16k elements, at least one row.
-pub(crate) fn rows_per_task(len: usize) -> usize {
+fn rows_per_task(len: usize) -> usize {
     (1 << 14) / len.max(1) + 1
 }
 

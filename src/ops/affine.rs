@@ -2,11 +2,9 @@
 //! dim 1, as one candle custom op with its own backward: eval-mode batch norm in one pass.
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::act::{
-    act_grad_row, affine_act, channel_geometry, channel_sums, grad_sums_row, rows_per_task,
-    with_act, Act, ActFn,
+    affine_act, channel_geometry, channel_sums, grad_sums_row, input_grad, with_act, Act, ActFn,
 };
 use super::cpu::{f32_slice, read_f32};
 
@@ -96,24 +94,18 @@ fn backward<A: ActFn>(
     shift: &[f32],
     (n, c, s): (usize, usize, usize),
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut dx = vec![0f32; x.len()];
     if s == 0 {
-        return (dx, vec![0.0; c], vec![0.0; c]);
+        return (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
     }
     let sums = channel_sums(n * c, c, s, |r, scratch| {
         let row = r * s..(r + 1) * s;
         let (x, dy) = (&x[row.clone()], &dy[row]);
         grad_sums_row::<A>((x, dy), scale[r % c], shift[r % c], 0.0, scratch)
     });
-    dx.par_chunks_mut(s)
-        .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
-        .enumerate()
-        .with_min_len(rows_per_task(s))
-        .for_each(|(r, (dx, (x, dy)))| {
-            let (a, b) = (scale[r % c], shift[r % c]);
-            act_grad_row::<A>(x, dy, a, b, dx);
-            dx.iter_mut().for_each(|d| *d *= a);
-        });
+    let dx = input_grad::<A, _>((x, dy), (c, s), (scale, shift), |ch| {
+        let a = scale[ch];
+        move |dz: f32, _: f32| dz * a
+    });
     let dshift = sums.iter().map(|s| s.0 as f32).collect();
     let dscale = sums.iter().map(|s| s.1 as f32).collect();
     (dx, dscale, dshift)

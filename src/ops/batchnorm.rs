@@ -10,11 +10,9 @@
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::act::{
-    act_grad_row, affine_act, channel_geometry, channel_sums, grad_sums_row, rows_per_task,
-    with_act, Act, ActFn,
+    affine_act, channel_geometry, channel_sums, grad_sums_row, input_grad, with_act, Act, ActFn,
 };
 use super::cpu::{f32_slice, read_f32};
 
@@ -222,19 +220,10 @@ fn backward<A: ActFn>(
             (-a * sum_dz / m - k * f64::from(sv.mean[ch])) as f32,
         );
     }
-    let mut dx = vec![0f32; x.len()];
-    dx.par_chunks_mut(s)
-        .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
-        .enumerate()
-        .with_min_len(rows_per_task(s))
-        .for_each(|(r, (dx, (x, dy)))| {
-            let ch = r % c;
-            let (a, (k, b0)) = (sv.scale[ch], coef[ch]);
-            act_grad_row::<A>(x, dy, sv.scale[ch], sv.shift[ch], dx);
-            for (d, &x) in dx.iter_mut().zip(x) {
-                *d = a * *d + k * x + b0;
-            }
-        });
+    let dx = input_grad::<A, _>((x, dy), (c, s), (&sv.scale, &sv.shift), |ch| {
+        let (a, (k, b0)) = (sv.scale[ch], coef[ch]);
+        move |dz: f32, x: f32| a * dz + k * x + b0
+    });
     (dx, dw, db)
 }
 

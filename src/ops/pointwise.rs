@@ -147,14 +147,7 @@ fn backward(
         let dycm = to_channel_major(dy, b, co, l);
         let xcm = to_channel_major(x, b, ci, l);
         let dycm = Mat::new(&dycm, co, n);
-        let mut dxcm = vec![0f32; ci * n];
-        matmul(
-            MatMut::new(&mut dxcm, ci, n),
-            wm.t(),
-            dycm,
-            false,
-            Threads::All,
-        );
+        let dxcm = product(wm.t(), dycm, Threads::All);
         matmul(
             MatMut::new(&mut dw, co, ci),
             dycm,
@@ -164,11 +157,10 @@ fn backward(
         );
         return (to_batch_major(&dxcm, b, ci, l), dw);
     }
-    let mut dx = vec![0f32; b * ci * l];
     if l == 1 {
         // dx [B, Ci] = dy [B, Co] · w; dw [Co, Ci] = dyᵀ · x.
         let dym = Mat::new(dy, b, co);
-        matmul(MatMut::new(&mut dx, b, ci), dym, wm, false, Threads::All);
+        let dx = product(dym, wm, Threads::All);
         matmul(
             MatMut::new(&mut dw, co, ci),
             dym.t(),
@@ -178,52 +170,55 @@ fn backward(
         );
         return (dx, dw);
     }
-    let sample = |dxb: &mut [f32], xb: &[f32], dyb: &[f32], dw: &mut [f32], threads| {
-        let dyb = Mat::new(dyb, co, l);
-        matmul(MatMut::new(dxb, ci, l), wm.t(), dyb, false, threads);
-        matmul(
-            MatMut::new(dw, co, ci),
-            dyb,
-            Mat::new(xb, ci, l).t(),
-            true,
-            threads,
-        );
-    };
-    if per_sample_threads(b) == Threads::All {
-        for ((dxb, xb), dyb) in dx
-            .chunks_mut(ci * l)
-            .zip(x.chunks(ci * l))
-            .zip(dy.chunks(co * l))
-        {
-            sample(dxb, xb, dyb, &mut dw, Threads::All);
-        }
-        return (dx, dw);
-    }
-    // One contiguous range of samples per thread, each with its own weight-gradient partial.
-    let per_task = b.div_ceil(rayon::current_num_threads());
-    dw = dx
-        .par_chunks_mut(per_task * ci * l)
-        .zip(x.par_chunks(per_task * ci * l))
-        .zip(dy.par_chunks(per_task * co * l))
-        .map(|((dxs, xs), dys)| {
-            let mut part = vec![0f32; co * ci];
-            for ((dxb, xb), dyb) in dxs
+    let sample =
+        |dxb: &mut [MaybeUninit<f32>], xb: &[f32], dyb: &[f32], dw: &mut [f32], threads| {
+            let dyb = Mat::new(dyb, co, l);
+            matmul(MatMut::uninit(dxb, ci, l), wm.t(), dyb, false, threads);
+            matmul(
+                MatMut::new(dw, co, ci),
+                dyb,
+                Mat::new(xb, ci, l).t(),
+                true,
+                threads,
+            );
+        };
+    let write = |dx: &mut [MaybeUninit<f32>]| {
+        if per_sample_threads(b) == Threads::All {
+            for ((dxb, xb), dyb) in dx
                 .chunks_mut(ci * l)
-                .zip(xs.chunks(ci * l))
-                .zip(dys.chunks(co * l))
+                .zip(x.chunks(ci * l))
+                .zip(dy.chunks(co * l))
             {
-                sample(dxb, xb, dyb, &mut part, Threads::One);
+                sample(dxb, xb, dyb, &mut dw, Threads::All);
             }
-            part
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
+            return;
+        }
+        // One contiguous range of samples per thread, each with its own weight-gradient partial.
+        let per_task = b.div_ceil(rayon::current_num_threads());
+        let parts = dx
+            .par_chunks_mut(per_task * ci * l)
+            .zip(x.par_chunks(per_task * ci * l))
+            .zip(dy.par_chunks(per_task * co * l))
+            .map(|((dxs, xs), dys)| {
+                let mut part = vec![0f32; co * ci];
+                for ((dxb, xb), dyb) in dxs
+                    .chunks_mut(ci * l)
+                    .zip(xs.chunks(ci * l))
+                    .zip(dys.chunks(co * l))
+                {
+                    sample(dxb, xb, dyb, &mut part, Threads::One);
+                }
+                part
+            })
+            .collect::<Vec<_>>();
         // Added up in order, so that reruns are bit-identical.
-        .reduce(|mut a, b| {
-            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-            a
-        })
-        .unwrap_or(dw);
+        for part in parts {
+            dw.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        }
+    };
+    // SAFETY: every sample's `ci * l` slots are overwritten by its product (an empty batch or
+    // plane has none).
+    let dx = unsafe { written(b * ci * l, write) };
     (dx, dw)
 }
 
