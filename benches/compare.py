@@ -96,6 +96,8 @@ def main():
         f"Each configuration ran {a.repeats}× per implementation, alternating; each cell is that implementation's",
         "best median step time (median over the timed steps after 2 warm-up steps). A training step is forward,",
         "cross-entropy (label smoothing 0.1), backward and an SGD-Nesterov update; inference is one eval-mode forward.",
+        "The machine is shared, so absolute times move by 10-20 % from one run to the next; the ratios,",
+        "from interleaved runs, are the figures to compare.",
         f"Total run time {time.time() - started:.0f} s. Reproduce: `cargo build --release && /tmp/peer/bin/python benches/compare.py`.",
         "",
         "| configuration | mnv4-lab img/s | PyTorch img/s | ratio (ours / PyTorch) | mnv4-lab ms/step | PyTorch ms/step | ONNX Runtime ms/step | peak RSS MiB (ours / PyTorch) |",
