@@ -312,7 +312,7 @@ mod tests {
         for k in [3, 5] {
             for stride in [1, 2] {
                 for (h, w) in [(7, 7), (8, 8), (9, 6), (6, 9), (2, 3), (1, 1), (15, 16)] {
-                    for (b, c) in [(1, 1), (3, 4), (1, 6), (3, 8)] {
+                    for (b, c) in [(1, 1), (3, 4), (1, 6), (3, 8), (13, 5)] {
                         seed += 1;
                         let conv = |x: &Tensor, wt: &Tensor| depthwise_conv2d(x, wt, stride);
                         check_against_generic(
