@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""NSGA-II against random search on Fashion-MNIST, same budget, same seed, same reference point.
+"""NSGA-II against random search on Fashion-MNIST: same budget, same reference point, several seeds.
 
-    cargo build --release && python3 scripts/search_study.py
+    cargo build --release && python3 scripts/search_study.py [--seeds 0 1 2]
 
-Runs `mnv4-lab search experiments/search_fashion_mnist.toml` once per strategy (reports in
-reports/search_fashion_mnist/<strategy>/), then writes reports/search_fashion_mnist/README.md with
-the hypervolume of each after the same numbers of evaluations. Standard library only.
+Runs `mnv4-lab search experiments/search_fashion_mnist.toml` once per strategy and seed (reports in
+reports/search_fashion_mnist/<strategy>/seed<k>/), then writes reports/search_fashion_mnist/README.md
+with the hypervolume of each strategy after the same numbers of evaluations, as mean ± standard
+deviation over the seeds. An interrupted study resumes where it stopped. Standard library only.
 """
+import argparse
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -18,60 +21,107 @@ OUT = "reports/search_fashion_mnist"
 STRATEGIES = ["nsga2", "random"]
 
 
-def hv_curve(strategy):
-    with open(os.path.join(OUT, strategy, "hypervolume.csv")) as f:
-        return [(int(r["trial"]), float(r["hypervolume"])) for r in csv.DictReader(f)]
+def run_name(strategy, seed):
+    return f"search_fm-{strategy}-seed{seed}"
+
+
+def report_dir(strategy, seed):
+    return os.path.join(OUT, strategy, f"seed{seed}")
+
+
+def hv_curve(strategy, seed):
+    with open(os.path.join(report_dir(strategy, seed), "hypervolume.csv")) as f:
+        return [float(r["hypervolume"]) for r in csv.DictReader(f)]
+
+
+def search_state(strategy, seed):
+    with open(os.path.join("runs", run_name(strategy, seed), "search.json")) as f:
+        return json.load(f)
+
+
+def trial_minutes(strategy, seed):
+    with open(os.path.join("runs", run_name(strategy, seed), "trials.jsonl")) as f:
+        return sum(json.loads(line)["wall_seconds"] for line in f if line.strip()) / 60
+
+
+def mean_std(values):
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4g} ± {sd:.2g}"
 
 
 def main():
-    for s in STRATEGIES:
-        run_dir = os.path.join("runs", f"search_fm-{s}")
-        cmd = ["./target/release/mnv4-lab", "search", EXP, "--quiet",
-               "--set", f'name="search_fm-{s}"', "--set", f'search.strategy="{s}"',
-               "--set", f'search.report_dir="{OUT}/{s}"']
-        if os.path.exists(os.path.join(run_dir, "trials.jsonl")):
-            cmd.append("--resume")
-        print("+", " ".join(cmd), file=sys.stderr, flush=True)
-        subprocess.run(cmd, check=True)
-    curves = {s: hv_curve(s) for s in STRATEGIES}
-    with open(os.path.join("runs", "search_fm-nsga2", "search.json")) as f:
-        state = json.load(f)
-    with open(os.path.join("runs", "search_fm-random", "search.json")) as f:
-        same_ref = json.load(f)["hv_reference"] == state["hv_reference"]
-    cfg = state["experiment"]["search"]
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    a = p.parse_args()
+    for seed in a.seeds:
+        for s in STRATEGIES:
+            name = run_name(s, seed)
+            cmd = ["./target/release/mnv4-lab", "search", EXP, "--quiet",
+                   "--set", f'name="{name}"', "--set", f"seed={seed}",
+                   "--set", f'search.strategy="{s}"',
+                   "--set", f'search.report_dir="{report_dir(s, seed)}"']
+            if os.path.exists(os.path.join("runs", name, "trials.jsonl")):
+                cmd.append("--resume")
+            print("+", " ".join(cmd), file=sys.stderr, flush=True)
+            subprocess.run(cmd, check=True)
+    curves = {(s, k): hv_curve(s, k) for s in STRATEGIES for k in a.seeds}
+    minutes = sum(trial_minutes(s, k) for s in STRATEGIES for k in a.seeds)
+    states = {(s, k): search_state(s, k) for s in STRATEGIES for k in a.seeds}
+    refs = {json.dumps(st["hv_reference"]) for st in states.values()}
+    first = states[(STRATEGIES[0], a.seeds[0])]
+    cfg = first["experiment"]["search"]
     n = min(len(c) for c in curves.values())
     marks = sorted({i for i in (4, 9, 14, n - 1) if i < n})
+    seeds_text = ", ".join(str(k) for k in a.seeds)
     lines = [
         "# Search on Fashion-MNIST: NSGA-II against random search",
         "",
-        "Reproduce: `cargo build --release && python3 scripts/search_study.py` (settings in",
-        "`experiments/search_fashion_mnist.toml`). Machine: 2 cores, 24 GiB, no GPU.",
+        f"Reproduce: `cargo build --release && python3 scripts/search_study.py --seeds {' '.join(map(str, a.seeds))}` "
+        "(settings in `experiments/search_fashion_mnist.toml`). Machine: 2 cores, 24 GiB, no GPU; "
+        f"the trials of all {len(curves)} runs took {minutes:.0f} minutes (teacher training not counted).",
         "",
         f"Budget, identical for both: coarse stage {cfg['coarse']['trials']} candidates × {cfg['coarse']['epochs']} epochs "
         f"(widths and depths, every UIB an IB), fine stage {cfg['fine']['trials']} × {cfg['fine']['epochs']} epochs "
         "(start / middle depthwise kernels, expansion, MQA placement) seeded by the coarse front; each candidate "
-        "distilled (CE + KD, T = 4) from a conv-small-0.5 teacher on 4,000 training images, ranked on 2,000 "
-        "validation images. Seed 0 for both. Objectives: validation top-1 (max) and MACs (min).",
+        "distilled (CE + KD, T = 4) on 4,000 training images from one conv-small-0.5 teacher shared by every run "
+        f"({100 * first['teacher_test_top1']:.1f} % test top-1), ranked on 2,000 validation images. Seeds {seeds_text}: the seed drives the strategy, the weights and the data order "
+        "(the validation split is fixed). Objectives: validation top-1 (max) and MACs (min).",
         "",
-        f"Hypervolume reference point (1 − top-1, MACs): {state['hv_reference']}, fixed from the space's largest "
-        f"corner before the first trial; {'identical in both runs' if same_ref else 'DIFFERENT between runs (do not compare)'}.",
+        f"Hypervolume reference point (1 − top-1, MACs): {first['hv_reference']}, fixed from the space's largest "
+        "corner before the first trial; "
+        + ("identical in every run." if len(refs) == 1 else "DIFFERENT between runs (do not compare)."),
         "",
-        "| evaluations | " + " | ".join(f"{s} hypervolume" for s in STRATEGIES) + " |",
+        f"Hypervolume after the same numbers of evaluations, mean ± standard deviation over {len(a.seeds)} seeds. "
+        f"Both strategies draw their first population ({cfg['population']} candidates) at random from the same "
+        "seed, so the two agree up to there:",
+        "",
+        "| evaluations | " + " | ".join(STRATEGIES) + " |",
         "|---:|" + "---:|" * len(STRATEGIES),
     ]
     for i in marks:
-        lines.append(f"| {i + 1} | " + " | ".join(f"{curves[s][i][1]:.6g}" for s in STRATEGIES) + " |")
-    final = {s: curves[s][n - 1][1] for s in STRATEGIES}
-    winner = max(final, key=final.get)
+        lines.append(f"| {i + 1} | " + " | ".join(
+            mean_std([curves[(s, k)][i] for k in a.seeds]) for s in STRATEGIES) + " |")
+    final = {s: [curves[(s, k)][n - 1] for k in a.seeds] for s in STRATEGIES}
+    wins = {s: sum(1 for j in range(len(a.seeds))
+                   if final[s][j] == max(final[t][j] for t in STRATEGIES)) for s in STRATEGIES}
     lines += [
         "",
-        f"After {n} evaluations **{winner}** has the larger hypervolume "
-        f"({final[winner]:.6g} against {min(final.values()):.6g}). One seed only: with this budget the difference "
-        "is indicative, not a significance result.",
+        "Final hypervolume per seed: " + "; ".join(
+            f"seed {k}: " + ", ".join(f"{s} {final[s][j]:.4g}" for s in STRATEGIES)
+            for j, k in enumerate(a.seeds)) + ".",
         "",
-        "Per-strategy reports (front tables, Pareto and hypervolume plots, all trials):",
+        f"After {n} evaluations the larger hypervolume went to "
+        + ", ".join(f"{s} in {wins[s]} of {len(a.seeds)} seeds" for s in STRATEGIES)
+        + f"; means {', '.join(f'{s} {mean_std(final[s])}' for s in STRATEGIES)}. "
+        "With this budget and this many seeds the comparison is indicative, not a significance result.",
         "",
-    ] + [f"- [{s}]({s}/README.md): ![{s} Pareto]({s}/pareto.png)" for s in STRATEGIES] + [""]
+        "Per-run reports (front tables, Pareto and hypervolume plots, all trials):",
+        "",
+    ]
+    for s in STRATEGIES:
+        lines.append(f"- {s}: " + ", ".join(
+            f"[seed {k}]({s}/seed{k}/README.md)" for k in a.seeds))
+    lines += ["", f"![nsga2 seed {a.seeds[0]} Pareto front](nsga2/seed{a.seeds[0]}/pareto.png)", ""]
     with open(os.path.join(OUT, "README.md.tmp"), "w") as f:
         f.write("\n".join(lines))
     os.replace(os.path.join(OUT, "README.md.tmp"), os.path.join(OUT, "README.md"))
