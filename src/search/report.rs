@@ -126,6 +126,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     });
     let pareto_dir = out.join("pareto");
     std::fs::create_dir_all(&pareto_dir)?;
+    remove_stale_members(&pareto_dir, &sorted_front)?;
     for t in &sorted_front {
         let mut arch = Arch::from_block_string(&t.arch)?;
         arch.name = Some(format!("{}-t{:04}", exp.name, t.index));
@@ -400,4 +401,51 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     writeln!(md, "Final hypervolume: {:.6} (reference point {:?}, fixed before the first trial). Files: `trials.csv` / `trials.parquet` (every trial), `pareto.csv` and `pareto/*.toml` (front members, ready for `mnv4-lab train` / `distill`), `hypervolume.csv`.", hv.last().map(|h| h.1).unwrap_or(0.0), r)?;
     atomic_write(&out.join("README.md"), md.as_bytes())?;
     Ok(out)
+}
+
+/// Deletes the `tNNNN.toml` files in `dir` that belong to no member of `front` (left by an
+/// earlier report of the same folder), so the folder holds exactly the current front.
+fn remove_stale_members(dir: &Path, front: &[&Trial]) -> Result<()> {
+    let keep: std::collections::HashSet<String> = front
+        .iter()
+        .map(|t| format!("t{:04}.toml", t.index))
+        .collect();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let member_file = name.len() > 6
+            && name.starts_with('t')
+            && name.ends_with(".toml")
+            && name[1..name.len() - 5].chars().all(|c| c.is_ascii_digit());
+        if member_file && !keep.contains(&name) {
+            let path = dir.join(&name);
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_front_members_are_removed_and_other_files_kept() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("mnv4-pareto-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        for name in ["t0001.toml", "t0002.toml", "notes.toml", "t12.txt"] {
+            std::fs::write(dir.join(name), "x")?;
+        }
+        let member = Trial {
+            index: 1,
+            ..Trial::default()
+        };
+        remove_stale_members(&dir, &[&member])?;
+        let mut left: Vec<String> = std::fs::read_dir(&dir)?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_>>()?;
+        left.sort();
+        assert_eq!(left, ["notes.toml", "t0001.toml", "t12.txt"]);
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
 }
