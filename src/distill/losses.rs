@@ -115,11 +115,28 @@ pub fn attention_transfer(student: &Tensor, teacher: &Tensor) -> Result<Tensor> 
     Ok((map(&f32(student)?)? - map(&t)?)?.sqr()?.mean_all()?)
 }
 
-/// Mean squared error between an adapted student feature and the (pooled) teacher feature.
+/// Mean squared error between an adapted student feature and the (pooled) teacher feature,
+/// the teacher's standardized per channel over the batch (mean 0, variance 1, no gradient).
+///
+/// Residual streams of a trained MobileNetV4 reach values in the hundreds, so the raw squared
+/// error would outweigh every other loss term by orders of magnitude; standardized, the loss is
+/// of order one whatever the teacher, and the adapter's batch norm learns the scale.
 pub fn feature_mse(adapted: &Tensor, teacher: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = adapted.dims4()?;
-    let t = pool_to(&f32(teacher)?.detach(), h, w)?;
+    let t = standardize_channels(&pool_to(&f32(teacher)?.detach(), h, w)?)?;
     Ok((f32(adapted)? - t)?.sqr()?.mean_all()?)
+}
+
+/// `(x − mean_c) / √(var_c + 1e-5)` per channel of `[B, C, H, W]`, statistics over B, H, W.
+fn standardize_channels(x: &Tensor) -> Result<Tensor> {
+    let mean = x.mean_keepdim(3)?.mean_keepdim(2)?.mean_keepdim(0)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered
+        .sqr()?
+        .mean_keepdim(3)?
+        .mean_keepdim(2)?
+        .mean_keepdim(0)?;
+    Ok(centered.broadcast_div(&(var + 1e-5)?.sqrt()?)?)
 }
 
 #[cfg(test)]
@@ -234,9 +251,48 @@ mod tests {
         let s = Tensor::ones((2, 3, 2, 2), DType::F32, &d).unwrap();
         let t = Tensor::ones((2, 5, 4, 4), DType::F32, &d).unwrap();
         assert!(scalar(&attention_transfer(&s, &t).unwrap()).abs() < 1e-9);
-        let t3 = Tensor::ones((2, 3, 4, 4), DType::F32, &d).unwrap();
-        assert!(scalar(&feature_mse(&s, &t3).unwrap()).abs() < 1e-9);
         let bad = Tensor::ones((2, 3, 3, 3), DType::F32, &d).unwrap();
         assert!(feature_mse(&s, &bad).is_err());
+    }
+
+    #[test]
+    fn feature_mse_compares_with_the_standardized_teacher() {
+        let d = Device::Cpu;
+        // A teacher map whose 2×2 pooling is known; the student that equals its per-channel
+        // standardization has zero loss, at any scale and offset of the teacher.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let v: Vec<f32> = (0..4 * 3 * 4 * 4)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let t = Tensor::from_vec(v, (4, 3, 4, 4), &d).unwrap();
+        let pooled = t.avg_pool2d(2).unwrap();
+        let mean = pooled
+            .mean_keepdim(3)
+            .unwrap()
+            .mean_keepdim(2)
+            .unwrap()
+            .mean_keepdim(0)
+            .unwrap();
+        let c = pooled.broadcast_sub(&mean).unwrap();
+        let var = c
+            .sqr()
+            .unwrap()
+            .mean_keepdim(3)
+            .unwrap()
+            .mean_keepdim(2)
+            .unwrap()
+            .mean_keepdim(0)
+            .unwrap();
+        let s = c
+            .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+            .unwrap();
+        for (scale, offset) in [(1.0, 0.0), (300.0, -40.0)] {
+            let t2 = t.affine(scale, offset).unwrap();
+            assert!(scalar(&feature_mse(&s, &t2).unwrap()) < 1e-6);
+        }
+        // A student of zeros is one unit of variance away.
+        let zeros = s.zeros_like().unwrap();
+        assert!((scalar(&feature_mse(&zeros, &t).unwrap()) - 1.0).abs() < 1e-3);
     }
 }
