@@ -27,7 +27,8 @@ pub struct DistillConfig {
     pub kd_weight: f64,
     /// KD temperature T.
     pub temperature: f64,
-    /// Weight of FitNets-style feature KD (1×1 conv + BN adapters, MSE).
+    /// Weight of FitNets-style feature KD (1×1 conv + BN adapters, MSE against the teacher map
+    /// standardized per channel).
     pub feature_weight: f64,
     /// Feature taps (indices of `Arch::feature_taps`; 0…4 = strides 2…32 in the presets).
     pub feature_taps: Vec<usize>,
