@@ -69,7 +69,7 @@ def main():
     states = {(s, k): search_state(s, k) for s in STRATEGIES for k in a.seeds}
     refs = {json.dumps(st["hv_reference"]) for st in states.values()}
     first = states[(STRATEGIES[0], a.seeds[0])]
-    cfg = first["experiment"]["search"]
+    cfg = (first.get("study") or first["experiment"])["search"]
     n = min(len(c) for c in curves.values())
     marks = sorted({i for i in (4, 9, 14, n - 1) if i < n})
     seeds_text = ", ".join(str(k) for k in a.seeds)

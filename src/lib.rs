@@ -1,12 +1,25 @@
 //! mnv4-lab: MobileNetV4 research toolkit — architecture search over UIB choices and
 //! knowledge distillation, on candle, on a CPU.
 //!
+//! Layers, top to bottom; a module imports only from the rows below it:
+//!
+//! | layer | modules |
+//! |---|---|
+//! | commands | [`cli`] |
+//! | the experiment file | [`experiment`] |
+//! | studies | [`search`] |
+//! | learning | [`distill`], [`train`] |
+//! | models | [`model`] |
+//! | facts | [`space`], [`cost`], [`data`], [`report`], [`fsutil`] |
+//! | kernels | [`ops`] |
+//!
 //! * [`space`] — the architecture as plain data (no candle): `Arch`, presets, block strings.
 //! * [`cost`] — parameters, MACs, bytes and roofline latency computed from an `Arch` alone.
 //! * [`model`] — the one builder that turns any `Arch` into a candle network, timm-named weights.
 //! * [`ops`] — CPU kernels as candle custom ops (convolutions, batch norm, activations).
 //! * [`data`] — datasets, splits, augmentation, background batching.
-//! * [`train`] — the experiment file, optimizers, checkpoints and the shared training loop.
+//! * [`experiment`] — the experiment file: the sections below, composed and checked at load.
+//! * [`train`] — the recipe, optimizers, checkpoints, run folders and the shared training loop.
 //! * [`distill`] — KD / DKD / feature KD / attention transfer, teacher resolution, logit cache.
 //! * [`search`] — search spaces, strategies, the coarse-to-fine driver and its reports.
 //! * [`report`] — tables (polars) and plots (plotters).
@@ -16,6 +29,7 @@ pub mod cli;
 pub mod cost;
 pub mod data;
 pub mod distill;
+pub mod experiment;
 pub mod fsutil;
 pub mod model;
 pub mod ops;

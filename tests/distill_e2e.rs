@@ -9,8 +9,8 @@ use mnv4_lab::distill::config::DistillConfig;
 use mnv4_lab::distill::objective::{adapter_shapes, DistillObjective};
 use mnv4_lab::model::Network;
 use mnv4_lab::space::presets::{preset, PRESETS};
+use mnv4_lab::train::objective::{BatchLoss, Step};
 use mnv4_lab::train::optim::{Optimizer, OptimizerConfig};
-use mnv4_lab::train::trainer::BatchLoss;
 use std::process::Command;
 
 #[test]
@@ -95,7 +95,7 @@ fn a_distillation_step_leaves_the_teacher_bit_identical() {
         0.1,
         &student,
         std::sync::Arc::new(teacher),
-        loader.clone(),
+        loader.dataset().n,
         None,
         0,
     )
@@ -111,8 +111,12 @@ fn a_distillation_step_leaves_the_teacher_bit_identical() {
         params,
     );
     for (i, batch) in loader.epoch(0).enumerate() {
-        let (x, y) = batch.unwrap();
-        let (loss, _) = obj.loss(&student, &x, &y, 0, i).unwrap();
+        let step = Step {
+            epoch: 0,
+            batch: i,
+            batches: loader.len(),
+        };
+        let (loss, _) = obj.loss(&student, &batch.unwrap(), step).unwrap();
         let grads = loss.backward().unwrap();
         opt.step(&grads, 0.1, 1.0).unwrap();
     }

@@ -4,10 +4,11 @@
 
 mod common;
 
+use mnv4_lab::data::build_splits;
+use mnv4_lab::experiment::Experiment;
 use mnv4_lab::model::Network;
-use mnv4_lab::train::config::Experiment;
-use mnv4_lab::train::splits::experiment_splits;
-use mnv4_lab::train::trainer::{train_network, CrossEntropy, RunOptions, Summary};
+use mnv4_lab::train::objective::CrossEntropy;
+use mnv4_lab::train::trainer::{train_network, RunOptions, Summary};
 use std::path::{Path, PathBuf};
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -17,7 +18,8 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn run(exp: &Experiment, opts: &RunOptions) -> Summary {
-    let splits = experiment_splits(exp).unwrap();
+    let t = &exp.train;
+    let splits = build_splits(&exp.data, t.batch_size, t.eval_batch_size, exp.seed).unwrap();
     let arch = exp
         .model
         .to_arch(splits.channels, splits.num_classes)
@@ -26,7 +28,7 @@ fn run(exp: &Experiment, opts: &RunOptions) -> Summary {
     let mut ce = CrossEntropy {
         smoothing: exp.train.label_smoothing,
     };
-    train_network(exp, &net, &splits, &mut ce, opts).unwrap()
+    train_network(&exp.train_job(), &net, &splits, &mut ce, opts).unwrap()
 }
 
 fn weights(dir: &Path) -> Vec<u8> {
@@ -81,7 +83,6 @@ fn smoke_experiment_learns_well_above_chance() {
         "accuracy.svg",
         "loss.png",
         "arch.toml",
-        "config.toml",
         "summary.json",
     ] {
         assert!(s.run_dir.join(f).exists(), "missing {f}");

@@ -67,7 +67,13 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    super::train::set_threads(args.threads);
+    anyhow::ensure!(
+        args.threads <= crate::train::recipe::MAX_THREADS,
+        "--threads {} is more than {} (0 = all cores)",
+        args.threads,
+        crate::train::recipe::MAX_THREADS
+    );
+    super::set_threads(args.threads);
     anyhow::ensure!(
         args.batch > 0 && args.steps > 0,
         "--batch and --steps must be positive"

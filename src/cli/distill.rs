@@ -1,8 +1,7 @@
 //! `mnv4-lab distill`: train a student from a teacher's logits and features.
 
-use super::train::set_threads;
-use crate::train::config::Experiment;
-use crate::train::splits::experiment_splits;
+use super::{claim_run_dir, open_splits};
+use crate::experiment::Experiment;
 use crate::train::trainer::RunOptions;
 use anyhow::Result;
 use clap::Args;
@@ -59,14 +58,18 @@ pub fn run(args: &DistillArgs) -> Result<()> {
         Some(p) => Experiment::load(p, &sets)?,
         None => Experiment::from_toml("", &sets, "distill", "defaults")?,
     };
-    set_threads(exp.train.threads);
-    let splits = experiment_splits(&exp)?;
+    super::set_threads(exp.train.threads);
+    let splits = open_splits(&exp)?;
     let opts = RunOptions {
         resume: args.run.resume,
         quiet: args.run.quiet,
         ..Default::default()
     };
-    let r = crate::distill::distill(&exp, &splits, &opts)?;
+    let arch = exp.model.to_arch(splits.channels, splits.num_classes)?;
+    let _lock = claim_run_dir(&exp, args.run.resume)?;
+    let job = exp.train_job();
+    let teacher = exp.teacher_request(args.run.quiet);
+    let r = crate::distill::distill(&job, &arch, &teacher, &splits, &opts)?;
     println!(
         "{}: teacher test top-1 {:.2}% | student best val top-1 {:.2}% (epoch {}), test top-1 {:.2}% | teacher time {:.1}s, {} batches from the teacher cache | run folder {}",
         exp.name,

@@ -1,70 +1,126 @@
 //! `mnv4-lab eval`: accuracy of any checkpoint, ours (sidecar JSON) or a bare safetensors file
 //! (ours or timm's) together with `--model`.
 
+use crate::data::{build_splits, DataConfig};
+use crate::experiment::{apply_overrides, Experiment};
 use crate::model::Network;
+use crate::space::Arch;
 use crate::train::checkpoint::{read_sidecar, weights_path};
-use crate::train::config::Experiment;
-use crate::train::splits::build_splits;
-use crate::train::trainer::evaluate;
-use anyhow::{bail, Result};
+use crate::train::evaluate::evaluate;
+use anyhow::{bail, ensure, Context, Result};
 use candle_core::Device;
-use clap::Args;
-use std::path::PathBuf;
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+
+/// Which split `eval` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalSplit {
+    Test,
+    Val,
+}
 
 /// Arguments of `mnv4-lab eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// A checkpoint sidecar (runs/<name>/checkpoints/best.json or last.json), or a .safetensors file.
     pub checkpoint: PathBuf,
-    /// For a bare .safetensors: the architecture (preset, arch file or block string).
+    /// For a bare .safetensors: the architecture (preset, arch file or block string); its input
+    /// channels and classes are read from the file's tensors.
     #[arg(long)]
     pub model: Option<String>,
     /// Width multiplier for --model.
-    #[arg(long, default_value_t = 1.0)]
-    pub width: f64,
-    /// Experiment file giving the data settings (default: the checkpoint's own experiment).
+    #[arg(long)]
+    pub width: Option<f64>,
+    /// Experiment file giving the data settings (default: the checkpoint's own data).
     #[arg(long)]
     pub experiment: Option<PathBuf>,
     /// Override data settings: --set data.dataset=mnist --set data.path=...
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    #[arg(long = "set", value_name = "data.KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Which split: test (default) or val.
-    #[arg(long, default_value = "test")]
-    pub split: String,
+    /// Which split.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: EvalSplit,
+}
+
+/// The architecture and weights file a checkpoint argument names, and its own data settings.
+fn open_checkpoint(args: &EvalArgs) -> Result<(Arch, PathBuf, DataConfig)> {
+    if args.checkpoint.extension().is_some_and(|e| e == "json") {
+        ensure!(
+            args.model.is_none() && args.width.is_none(),
+            "{} is a sidecar that names its architecture; --model and --width apply to bare .safetensors files",
+            args.checkpoint.display()
+        );
+        let s = read_sidecar(&args.checkpoint)?;
+        let w = weights_path(&args.checkpoint, &s);
+        return Ok((s.arch, w, s.data));
+    }
+    let Some(model) = &args.model else {
+        bail!(
+            "{} is not a sidecar (.json); say which architecture it holds with --model",
+            args.checkpoint.display()
+        );
+    };
+    let arch = Arch::resolve(model, args.width.unwrap_or(1.0))?;
+    let (chans, classes) = io_of(&args.checkpoint)?;
+    Ok((
+        arch.with_io(chans, classes),
+        args.checkpoint.clone(),
+        DataConfig::default(),
+    ))
+}
+
+/// Input channels and classes of a safetensors checkpoint, from its stem and classifier tensors.
+fn io_of(path: &Path) -> Result<(usize, usize)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let dim = |name: &str, axis: usize| -> Result<usize> {
+        let t = st
+            .tensor(name)
+            .with_context(|| format!("{}: no tensor {name}", path.display()))?;
+        t.shape().get(axis).copied().with_context(|| {
+            format!(
+                "{}: tensor {name} has shape {:?}",
+                path.display(),
+                t.shape()
+            )
+        })
+    };
+    Ok((dim("conv_stem.weight", 1)?, dim("classifier.weight", 0)?))
+}
+
+/// The data settings: the checkpoint's, or an experiment's, with `data.*` overrides.
+fn data_settings(args: &EvalArgs, own: DataConfig) -> Result<DataConfig> {
+    let data = match &args.experiment {
+        Some(p) => Experiment::load(p, &[])?.data,
+        None => own,
+    };
+    if args.sets.is_empty() {
+        return Ok(data);
+    }
+    for s in &args.sets {
+        ensure!(
+            s.trim_start().starts_with("data."),
+            "--set '{s}': eval reads only [data] settings (data.KEY=VALUE)"
+        );
+    }
+    let mut table = toml::Table::new();
+    table.insert("data".into(), toml::Value::try_from(&data)?);
+    apply_overrides(&mut table, &args.sets)?;
+    let data: DataConfig = table
+        .remove("data")
+        .context("no data section")?
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("--set: {e}"))?;
+    data.check()?;
+    Ok(data)
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let is_sidecar = args.checkpoint.extension().is_some_and(|e| e == "json");
-    let (arch, weights, mut exp) = if is_sidecar {
-        let s = read_sidecar(&args.checkpoint)?;
-        let w = weights_path(&args.checkpoint, &s);
-        (s.arch, w, s.experiment)
-    } else {
-        let Some(model) = &args.model else {
-            bail!(
-                "{} is not a sidecar (.json); say which architecture it holds with --model",
-                args.checkpoint.display()
-            );
-        };
-        (
-            crate::space::Arch::resolve(model, args.width)?,
-            args.checkpoint.clone(),
-            Experiment::default(),
-        )
-    };
-    if let Some(p) = &args.experiment {
-        exp = Experiment::load(p, &[])?;
-    }
-    if !args.sets.is_empty() {
-        let text = toml::to_string(&exp)?;
-        exp = Experiment::from_toml(&text, &args.sets, &exp.name.clone(), "--set")?;
-    }
-    let splits = build_splits(
-        &exp.data,
-        exp.train.batch_size.min(64),
-        exp.train.eval_batch_size,
-        exp.seed,
-    )?;
+    let (arch, weights, own) = open_checkpoint(args)?;
+    let data = data_settings(args, own)?;
+    super::data::ensure_dataset(&data)?;
+    let splits = build_splits(&data, 1, 500, 0)?;
     if arch.num_classes != splits.num_classes || arch.in_chans != splits.channels {
         bail!(
             "the checkpoint's model takes {} channels and predicts {} classes, but the data has {} channels and {} classes",
@@ -73,17 +129,15 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     let net = Network::new(&arch, &Device::Cpu, 0)?;
     net.params.load_safetensors(&weights, &[])?;
-    let loader = match args.split.as_str() {
-        "test" => &splits.test,
-        "val" => &splits.val,
-        other => bail!("--split '{other}': use test or val"),
+    let (loader, split) = match args.split {
+        EvalSplit::Test => (&splits.test, "test"),
+        EvalSplit::Val => (&splits.val, "val"),
     };
     let m = evaluate(&net, loader)?;
     println!(
-        "{} on {} {} ({} images): loss {:.4}, top-1 {:.2}%, top-5 {:.2}%",
+        "{} on {} {split} ({} images): loss {:.4}, top-1 {:.2}%, top-5 {:.2}%",
         args.checkpoint.display(),
-        exp.data.dataset,
-        args.split,
+        data.dataset,
         loader.dataset().n,
         m.loss,
         100.0 * m.top1,

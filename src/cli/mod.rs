@@ -1,14 +1,20 @@
-//! The `mnv4-lab` command line.
+//! The `mnv4-lab` command line: parses flags, loads the experiment, fetches data when asked,
+//! hands narrow jobs to the layers below and prints.
 
 pub mod bench;
+pub mod data;
 pub mod distill;
 pub mod eval;
 pub mod inspect;
 pub mod search;
 pub mod train;
 
-use anyhow::Result;
+use crate::data::{build_splits, Splits};
+use crate::experiment::Experiment;
+use crate::fsutil::DirLock;
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
+use std::path::Path;
 
 /// Flags shared by the commands that run experiments (`train`, `distill`, `search`).
 #[derive(Debug, Args)]
@@ -49,6 +55,8 @@ pub enum Command {
     Distill(distill::DistillArgs),
     /// Accuracy of a checkpoint (ours or timm's) on the validation or test split.
     Eval(eval::EvalArgs),
+    /// Datasets: `data fetch fashion-mnist`.
+    Data(data::DataArgs),
 }
 
 /// Runs the parsed command.
@@ -61,5 +69,46 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Distill(a) => distill::run(&a),
+        Command::Data(a) => data::run(&a),
     }
+}
+
+/// Sets the math thread count (0 = all cores) once per process.
+pub fn set_threads(n: usize) {
+    if n > 0 {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
+}
+
+/// Loads and checks an experiment file and sets its thread count.
+fn load_experiment(path: &Path, sets: &[String]) -> Result<Experiment> {
+    let exp = Experiment::load(path, sets)?;
+    set_threads(exp.train.threads);
+    Ok(exp)
+}
+
+/// The experiment's loaders, fetching the default dataset first when it is missing.
+fn open_splits(exp: &Experiment) -> Result<Splits> {
+    data::ensure_dataset(&exp.data)?;
+    let t = &exp.train;
+    build_splits(&exp.data, t.batch_size, t.eval_batch_size, exp.seed)
+}
+
+/// Locks the experiment's run folder for this process and refuses to start over a run that is
+/// already there (unless resuming); then writes the resolved experiment to `config.toml`.
+fn claim_run_dir(exp: &Experiment, resume: bool) -> Result<DirLock> {
+    let dir = exp.run_dir();
+    let lock = DirLock::acquire(&dir)?;
+    if !resume && dir.join("checkpoints/last.json").exists() {
+        bail!(
+            "{} already holds a run: add --resume to continue it, or pick another name (--set name=\"...\")",
+            dir.display()
+        );
+    }
+    let config = toml::to_string(exp)?;
+    crate::fsutil::atomic_write(&dir.join("config.toml"), config.as_bytes())?;
+    Ok(lock)
 }

@@ -1,9 +1,8 @@
 //! `mnv4-lab search` and `mnv4-lab report`.
 
-use super::train::set_threads;
+use super::load_experiment;
 use crate::search::driver::{search, SearchOptions};
 use crate::search::report::write_report;
-use crate::train::config::Experiment;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -28,11 +27,11 @@ pub struct ReportArgs {
 }
 
 pub fn run_search(args: &SearchArgs) -> Result<()> {
-    let exp = Experiment::load(&args.experiment, &args.run.sets)?;
-    set_threads(exp.train.threads);
+    let exp = load_experiment(&args.experiment, &args.run.sets)?;
+    super::data::ensure_dataset(&exp.data)?;
     let started = std::time::Instant::now();
     let run_dir = search(
-        &exp,
+        &exp.study(),
         &SearchOptions {
             resume: args.run.resume,
             quiet: args.run.quiet,

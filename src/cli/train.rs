@@ -1,9 +1,9 @@
 //! `mnv4-lab train`: one experiment file → one run folder.
 
+use super::{claim_run_dir, load_experiment, open_splits};
 use crate::model::Network;
-use crate::train::config::Experiment;
-use crate::train::splits::experiment_splits;
-use crate::train::trainer::{train_network, CrossEntropy, RunOptions};
+use crate::train::objective::CrossEntropy;
+use crate::train::trainer::{train_network, RunOptions};
 use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
@@ -18,20 +18,9 @@ pub struct TrainArgs {
     pub run: super::RunFlags,
 }
 
-/// Sets the math thread count (0 = all cores) once per process.
-pub fn set_threads(n: usize) {
-    if n > 0 {
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
-    }
-}
-
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let exp = Experiment::load(&args.experiment, &args.run.sets)?;
-    set_threads(exp.train.threads);
-    let splits = experiment_splits(&exp)?;
+    let exp = load_experiment(&args.experiment, &args.run.sets)?;
+    let splits = open_splits(&exp)?;
     let arch = exp.model.to_arch(splits.channels, splits.num_classes)?;
     let net = Network::new(&arch, &Device::Cpu, exp.seed)?;
     let c = crate::cost::cost(&arch, splits.input_size, splits.input_size, &[]);
@@ -54,7 +43,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         quiet: args.run.quiet,
         ..Default::default()
     };
-    let s = train_network(&exp, &net, &splits, &mut loss, &opts)?;
+    let _lock = claim_run_dir(&exp, args.run.resume)?;
+    let s = train_network(&exp.train_job(), &net, &splits, &mut loss, &opts)?;
     println!(
         "{}: best val top-1 {:.2}% (epoch {}), test top-1 {:.2}% top-5 {:.2}%; {} params; run folder {}",
         exp.name,

@@ -66,8 +66,14 @@ impl LoaderConfig {
     }
 }
 
-/// One batch: images `f32 [B, C, S, S]` and labels `u32 [B]`.
-pub type Batch = (Tensor, Tensor);
+/// One batch: images `f32 [B, C, S, S]`, labels `u32 [B]`, and the dataset index of each sample
+/// (what per-sample caches, such as the teacher's outputs, are keyed by).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub images: Tensor,
+    pub labels: Tensor,
+    pub indices: Vec<usize>,
+}
 
 /// A dataset + preprocessing + batching options; call [`DataLoader::epoch`] per epoch.
 #[derive(Debug, Clone)]
@@ -221,9 +227,20 @@ fn build_batch(
         });
     let labels: Vec<u32> = indices.iter().map(|&i| ds.labels[i]).collect();
     let b = indices.len();
-    let x = Tensor::from_vec(images, (b, c, h, w), &Device::Cpu)?;
-    let y = Tensor::from_vec(labels, b, &Device::Cpu)?;
-    Ok((x, y))
+    Ok(Batch {
+        images: Tensor::from_vec(images, (b, c, h, w), &Device::Cpu)?,
+        labels: Tensor::from_vec(labels, b, &Device::Cpu)?,
+        indices: indices.to_vec(),
+    })
+}
+
+/// Moves a CPU batch to `device`.
+fn to_device(b: Batch, device: &Device) -> Result<Batch, DataError> {
+    Ok(Batch {
+        images: b.images.to_device(device)?,
+        labels: b.labels.to_device(device)?,
+        indices: b.indices,
+    })
 }
 
 /// Iterator over one epoch's batches. Dropping it stops the producer thread.
@@ -249,17 +266,13 @@ impl Iterator for EpochBatches {
         }
         let rx = self.rx.as_ref()?;
         match rx.recv() {
-            Ok(Ok((x, y))) => {
+            Ok(Ok(batch)) => {
                 self.received += 1;
-                if self.device.is_cpu() {
-                    Some(Ok((x, y)))
+                Some(if self.device.is_cpu() {
+                    Ok(batch)
                 } else {
-                    Some(
-                        x.to_device(&self.device)
-                            .and_then(|x| Ok((x, y.to_device(&self.device)?)))
-                            .map_err(Into::into),
-                    )
-                }
+                    to_device(batch, &self.device)
+                })
             }
             Ok(Err(e)) => {
                 self.received += 1;
@@ -341,7 +354,11 @@ mod tests {
     fn collect(l: &DataLoader, epoch: u64) -> Vec<(Vec<f32>, Vec<u32>, Vec<usize>)> {
         l.epoch(epoch)
             .map(|b| {
-                let (x, y) = b.unwrap();
+                let Batch {
+                    images: x,
+                    labels: y,
+                    ..
+                } = b.unwrap();
                 let dims = x.dims().to_vec();
                 (
                     x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
@@ -350,6 +367,20 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn batches_carry_their_sample_indices() {
+        let ds = indexed(37);
+        let l = loader(&ds, LoaderConfig::train(5, 9));
+        let mut seen = Vec::new();
+        for b in l.epoch(2) {
+            let b = b.unwrap();
+            let want: Vec<u32> = b.indices.iter().map(|&i| ds.labels[i]).collect();
+            assert_eq!(b.labels.to_vec1::<u32>().unwrap(), want);
+            seen.extend(b.indices);
+        }
+        assert_eq!(seen, l.epoch_order(2));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! MNIST-family folders (MNIST, Fashion-MNIST): finding, downloading and loading them.
+//! MNIST-family folders (MNIST, Fashion-MNIST): finding and loading them (fetching is the
+//! command line's job: `mnv4-lab data fetch`).
 //!
 //! A folder holds the four standard idx files, each either gzip (`NAME.gz`) or raw
 //! (`NAME`): `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
@@ -6,7 +7,6 @@
 //! `dataset-fashion-mnist` installs the gzip files in [`DEBIAN_FASHION_MNIST_DIR`].
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::dataset::Dataset;
 use super::error::DataError;
@@ -108,71 +108,6 @@ pub fn locate_fashion_mnist(configured: Option<&Path>) -> Result<PathBuf, DataEr
         }
     }
     Ok(found)
-}
-
-/// Downloads the four Fashion-MNIST `.gz` files into `dir` with `curl -fL` (files already
-/// there are kept). Fails with [`DataError::DownloadFailed`] explaining other ways to get them.
-pub fn download_fashion_mnist(dir: &Path) -> Result<(), DataError> {
-    download_mnist_files_from(dir, FASHION_MNIST_BASE_URL, &fashion_mnist_how_to_get())
-}
-
-/// Downloads the four `.gz` files from `base_url` (ending in `/`; any URL curl accepts,
-/// including `file://`) into `dir`. Each file is written to `NAME.gz.part` then renamed, and
-/// must start with the gzip magic.
-pub fn download_mnist_files_from(
-    dir: &Path,
-    base_url: &str,
-    how_to_get: &str,
-) -> Result<(), DataError> {
-    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    for base in MNIST_FILES {
-        let name = format!("{base}.gz");
-        let dest = dir.join(&name);
-        if dest.is_file() || dir.join(base).is_file() {
-            continue;
-        }
-        let url = format!("{base_url}{name}");
-        let part = dir.join(format!("{name}.part"));
-        let fail = |reason: String| {
-            let _ = std::fs::remove_file(&part);
-            DataError::DownloadFailed {
-                url: url.clone(),
-                dest: dest.clone(),
-                reason,
-                how_to_get: how_to_get.to_string(),
-            }
-        };
-        let out = Command::new("curl")
-            .args(["-fsSL", "--retry", "2", "--connect-timeout", "20", "-o"])
-            .arg(&part)
-            .arg(&url)
-            .output()
-            .map_err(|e| fail(format!("could not run curl ({e}); is curl installed?")))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(fail(format!(
-                "curl failed with exit code {} ({}); no internet access, or the server refused",
-                out.status
-                    .code()
-                    .map_or_else(|| "none (killed)".to_string(), |c| c.to_string()),
-                if stderr.is_empty() {
-                    "no message"
-                } else {
-                    &stderr
-                }
-            )));
-        }
-        let head =
-            std::fs::read(&part).map_err(|e| fail(format!("reading {}: {e}", part.display())))?;
-        if head.len() < 2 || head[..2] != [0x1f, 0x8b] {
-            return Err(fail(
-                "the downloaded file is not gzip data (proxy or error page?)".into(),
-            ));
-        }
-        std::fs::rename(&part, &dest)
-            .map_err(|e| fail(format!("renaming {}: {e}", part.display())))?;
-    }
-    Ok(())
 }
 
 /// Loads `(train, test)` from an MNIST-family folder, naming them `"{name}/train"` and
@@ -301,42 +236,6 @@ mod tests {
     }
 
     /// Download through curl from a local `file://` URL (no network involved).
-    #[test]
-    fn download_from_local_url_and_failure_message() {
-        let src = TempDir::new("mnist-dl-src");
-        write_fake(src.path(), true);
-        let dst = TempDir::new("mnist-dl-dst");
-        let base = format!("file://{}/", src.path().display());
-        let out = dst.join("fm");
-        match download_mnist_files_from(&out, &base, "HOW") {
-            Ok(()) => {
-                let (tr, te) = load_fashion_mnist(&out).unwrap();
-                assert_eq!((tr.n, te.n), (6, 4));
-            }
-            // Only acceptable failure: curl absent on this machine.
-            Err(DataError::DownloadFailed { reason, .. })
-                if reason.contains("could not run curl") =>
-            {
-                println!("curl not installed; skipping download success check");
-                return;
-            }
-            Err(e) => panic!("{e}"),
-        }
-        let missing = format!("file://{}/nothing-here/", src.path().display());
-        let e = download_mnist_files_from(&dst.join("fm2"), &missing, &fashion_mnist_how_to_get())
-            .unwrap_err();
-        let m = e.to_string();
-        println!("{m}");
-        assert!(matches!(e, DataError::DownloadFailed { .. }));
-        assert!(m.contains("failed") && m.contains("no internet"), "{m}");
-        assert!(m.contains("apt-get install dataset-fashion-mnist"), "{m}");
-        assert!(!dst
-            .join("fm2")
-            .join("train-images-idx3-ubyte.gz.part")
-            .exists());
-    }
-
-    /// Loads the real Fashion-MNIST when the Debian package is installed; skipped otherwise.
     #[test]
     fn real_fashion_mnist_when_present() {
         let dir = Path::new(DEBIAN_FASHION_MNIST_DIR);

@@ -2,14 +2,16 @@
 //!
 //! * [`dataset`] — [`Dataset`]: u8 N×C×H×W images + u32 labels in memory.
 //! * [`idx`] — MNIST-style idx files (raw or gzip, detected by magic bytes).
+//! * [`config`] — the `[data]` section: [`DataConfig`], [`DatasetKind`].
 //! * [`mnist`] — MNIST / Fashion-MNIST folders: [`locate_fashion_mnist`],
-//!   [`download_fashion_mnist`], [`load_fashion_mnist`], [`load_mnist`].
+//!   [`load_fashion_mnist`], [`load_mnist`].
 //! * [`cifar`] — CIFAR-10 / CIFAR-100 binary files.
 //! * [`folder`] — one-subfolder-per-class JPEG/PNG image folders.
 //! * [`split`] — seeded train/validation splits.
 //! * [`stats`] — per-dataset normalization constants.
 //! * [`augment`] — [`AugmentConfig`] and the seeded CPU [`Augmenter`].
 //! * [`loader`] — [`DataLoader`]: epoch batches as candle tensors, prefetched on a thread.
+//! * [`loaders`] — [`Splits`]: the train / validation / test loaders of a run.
 //! * [`seed`] — seed derivation from (seed, epoch, index).
 //! * [`error`] — [`DataError`], shared by all of the above.
 //!
@@ -25,8 +27,8 @@
 //! let loader = DataLoader::new(train, aug.clone(), LoaderConfig::train(128, 0))?;
 //! for epoch in 0..2 {
 //!     for batch in loader.epoch(epoch) {
-//!         let (images, labels) = batch?; // f32 [B,3,32,32], u32 [B]
-//! #       let _ = (images, labels);
+//!         let batch = batch?; // images f32 [B,3,32,32], labels u32 [B], dataset indices
+//! #       let _ = (batch.images, batch.labels, batch.indices);
 //!     }
 //! }
 //! let _val = DataLoader::new(val, aug, LoaderConfig::eval(256))?;
@@ -36,11 +38,13 @@
 
 pub mod augment;
 pub mod cifar;
+pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod loaders;
 pub mod mnist;
 pub mod seed;
 pub mod split;
@@ -51,15 +55,14 @@ mod testutil;
 
 pub use augment::{AugmentConfig, AugmentParams, Augmenter, ResizeMode};
 pub use cifar::{load_cifar10, load_cifar100, load_cifar_bin};
+pub use config::{DataConfig, DatasetKind};
 pub use dataset::Dataset;
 pub use error::DataError;
 pub use folder::{load_image_file, load_image_folder};
 pub use idx::{load_idx_pair, read_idx_images, read_idx_labels};
 pub use loader::{Batch, DataLoader, EpochBatches, LoaderConfig};
-pub use mnist::{
-    download_fashion_mnist, load_fashion_mnist, load_mnist, locate_fashion_mnist,
-    DEBIAN_FASHION_MNIST_DIR,
-};
+pub use loaders::{build_splits, Splits};
+pub use mnist::{load_fashion_mnist, load_mnist, locate_fashion_mnist, DEBIAN_FASHION_MNIST_DIR};
 pub use seed::derive_seed;
 pub use split::{split_dataset, train_val_split};
 pub use stats::NormStats;

@@ -1,6 +1,8 @@
 //! `[distill]`: the teacher, each loss with its own explicit weight, and the teacher cache.
 
 use crate::space::ModelSpec;
+use crate::train::recipe::TrainRecipe;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -77,6 +79,66 @@ impl Default for DistillConfig {
 }
 
 impl DistillConfig {
+    /// True when any teacher term is weighted (otherwise training is plain cross-entropy).
+    pub fn uses_teacher(&self) -> bool {
+        self.kd_weight > 0.0
+            || self.dkd_weight > 0.0
+            || self.feature_weight > 0.0
+            || self.at_weight > 0.0
+    }
+
+    /// The teacher's recipe when it has to be trained first: the students' recipe with the
+    /// teacher's epochs and learning rate.
+    pub fn teacher_recipe(&self, students: &TrainRecipe) -> TrainRecipe {
+        let mut r = students.clone();
+        if let Some(e) = self.teacher_epochs {
+            r.epochs = e;
+        }
+        if let Some(lr) = self.teacher_lr {
+            r.lr = lr;
+            r.min_lr = r.min_lr.min(lr);
+        }
+        r
+    }
+
+    /// Value checks serde cannot express; errors name the field and the valid range.
+    pub fn check(&self) -> Result<()> {
+        for (k, v) in [
+            ("ce_weight", self.ce_weight),
+            ("kd_weight", self.kd_weight),
+            ("feature_weight", self.feature_weight),
+            ("at_weight", self.at_weight),
+            ("dkd_weight", self.dkd_weight),
+            ("dkd_alpha", self.dkd_alpha),
+            ("dkd_beta", self.dkd_beta),
+            ("dkd_warmup_epochs", self.dkd_warmup_epochs),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                bail!("distill.{k} must be a finite number >= 0, got {v}");
+            }
+        }
+        for (k, v) in [
+            ("temperature", self.temperature),
+            ("dkd_temperature", self.dkd_temperature),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                bail!("distill.{k} must be positive and finite, got {v}");
+            }
+        }
+        if self.teacher_epochs == Some(0) {
+            bail!("distill.teacher_epochs must be at least 1");
+        }
+        if let Some(lr) = self.teacher_lr {
+            if !(lr > 0.0 && lr.is_finite()) {
+                bail!("distill.teacher_lr must be positive and finite, got {lr}");
+            }
+        }
+        if self.teacher_res == Some(0) {
+            bail!("distill.teacher_res must be positive");
+        }
+        Ok(())
+    }
+
     /// True when some loss needs the teacher's intermediate features (no logit cache then).
     pub fn needs_features(&self) -> bool {
         self.feature_weight > 0.0 || self.at_weight > 0.0

@@ -4,7 +4,7 @@
 //! * [`losses`] — KD, DKD, feature MSE, attention transfer.
 //! * [`cache`] — the offline teacher-logit cache.
 //! * [`objective`] — the combined per-batch loss plugged into the shared trainer.
-//! * [`teacher`] — finding or training the teacher.
+//! * [`teacher`] — finding, training and preparing the teacher.
 
 pub mod cache;
 pub mod config;
@@ -12,13 +12,15 @@ pub mod losses;
 pub mod objective;
 pub mod teacher;
 
+use crate::data::Splits;
 use crate::model::Network;
-use crate::train::config::Experiment;
-use crate::train::splits::Splits;
-use crate::train::trainer::{evaluate, train_network, EvalMetrics, RunOptions, Summary};
+use crate::space::Arch;
+use crate::train::evaluate::EvalMetrics;
+use crate::train::trainer::{train_network, RunOptions, Summary, TrainJob};
 use anyhow::Result;
 use candle_core::Device;
 use objective::DistillObjective;
+use teacher::{prepare_teacher, TeacherRequest};
 
 /// What a distillation run reports.
 pub struct DistillReport {
@@ -29,48 +31,38 @@ pub struct DistillReport {
     pub cached_batches: usize,
 }
 
-/// The teacher-cache key for `exp` with the teacher weights at `weights`, or `None` when the
-/// cache is off or cannot apply (feature losses, teacher BN in train mode).
-pub fn teacher_cache_key(exp: &Experiment, weights: &std::path::Path) -> Result<Option<String>> {
-    let d = &exp.distill;
-    if !d.cache || d.teacher_train_bn || d.needs_features() {
-        return Ok(None);
-    }
-    let settings = serde_json::to_string(&(&exp.data, exp.seed, d.teacher_res))?;
-    Ok(Some(cache::cache_key(
-        &cache::file_sha256(weights)?,
-        &settings,
-    )))
-}
-
-/// Distills the experiment's student from its teacher (found or trained first).
-pub fn distill(exp: &Experiment, splits: &Splits, opts: &RunOptions) -> Result<DistillReport> {
-    let t = teacher::resolve_teacher(exp, splits, opts.quiet)?;
-    let teacher_test = evaluate(&t.net, &splits.test)?;
-    let arch = exp.model.to_arch(splits.channels, splits.num_classes)?;
-    let student = Network::new(&arch, &Device::Cpu, exp.seed)?;
-    let d = &exp.distill;
+/// Distills the student `arch` (trained as `job`) from the teacher `teacher` asks for (found or
+/// trained first).
+pub fn distill(
+    job: &TrainJob,
+    arch: &Arch,
+    teacher: &TeacherRequest,
+    splits: &Splits,
+    opts: &RunOptions,
+) -> Result<DistillReport> {
+    let t = prepare_teacher(teacher, splits)?;
+    let student = Network::new(arch, &Device::Cpu, job.seed)?;
+    let d = teacher.cfg;
     tracing::info!(
         "{}: teacher from {} (test top-1 {:.2}%)",
-        exp.name,
+        job.name,
         t.source,
-        100.0 * teacher_test.top1
+        100.0 * t.test.top1
     );
-    tracing::info!("{}: {}", exp.name, d.describe());
-    let cache_key = teacher_cache_key(exp, &t.weights)?;
+    tracing::info!("{}: {}", job.name, d.describe());
     let mut obj = DistillObjective::new(
         d,
-        exp.train.label_smoothing,
+        job.recipe.label_smoothing,
         &student,
-        std::sync::Arc::new(t.net),
-        splits.train.clone(),
-        cache_key,
-        exp.seed,
+        t.net,
+        splits.train.dataset().n,
+        t.cache_key,
+        job.seed,
     )?;
-    let summary = train_network(exp, &student, splits, &mut obj, opts)?;
+    let summary = train_network(job, &student, splits, &mut obj, opts)?;
     Ok(DistillReport {
         student: summary,
-        teacher_test,
+        teacher_test: t.test,
         teacher_source: t.source,
         teacher_seconds: obj.teacher_seconds,
         cached_batches: obj.cached_batches,

@@ -4,12 +4,12 @@
 use super::cache::{view_path, ViewLogits};
 use super::config::DistillConfig;
 use super::losses::{attention_transfer, dkd_loss, feature_mse, kd_loss};
-use crate::data::DataLoader;
+use crate::data::Batch;
 use crate::model::layers::{BatchNorm, Conv, ConvInit};
 use crate::model::{Mode, Network, ParamKind, ParamStore};
 use crate::space::Arch;
 use crate::train::loss::cross_entropy;
-use crate::train::trainer::BatchLoss;
+use crate::train::objective::{BatchLoss, Step};
 use anyhow::{ensure, Result};
 use candle_core::{DType, Tensor, Var};
 use std::path::PathBuf;
@@ -63,12 +63,12 @@ pub struct DistillObjective {
     cfg: DistillConfig,
     smoothing: f64,
     teacher: Arc<Network>,
-    loader: DataLoader,
+    /// Samples in the training set (rows of a cache view).
+    train_samples: usize,
     adapters: Vec<Adapter>,
     adapter_params: ParamStore,
     cache: Option<CacheState>,
     epoch: Option<usize>,
-    order: Vec<usize>,
     /// Seconds spent running the teacher (0 when every batch came from the cache).
     pub teacher_seconds: f64,
     /// Batches whose teacher logits came from the cache.
@@ -76,13 +76,15 @@ pub struct DistillObjective {
 }
 
 impl DistillObjective {
-    /// `student` is only used for its feature-tap shapes; `cache_key` enables the logit cache.
+    /// `student` is only used for its feature-tap shapes; `train_samples` is the size of the
+    /// training set the batches index into; `cache_key` enables the logit cache.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: &DistillConfig,
         smoothing: f64,
         student: &Network,
         teacher: Arc<Network>,
-        loader: DataLoader,
+        train_samples: usize,
         cache_key: Option<String>,
         seed: u64,
     ) -> Result<Self> {
@@ -123,12 +125,11 @@ impl DistillObjective {
             cfg: cfg.clone(),
             smoothing,
             teacher,
-            loader,
+            train_samples,
             adapters,
             adapter_params,
             cache,
             epoch: None,
-            order: Vec::new(),
             teacher_seconds: 0.0,
             cached_batches: 0,
         })
@@ -141,8 +142,7 @@ impl DistillObjective {
 
     fn start_epoch(&mut self, epoch: usize) -> Result<()> {
         self.epoch = Some(epoch);
-        self.order = self.loader.epoch_order(epoch as u64);
-        let n = self.loader.dataset().n;
+        let n = self.train_samples;
         let k = self.teacher.arch.num_classes;
         if let Some(c) = &mut self.cache {
             let path = view_path(&c.dir, &c.key, epoch);
@@ -178,20 +178,13 @@ impl DistillObjective {
 }
 
 impl BatchLoss for DistillObjective {
-    fn loss(
-        &mut self,
-        net: &Network,
-        images: &Tensor,
-        labels: &Tensor,
-        epoch: usize,
-        batch: usize,
-    ) -> Result<(Tensor, Tensor)> {
-        if self.epoch != Some(epoch) {
-            self.start_epoch(epoch)?;
+    fn loss(&mut self, net: &Network, batch: &Batch, step: Step) -> Result<(Tensor, Tensor)> {
+        if self.epoch != Some(step.epoch) {
+            self.start_epoch(step.epoch)?;
         }
-        let b = images.dims()[0];
-        let bs = self.loader.config().batch_size;
-        let indices = &self.order[batch * bs..batch * bs + b];
+        let (images, labels) = (&batch.images, &batch.labels);
+        let indices = &batch.indices;
+        let b = indices.len();
         let taps: Vec<usize> = if self.cfg.needs_features() {
             self.cfg.feature_taps.clone()
         } else {
@@ -244,9 +237,8 @@ impl BatchLoss for DistillObjective {
             loss = (loss + (kd_loss(&out.logits, &t_logits, c.temperature)? * c.kd_weight)?)?;
         }
         if c.dkd_weight > 0.0 {
-            let progress = epoch as f64 + batch as f64 / self.loader.len().max(1) as f64;
             let warm = if c.dkd_warmup_epochs > 0.0 {
-                (progress / c.dkd_warmup_epochs).min(1.0)
+                (step.progress() / c.dkd_warmup_epochs).min(1.0)
             } else {
                 1.0
             };

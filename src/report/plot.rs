@@ -19,15 +19,14 @@ fn ensure_font() -> Result<()> {
     FONT.get_or_init(|| {
         let mut paths: Vec<PathBuf> = std::env::var_os("MNV4_FONT").map(PathBuf::from).into_iter().collect();
         paths.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
-        for p in paths {
-            if let Ok(bytes) = std::fs::read(&p) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return Ok(());
-                }
-            }
+        static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+        let Some(bytes) = paths.iter().find_map(|p| std::fs::read(p).ok()) else {
+            return Err("no TrueType font found for plot text: install Debian's fonts-dejavu-core or set MNV4_FONT to a .ttf file".into());
+        };
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, BYTES.get_or_init(|| bytes)).is_ok() {
+            return Ok(());
         }
-        Err("no TrueType font found for plot text: install Debian's fonts-dejavu-core or set MNV4_FONT to a .ttf file".into())
+        Err("the plot font could not be read as TrueType: set MNV4_FONT to a .ttf file".into())
     })
     .clone()
     .map_err(anyhow::Error::msg)

@@ -6,25 +6,34 @@ use polars::prelude::*;
 use std::fs::File;
 use std::path::Path;
 
-/// One column of a table.
-pub enum Col {
-    Int(&'static str, Vec<i64>),
-    Float(&'static str, Vec<f64>),
-    Text(&'static str, Vec<String>),
-    Bool(&'static str, Vec<bool>),
+/// One named column of a table.
+pub struct Col(Column);
+
+impl Col {
+    /// Integers.
+    pub fn int(name: impl AsRef<str>, values: Vec<i64>) -> Self {
+        Col(Column::new(name.as_ref().into(), values))
+    }
+
+    /// Floats.
+    pub fn float(name: impl AsRef<str>, values: Vec<f64>) -> Self {
+        Col(Column::new(name.as_ref().into(), values))
+    }
+
+    /// Text.
+    pub fn text(name: impl AsRef<str>, values: Vec<String>) -> Self {
+        Col(Column::new(name.as_ref().into(), values))
+    }
+
+    /// Booleans.
+    pub fn boolean(name: impl AsRef<str>, values: Vec<bool>) -> Self {
+        Col(Column::new(name.as_ref().into(), values))
+    }
 }
 
 /// Builds a polars frame from columns of equal length.
 pub fn frame(cols: Vec<Col>) -> Result<DataFrame> {
-    let columns: Vec<Column> = cols
-        .into_iter()
-        .map(|c| match c {
-            Col::Int(n, v) => Column::new(n.into(), v),
-            Col::Float(n, v) => Column::new(n.into(), v),
-            Col::Text(n, v) => Column::new(n.into(), v),
-            Col::Bool(n, v) => Column::new(n.into(), v),
-        })
-        .collect();
+    let columns: Vec<Column> = cols.into_iter().map(|c| c.0).collect();
     DataFrame::new_infer_height(columns).map_err(|e| anyhow!("building table: {e}"))
 }
 

@@ -1,7 +1,10 @@
 //! `[search]`: the space, the strategy, the objectives and budgets, and each stage's budget.
 
+use super::objective::Objective;
 use super::strategy::StrategyKind;
+use crate::cost::load_profiles;
 use crate::space::ModelSpec;
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -39,7 +42,7 @@ pub struct SearchConfig {
     pub strategy: StrategyKind,
     /// Objectives of the front: `val_top1` (maximized) first, then any of `params`, `macs`,
     /// `latency_ms` (measured here) or `roofline:<profile>` (minimized).
-    pub objectives: Vec<String>,
+    pub objectives: Vec<Objective>,
     /// Budgets: candidates over any of these are recorded as infeasible without training.
     pub max_params: Option<u64>,
     pub max_macs: Option<u64>,
@@ -64,7 +67,7 @@ impl Default for SearchConfig {
         Self {
             space: PathBuf::from("search_spaces/small.toml"),
             strategy: StrategyKind::Nsga2,
-            objectives: vec!["val_top1".into(), "latency_ms".into()],
+            objectives: vec![Objective::ValTop1, Objective::LatencyMs],
             max_params: None,
             max_macs: None,
             max_latency_ms: None,
@@ -77,5 +80,77 @@ impl Default for SearchConfig {
             reference: Vec::new(),
             report_dir: None,
         }
+    }
+}
+
+impl StageBudget {
+    /// Checks one stage's budget; `stage` names it in errors.
+    fn check(&self, stage: &str) -> Result<()> {
+        ensure!(
+            self.trials == 0 || self.epochs >= 1,
+            "search.{stage}.epochs must be at least 1"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.halving_keep),
+            "search.{stage}.halving_keep must be in [0, 1] (0 = off), got {}",
+            self.halving_keep
+        );
+        Ok(())
+    }
+}
+
+impl SearchConfig {
+    /// Checks everything that can be checked before any work: objectives, sizes, budgets, the
+    /// roofline profiles named by objectives, and that every reference preset resolves.
+    pub fn check(&self) -> Result<()> {
+        let o = &self.objectives;
+        ensure!(
+            (2..=3).contains(&o.len()) && o[0] == Objective::ValTop1,
+            "search.objectives must be val_top1 followed by one or two costs, got {o:?}"
+        );
+        for (i, a) in o.iter().enumerate().skip(1) {
+            ensure!(
+                *a != Objective::ValTop1 && !o[..i].contains(a),
+                "search.objectives: '{a}' is listed twice"
+            );
+        }
+        let profiles = load_profiles(self.profiles.as_deref())?;
+        for obj in o {
+            if let Objective::Roofline(p) = obj {
+                ensure!(
+                    profiles.iter().any(|q| &q.name == p),
+                    "search.objectives: no hardware profile '{p}' (have: {})",
+                    profiles
+                        .iter()
+                        .map(|q| q.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        ensure!(
+            self.population >= 2 && self.tournament >= 1,
+            "search.population must be >= 2 and search.tournament >= 1"
+        );
+        ensure!(
+            self.latency_repeats >= 1,
+            "search.latency_repeats must be at least 1"
+        );
+        self.coarse.check("coarse")?;
+        self.fine.check("fine")?;
+        ensure!(
+            self.max_params != Some(0) && self.max_macs != Some(0),
+            "search.max_params and search.max_macs must be positive"
+        );
+        if let Some(l) = self.max_latency_ms {
+            if !(l > 0.0 && l.is_finite()) {
+                bail!("search.max_latency_ms must be positive and finite, got {l}");
+            }
+        }
+        for (i, m) in self.reference.iter().enumerate() {
+            m.to_arch(3, 10)
+                .with_context(|| format!("search.reference[{i}] ('{}')", m.arch))?;
+        }
+        Ok(())
     }
 }

@@ -1,17 +1,24 @@
 //! Neural architecture search over MobileNetV4 UIB choices.
 //!
+//! * [`config`] — the `[search]` section; [`objective`] — what a front ranks on.
 //! * [`space`] — search spaces, sampling, mutation, crossover.
 //! * [`strategy`] — random search, regularized evolution, NSGA-II (ask / tell).
 //! * [`pareto`] — domination, non-dominated sorting, crowding, hypervolume.
+//! * [`study`] — a study's settings and its recorded state (`search.json`).
 //! * [`trials`] — the durable trial log.
-//! * [`config`] — the `[search]` section.
-//! * [`driver`] — coarse and fine stages, budgets, resume.
+//! * [`evaluator`] — one candidate: cost, budgets, latency, training.
+//! * [`stage`] — one stage: ask, dedupe, replay or evaluate, log, tell.
+//! * [`driver`] — the stages in order, halving, references, resume.
 //! * [`report`] — tables, Pareto and hypervolume plots, README summary.
 
 pub mod config;
 pub mod driver;
+pub mod evaluator;
+pub mod objective;
 pub mod pareto;
 pub mod report;
 pub mod space;
+pub mod stage;
 pub mod strategy;
+pub mod study;
 pub mod trials;

@@ -2,9 +2,10 @@
 //! `mnv4-lab report RUN_DIR`: trial tables, the Pareto set (CSV + one arch TOML per member),
 //! Pareto and hypervolume plots (PNG + SVG), and a README summary.
 
-use super::driver::{objective_value, trial_point, SearchState};
+use super::objective::trial_point;
 use super::pareto::{hypervolume_2d, hypervolume_3d, ranks, Point};
-use super::trials::{self, Trial};
+use super::study::SearchState;
+use super::trials::{self, Stage, Trial};
 use crate::fsutil::atomic_write;
 use crate::report::plot::{write_png_svg, Chart, Series};
 use crate::report::table::{frame, write_csv_parquet, Col};
@@ -14,36 +15,12 @@ use plotters::style::RGBColor;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-/// Axis label and display scale of an objective.
-fn axis(obj: &str) -> (String, f64) {
-    match obj {
-        "params" => ("parameters (millions)".into(), 1e-6),
-        "macs" => ("MACs per image (millions)".into(), 1e-6),
-        "latency_ms" => ("measured latency, batch 1, this machine (ms)".into(), 1.0),
-        o => (
-            format!(
-                "{} roofline latency (ms)",
-                o.trim_start_matches("roofline:")
-            ),
-            1.0,
-        ),
-    }
-}
-
 /// Writes every report file for `run_dir` into `out` (default from the experiment). Returns `out`.
 pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
-    let state_path = run_dir.join("search.json");
-    let state: SearchState = serde_json::from_str(
-        &std::fs::read_to_string(&state_path)
-            .with_context(|| format!("reading {}", state_path.display()))?,
-    )
-    .with_context(|| format!("{} is malformed", state_path.display()))?;
-    let exp = &state.experiment;
+    let state = SearchState::read(run_dir)?;
+    let exp = &state.study;
     let cfg = &exp.search;
-    let out = out
-        .map(Path::to_path_buf)
-        .or_else(|| cfg.report_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("reports").join(&exp.name));
+    let out = out.map_or_else(|| exp.report_dir(), Path::to_path_buf);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let all = trials::load(&run_dir.join("trials.jsonl"))?;
     anyhow::ensure!(
@@ -55,7 +32,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     // Rank the searched candidates (references are drawn, not ranked).
     let searched: Vec<&Trial> = all
         .iter()
-        .filter(|t| t.stage != "reference" && t.duplicate_of.is_none())
+        .filter(|t| t.stage != Stage::Reference && t.duplicate_of.is_none())
         .collect();
     let points: Vec<Point> = searched
         .iter()
@@ -79,50 +56,58 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     // Tables.
     let profiles: Vec<String> = all[0].roofline_ms.keys().cloned().collect();
     let mut cols = vec![
-        Col::Int("index", all.iter().map(|t| t.index as i64).collect()),
-        Col::Text("stage", all.iter().map(|t| t.stage.clone()).collect()),
-        Col::Text("strategy", all.iter().map(|t| t.strategy.clone()).collect()),
-        Col::Text("label", all.iter().map(|t| t.label.clone()).collect()),
-        Col::Text("arch", all.iter().map(|t| t.arch.clone()).collect()),
-        Col::Text("hash", all.iter().map(|t| t.hash.clone()).collect()),
-        Col::Bool("feasible", all.iter().map(|t| t.feasible).collect()),
-        Col::Float("violation", all.iter().map(|t| t.violation).collect()),
-        Col::Int(
+        Col::int("index", all.iter().map(|t| t.index as i64).collect()),
+        Col::text("stage", all.iter().map(|t| t.stage.to_string()).collect()),
+        Col::text(
+            "strategy",
+            all.iter().map(|t| t.strategy.to_string()).collect(),
+        ),
+        Col::text("label", all.iter().map(|t| t.label.clone()).collect()),
+        Col::text("arch", all.iter().map(|t| t.arch.clone()).collect()),
+        Col::text("hash", all.iter().map(|t| t.hash.clone()).collect()),
+        Col::boolean("feasible", all.iter().map(|t| t.feasible).collect()),
+        Col::float("violation", all.iter().map(|t| t.violation).collect()),
+        Col::int(
             "duplicate_of",
             all.iter()
                 .map(|t| t.duplicate_of.map(|d| d as i64).unwrap_or(-1))
                 .collect(),
         ),
-        Col::Float(
+        Col::float(
             "val_top1",
             all.iter().map(|t| t.val_top1.unwrap_or(f64::NAN)).collect(),
         ),
-        Col::Int("params", all.iter().map(|t| t.params as i64).collect()),
-        Col::Int("macs", all.iter().map(|t| t.macs as i64).collect()),
-        Col::Float("latency_ms", all.iter().map(|t| t.latency_ms).collect()),
+        Col::int("params", all.iter().map(|t| t.params as i64).collect()),
+        Col::int("macs", all.iter().map(|t| t.macs as i64).collect()),
+        Col::float("latency_ms", all.iter().map(|t| t.latency_ms).collect()),
     ];
     for p in &profiles {
-        let name: &'static str = Box::leak(format!("roofline_{p}_ms").into_boxed_str());
-        cols.push(Col::Float(
-            name,
+        cols.push(Col::float(
+            format!("roofline_{p}_ms"),
             all.iter()
                 .map(|t| t.roofline_ms.get(p).copied().unwrap_or(f64::NAN))
                 .collect(),
         ));
     }
     cols.extend([
-        Col::Int("rank", all.iter().map(rank_of).collect()),
-        Col::Int("epochs", all.iter().map(|t| t.epochs as i64).collect()),
-        Col::Text("seed", all.iter().map(|t| t.seed.to_string()).collect()),
-        Col::Float("wall_seconds", all.iter().map(|t| t.wall_seconds).collect()),
+        Col::int("rank", all.iter().map(rank_of).collect()),
+        Col::int("epochs", all.iter().map(|t| t.epochs as i64).collect()),
+        Col::text("seed", all.iter().map(|t| t.seed.to_string()).collect()),
+        Col::float("wall_seconds", all.iter().map(|t| t.wall_seconds).collect()),
+        Col::text(
+            "failed",
+            all.iter()
+                .map(|t| t.failed.clone().unwrap_or_default())
+                .collect(),
+        ),
     ]);
     write_csv_parquet(&mut frame(cols)?, &out, "trials")?;
 
     let mut sorted_front = front.clone();
+    let cost = &cfg.objectives[1];
     sorted_front.sort_by(|a, b| {
-        objective_value(a, &cfg.objectives[1])
-            .unwrap_or(0.0)
-            .total_cmp(&objective_value(b, &cfg.objectives[1]).unwrap_or(0.0))
+        let v = |t: &Trial| cost.value(t).unwrap_or(0.0);
+        v(a).total_cmp(&v(b))
     });
     let pareto_dir = out.join("pareto");
     std::fs::create_dir_all(&pareto_dir)?;
@@ -137,38 +122,38 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     }
     write_csv_parquet(
         &mut frame(vec![
-            Col::Int(
+            Col::int(
                 "index",
                 sorted_front.iter().map(|t| t.index as i64).collect(),
             ),
-            Col::Text(
+            Col::text(
                 "stage",
-                sorted_front.iter().map(|t| t.stage.clone()).collect(),
+                sorted_front.iter().map(|t| t.stage.to_string()).collect(),
             ),
-            Col::Float(
+            Col::float(
                 "val_top1",
                 sorted_front
                     .iter()
                     .map(|t| t.val_top1.unwrap_or(f64::NAN))
                     .collect(),
             ),
-            Col::Int(
+            Col::int(
                 "params",
                 sorted_front.iter().map(|t| t.params as i64).collect(),
             ),
-            Col::Int("macs", sorted_front.iter().map(|t| t.macs as i64).collect()),
-            Col::Float(
+            Col::int("macs", sorted_front.iter().map(|t| t.macs as i64).collect()),
+            Col::float(
                 "latency_ms",
                 sorted_front.iter().map(|t| t.latency_ms).collect(),
             ),
-            Col::Text(
+            Col::text(
                 "arch_file",
                 sorted_front
                     .iter()
                     .map(|t| format!("pareto/t{:04}.toml", t.index))
                     .collect(),
             ),
-            Col::Text(
+            Col::text(
                 "arch",
                 sorted_front.iter().map(|t| t.arch.clone()).collect(),
             ),
@@ -178,21 +163,18 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     )?;
 
     // Pareto plot: accuracy against the second objective.
-    let (x_label, scale) = axis(&cfg.objectives[1]);
+    let (x_label, scale) = cost.axis();
     let xy = |t: &Trial| -> Option<(f64, f64)> {
-        Some((
-            objective_value(t, &cfg.objectives[1]).ok()? * scale,
-            100.0 * t.val_top1?,
-        ))
+        Some((cost.value(t).ok()? * scale, 100.0 * t.val_top1?))
     };
-    let pick = |stage: &str| -> Vec<(f64, f64)> {
+    let pick = |stage: Stage| -> Vec<(f64, f64)> {
         all.iter()
             .filter(|t| t.stage == stage && t.feasible && t.duplicate_of.is_none())
             .filter_map(xy)
             .collect()
     };
-    let refs: Vec<&Trial> = all.iter().filter(|t| t.stage == "reference").collect();
-    let title = format!("{}: accuracy vs {}", exp.name, cfg.objectives[1]);
+    let refs: Vec<&Trial> = all.iter().filter(|t| t.stage == Stage::Reference).collect();
+    let title = format!("{}: accuracy vs {cost}", exp.name);
     let chart = Chart {
         title: &title,
         x_label: &x_label,
@@ -200,14 +182,14 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         series: vec![
             Series {
                 label: "coarse stage (widths, depths)".into(),
-                points: pick("coarse"),
+                points: pick(Stage::Coarse),
                 color: RGBColor(31, 119, 180),
                 line: false,
                 marker: 5,
             },
             Series {
                 label: "fine stage (UIB choices, MQA)".into(),
-                points: pick("fine"),
+                points: pick(Stage::Fine),
                 color: RGBColor(255, 127, 14),
                 line: false,
                 marker: 5,
@@ -242,7 +224,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     let mut hv = Vec::new();
     let mut pts: Vec<Vec<f64>> = Vec::new();
     let r = &state.hv_reference;
-    for t in all.iter().filter(|t| t.stage != "reference") {
+    for t in all.iter().filter(|t| t.stage != Stage::Reference) {
         if t.feasible && t.val_top1.is_some() {
             pts.push(trial_point(t, &cfg.objectives)?.objectives);
         }
@@ -257,8 +239,8 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     }
     write_csv_parquet(
         &mut frame(vec![
-            Col::Int("trial", hv.iter().map(|h| h.0 as i64).collect()),
-            Col::Float("hypervolume", hv.iter().map(|h| h.1).collect()),
+            Col::int("trial", hv.iter().map(|h| h.0 as i64).collect()),
+            Col::float("hypervolume", hv.iter().map(|h| h.1).collect()),
         ])?,
         &out,
         "hypervolume",
@@ -273,7 +255,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
             x_label: "trial",
             y_label: "hypervolume of (1 − val top-1, costs)",
             series: vec![Series {
-                label: all[0].strategy.clone(),
+                label: all[0].strategy.to_string(),
                 points: hv.clone(),
                 color: RGBColor(44, 160, 44),
                 line: true,
@@ -298,12 +280,16 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     writeln!(md, "## Settings\n")?;
     writeln!(
         md,
-        "- space: `{}` ({}), strategy **{}**, population {}, objectives {:?}",
+        "- space: `{}` ({}), strategy **{}**, population {}, objectives {}",
         cfg.space.display(),
         state.space.name,
         all[0].strategy,
         cfg.population,
         cfg.objectives
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )?;
     writeln!(
         md,
@@ -348,11 +334,12 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     )?;
     writeln!(
         md,
-        "- time: {:.1} min of trial work over {} trials ({} infeasible, {} duplicates)\n",
+        "- time: {:.1} min of trial work over {} trials ({} infeasible, {} duplicates, {} failed)\n",
         spent / 60.0,
         all.len(),
         all.iter().filter(|t| !t.feasible).count(),
-        all.iter().filter(|t| t.duplicate_of.is_some()).count()
+        all.iter().filter(|t| t.duplicate_of.is_some()).count(),
+        all.iter().filter(|t| t.failed.is_some()).count()
     )?;
     writeln!(md, "## Pareto front\n")?;
     writeln!(
@@ -387,6 +374,16 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
                 t.macs as f64 / 1e6,
                 t.latency_ms
             )?;
+        }
+    }
+    let failed: Vec<&Trial> = all.iter().filter(|t| t.failed.is_some()).collect();
+    if !failed.is_empty() {
+        writeln!(md, "\n## Failed trials (recorded, not retried)\n")?;
+        writeln!(md, "| trial | stage | why | arch |")?;
+        writeln!(md, "|---:|---|---|---|")?;
+        for t in failed {
+            let why = t.failed.as_deref().unwrap_or_default();
+            writeln!(md, "| {} | {} | {why} | `{}` |", t.index, t.stage, t.arch)?;
         }
     }
     if drawn {

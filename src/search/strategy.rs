@@ -11,13 +11,24 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-/// Which strategy, with its settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StrategyKind {
+    #[default]
     Random,
     Evolution,
     Nsga2,
+}
+
+impl std::fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StrategyKind::Random => "random",
+            StrategyKind::Evolution => "evolution",
+            StrategyKind::Nsga2 => "nsga2",
+        })
+    }
 }
 
 /// What a stage searches.

@@ -1,22 +1,48 @@
 //! The trial log: one JSON line per finished trial, appended and fsynced before the next trial
-//! starts, so `kill -9` loses nothing that finished. A torn last line (the write the kill cut)
-//! is ignored on reading; damage anywhere else is an error naming the line.
+//! starts, so `kill -9` loses nothing that finished. Opening the log for writing repairs a tail
+//! that a crash left behind (a torn line is moved to `trials.jsonl.torn`; a complete record
+//! without its newline gets one), so the next append starts on a line of its own. Damage
+//! anywhere else is an error naming the line.
 
+use super::strategy::StrategyKind;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Which part of the search produced a trial.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Widths and depths with a fixed inverted bottleneck.
+    #[default]
+    Coarse,
+    /// Per-block UIB choices and MQA placement on the coarse front's skeletons.
+    Fine,
+    /// A MobileNetV4 preset trained with the candidates' budget, for comparison.
+    Reference,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Coarse => "coarse",
+            Stage::Fine => "fine",
+            Stage::Reference => "reference",
+        })
+    }
+}
 
 /// One evaluated (or rejected) candidate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
     /// Position in the search (0-based, over all stages).
     pub index: usize,
-    /// `coarse`, `fine` or `reference`.
-    pub stage: String,
-    pub strategy: String,
+    pub stage: Stage,
+    pub strategy: StrategyKind,
     /// A label for reference points (the preset name); empty otherwise.
     #[serde(default)]
     pub label: String,
@@ -45,26 +71,86 @@ pub struct Trial {
     /// Seed of the candidate's weights.
     pub seed: u64,
     pub wall_seconds: f64,
+    /// Why training failed (it diverged), when it did; such a trial is a result, never retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
-/// Appends `trial` to the log durably (write + fsync).
-pub fn append(path: &Path, trial: &Trial) -> Result<()> {
-    let mut line = serde_json::to_string(trial)?;
-    line.push('\n');
+/// The log of a search run, open for appending.
+#[derive(Debug)]
+pub struct TrialLog {
+    path: PathBuf,
+}
+
+impl TrialLog {
+    /// Opens (or starts) the log at `path`, repairing a crash-damaged tail; returns the log and
+    /// the trials it holds.
+    pub fn open(path: &Path) -> Result<(Self, Vec<Trial>)> {
+        repair_tail(path)?;
+        let trials = load(path)?;
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+            },
+            trials,
+        ))
+    }
+
+    /// Appends `trial` durably (write + fsync).
+    pub fn append(&self, trial: &Trial) -> Result<()> {
+        let mut line = serde_json::to_string(trial)?;
+        line.push('\n');
+        let path = &self.path;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening trial log {}", path.display()))?;
+        f.write_all(line.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", path.display()))
+    }
+}
+
+/// Makes the log end with a newline: a complete last record gets its newline; a torn one is
+/// appended to `PATH.torn` and cut off.
+fn repair_tail(path: &Path) -> Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    let start = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let tail = &bytes[start..];
+    if tail.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
     let mut f = OpenOptions::new()
-        .create(true)
+        .write(true)
         .append(true)
         .open(path)
         .with_context(|| format!("opening trial log {}", path.display()))?;
-    f.write_all(line.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
+    if serde_json::from_slice::<Trial>(tail).is_ok() {
+        f.write_all(b"\n")?;
+    } else {
+        let torn = path.with_extension("jsonl.torn");
+        let mut t = OpenOptions::new().create(true).append(true).open(&torn)?;
+        t.write_all(tail)?;
+        t.write_all(b"\n")?;
+        t.sync_all()?;
+        f.set_len(start as u64)?;
+        tracing::warn!(
+            "{}: cut off a torn last line (an interrupted write), kept in {}",
+            path.display(),
+            torn.display()
+        );
+    }
     f.sync_all()
-        .with_context(|| format!("syncing {}", path.display()))?;
-    Ok(())
+        .with_context(|| format!("syncing {}", path.display()))
 }
 
-/// Reads the log. Later records for the same index (a promoted, longer-trained candidate)
-/// replace earlier ones; the result is ordered by index.
+/// Reads the log without changing it. Later records for the same index (a promoted,
+/// longer-trained candidate) replace earlier ones; the result is ordered by index. A torn last
+/// line is ignored.
 pub fn load(path: &Path) -> Result<Vec<Trial>> {
     if !path.exists() {
         return Ok(Vec::new());
@@ -101,39 +187,45 @@ mod tests {
     fn trial(index: usize, epochs: usize) -> Trial {
         Trial {
             index,
-            stage: "coarse".into(),
-            strategy: "random".into(),
-            label: String::new(),
             arch: "a".into(),
             hash: "h".into(),
             feasible: true,
-            violation: 0.0,
-            duplicate_of: None,
             val_top1: Some(0.5),
             stage_val_top1: Some(0.5),
             params: 1,
             macs: 2,
             latency_ms: 0.1,
-            roofline_ms: BTreeMap::new(),
             epochs,
             seed: 3,
             wall_seconds: 1.0,
+            ..Trial::default()
         }
     }
 
-    #[test]
-    fn appends_reload_and_a_torn_tail_is_ignored() {
-        let p = std::env::temp_dir().join(format!("mnv4-trials-{}.jsonl", std::process::id()));
+    fn temp(tag: &str) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("mnv4-trials-{tag}-{}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&p);
-        append(&p, &trial(0, 1)).unwrap();
-        append(&p, &trial(1, 1)).unwrap();
-        append(&p, &trial(0, 3)).unwrap();
-        std::fs::OpenOptions::new()
+        let _ = std::fs::remove_file(p.with_extension("jsonl.torn"));
+        p
+    }
+
+    fn tear(p: &Path, bytes: &[u8]) {
+        OpenOptions::new()
             .append(true)
-            .open(&p)
+            .open(p)
             .unwrap()
-            .write_all(b"{\"index\": 2, \"sta")
+            .write_all(bytes)
             .unwrap();
+    }
+
+    #[test]
+    fn appends_reload_and_damage_inside_is_named() {
+        let p = temp("inside");
+        let (log, _) = TrialLog::open(&p).unwrap();
+        log.append(&trial(0, 1)).unwrap();
+        log.append(&trial(1, 1)).unwrap();
+        log.append(&trial(0, 3)).unwrap();
         let t = load(&p).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].epochs, 3, "the later record of a trial wins");
@@ -142,6 +234,38 @@ mod tests {
             .replace("\"index\":1", "\"index\":oops");
         std::fs::write(&p, text).unwrap();
         assert!(load(&p).unwrap_err().to_string().contains("line 2"));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_before_the_next_append_three_times_over() {
+        let p = temp("torn");
+        let (log, _) = TrialLog::open(&p).unwrap();
+        log.append(&trial(0, 1)).unwrap();
+        for round in 1..=3 {
+            tear(&p, b"{\"index\": 9, \"sta");
+            let (log, loaded) = TrialLog::open(&p).unwrap();
+            assert_eq!(loaded.len(), round, "round {round}");
+            log.append(&trial(round, 1)).unwrap();
+            assert_eq!(load(&p).unwrap().len(), round + 1, "round {round}");
+        }
+        let torn = std::fs::read_to_string(p.with_extension("jsonl.torn")).unwrap();
+        assert_eq!(torn.lines().count(), 3, "every torn line is kept aside");
+        std::fs::remove_file(&p).unwrap();
+        std::fs::remove_file(p.with_extension("jsonl.torn")).unwrap();
+    }
+
+    #[test]
+    fn a_complete_record_without_its_newline_is_kept() {
+        let p = temp("nonl");
+        let (log, _) = TrialLog::open(&p).unwrap();
+        log.append(&trial(0, 1)).unwrap();
+        tear(&p, serde_json::to_string(&trial(1, 1)).unwrap().as_bytes());
+        let (log, loaded) = TrialLog::open(&p).unwrap();
+        assert_eq!(loaded.len(), 2);
+        log.append(&trial(2, 1)).unwrap();
+        assert_eq!(load(&p).unwrap().len(), 3);
+        assert!(!p.with_extension("jsonl.torn").exists());
         std::fs::remove_file(&p).unwrap();
     }
 }

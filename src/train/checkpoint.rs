@@ -1,10 +1,11 @@
 //! Checkpoints: `eNNNN.safetensors` (model weights in timm naming, loadable by timm),
 //! `eNNNN.state.safetensors` (optimizer moments and EMA weights) and a JSON sidecar `last.json`
-//! / `best.json` that names them together with the arch, the resolved experiment, the epoch and
-//! the metrics. Tensor files are written first, the sidecar last, each atomically: the sidecar is
+//! / `best.json` that names them together with what the checkpoint needs: the arch, the seed, the
+//! data it trained on, its recipe, the epoch and the metrics. Tensor files are written first, the sidecar last, each atomically: the sidecar is
 //! the commit, so a crash at any point leaves the previous checkpoint intact.
 
-use super::config::Experiment;
+use super::recipe::TrainRecipe;
+use crate::data::DataConfig;
 use crate::fsutil::atomic_write;
 use crate::space::Arch;
 use anyhow::{Context, Result};
@@ -19,7 +20,12 @@ pub struct Sidecar {
     pub format: String,
     pub arch: Arch,
     pub arch_string: String,
-    pub experiment: Experiment,
+    /// The run's seed (weights, data order, augmentation, dropout).
+    pub seed: u64,
+    /// The data the run trained on.
+    pub data: DataConfig,
+    /// The recipe it trained with.
+    pub recipe: TrainRecipe,
     /// Epochs completed.
     pub epoch: usize,
     /// Optimizer updates applied.
@@ -33,12 +39,14 @@ pub struct Sidecar {
     /// Best validation top-1 so far and its epoch.
     pub best_val_top1: f64,
     pub best_epoch: usize,
-    /// Everything random is derived from (seed, epoch, index), so resuming needs only the seed
-    /// (in `experiment`) and `epoch`; recorded here for the reader.
+    /// Everything random is derived from (seed, epoch, index), so resuming needs only `seed`
+    /// and `epoch`; recorded here for the reader.
     pub rng: String,
 }
 
-pub const FORMAT: &str = "mnv4-lab checkpoint v1";
+pub const FORMAT: &str = "mnv4-lab checkpoint v2";
+/// The format before v2, which embedded the whole experiment; still read.
+const FORMAT_V1: &str = "mnv4-lab checkpoint v1";
 
 /// File names for the checkpoint of `epoch`.
 pub fn epoch_files(epoch: usize) -> (String, String) {
@@ -57,15 +65,28 @@ pub fn write_sidecar(path: &Path, s: &Sidecar) -> Result<()> {
 pub fn read_sidecar(path: &Path) -> Result<Sidecar> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading checkpoint {}", path.display()))?;
-    let s: Sidecar = serde_json::from_str(&text)
-        .with_context(|| format!("checkpoint sidecar {} is malformed", path.display()))?;
+    let malformed = || format!("checkpoint sidecar {} is malformed", path.display());
+    let mut value: serde_json::Value = serde_json::from_str(&text).with_context(malformed)?;
+    let format = value["format"].as_str().unwrap_or_default().to_string();
+    if format == FORMAT_V1 {
+        value = upgrade_v1(value);
+    }
     anyhow::ensure!(
-        s.format == FORMAT,
-        "checkpoint {}: unknown format '{}'",
-        path.display(),
-        s.format
+        value["format"] == FORMAT,
+        "checkpoint {}: unknown format '{format}' (this version reads '{FORMAT}' and '{FORMAT_V1}')",
+        path.display()
     );
-    Ok(s)
+    serde_json::from_value(value).with_context(malformed)
+}
+
+/// Lifts what a checkpoint needs out of a v1 sidecar's embedded experiment.
+fn upgrade_v1(mut v: serde_json::Value) -> serde_json::Value {
+    let exp = v["experiment"].take();
+    v["seed"] = exp["seed"].clone();
+    v["data"] = exp["data"].clone();
+    v["recipe"] = exp["train"].clone();
+    v["format"] = FORMAT.into();
+    v
 }
 
 /// Resolves the weights file a sidecar names.

@@ -37,6 +37,48 @@ pub enum OptimizerConfig {
     },
 }
 
+impl OptimizerConfig {
+    /// Range checks; errors name the field and the valid range.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let unit = |name: &str, v: f64| -> anyhow::Result<()> {
+            anyhow::ensure!(
+                (0.0..1.0).contains(&v),
+                "train.optimizer.{name} must be in [0, 1), got {v}"
+            );
+            Ok(())
+        };
+        let weight_decay = match *self {
+            OptimizerConfig::Sgd {
+                momentum,
+                weight_decay,
+                ..
+            } => {
+                unit("momentum", momentum)?;
+                weight_decay
+            }
+            OptimizerConfig::Adamw {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                unit("beta1", beta1)?;
+                unit("beta2", beta2)?;
+                anyhow::ensure!(
+                    eps > 0.0 && eps.is_finite(),
+                    "train.optimizer.eps must be positive and finite, got {eps}"
+                );
+                weight_decay
+            }
+        };
+        anyhow::ensure!(
+            weight_decay >= 0.0 && weight_decay.is_finite(),
+            "train.optimizer.weight_decay must be a finite number >= 0, got {weight_decay}"
+        );
+        Ok(())
+    }
+}
+
 fn default_momentum() -> f64 {
     0.9
 }

@@ -56,3 +56,6 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
             .with_context(|| format!("writing {}", tmp.display()))
     })
 }
+
+mod lock;
+pub use lock::DirLock;

@@ -1,0 +1,223 @@
+//! The experiment file (`experiments/*.toml`): one root composed of the sections owned by the
+//! modules that use them — `[data]` (data), `[model]` (space), `[train]` and `[output]` (train),
+//! `[distill]` (distill), `[search]` (search). Every field has a default, unknown keys are
+//! rejected by name, `--set section.key=value` overrides any field, and every section is checked
+//! when the file loads, before any work. The commands turn it into the narrow jobs the layers
+//! below take ([`TrainJob`], [`TeacherRequest`], [`StudySpec`]); nothing below reads it.
+
+mod overrides;
+
+pub use overrides::apply_overrides;
+
+use crate::data::DataConfig;
+use crate::distill::config::DistillConfig;
+use crate::distill::teacher::TeacherRequest;
+use crate::search::config::SearchConfig;
+use crate::search::study::StudySpec;
+use crate::space::ModelSpec;
+use crate::train::recipe::TrainRecipe;
+use crate::train::run_dir::OutputConfig;
+use crate::train::trainer::TrainJob;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole experiment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Experiment {
+    /// Run name; default: the experiment file's stem.
+    pub name: String,
+    /// Master seed: weights, data order, augmentation, dropout.
+    pub seed: u64,
+    pub data: DataConfig,
+    pub model: ModelSpec,
+    pub train: TrainRecipe,
+    pub output: OutputConfig,
+    /// `[distill]`, read by `mnv4-lab distill` and the search.
+    pub distill: DistillConfig,
+    /// `[search]`, read by `mnv4-lab search`.
+    pub search: SearchConfig,
+}
+
+impl Experiment {
+    /// Parses TOML text plus overrides; `default_name` fills an empty `name`.
+    pub fn from_toml(
+        text: &str,
+        sets: &[String],
+        default_name: &str,
+        origin: &str,
+    ) -> Result<Self> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        apply_overrides(&mut table, sets)?;
+        let mut exp: Experiment = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        if exp.name.is_empty() {
+            exp.name = default_name.to_string();
+        }
+        exp.check().with_context(|| format!("in {origin}"))?;
+        Ok(exp)
+    }
+
+    /// Reads an experiment file; the run name defaults to the file stem.
+    pub fn load(path: &Path, sets: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading experiment {}", path.display()))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        Self::from_toml(&text, sets, &stem, &path.display().to_string())
+    }
+
+    /// Checks every section, then the rules that span sections.
+    pub fn check(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+            bail!(
+                "name '{}' must be non-empty and contain no path separators",
+                self.name
+            );
+        }
+        self.data.check()?;
+        self.train.check()?;
+        self.output.check()?;
+        self.distill.check()?;
+        self.search.check()?;
+        let channels = self.data.augment.channels;
+        self.model.to_arch(channels, 2).context("in [model]")?;
+        if self.distill.uses_teacher() && self.distill.teacher_weights.is_none() {
+            let teacher = &self.distill.teacher;
+            teacher.to_arch(channels, 2).context("in distill.teacher")?;
+        }
+        Ok(())
+    }
+
+    /// The run folder: `output.dir/name`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.output.dir.join(&self.name)
+    }
+
+    /// The training job of this experiment's model.
+    pub fn train_job(&self) -> TrainJob {
+        TrainJob {
+            name: self.name.clone(),
+            seed: self.seed,
+            recipe: self.train.clone(),
+            data: self.data.clone(),
+            run_dir: self.run_dir(),
+            checkpoint_every: self.output.checkpoint_every,
+        }
+    }
+
+    /// What finding or training this experiment's teacher needs.
+    pub fn teacher_request(&self, quiet: bool) -> TeacherRequest<'_> {
+        TeacherRequest {
+            cfg: &self.distill,
+            data: &self.data,
+            students: &self.train,
+            seed: self.seed,
+            output: &self.output,
+            quiet,
+        }
+    }
+
+    /// The search study of this experiment.
+    pub fn study(&self) -> StudySpec {
+        StudySpec {
+            name: self.name.clone(),
+            seed: self.seed,
+            data: self.data.clone(),
+            train: self.train.clone(),
+            output: self.output.clone(),
+            distill: self.distill.clone(),
+            search: self.search.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DatasetKind;
+    use crate::search::objective::Objective;
+
+    #[test]
+    fn defaults_and_overrides_apply() {
+        let e = Experiment::from_toml(
+            "[train]\nepochs = 3\n",
+            &[
+                "train.lr=0.05".into(),
+                "model.arch=hybrid-medium".into(),
+                "data.augment.flip=false".into(),
+                "search.objectives=[\"val_top1\", \"roofline:host\"]".into(),
+            ],
+            "x",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(e.name, "x");
+        assert_eq!(e.train.epochs, 3);
+        assert_eq!(e.train.lr, 0.05);
+        assert_eq!(e.model.arch, "hybrid-medium");
+        assert!(!e.data.augment.flip);
+        assert_eq!(e.data.val_size, 5000);
+        assert_eq!(e.data.dataset, DatasetKind::FashionMnist);
+        assert_eq!(e.search.objectives[1], Objective::Roofline("host".into()));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Experiment::from_toml("[train]\nepocs = 3\n", &[], "x", "exp.toml").unwrap_err();
+        assert!(format!("{e:#}").contains("epocs"), "{e:#}");
+        let e = Experiment::from_toml("", &["trian.epochs=3".into()], "x", "exp.toml").unwrap_err();
+        assert!(format!("{e:#}").contains("trian"), "{e:#}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_field() {
+        let bad = |text: &str, sets: &[&str], want: &str| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let e = Experiment::from_toml(text, &sets, "x", "exp.toml").unwrap_err();
+            assert!(format!("{e:#}").contains(want), "{want}: {e:#}");
+        };
+        bad("[train]\nepochs = 0\n", &[], "train.epochs");
+        bad("[data]\ndataset = \"imagenet\"\n", &[], "imagenet");
+        bad("[data]\ndataset = \"cifar10\"\n", &[], "data.path");
+        bad(
+            "",
+            &["search.objectives=[\"val_top1\", \"latency\"]"],
+            "latency",
+        );
+        bad(
+            "",
+            &["search.objectives=[\"val_top1\", \"macs\", \"macs\"]"],
+            "twice",
+        );
+        bad(
+            "",
+            &["search.objectives=[\"val_top1\", \"roofline:nope\"]"],
+            "nope",
+        );
+        bad(
+            "",
+            &["search.reference=[{ arch = \"conv-smal\" }]"],
+            "search.reference[0]",
+        );
+        bad(
+            "",
+            &["train.optimizer={ kind = \"sgd\", momentum = -0.5 }"],
+            "momentum",
+        );
+        bad("", &["train.warmup_epochs=nan"], "warmup_epochs");
+        bad("", &["distill.temperature=0"], "temperature");
+        bad("", &["search.fine.halving_keep=1.5"], "halving_keep");
+        bad("", &["train.threads=10000"], "train.threads");
+        bad(
+            "",
+            &["model.arch=\"conv-small\"", "model.width=0"],
+            "[model]",
+        );
+    }
+}

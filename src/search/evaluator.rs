@@ -1,0 +1,191 @@
+//! Evaluating one candidate: cost from the spec → budget check → measured latency → training
+//! (distilled when the study has a teacher) → a finished [`Trial`].
+
+use super::config::SearchConfig;
+use super::study::StudySpec;
+use super::trials::{Stage, Trial};
+use crate::cost::{cost, Profile};
+use crate::data::{derive_seed, Splits};
+use crate::distill::objective::DistillObjective;
+use crate::distill::teacher::ReadyTeacher;
+use crate::model::{Mode, Network};
+use crate::space::Arch;
+use crate::train::epoch::Diverged;
+use crate::train::objective::{BatchLoss, CrossEntropy};
+use crate::train::trainer::{train_network, RunOptions, TrainJob};
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use indicatif::MultiProgress;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A candidate to evaluate.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub index: usize,
+    pub stage: Stage,
+    /// Preset name for references; empty for searched candidates.
+    pub label: String,
+    pub arch: Arch,
+    pub epochs: usize,
+}
+
+/// Everything evaluating a candidate needs, fixed for the whole study.
+pub struct Evaluator<'a> {
+    pub study: &'a StudySpec,
+    pub splits: Splits,
+    pub profiles: Vec<Profile>,
+    pub teacher: Option<ReadyTeacher>,
+    pub bars: Option<MultiProgress>,
+    pub quiet: bool,
+}
+
+/// Measured latency: batch 1, eval mode, median of `repeats` after 3 warm-up runs, in ms.
+pub fn measure_latency(arch: &Arch, size: usize, repeats: usize) -> Result<f64> {
+    let net = Network::new(arch, &Device::Cpu, 0)?;
+    let x = Tensor::zeros(
+        (1, arch.in_chans, size, size),
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )?;
+    let mut times = Vec::with_capacity(repeats);
+    for i in 0..repeats.max(1) + 3 {
+        let t0 = Instant::now();
+        net.forward(&x, Mode::Eval)?.sum_all()?.to_scalar::<f32>()?;
+        if i >= 3 {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(times[times.len() / 2])
+}
+
+/// Splits a training result into a candidate's outcome — its accuracy, or why it diverged — and
+/// the errors that must stop the study (I/O, bad data, …).
+pub fn diverged(result: Result<f64>) -> Result<Result<f64, String>> {
+    match result {
+        Ok(acc) => Ok(Ok(acc)),
+        Err(e) if e.downcast_ref::<Diverged>().is_some() => {
+            tracing::warn!("candidate failed: {e:#}");
+            Ok(Err(format!("{e:#}")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Sum of relative budget excesses (0 when within every budget).
+fn violation(cfg: &SearchConfig, params: u64, macs: u64, latency: f64) -> f64 {
+    let over = |v: f64, max: Option<f64>| max.map(|m| ((v - m) / m).max(0.0)).unwrap_or(0.0);
+    over(params as f64, cfg.max_params.map(|m| m as f64))
+        + over(macs as f64, cfg.max_macs.map(|m| m as f64))
+        + over(latency, cfg.max_latency_ms)
+}
+
+impl Evaluator<'_> {
+    /// `arch` with the data's input channels and classes.
+    pub fn with_io(&self, arch: &Arch) -> Arch {
+        arch.clone()
+            .with_io(self.splits.channels, self.splits.num_classes)
+    }
+
+    /// Costs, budgets, then (when feasible) training: one finished trial.
+    pub fn evaluate(&self, c: &Candidate) -> Result<Trial> {
+        let started = Instant::now();
+        let cfg = &self.study.search;
+        let size = self.splits.input_size;
+        let arch = self.with_io(&c.arch);
+        let cost = cost(&arch, size, size, &self.profiles);
+        let latency = measure_latency(&arch, size, cfg.latency_repeats)?;
+        let violation = violation(cfg, cost.params, cost.macs, latency);
+        let seed = derive_seed(&[self.study.seed, c.index as u64]);
+        let mut trial = Trial {
+            index: c.index,
+            stage: c.stage,
+            strategy: cfg.strategy,
+            label: c.label.clone(),
+            arch: arch.to_block_string(),
+            hash: arch.hash_hex(),
+            feasible: violation <= 0.0,
+            violation,
+            params: cost.params,
+            macs: cost.macs,
+            latency_ms: latency,
+            roofline_ms: cost.roofline_ms.into_iter().collect(),
+            seed,
+            ..Trial::default()
+        };
+        if trial.feasible {
+            match diverged(self.train(c.index, &arch, c.epochs, seed))? {
+                Ok(acc) => (trial.val_top1, trial.stage_val_top1) = (Some(acc), Some(acc)),
+                Err(why) => trial.failed = Some(why),
+            }
+            trial.epochs = c.epochs;
+        }
+        trial.wall_seconds = started.elapsed().as_secs_f64();
+        Ok(trial)
+    }
+
+    /// Trains (or resumes) candidate `index` for `epochs`; returns its best validation top-1.
+    pub fn train(&self, index: usize, arch: &Arch, epochs: usize, seed: u64) -> Result<f64> {
+        let s = self.study;
+        let name = format!("t{index:04}");
+        let job = TrainJob {
+            run_dir: s.run_dir().join("trials").join(&name),
+            name,
+            seed: s.seed,
+            recipe: crate::train::recipe::TrainRecipe {
+                epochs,
+                ..s.train.clone()
+            },
+            data: s.data.clone(),
+            checkpoint_every: s.output.checkpoint_every,
+        };
+        let net = Network::new(arch, &Device::Cpu, seed)?;
+        let opts = RunOptions {
+            resume: job.run_dir.join("checkpoints/last.json").exists(),
+            quiet: self.quiet,
+            skip_test: true,
+            bars: self.bars.clone(),
+            ..Default::default()
+        };
+        let mut loss = self.objective(&net)?;
+        Ok(train_network(&job, &net, &self.splits, loss.as_mut(), &opts)?.best_val_top1)
+    }
+
+    /// Distillation from the study's teacher, or plain cross-entropy without one.
+    fn objective(&self, student: &Network) -> Result<Box<dyn BatchLoss>> {
+        let smoothing = self.study.train.label_smoothing;
+        Ok(match &self.teacher {
+            Some(t) => Box::new(DistillObjective::new(
+                &self.study.distill,
+                smoothing,
+                student,
+                Arc::clone(&t.net),
+                self.splits.train.dataset().n,
+                t.cache_key.clone(),
+                self.study.seed,
+            )?),
+            None => Box::new(CrossEntropy { smoothing }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diverged_run_is_a_result_and_other_errors_stop_the_study() {
+        let nan = Diverged {
+            loss: f64::NAN,
+            epoch: 2,
+            batch: 5,
+        };
+        let why = diverged(Err(anyhow::Error::new(nan).context("training t0003")))
+            .unwrap()
+            .unwrap_err();
+        assert!(why.contains("loss became NaN at epoch 2 batch 5"), "{why}");
+        assert_eq!(diverged(Ok(0.5)).unwrap(), Ok(0.5));
+        assert!(diverged(Err(anyhow::anyhow!("disk full"))).is_err());
+    }
+}

@@ -1,0 +1,145 @@
+//! One search stage: ask the strategy → skip known architectures → replay the trial from the log
+//! (after an interruption) or evaluate it → log it → tell the strategy.
+
+use super::config::StageBudget;
+use super::evaluator::{Candidate, Evaluator};
+use super::objective::{trial_point, Objective};
+use super::pareto::ranks;
+use super::space::SearchSpace;
+use super::strategy::{make_strategy, StageMode, Strategy};
+use super::trials::{Stage, Trial, TrialLog};
+use crate::data::derive_seed;
+use crate::space::Arch;
+use anyhow::{ensure, Result};
+use indicatif::ProgressBar;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::HashMap;
+
+/// Proposals asked for in a row while the strategy keeps proposing known architectures.
+const MAX_REASKS: usize = 20;
+
+/// Runs stages against one evaluator, log and set of recorded trials.
+pub struct StageRunner<'a> {
+    pub eval: &'a Evaluator<'a>,
+    pub log: &'a TrialLog,
+    /// Trials already in the log (a resumed run), by index.
+    pub recorded: &'a HashMap<usize, Trial>,
+    pub space: &'a SearchSpace,
+    pub overall: &'a ProgressBar,
+}
+
+impl StageRunner<'_> {
+    fn objectives(&self) -> &[Objective] {
+        &self.eval.study.search.objectives
+    }
+
+    /// Runs `budget.trials` proposals of `stage`, appending each finished trial to `done`.
+    pub fn run(
+        &self,
+        stage: Stage,
+        mode: StageMode,
+        budget: &StageBudget,
+        done: &mut Vec<Trial>,
+    ) -> Result<()> {
+        let cfg = &self.eval.study.search;
+        let stage_id = if stage == Stage::Coarse { 1 } else { 2 };
+        let seed = derive_seed(&[self.eval.study.seed, 0x5ea7c4, stage_id]);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut strategy = make_strategy(
+            cfg.strategy,
+            self.space.clone(),
+            mode,
+            cfg.population,
+            cfg.tournament,
+        );
+        for _ in 0..budget.trials {
+            let arch = self.ask_new(strategy.as_mut(), &mut rng, done);
+            let trial = self.trial_for(stage, &arch, budget.epochs, done)?;
+            // The strategy sees the accuracy at the stage's budget (before any promotion), so a
+            // replay after an interruption tells it exactly what the original run told it.
+            let mut seen = trial.clone();
+            seen.val_top1 = trial.stage_val_top1;
+            strategy.tell(arch, trial_point(&seen, self.objectives())?);
+            self.report(&trial)?;
+            done.push(trial);
+            self.show_front(done)?;
+        }
+        Ok(())
+    }
+
+    /// Asks until the candidate is new (identical architectures are never trained twice).
+    fn ask_new(&self, strategy: &mut dyn Strategy, rng: &mut StdRng, done: &[Trial]) -> Arch {
+        let mut arch = strategy.ask(rng);
+        for _ in 0..MAX_REASKS {
+            let hash = self.eval.with_io(&arch).hash_hex();
+            if !done.iter().any(|t| t.hash == hash) {
+                break;
+            }
+            arch = strategy.ask(rng);
+        }
+        arch
+    }
+
+    /// The trial of the next index: replayed from the log, a duplicate of an earlier one, or
+    /// freshly evaluated (the last two are logged).
+    fn trial_for(&self, stage: Stage, arch: &Arch, epochs: usize, done: &[Trial]) -> Result<Trial> {
+        let index = done.len();
+        let arch_io = self.eval.with_io(arch);
+        let hash = arch_io.hash_hex();
+        if let Some(t) = self.recorded.get(&index) {
+            ensure!(
+                t.hash == hash,
+                "resume: trial {index} in the log is {} but this run proposes {} — the experiment or space changed since the log was written",
+                t.arch,
+                arch_io.to_block_string()
+            );
+            return Ok(t.clone());
+        }
+        let trial = match done.iter().find(|t| t.hash == hash) {
+            Some(prev) => Trial {
+                index,
+                stage,
+                duplicate_of: Some(prev.index),
+                wall_seconds: 0.0,
+                ..prev.clone()
+            },
+            None => self.eval.evaluate(&Candidate {
+                index,
+                stage,
+                label: String::new(),
+                arch: arch_io,
+                epochs,
+            })?,
+        };
+        self.log.append(&trial)?;
+        Ok(trial)
+    }
+
+    fn report(&self, trial: &Trial) -> Result<()> {
+        if self.eval.quiet {
+            let cost = &self.objectives()[1];
+            tracing::info!(
+                "{} #{}: {} val {:.2}% {} {:.3}",
+                trial.stage,
+                trial.index,
+                if trial.feasible { "" } else { "INFEASIBLE" },
+                100.0 * trial.val_top1.unwrap_or(0.0),
+                cost,
+                cost.value(trial)?
+            );
+        }
+        Ok(())
+    }
+
+    fn show_front(&self, done: &[Trial]) -> Result<()> {
+        let points = done
+            .iter()
+            .map(|t| trial_point(t, self.objectives()))
+            .collect::<Result<Vec<_>>>()?;
+        let front = ranks(&points).iter().filter(|&&r| r == 0).count();
+        self.overall.set_message(format!("front {front}"));
+        self.overall.inc(1);
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! What a search study is given (its sections of the experiment), and what is fixed at its start
+//! and recorded for its report (`search.json`).
+
+use super::config::SearchConfig;
+use super::objective::Objective;
+use super::space::SearchSpace;
+use crate::data::DataConfig;
+use crate::distill::config::DistillConfig;
+use crate::train::recipe::TrainRecipe;
+use crate::train::run_dir::OutputConfig;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The settings a study runs on: the candidates' data, recipe and distillation, and the search.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StudySpec {
+    /// Study name: the run folder `output.dir/name` and the default report folder.
+    pub name: String,
+    /// Master seed: per-trial weight seeds, strategy streams, data order.
+    pub seed: u64,
+    pub data: DataConfig,
+    /// The candidates' recipe (each stage sets the epochs).
+    pub train: TrainRecipe,
+    pub output: OutputConfig,
+    pub distill: DistillConfig,
+    pub search: SearchConfig,
+}
+
+impl StudySpec {
+    /// The run folder.
+    pub fn run_dir(&self) -> PathBuf {
+        self.output.dir.join(&self.name)
+    }
+
+    /// The report folder: `search.report_dir`, else `reports/<name>`.
+    pub fn report_dir(&self) -> PathBuf {
+        self.search
+            .report_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("reports").join(&self.name))
+    }
+}
+
+/// What is fixed at the start of a search and recorded for its report (`search.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchState {
+    /// The study's settings (`experiment` in files written by earlier versions).
+    #[serde(alias = "experiment")]
+    pub study: StudySpec,
+    pub space: SearchSpace,
+    /// Hypervolume reference point in objective space (1 − val_top1, then each cost), fixed
+    /// before the first trial: error 1 and 1.1 × each cost of the space's largest corner.
+    pub hv_reference: Vec<f64>,
+    pub input_size: usize,
+    pub teacher: Option<String>,
+    pub teacher_test_top1: Option<f64>,
+}
+
+impl SearchState {
+    /// Reads `run_dir/search.json`.
+    pub fn read(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join("search.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
+    }
+
+    /// Writes `run_dir/search.json` atomically.
+    pub fn write(&self, run_dir: &Path) -> Result<()> {
+        crate::fsutil::atomic_write(
+            &run_dir.join("search.json"),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )
+    }
+
+    /// The objectives the study ranks on.
+    pub fn objectives(&self) -> &[Objective] {
+        &self.study.search.objectives
+    }
+}
