@@ -141,3 +141,125 @@ fn search_writes_every_output_and_survives_kill_9() {
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// Epochs of each record in the log, by trial index, in log order.
+fn epochs_by_index(lines: &[serde_json::Value]) -> std::collections::BTreeMap<u64, Vec<u64>> {
+    let mut m = std::collections::BTreeMap::<u64, Vec<u64>>::new();
+    for t in lines {
+        let i = t["index"].as_u64().unwrap();
+        m.entry(i).or_default().push(t["epochs"].as_u64().unwrap());
+    }
+    m
+}
+
+#[test]
+fn search_survives_twenty_kills_at_random_moments() {
+    use rand::{Rng, SeedableRng};
+    if !common::have_fashion_mnist() {
+        return;
+    }
+    let out: PathBuf = std::env::temp_dir().join(format!("mnv4-soak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    // No teacher, so that a restart is quick and most kills land inside trials.
+    let fast = ["--set", "distill.kd_weight=0"];
+    let o = cmd(&out, "calm", &fast).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let calm = decisions(&out.join("calm"));
+
+    let run = out.join("soak");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut args = fast.to_vec();
+    args.push("--resume");
+    let (mut kills, mut seen) = (0, Vec::new());
+    while kills < 20 {
+        let mut child = cmd(&out, "soak", &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..1500)));
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before this kill
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        let now = log_lines(&run);
+        assert_eq!(
+            &now[..seen.len()],
+            &seen[..],
+            "kill {kills}: a finished trial was lost or changed"
+        );
+        seen = now;
+    }
+    let o = cmd(&out, "soak", &args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(kills >= 20, "the search finished after only {kills} kills");
+    for (i, epochs) in epochs_by_index(&log_lines(&run)) {
+        assert!(
+            epochs.windows(2).all(|w| w[0] < w[1]),
+            "trial {i} was trained again: epochs {epochs:?}"
+        );
+    }
+    assert_eq!(
+        decisions(&run),
+        calm,
+        "the soaked search decided differently"
+    );
+    let report =
+        |name: &str| std::fs::read_to_string(out.join(format!("report-{name}/pareto.csv")));
+    let members = |text: String| -> Vec<String> {
+        text.lines()
+            .map(|l| l.split(',').take(3).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(
+        members(report("soak").unwrap()),
+        members(report("calm").unwrap()),
+        "the final Pareto set differs"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_diverging_candidate_is_a_failed_trial_and_is_not_retried() {
+    if !common::have_fashion_mnist() {
+        return;
+    }
+    let out: PathBuf = std::env::temp_dir().join(format!("mnv4-diverge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let args = [
+        "--set",
+        "distill.kd_weight=0",
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "search.coarse={ trials = 2, epochs = 1 }",
+        "--set",
+        "search.fine={ trials = 0 }",
+        "--set",
+        "search.reference=[]",
+    ];
+    let o = cmd(&out, "nan", &args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines = log_lines(&out.join("nan"));
+    assert_eq!(lines.len(), 2);
+    for t in &lines {
+        let why = t["failed"].as_str().unwrap_or_default();
+        assert!(why.contains("loss became"), "{t}");
+    }
+    let readme = std::fs::read_to_string(out.join("report-nan/README.md")).unwrap();
+    assert!(readme.contains("Failed trials"), "{readme}");
+    let mut again = args.to_vec();
+    again.push("--resume");
+    let o = cmd(&out, "nan", &again).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        log_lines(&out.join("nan")),
+        lines,
+        "a failed trial was retried"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}

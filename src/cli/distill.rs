@@ -33,6 +33,14 @@ pub struct DistillArgs {
 }
 
 pub fn run(args: &DistillArgs) -> Result<()> {
+    let sidecar = args
+        .teacher_weights
+        .as_ref()
+        .is_some_and(|w| w.extension().is_some_and(|e| e == "json"));
+    anyhow::ensure!(
+        !(sidecar && (args.teacher.is_some() || args.teacher_width.is_some())),
+        "--teacher-weights names a checkpoint sidecar, which records its own architecture; drop --teacher / --teacher-width"
+    );
     let mut sets = Vec::new();
     let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
     if let Some(t) = &args.teacher {

@@ -125,7 +125,6 @@ fn repair_tail(path: &Path) -> Result<()> {
         return Ok(());
     }
     let mut f = OpenOptions::new()
-        .write(true)
         .append(true)
         .open(path)
         .with_context(|| format!("opening trial log {}", path.display()))?;

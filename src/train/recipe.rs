@@ -63,7 +63,7 @@ impl TrainRecipe {
             bail!("train.batch_size and train.eval_batch_size must be positive");
         }
         let lr_ok = self.lr > 0.0 && self.lr.is_finite();
-        if !lr_ok || !(self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+        if !(lr_ok && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
             bail!("train.lr must be positive and finite and train.min_lr in [0, lr]");
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
