@@ -182,14 +182,6 @@ impl Arch {
         out
     }
 
-    /// Channels entering the final `features` conv.
-    pub fn last_stage_channels(&self) -> usize {
-        self.walk()
-            .last()
-            .map(|(_, _, c, b)| b.out_channels(*c))
-            .unwrap_or(self.stem)
-    }
-
     /// The feature taps, following timm's rule: the stem output when the first block downsamples,
     /// the end of every stage followed by a downsampling stage, and the final `features` conv.
     /// For the presets these are the five maps at strides 2, 4, 8, 16, 32.
