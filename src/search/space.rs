@@ -407,82 +407,14 @@ impl SearchSpace {
             } else {
                 2
             };
+            let stage = &mut a.stages[s];
             match rng.random_range(0..moves) {
-                0 => {
-                    let w = *st.widths.choose(rng).expect("non-empty");
-                    set_stage_width(&mut a.stages[s], w);
-                }
-                1 => {
-                    let stage = &mut a.stages[s];
-                    let depth = stage.depth();
-                    let grow = rng.random_bool(0.5);
-                    if grow && depth < st.depth[1] {
-                        let template = stage
-                            .blocks
-                            .iter()
-                            .rev()
-                            .find(|b| !b.is_mqa())
-                            .expect("depth >= 1");
-                        let c = UibChoice::of(template).unwrap_or(COARSE_IB);
-                        let w = stage_width(stage);
-                        stage.blocks.push(self.block(st, false, w, c));
-                    } else if !grow && depth > st.depth[0] {
-                        // Drop the last UIB together with an MQA block that follows it.
-                        let last = stage
-                            .blocks
-                            .iter()
-                            .rposition(|b| !b.is_mqa())
-                            .expect("depth >= 1");
-                        stage.blocks.truncate(last);
-                    }
-                }
-                2..=3 => {
-                    let idx: Vec<usize> = a.stages[s]
-                        .blocks
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, b)| matches!(b, Block::Uib { .. }))
-                        .map(|(i, _)| i)
-                        .collect();
-                    if let Some(&i) = idx.choose(rng) {
-                        let first = i == 0;
-                        let w = stage_width(&a.stages[s]);
-                        let mut c = UibChoice::of(&a.stages[s].blocks[i]).unwrap_or(COARSE_IB);
-                        match rng.random_range(0..3) {
-                            0 => c.start_dw = *st.start_dw.choose(rng).expect("non-empty"),
-                            1 => c.mid_dw = *st.mid_dw.choose(rng).expect("non-empty"),
-                            _ => c.expansion = *st.expansion.choose(rng).expect("non-empty"),
-                        }
-                        a.stages[s].blocks[i] = self.block(st, first, w, c);
-                    }
-                }
+                0 => set_stage_width(stage, *st.widths.choose(rng).expect("non-empty")),
+                1 => self.mutate_depth(st, stage, rng),
+                2..=3 => self.mutate_choice(st, stage, rng),
                 _ => {
                     if let Some(m) = &st.mqa {
-                        let stage = &mut a.stages[s];
-                        let mqa_at: Vec<usize> = stage
-                            .blocks
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, b)| b.is_mqa())
-                            .map(|(i, _)| i)
-                            .collect();
-                        if !mqa_at.is_empty()
-                            && (mqa_at.len() >= m.max_blocks || rng.random_bool(0.5))
-                        {
-                            stage.blocks.remove(*mqa_at.choose(rng).expect("non-empty"));
-                        } else if mqa_at.len() < m.max_blocks {
-                            let after: Vec<usize> = stage
-                                .blocks
-                                .iter()
-                                .enumerate()
-                                .filter(|(_, b)| matches!(b, Block::Uib { .. }))
-                                .map(|(i, _)| i)
-                                .filter(|i| !stage.blocks.get(i + 1).is_some_and(Block::is_mqa))
-                                .collect();
-                            if let Some(&i) = after.choose(rng) {
-                                stage.blocks.insert(i + 1, Self::random_mqa(m, rng));
-                            }
-                        }
+                        mutate_mqa(m, stage, rng);
                     }
                 }
             }
@@ -491,6 +423,43 @@ impl SearchSpace {
             }
         }
         arch.clone()
+    }
+
+    /// Adds a block like the last one, or drops the last one with an MQA block that follows
+    /// it, within the stage's depth range.
+    fn mutate_depth(&self, st: &StageSpace, stage: &mut Stage, rng: &mut StdRng) {
+        let depth = stage.depth();
+        let grow = rng.random_bool(0.5);
+        if grow && depth < st.depth[1] {
+            let template = stage.blocks.iter().rev().find(|b| !b.is_mqa());
+            let c = UibChoice::of(template.expect("depth >= 1")).unwrap_or(COARSE_IB);
+            let w = stage_width(stage);
+            stage.blocks.push(self.block(st, false, w, c));
+        } else if !grow && depth > st.depth[0] {
+            let last = stage.blocks.iter().rposition(|b| !b.is_mqa());
+            stage.blocks.truncate(last.expect("depth >= 1"));
+        }
+    }
+
+    /// Draws one UIB's start kernel, middle kernel or expansion anew.
+    fn mutate_choice(&self, st: &StageSpace, stage: &mut Stage, rng: &mut StdRng) {
+        let idx: Vec<usize> = stage
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| matches!(b, Block::Uib { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(&i) = idx.choose(rng) {
+            let w = stage_width(stage);
+            let mut c = UibChoice::of(&stage.blocks[i]).unwrap_or(COARSE_IB);
+            match rng.random_range(0..3) {
+                0 => c.start_dw = *st.start_dw.choose(rng).expect("non-empty"),
+                1 => c.mid_dw = *st.mid_dw.choose(rng).expect("non-empty"),
+                _ => c.expansion = *st.expansion.choose(rng).expect("non-empty"),
+            }
+            stage.blocks[i] = self.block(st, i == 0, w, c);
+        }
     }
 
     /// Uniform crossover of whole stages (stem from either parent).
@@ -519,6 +488,32 @@ fn mqa_block(heads: usize, key_dim: usize, kv_stride: usize) -> Block {
         value_dim: key_dim,
         kv_stride,
         kv_kernel: 3,
+    }
+}
+
+/// Removes a random MQA block, or inserts one after a UIB not yet followed by one.
+fn mutate_mqa(m: &MqaChoices, stage: &mut Stage, rng: &mut StdRng) {
+    let mqa_at: Vec<usize> = stage
+        .blocks
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.is_mqa())
+        .map(|(i, _)| i)
+        .collect();
+    if !mqa_at.is_empty() && (mqa_at.len() >= m.max_blocks || rng.random_bool(0.5)) {
+        stage.blocks.remove(*mqa_at.choose(rng).expect("non-empty"));
+    } else if mqa_at.len() < m.max_blocks {
+        let after: Vec<usize> = stage
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| matches!(b, Block::Uib { .. }))
+            .map(|(i, _)| i)
+            .filter(|i| !stage.blocks.get(i + 1).is_some_and(Block::is_mqa))
+            .collect();
+        if let Some(&i) = after.choose(rng) {
+            stage.blocks.insert(i + 1, SearchSpace::random_mqa(m, rng));
+        }
     }
 }
 

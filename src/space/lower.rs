@@ -90,11 +90,10 @@ pub enum Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Stem,
-    /// Block `index` of stage `stage`; `kind` is [`Block::kind_name`].
+    /// Block `index` of stage `stage`.
     Block {
         stage: usize,
         index: usize,
-        kind: &'static str,
     },
     /// The final 1×1 conv to `features` channels (`blocks.N.0`).
     Features,
@@ -220,15 +219,10 @@ pub fn lower(arch: &Arch) -> Vec<LayerSpec> {
             act: arch.act,
             layer_scale: arch.layer_scale,
         };
-        let role = Role::Block {
-            stage,
-            index,
-            kind: block.kind_name(),
-        };
         layers.push(LayerSpec {
             op: b.op(block),
             name: b.prefix,
-            role,
+            role: Role::Block { stage, index },
             in_ch,
             out_ch: block.out_channels(in_ch),
         });
