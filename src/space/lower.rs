@@ -199,8 +199,8 @@ fn conv_layer(name: &str, role: Role, conv: ConvBnSpec) -> LayerSpec {
 }
 
 /// Lowers `arch` into its layers, in forward order: stem, every block, the `features` conv,
-/// pooling, `conv_head`, classifier. Total on any `Arch`; [`validate`](super::validate) decides
-/// whether the result is buildable.
+/// pooling, `conv_head`, classifier. Meant for an `Arch` that passed
+/// [`validate`](super::validate).
 pub fn lower(arch: &Arch) -> Vec<LayerSpec> {
     let act = Some(arch.act);
     let stem = ConvSpec::new(
@@ -376,5 +376,66 @@ impl BlockLowering {
             output: proj("output", heads * value_dim, c),
             layer_scale: self.layer_scale(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uib_convs(block: &str) -> Vec<(String, String, usize)> {
+        let arch = Arch::from_block_string(&format!(
+            "in3 nc10 relu stem16 feat32 head64 ls1e-5 | {block}"
+        ))
+        .unwrap();
+        let layers = lower(&arch);
+        let Op::Convs(chain) = &layers[1].op else {
+            panic!("a UIB lowers to a conv chain")
+        };
+        assert_eq!(layers[1].name, "blocks.0.0");
+        assert_eq!(
+            chain.layer_scale.as_ref().unwrap().name,
+            "blocks.0.0.layer_scale"
+        );
+        let convs = chain.convs.iter();
+        convs
+            .map(|c| (c.conv.name.clone(), c.conv.weight.clone(), c.conv.stride))
+            .collect()
+    }
+
+    #[test]
+    fn the_middle_depthwise_carries_a_uib_stride_else_the_start_one() {
+        let extra_dw = uib_convs("uir_a5_k3_s2_e4_c24");
+        let strides: Vec<usize> = extra_dw.iter().map(|c| c.2).collect();
+        assert_eq!(strides, [1, 1, 2, 1]);
+        assert_eq!(extra_dw[2].0, "blocks.0.0.dw_mid");
+        assert_eq!(extra_dw[2].1, "blocks.0.0.dw_mid.conv");
+        let conv_next = uib_convs("uir_a3_k0_s2_e4_c24");
+        let strides: Vec<usize> = conv_next.iter().map(|c| c.2).collect();
+        assert_eq!(strides, [2, 1, 1]);
+        assert_eq!(conv_next[0].0, "blocks.0.0.dw_start");
+        assert_eq!(uib_stride_carrier(0, 0), None);
+    }
+
+    #[test]
+    fn layers_chain_their_channels_and_end_in_the_head() {
+        let arch = crate::space::presets::preset("hybrid-medium", 1.0).unwrap();
+        let layers = lower(&arch);
+        for pair in layers.windows(2) {
+            assert_eq!(
+                pair[0].out_ch, pair[1].in_ch,
+                "{} → {}",
+                pair[0].name, pair[1].name
+            );
+        }
+        let names: Vec<&str> = layers
+            .iter()
+            .rev()
+            .take(4)
+            .map(|l| l.name.as_str())
+            .collect();
+        let features = format!("blocks.{}.0", arch.stages.len());
+        assert_eq!(names, ["classifier", "conv_head", "global_pool", &features]);
+        assert!(layers.iter().any(|l| matches!(l.op, Op::Mqa(_))));
     }
 }
