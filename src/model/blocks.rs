@@ -1,33 +1,18 @@
-//! The four block kinds of MobileNetV4, built from an [`space::Block`](crate::space::Block) with
-//! timm's module names.
+//! The two block shapes of a lowered MobileNetV4 ([`crate::space::lower`]): conv chains (stem,
+//! ConvBn, FusedIB, UIB, the final convs) and multi-query attention, under timm's names.
 
 use super::layers::{BatchNorm, Conv, ConvInit, ConvNormAct, LayerScale, Mode};
 use super::params::ParamStore;
-use crate::space::arch::expanded_channels;
-use crate::space::{Activation, Block};
+use crate::space::lower::{ConvChain, KvSpec, LayerScaleSpec, MqaSpec};
 use anyhow::Result;
 use candle_core::{Tensor, D};
 
-/// timm `ConvBnAct`: `conv`, `bn1`.
-pub struct ConvBnBlock {
-    cna: ConvNormAct,
-}
-
-/// timm `EdgeResidual` (FusedIB): `conv_exp`, `bn1`, `conv_pwl`, `bn2`.
-pub struct FusedIbBlock {
-    exp: ConvNormAct,
-    pwl: ConvNormAct,
-    skip: bool,
-}
-
-/// timm `UniversalInvertedResidual`: `dw_start`, `pw_exp`, `dw_mid`, `pw_proj`, `layer_scale`.
-pub struct UibBlock {
-    dw_start: Option<ConvNormAct>,
-    pw_exp: ConvNormAct,
-    dw_mid: Option<ConvNormAct>,
-    pw_proj: ConvNormAct,
+/// Conv + BN units in order, then optional layer scale and residual: timm's `ConvBnAct`,
+/// `EdgeResidual` (FusedIB) and `UniversalInvertedResidual`.
+pub struct ChainBlock {
+    convs: Vec<ConvNormAct>,
     layer_scale: Option<LayerScale>,
-    skip: bool,
+    residual: bool,
 }
 
 /// Key or value branch of MQA: optional stride-2 depthwise + BN, then a 1×1 projection.
@@ -37,6 +22,18 @@ struct KvBranch {
 }
 
 impl KvBranch {
+    fn new(ps: &mut ParamStore, spec: &KvSpec) -> Result<Self> {
+        let down = match &spec.down {
+            Some(d) => Some((
+                Conv::from_spec(ps, &d.conv, ConvInit::Xavier)?,
+                BatchNorm::new(ps, &d.bn, d.conv.out_ch)?,
+            )),
+            None => None,
+        };
+        let proj = Conv::from_spec(ps, &spec.proj, ConvInit::Xavier)?;
+        Ok(KvBranch { down, proj })
+    }
+
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let x = match &self.down {
             Some((conv, bn)) => bn.forward(&conv.forward(x)?, mode)?,
@@ -62,214 +59,61 @@ pub struct MqaBlock {
 
 /// One built block.
 pub enum BlockModule {
-    ConvBn(ConvBnBlock),
-    FusedIb(FusedIbBlock),
-    Uib(UibBlock),
+    Chain(ChainBlock),
     Mqa(MqaBlock),
 }
 
+fn layer_scale(
+    ps: &mut ParamStore,
+    spec: &Option<LayerScaleSpec>,
+    channels: usize,
+) -> Result<Option<LayerScale>> {
+    spec.as_ref()
+        .map(|ls| LayerScale::new(ps, &ls.name, channels, ls.init))
+        .transpose()
+}
+
 impl BlockModule {
-    /// Creates block `spec` with input width `cin` under `prefix` (e.g. `blocks.2.1`).
-    pub fn new(
-        ps: &mut ParamStore,
-        prefix: &str,
-        spec: &Block,
-        cin: usize,
-        act: Activation,
-        layer_scale: Option<f64>,
-    ) -> Result<Self> {
-        let p = |s: &str| format!("{prefix}.{s}");
-        Ok(match *spec {
-            Block::ConvBn { k, stride, out } => BlockModule::ConvBn(ConvBnBlock {
-                cna: ConvNormAct::new(
-                    ps,
-                    &p("conv"),
-                    &p("bn1"),
-                    cin,
-                    out,
-                    k,
-                    stride,
-                    false,
-                    Some(act),
-                )?,
-            }),
-            Block::FusedIb {
-                k,
-                stride,
-                expansion,
-                out,
-            } => {
-                let mid = expanded_channels(cin, expansion);
-                BlockModule::FusedIb(FusedIbBlock {
-                    exp: ConvNormAct::new(
-                        ps,
-                        &p("conv_exp"),
-                        &p("bn1"),
-                        cin,
-                        mid,
-                        k,
-                        stride,
-                        false,
-                        Some(act),
-                    )?,
-                    pwl: ConvNormAct::new(
-                        ps,
-                        &p("conv_pwl"),
-                        &p("bn2"),
-                        mid,
-                        out,
-                        1,
-                        1,
-                        false,
-                        None,
-                    )?,
-                    skip: stride == 1 && cin == out,
-                })
-            }
-            Block::Uib {
-                start_dw,
-                mid_dw,
-                stride,
-                expansion,
-                out,
-            } => {
-                let mid = expanded_channels(cin, expansion);
-                let start_stride = if mid_dw > 0 { 1 } else { stride };
-                BlockModule::Uib(UibBlock {
-                    dw_start: (start_dw > 0)
-                        .then(|| {
-                            ConvNormAct::timm(
-                                ps,
-                                &p("dw_start"),
-                                cin,
-                                cin,
-                                start_dw,
-                                start_stride,
-                                true,
-                                None,
-                            )
-                        })
-                        .transpose()?,
-                    pw_exp: ConvNormAct::timm(ps, &p("pw_exp"), cin, mid, 1, 1, false, Some(act))?,
-                    dw_mid: (mid_dw > 0)
-                        .then(|| {
-                            ConvNormAct::timm(
-                                ps,
-                                &p("dw_mid"),
-                                mid,
-                                mid,
-                                mid_dw,
-                                stride,
-                                true,
-                                Some(act),
-                            )
-                        })
-                        .transpose()?,
-                    pw_proj: ConvNormAct::timm(ps, &p("pw_proj"), mid, out, 1, 1, false, None)?,
-                    layer_scale: layer_scale
-                        .map(|v| LayerScale::new(ps, &p("layer_scale"), out, v))
-                        .transpose()?,
-                    skip: stride == 1 && cin == out,
-                })
-            }
-            Block::Mqa {
-                heads,
-                key_dim,
-                value_dim,
-                kv_stride,
-                kv_kernel,
-            } => {
-                let norm = BatchNorm::new(ps, &p("norm"), cin)?;
-                let query = Conv::new(
-                    ps,
-                    &p("attn.query.proj"),
-                    cin,
-                    heads * key_dim,
-                    1,
-                    1,
-                    1,
-                    ConvInit::Xavier,
-                )?;
-                let mut branch = |which: &str, dim: usize| -> Result<KvBranch> {
-                    let down = if kv_stride > 1 {
-                        Some((
-                            Conv::new(
-                                ps,
-                                &p(&format!("attn.{which}.down_conv")),
-                                cin,
-                                cin,
-                                kv_kernel,
-                                kv_stride,
-                                cin,
-                                ConvInit::Xavier,
-                            )?,
-                            BatchNorm::new(ps, &p(&format!("attn.{which}.norm")), cin)?,
-                        ))
-                    } else {
-                        None
-                    };
-                    let proj = Conv::new(
-                        ps,
-                        &p(&format!("attn.{which}.proj")),
-                        cin,
-                        dim,
-                        1,
-                        1,
-                        1,
-                        ConvInit::Xavier,
-                    )?;
-                    Ok(KvBranch { down, proj })
-                };
-                let key = branch("key", key_dim)?;
-                let value = branch("value", value_dim)?;
-                let output = Conv::new(
-                    ps,
-                    &p("attn.output.proj"),
-                    heads * value_dim,
-                    cin,
-                    1,
-                    1,
-                    1,
-                    ConvInit::Xavier,
-                )?;
-                BlockModule::Mqa(MqaBlock {
-                    norm,
-                    query,
-                    key,
-                    value,
-                    output,
-                    layer_scale: layer_scale
-                        .map(|v| LayerScale::new(ps, &p("layer_scale"), cin, v))
-                        .transpose()?,
-                    heads,
-                    key_dim,
-                    value_dim,
-                })
-            }
-        })
+    /// Creates the lowered conv chain `spec` with `channels` output channels.
+    pub fn chain(ps: &mut ParamStore, spec: &ConvChain, channels: usize) -> Result<Self> {
+        let convs = spec
+            .convs
+            .iter()
+            .map(|c| ConvNormAct::new(ps, c))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BlockModule::Chain(ChainBlock {
+            convs,
+            layer_scale: layer_scale(ps, &spec.layer_scale, channels)?,
+            residual: spec.residual,
+        }))
+    }
+
+    /// Creates the lowered multi-query attention block `spec` on `channels` channels.
+    pub fn mqa(ps: &mut ParamStore, spec: &MqaSpec, channels: usize) -> Result<Self> {
+        Ok(BlockModule::Mqa(MqaBlock {
+            norm: BatchNorm::new(ps, &spec.norm, channels)?,
+            query: Conv::from_spec(ps, &spec.query, ConvInit::Xavier)?,
+            key: KvBranch::new(ps, &spec.key)?,
+            value: KvBranch::new(ps, &spec.value)?,
+            output: Conv::from_spec(ps, &spec.output, ConvInit::Xavier)?,
+            layer_scale: layer_scale(ps, &spec.layer_scale, channels)?,
+            heads: spec.heads,
+            key_dim: spec.key_dim,
+            value_dim: spec.value_dim,
+        }))
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         match self {
-            BlockModule::ConvBn(b) => b.cna.forward(x, mode),
-            BlockModule::FusedIb(b) => {
-                let y = b.pwl.forward(&b.exp.forward(x, mode)?, mode)?;
-                Ok(if b.skip { (y + x)? } else { y })
-            }
-            BlockModule::Uib(b) => {
+            BlockModule::Chain(b) => {
                 let mut y = x.clone();
-                if let Some(d) = &b.dw_start {
-                    y = d.forward(&y, mode)?;
+                for c in &b.convs {
+                    y = c.forward(&y, mode)?;
                 }
-                y = b.pw_exp.forward(&y, mode)?;
-                if let Some(d) = &b.dw_mid {
-                    y = d.forward(&y, mode)?;
-                }
-                y = b.pw_proj.forward(&y, mode)?;
                 if let Some(ls) = &b.layer_scale {
                     y = ls.forward(&y)?;
                 }
-                Ok(if b.skip { (y + x)? } else { y })
+                Ok(if b.residual { (y + x)? } else { y })
             }
             BlockModule::Mqa(b) => b.forward(x, mode),
         }

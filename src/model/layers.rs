@@ -3,6 +3,7 @@
 
 use super::params::{Init, ParamKind, ParamStore};
 use crate::ops::{self, Act};
+use crate::space::lower::{ConvBnSpec, ConvSpec};
 use crate::space::Activation;
 use anyhow::Result;
 use candle_core::{DType, Tensor, Var, D};
@@ -64,6 +65,22 @@ impl Conv {
             stride,
             groups,
         })
+    }
+
+    /// Creates the lowered conv `spec` (depthwise: one group per channel).
+    pub fn from_spec(ps: &mut ParamStore, spec: &ConvSpec, init: ConvInit) -> Result<Self> {
+        let groups = if spec.depthwise { spec.in_ch } else { 1 };
+        let (cin, cout) = (spec.in_ch, spec.out_ch);
+        Self::new(
+            ps,
+            &spec.weight,
+            cin,
+            cout,
+            spec.kernel,
+            spec.stride,
+            groups,
+            init,
+        )
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -232,8 +249,8 @@ pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     })
 }
 
-/// Conv + BN (+ activation): timm's `ConvNormAct` (`{prefix}.conv`, `{prefix}.bn`) or a
-/// conv/BN pair with custom names.
+/// Conv + BN (+ activation), as lowered ([`ConvBnSpec`]): timm's `ConvNormAct` or a conv/BN
+/// pair with custom names.
 pub struct ConvNormAct {
     pub conv: Conv,
     pub bn: BatchNorm,
@@ -241,59 +258,13 @@ pub struct ConvNormAct {
 }
 
 impl ConvNormAct {
-    /// Creates the conv under `conv_name` and the BN under `bn_name`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        ps: &mut ParamStore,
-        conv_name: &str,
-        bn_name: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        depthwise: bool,
-        act: Option<Activation>,
-    ) -> Result<Self> {
-        let groups = if depthwise { cin } else { 1 };
+    /// Creates the conv and the BN under the spec's names, the conv with timm's fan-out init.
+    pub fn new(ps: &mut ParamStore, spec: &ConvBnSpec) -> Result<Self> {
         Ok(Self {
-            conv: Conv::new(
-                ps,
-                conv_name,
-                cin,
-                cout,
-                k,
-                stride,
-                groups,
-                ConvInit::FanOut,
-            )?,
-            bn: BatchNorm::new(ps, bn_name, cout)?,
-            act,
+            conv: Conv::from_spec(ps, &spec.conv, ConvInit::FanOut)?,
+            bn: BatchNorm::new(ps, &spec.bn, spec.conv.out_ch)?,
+            act: spec.act,
         })
-    }
-
-    /// timm's `ConvNormAct` naming: `{prefix}.conv`, `{prefix}.bn`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn timm(
-        ps: &mut ParamStore,
-        prefix: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        depthwise: bool,
-        act: Option<Activation>,
-    ) -> Result<Self> {
-        Self::new(
-            ps,
-            &format!("{prefix}.conv"),
-            &format!("{prefix}.bn"),
-            cin,
-            cout,
-            k,
-            stride,
-            depthwise,
-            act,
-        )
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {

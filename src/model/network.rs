@@ -1,9 +1,10 @@
 //! The builder: any valid [`Arch`] becomes a candle network with timm's parameter names.
 
 use super::blocks::BlockModule;
-use super::layers::{dropout, ConvNormAct, Linear, Mode};
+use super::layers::{dropout, Linear, Mode};
 use super::params::ParamStore;
-use crate::space::{validate, Arch};
+use crate::space::lower::{Op, Role};
+use crate::space::{lower, validate, Arch, LayerSpec};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -14,13 +15,24 @@ use std::sync::Mutex;
 pub struct Network {
     pub arch: Arch,
     pub params: ParamStore,
-    stem: ConvNormAct,
-    /// `blocks[s][b]`; the last entry is the `features`-channel 1×1 conv stage.
-    blocks: Vec<Vec<BlockModule>>,
-    final_conv: ConvNormAct,
-    conv_head: ConvNormAct,
-    classifier: Linear,
+    /// The lowered layers, built, in forward order.
+    layers: Vec<BuiltLayer>,
     dropout_rng: Mutex<StdRng>,
+}
+
+/// What one lowered layer became.
+enum Module {
+    Block(BlockModule),
+    Pool,
+    Classifier { linear: Linear, dropout: f64 },
+}
+
+/// A built layer and the feature tap its output is, if any.
+struct BuiltLayer {
+    module: Module,
+    /// `Some(after_stage)` (see [`crate::space::FeatureTap::after_stage`]) when the layer's
+    /// output is a tap position: the stem, a stage's last block, the `features` conv.
+    tap_at: Option<Option<usize>>,
 }
 
 /// Logits plus the requested multi-scale feature maps.
@@ -30,67 +42,48 @@ pub struct Output {
     pub features: Vec<Tensor>,
 }
 
+/// The tap position a layer's output is (see [`BuiltLayer::tap_at`]).
+fn tap_at(arch: &Arch, role: Role) -> Option<Option<usize>> {
+    match role {
+        Role::Stem => Some(None),
+        Role::Block { stage, index, .. } => {
+            (index + 1 == arch.stages[stage].blocks.len()).then_some(Some(stage))
+        }
+        Role::Features => Some(Some(arch.stages.len())),
+        Role::Head => None,
+    }
+}
+
+fn build(ps: &mut ParamStore, layer: &LayerSpec) -> Result<Module> {
+    Ok(match &layer.op {
+        Op::Convs(c) => Module::Block(BlockModule::chain(ps, c, layer.out_ch)?),
+        Op::Mqa(m) => Module::Block(BlockModule::mqa(ps, m, layer.in_ch)?),
+        Op::Pool => Module::Pool,
+        Op::Classifier { dropout } => Module::Classifier {
+            linear: Linear::new(ps, &layer.name, layer.in_ch, layer.out_ch)?,
+            dropout: *dropout,
+        },
+    })
+}
+
 impl Network {
     /// Builds the network; initial weights come from `seed` (same seed → same weights).
     pub fn new(arch: &Arch, device: &Device, seed: u64) -> Result<Self> {
         validate(arch)?;
         let mut ps = ParamStore::new(device, seed);
-        let act = arch.act;
-        let stem = ConvNormAct::new(
-            &mut ps,
-            "conv_stem",
-            "bn1",
-            arch.in_chans,
-            arch.stem,
-            arch.stem_kernel,
-            arch.stem_stride,
-            false,
-            Some(act),
-        )?;
-        let mut blocks: Vec<Vec<BlockModule>> = arch.stages.iter().map(|_| Vec::new()).collect();
-        for (s, b, cin, spec) in arch.walk() {
-            let m = BlockModule::new(
-                &mut ps,
-                &format!("blocks.{s}.{b}"),
-                spec,
-                cin,
-                act,
-                arch.layer_scale,
-            )?;
-            blocks[s].push(m);
-        }
-        let n = arch.stages.len();
-        let final_conv = ConvNormAct::new(
-            &mut ps,
-            &format!("blocks.{n}.0.conv"),
-            &format!("blocks.{n}.0.bn1"),
-            arch.last_stage_channels(),
-            arch.features,
-            1,
-            1,
-            false,
-            Some(act),
-        )?;
-        let conv_head = ConvNormAct::new(
-            &mut ps,
-            "conv_head",
-            "norm_head",
-            arch.features,
-            arch.head,
-            1,
-            1,
-            false,
-            Some(act),
-        )?;
-        let classifier = Linear::new(&mut ps, "classifier", arch.head, arch.num_classes)?;
+        let layers = lower(arch)
+            .iter()
+            .map(|l| {
+                Ok(BuiltLayer {
+                    module: build(&mut ps, l)?,
+                    tap_at: tap_at(arch, l.role),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             arch: arch.clone(),
             params: ps,
-            stem,
-            blocks,
-            final_conv,
-            conv_head,
-            classifier,
+            layers,
             dropout_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed_d409)),
         })
     }
@@ -135,27 +128,34 @@ impl Network {
                 }
             }
         };
-        let mut h = self.stem.forward(x, mode)?;
-        keep(None, &h);
-        for (s, stage) in self.blocks.iter().enumerate() {
-            for block in stage {
-                h = block.forward(&h, mode)?;
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = match &layer.module {
+                Module::Block(b) => b.forward(&h, mode)?,
+                Module::Pool => h.mean_keepdim(3)?.mean_keepdim(2)?,
+                Module::Classifier { linear, dropout } => {
+                    self.classify(&h, linear, *dropout, mode)?
+                }
+            };
+            if let Some(at) = layer.tap_at {
+                keep(at, &h);
             }
-            keep(Some(s), &h);
         }
-        h = self.final_conv.forward(&h, mode)?;
-        keep(Some(self.blocks.len()), &h);
-        let pooled = h.mean_keepdim(3)?.mean_keepdim(2)?;
-        let mut z = self.conv_head.forward(&pooled, mode)?.flatten_from(1)?;
-        if mode == Mode::Train && self.arch.dropout > 0.0 {
-            let mut rng = self.dropout_rng.lock().expect("dropout rng");
-            z = dropout(&z, self.arch.dropout, &mut *rng)?;
-        }
-        let logits = self.classifier.forward(&z)?;
+        let logits = h;
         let features = taps
             .iter()
             .map(|&i| found[i].clone().expect("every tap is visited"))
             .collect();
         Ok(Output { logits, features })
+    }
+
+    /// Flatten, dropout in train mode, then the linear classifier.
+    fn classify(&self, h: &Tensor, linear: &Linear, p: f64, mode: Mode) -> Result<Tensor> {
+        let mut z = h.flatten_from(1)?;
+        if mode == Mode::Train && p > 0.0 {
+            let mut rng = self.dropout_rng.lock().expect("dropout rng");
+            z = dropout(&z, p, &mut *rng)?;
+        }
+        linear.forward(&z)
     }
 }

@@ -2,6 +2,7 @@
 //! block kind; per block the start / middle depthwise kernels and expansion; where MQA blocks may
 //! follow. Sampling, mutation and crossover work on [`Arch`] values and always return valid ones.
 
+use crate::space::lower::uib_stride_carrier;
 use crate::space::{validate, Activation, Arch, Block, Stage};
 use anyhow::{bail, ensure, Context, Result};
 use rand::rngs::StdRng;
@@ -89,8 +90,53 @@ fn default_head() -> usize {
     1280
 }
 
+/// The per-block choices of a UIB: start and middle depthwise kernels (0 = absent), expansion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UibChoice {
+    pub start_dw: usize,
+    pub mid_dw: usize,
+    pub expansion: f64,
+}
+
 /// The inverted bottleneck every coarse-stage UIB uses (start 0, middle 3×3, expansion 4).
-pub const COARSE_IB: (usize, usize, f64) = (0, 3, 4.0);
+pub const COARSE_IB: UibChoice = UibChoice {
+    start_dw: 0,
+    mid_dw: 3,
+    expansion: 4.0,
+};
+
+impl UibChoice {
+    /// The choices a block carries: a UIB's own; a FusedIB's expansion with the coarse IB's
+    /// kernels; `None` for ConvBn and MQA.
+    pub fn of(block: &Block) -> Option<Self> {
+        match *block {
+            Block::Uib {
+                start_dw,
+                mid_dw,
+                expansion,
+                ..
+            } => Some(UibChoice {
+                start_dw,
+                mid_dw,
+                expansion,
+            }),
+            Block::FusedIb { expansion, .. } => Some(UibChoice {
+                expansion,
+                ..COARSE_IB
+            }),
+            _ => None,
+        }
+    }
+
+    /// Draws start kernel, middle kernel and expansion, in that order.
+    fn random(st: &StageSpace, rng: &mut StdRng) -> Self {
+        UibChoice {
+            start_dw: *st.start_dw.choose(rng).expect("non-empty"),
+            mid_dw: *st.mid_dw.choose(rng).expect("non-empty"),
+            expansion: *st.expansion.choose(rng).expect("non-empty"),
+        }
+    }
+}
 
 impl SearchSpace {
     /// Reads and checks a space file; errors name the offending entry.
@@ -176,13 +222,8 @@ impl SearchSpace {
         Ok(())
     }
 
-    fn block(
-        &self,
-        st: &StageSpace,
-        first: bool,
-        width: usize,
-        choice: (usize, usize, f64),
-    ) -> Block {
+    /// The block of stage `st` at width `width` with `choice`; the first one carries the stride.
+    fn block(&self, st: &StageSpace, first: bool, width: usize, choice: UibChoice) -> Block {
         let stride = if first { st.stride } else { 1 };
         match st.kind {
             StageKind::Conv => Block::ConvBn {
@@ -193,19 +234,23 @@ impl SearchSpace {
             StageKind::Fused => Block::FusedIb {
                 k: 3,
                 stride,
-                expansion: choice.2,
+                expansion: choice.expansion,
                 out: width,
             },
             StageKind::Uib => {
-                let (start_dw, mut mid_dw) = (choice.0, choice.1);
-                if stride == 2 && start_dw == 0 && mid_dw == 0 {
+                let UibChoice {
+                    start_dw,
+                    mut mid_dw,
+                    expansion,
+                } = choice;
+                if stride > 1 && uib_stride_carrier(start_dw, mid_dw).is_none() {
                     mid_dw = 3; // a stride-2 UIB needs a depthwise conv to carry the stride
                 }
                 Block::Uib {
                     start_dw,
                     mid_dw,
                     stride,
-                    expansion: choice.2,
+                    expansion,
                     out: width,
                 }
             }
@@ -253,7 +298,11 @@ impl SearchSpace {
             .map(|st| {
                 let depth = if large { st.depth[1] } else { st.depth[0] };
                 let w = pick(&st.widths);
-                let choice = (pick(&st.start_dw), pick(&st.mid_dw), pick_f(&st.expansion));
+                let choice = UibChoice {
+                    start_dw: pick(&st.start_dw),
+                    mid_dw: pick(&st.mid_dw),
+                    expansion: pick_f(&st.expansion),
+                };
                 let mut blocks = Vec::new();
                 let mut mqa_left = if large {
                     st.mqa.as_ref().map(|m| m.max_blocks).unwrap_or(0)
@@ -290,24 +339,20 @@ impl SearchSpace {
                 let e = if st.kind == StageKind::Fused {
                     *st.expansion.choose(rng).expect("non-empty")
                 } else {
-                    COARSE_IB.2
+                    COARSE_IB.expansion
+                };
+                let choice = UibChoice {
+                    expansion: e,
+                    ..COARSE_IB
                 };
                 Stage {
                     blocks: (0..depth)
-                        .map(|i| self.block(st, i == 0, w, (COARSE_IB.0, COARSE_IB.1, e)))
+                        .map(|i| self.block(st, i == 0, w, choice))
                         .collect(),
                 }
             })
             .collect();
         self.arch(*self.stem_widths.choose(rng).expect("non-empty"), stages)
-    }
-
-    fn random_choice(&self, st: &StageSpace, rng: &mut StdRng) -> (usize, usize, f64) {
-        (
-            *st.start_dw.choose(rng).expect("non-empty"),
-            *st.mid_dw.choose(rng).expect("non-empty"),
-            *st.expansion.choose(rng).expect("non-empty"),
-        )
     }
 
     fn random_mqa(m: &MqaChoices, rng: &mut StdRng) -> Block {
@@ -327,11 +372,7 @@ impl SearchSpace {
                 continue;
             }
             let width = stage_width(stage);
-            let depth = stage
-                .blocks
-                .iter()
-                .filter(|b| !matches!(b, Block::Mqa { .. }))
-                .count();
+            let depth = stage.depth();
             let mut blocks = Vec::new();
             let mut mqa_left = st
                 .mqa
@@ -339,7 +380,7 @@ impl SearchSpace {
                 .map(|m| rng.random_range(0..=m.max_blocks.min(depth)))
                 .unwrap_or(0);
             for i in 0..depth {
-                let c = self.random_choice(st, rng);
+                let c = UibChoice::random(st, rng);
                 blocks.push(self.block(st, i == 0, width, c));
                 if mqa_left > 0 && rng.random_bool(0.5) {
                     blocks.push(Self::random_mqa(
@@ -366,89 +407,14 @@ impl SearchSpace {
             } else {
                 2
             };
+            let stage = &mut a.stages[s];
             match rng.random_range(0..moves) {
-                0 => {
-                    let w = *st.widths.choose(rng).expect("non-empty");
-                    set_stage_width(&mut a.stages[s], w);
-                }
-                1 => {
-                    let stage = &mut a.stages[s];
-                    let depth = stage
-                        .blocks
-                        .iter()
-                        .filter(|b| !matches!(b, Block::Mqa { .. }))
-                        .count();
-                    let grow = rng.random_bool(0.5);
-                    if grow && depth < st.depth[1] {
-                        let template = stage
-                            .blocks
-                            .iter()
-                            .rev()
-                            .find(|b| !matches!(b, Block::Mqa { .. }))
-                            .cloned()
-                            .expect("depth >= 1");
-                        let c = block_choice(&template).unwrap_or(COARSE_IB);
-                        let w = stage_width(stage);
-                        stage.blocks.push(self.block(st, false, w, c));
-                    } else if !grow && depth > st.depth[0] {
-                        // Drop the last UIB together with an MQA block that follows it.
-                        let last = stage
-                            .blocks
-                            .iter()
-                            .rposition(|b| !matches!(b, Block::Mqa { .. }))
-                            .expect("depth >= 1");
-                        stage.blocks.truncate(last);
-                    }
-                }
-                2..=3 => {
-                    let idx: Vec<usize> = a.stages[s]
-                        .blocks
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, b)| matches!(b, Block::Uib { .. }))
-                        .map(|(i, _)| i)
-                        .collect();
-                    if let Some(&i) = idx.choose(rng) {
-                        let first = i == 0;
-                        let w = stage_width(&a.stages[s]);
-                        let mut c = block_choice(&a.stages[s].blocks[i]).unwrap_or(COARSE_IB);
-                        match rng.random_range(0..3) {
-                            0 => c.0 = *st.start_dw.choose(rng).expect("non-empty"),
-                            1 => c.1 = *st.mid_dw.choose(rng).expect("non-empty"),
-                            _ => c.2 = *st.expansion.choose(rng).expect("non-empty"),
-                        }
-                        a.stages[s].blocks[i] = self.block(st, first, w, c);
-                    }
-                }
+                0 => set_stage_width(stage, *st.widths.choose(rng).expect("non-empty")),
+                1 => self.mutate_depth(st, stage, rng),
+                2..=3 => self.mutate_choice(st, stage, rng),
                 _ => {
                     if let Some(m) = &st.mqa {
-                        let stage = &mut a.stages[s];
-                        let mqa_at: Vec<usize> = stage
-                            .blocks
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, b)| matches!(b, Block::Mqa { .. }))
-                            .map(|(i, _)| i)
-                            .collect();
-                        if !mqa_at.is_empty()
-                            && (mqa_at.len() >= m.max_blocks || rng.random_bool(0.5))
-                        {
-                            stage.blocks.remove(*mqa_at.choose(rng).expect("non-empty"));
-                        } else if mqa_at.len() < m.max_blocks {
-                            let after: Vec<usize> = stage
-                                .blocks
-                                .iter()
-                                .enumerate()
-                                .filter(|(_, b)| matches!(b, Block::Uib { .. }))
-                                .map(|(i, _)| i)
-                                .filter(|i| {
-                                    !matches!(stage.blocks.get(i + 1), Some(Block::Mqa { .. }))
-                                })
-                                .collect();
-                            if let Some(&i) = after.choose(rng) {
-                                stage.blocks.insert(i + 1, Self::random_mqa(m, rng));
-                            }
-                        }
+                        mutate_mqa(m, stage, rng);
                     }
                 }
             }
@@ -457,6 +423,43 @@ impl SearchSpace {
             }
         }
         arch.clone()
+    }
+
+    /// Adds a block like the last one, or drops the last one with an MQA block that follows
+    /// it, within the stage's depth range.
+    fn mutate_depth(&self, st: &StageSpace, stage: &mut Stage, rng: &mut StdRng) {
+        let depth = stage.depth();
+        let grow = rng.random_bool(0.5);
+        if grow && depth < st.depth[1] {
+            let template = stage.blocks.iter().rev().find(|b| !b.is_mqa());
+            let c = UibChoice::of(template.expect("depth >= 1")).unwrap_or(COARSE_IB);
+            let w = stage_width(stage);
+            stage.blocks.push(self.block(st, false, w, c));
+        } else if !grow && depth > st.depth[0] {
+            let last = stage.blocks.iter().rposition(|b| !b.is_mqa());
+            stage.blocks.truncate(last.expect("depth >= 1"));
+        }
+    }
+
+    /// Draws one UIB's start kernel, middle kernel or expansion anew.
+    fn mutate_choice(&self, st: &StageSpace, stage: &mut Stage, rng: &mut StdRng) {
+        let idx: Vec<usize> = stage
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| matches!(b, Block::Uib { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(&i) = idx.choose(rng) {
+            let w = stage_width(stage);
+            let mut c = UibChoice::of(&stage.blocks[i]).unwrap_or(COARSE_IB);
+            match rng.random_range(0..3) {
+                0 => c.start_dw = *st.start_dw.choose(rng).expect("non-empty"),
+                1 => c.mid_dw = *st.mid_dw.choose(rng).expect("non-empty"),
+                _ => c.expansion = *st.expansion.choose(rng).expect("non-empty"),
+            }
+            stage.blocks[i] = self.block(st, i == 0, w, c);
+        }
     }
 
     /// Uniform crossover of whole stages (stem from either parent).
@@ -488,37 +491,39 @@ fn mqa_block(heads: usize, key_dim: usize, kv_stride: usize) -> Block {
     }
 }
 
-fn stage_width(stage: &Stage) -> usize {
-    stage
+/// Removes a random MQA block, or inserts one after a UIB not yet followed by one.
+fn mutate_mqa(m: &MqaChoices, stage: &mut Stage, rng: &mut StdRng) {
+    let mqa_at: Vec<usize> = stage
         .blocks
         .iter()
-        .find_map(|b| match b {
-            Block::ConvBn { out, .. } | Block::FusedIb { out, .. } | Block::Uib { out, .. } => {
-                Some(*out)
-            }
-            Block::Mqa { .. } => None,
-        })
-        .expect("a stage has a non-MQA block")
-}
-
-fn set_stage_width(stage: &mut Stage, w: usize) {
-    for b in &mut stage.blocks {
-        if let Block::ConvBn { out, .. } | Block::FusedIb { out, .. } | Block::Uib { out, .. } = b {
-            *out = w;
+        .enumerate()
+        .filter(|(_, b)| b.is_mqa())
+        .map(|(i, _)| i)
+        .collect();
+    if !mqa_at.is_empty() && (mqa_at.len() >= m.max_blocks || rng.random_bool(0.5)) {
+        stage.blocks.remove(*mqa_at.choose(rng).expect("non-empty"));
+    } else if mqa_at.len() < m.max_blocks {
+        let after: Vec<usize> = stage
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| matches!(b, Block::Uib { .. }))
+            .map(|(i, _)| i)
+            .filter(|i| !stage.blocks.get(i + 1).is_some_and(Block::is_mqa))
+            .collect();
+        if let Some(&i) = after.choose(rng) {
+            stage.blocks.insert(i + 1, SearchSpace::random_mqa(m, rng));
         }
     }
 }
 
-fn block_choice(b: &Block) -> Option<(usize, usize, f64)> {
-    match *b {
-        Block::Uib {
-            start_dw,
-            mid_dw,
-            expansion,
-            ..
-        } => Some((start_dw, mid_dw, expansion)),
-        Block::FusedIb { expansion, .. } => Some((0, 3, expansion)),
-        _ => None,
+fn stage_width(stage: &Stage) -> usize {
+    stage.width().expect("a stage has a non-MQA block")
+}
+
+fn set_stage_width(stage: &mut Stage, w: usize) {
+    for out in stage.blocks.iter_mut().filter_map(Block::width_mut) {
+        *out = w;
     }
 }
 
@@ -544,16 +549,10 @@ mod tests {
             let c = s.sample_coarse(&mut rng);
             validate(&c).unwrap();
             for b in c.stages.iter().flat_map(|st| &st.blocks) {
-                if let Block::Uib {
-                    start_dw,
-                    mid_dw,
-                    expansion,
-                    ..
-                } = *b
-                {
+                if let Block::Uib { .. } = b {
                     assert_eq!(
-                        (start_dw, mid_dw, expansion),
-                        COARSE_IB,
+                        UibChoice::of(b),
+                        Some(COARSE_IB),
                         "coarse stage uses the fixed IB"
                     );
                 }

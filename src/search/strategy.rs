@@ -163,16 +163,41 @@ struct Nsga2 {
     all: Vec<Evaluated>,
 }
 
+/// A member of the NSGA-II parent pool.
+#[derive(Debug, Clone, Copy)]
+struct Survivor {
+    /// Index into `Nsga2::all`.
+    index: usize,
+    /// Non-dominated front, 0 = best.
+    rank: usize,
+    /// Crowding distance within the front (larger = more isolated).
+    crowding: f64,
+}
+
+impl Survivor {
+    /// Binary-tournament order: lower front first, then larger crowding distance.
+    fn beats(&self, other: &Survivor) -> bool {
+        (self.rank, -self.crowding) <= (other.rank, -other.crowding)
+    }
+}
+
 impl Nsga2 {
-    /// Survivors: (index into `all`, front rank, crowding distance).
-    fn survivors(&self) -> Vec<(usize, usize, f64)> {
+    /// The best `population` candidates by (front rank, crowding distance).
+    fn survivors(&self) -> Vec<Survivor> {
         let points: Vec<Point> = self.all.iter().map(|e| e.point.clone()).collect();
         let mut out = Vec::new();
         for (rank, front) in non_dominated_sort(&points).iter().enumerate() {
             let d = crowding_distance(&points, front);
-            let mut members: Vec<(usize, usize, f64)> =
-                front.iter().zip(d).map(|(&i, d)| (i, rank, d)).collect();
-            members.sort_by(|a, b| b.2.total_cmp(&a.2));
+            let mut members: Vec<Survivor> = front
+                .iter()
+                .zip(d)
+                .map(|(&index, crowding)| Survivor {
+                    index,
+                    rank,
+                    crowding,
+                })
+                .collect();
+            members.sort_by(|a, b| b.crowding.total_cmp(&a.crowding));
             for m in members {
                 if out.len() == self.population {
                     return out;
@@ -193,8 +218,8 @@ impl Strategy for Nsga2 {
         let pick = |rng: &mut StdRng| {
             let a = pool[rng.random_range(0..pool.len())];
             let b = pool[rng.random_range(0..pool.len())];
-            let better = if (a.1, -a.2) <= (b.1, -b.2) { a } else { b };
-            &self.all[better.0].arch
+            let better = if a.beats(&b) { a } else { b };
+            &self.all[better.index].arch
         };
         let (p1, p2) = (pick(rng).clone(), pick(rng).clone());
         let child = self.base.space.crossover(rng, &p1, &p2);

@@ -82,10 +82,32 @@ impl Block {
 
     /// Output channels given the block's input channels.
     pub fn out_channels(&self, in_ch: usize) -> usize {
+        self.width().unwrap_or(in_ch)
+    }
+
+    /// The output width the block sets; `None` for MQA, whose output width is its input's.
+    pub fn width(&self) -> Option<usize> {
         match *self {
-            Block::ConvBn { out, .. } | Block::FusedIb { out, .. } | Block::Uib { out, .. } => out,
-            Block::Mqa { .. } => in_ch,
+            Block::ConvBn { out, .. } | Block::FusedIb { out, .. } | Block::Uib { out, .. } => {
+                Some(out)
+            }
+            Block::Mqa { .. } => None,
         }
+    }
+
+    /// The output width the block sets, to change it; `None` for MQA.
+    pub fn width_mut(&mut self) -> Option<&mut usize> {
+        match self {
+            Block::ConvBn { out, .. } | Block::FusedIb { out, .. } | Block::Uib { out, .. } => {
+                Some(out)
+            }
+            Block::Mqa { .. } => None,
+        }
+    }
+
+    /// Whether this is a multi-query attention block.
+    pub fn is_mqa(&self) -> bool {
+        matches!(self, Block::Mqa { .. })
     }
 
     /// Short human name of the block kind (IB, ConvNext, ExtraDW, FFN for UIBs).
@@ -111,6 +133,18 @@ impl Block {
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     pub blocks: Vec<Block>,
+}
+
+impl Stage {
+    /// Number of blocks other than MQA (the depth a search space counts).
+    pub fn depth(&self) -> usize {
+        self.blocks.iter().filter(|b| !b.is_mqa()).count()
+    }
+
+    /// The output width of the stage's first block other than MQA.
+    pub fn width(&self) -> Option<usize> {
+        self.blocks.iter().find_map(Block::width)
+    }
 }
 
 /// A complete MobileNetV4-style network.
@@ -180,14 +214,6 @@ impl Arch {
             }
         }
         out
-    }
-
-    /// Channels entering the final `features` conv.
-    pub fn last_stage_channels(&self) -> usize {
-        self.walk()
-            .last()
-            .map(|(_, _, c, b)| b.out_channels(*c))
-            .unwrap_or(self.stem)
     }
 
     /// The feature taps, following timm's rule: the stem output when the first block downsamples,

@@ -2,14 +2,17 @@
 //!
 //! An [`Arch`] is written by hand or by the search as TOML, or as a one-line block string
 //! (see [`blockstr`]); both round-trip losslessly. [`presets`] holds the five released models.
+//! [`lower`] turns an `Arch` into the layer list the builder and the cost model read.
 
 pub mod arch;
 pub mod blockstr;
+pub mod lower;
 pub mod model_spec;
 pub mod presets;
 pub mod validate;
 
 pub use arch::{Activation, Arch, Block, FeatureTap, Stage};
+pub use lower::{lower, LayerSpec};
 pub use model_spec::ModelSpec;
 pub use validate::{validate, ArchError};
 

@@ -1,6 +1,7 @@
 //! Checks that an `Arch` describes a network the builder can make, with messages that say where.
 
 use super::arch::{Arch, Block};
+use super::lower::uib_stride_carrier;
 use std::fmt;
 
 /// What is wrong with an architecture, and where.
@@ -154,7 +155,7 @@ pub fn validate(arch: &Arch) -> Result<(), ArchError> {
                 check_stride(&at, stride)?;
                 check_expansion(&at, expansion)?;
                 check_positive(&at, "output width", out)?;
-                if stride > 1 && start_dw == 0 && mid_dw == 0 {
+                if stride > 1 && uib_stride_carrier(start_dw, mid_dw).is_none() {
                     return Err(err(
                         &at,
                         "a stride-2 UIB needs a start or middle depthwise conv to carry the stride",
