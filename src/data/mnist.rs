@@ -222,7 +222,7 @@ pub fn load_mnist(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
 mod tests {
     use super::*;
     use crate::data::idx::{write_idx_images, write_idx_labels};
-    use crate::data::testutil::{require_input, TempDir};
+    use crate::data::testutil::TempDir;
 
     /// Writes a tiny MNIST-family folder: 6 train and 4 test images of 2×3.
     fn write_fake(dir: &Path, gz: bool) {
@@ -336,13 +336,12 @@ mod tests {
             .exists());
     }
 
-    /// Loads the real Fashion-MNIST when the Debian package is installed; skipped otherwise
-    /// (failed under `CI`).
+    /// Loads the real Fashion-MNIST when the Debian package is installed; skipped otherwise.
     #[test]
     fn real_fashion_mnist_when_present() {
         let dir = Path::new(DEBIAN_FASHION_MNIST_DIR);
         let why = "Fashion-MNIST (apt-get install dataset-fashion-mnist)";
-        if !require_input(dir, why) {
+        if !crate::data::testutil::require_input(dir, why) {
             return;
         }
         let (tr, te) = load_fashion_mnist(dir).unwrap();

@@ -27,7 +27,9 @@ pub fn font_candidates() -> Vec<PathBuf> {
 fn ensure_font() -> Result<()> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
-        for p in font_candidates() {
+        let mut paths: Vec<PathBuf> = std::env::var_os("MNV4_FONT").map(PathBuf::from).into_iter().collect();
+        paths.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
+        for p in paths {
             if let Ok(bytes) = std::fs::read(&p) {
                 let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
                 if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
