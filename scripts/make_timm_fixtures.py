@@ -20,6 +20,10 @@ and running variance ~ U(0.5, 2); every layer-scale gamma ~ U(0.5, 1); every oth
 float16 and written back into the model, the input is drawn ~ N(0, 1) from the same generator,
 and the expected outputs are computed in float32 (CPU, eval mode) from the rounded weights.
 
+The committed fixtures were made by an earlier generator with the same distributions but a
+different draw order, and it left `norm_head.weight` at 1 and drew the MQA blocks' `*.norm.bias`
+like BN weights; so regenerated files match them in format and statistics, not value for value.
+
 conv-small goes to tests/fixtures/timm/ (kept in the repository, about 9 MB); the larger models go
 to --shared-out (default ../shared/fixtures/timm, which the parity test also reads).
 """
