@@ -15,7 +15,7 @@ use std::process::Command;
 
 #[test]
 fn distill_command_runs_end_to_end_with_a_tiny_teacher() {
-    if !common::have_fashion_mnist() {
+    if !common::have_training_inputs() {
         return;
     }
     let out = std::env::temp_dir().join(format!("mnv4-distill-{}", std::process::id()));

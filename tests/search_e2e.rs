@@ -67,7 +67,7 @@ fn decisions(run: &Path) -> Vec<(u64, String, String)> {
 
 #[test]
 fn search_writes_every_output_and_survives_kill_9() {
-    if !common::have_fashion_mnist() {
+    if !common::have_training_inputs() {
         return;
     }
     let out: PathBuf = std::env::temp_dir().join(format!("mnv4-search-{}", std::process::id()));

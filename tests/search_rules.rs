@@ -58,7 +58,7 @@ fn setup(tag: &str) -> PathBuf {
 
 #[test]
 fn over_budget_candidates_are_recorded_infeasible_without_training() {
-    if !common::have_fashion_mnist() {
+    if !common::have_training_inputs() {
         return;
     }
     let out = setup("budget");
@@ -94,7 +94,7 @@ fn over_budget_candidates_are_recorded_infeasible_without_training() {
 
 #[test]
 fn identical_architectures_are_trained_once() {
-    if !common::have_fashion_mnist() {
+    if !common::have_training_inputs() {
         return;
     }
     let out = setup("dedup");

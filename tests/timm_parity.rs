@@ -1,17 +1,55 @@
-//! Numerical parity with timm: every fixture found in `MNV4_TIMM_FIXTURES` (default
-//! `../shared/fixtures/timm`) is built, loaded and compared in eval mode, logits and all five
-//! feature maps, to max |ours − timm| ≤ 1e-4 × max |timm|.
+//! Numerical parity with timm: every fixture is built, loaded and compared in eval mode, logits
+//! and all five feature maps, to max |ours − timm| ≤ 1e-4 × max |timm|.
+//!
+//! Fixtures come from `tests/fixtures/timm/` (conv-small is kept in the repository and required)
+//! and, for models not there, from `MNV4_TIMM_FIXTURES` (which must exist when set) or else
+//! `../shared/fixtures/timm` (used when present). `scripts/make_timm_fixtures.py` regenerates them.
+
+mod common;
 
 use candle_core::{DType, Device, Tensor};
 use mnv4_lab::model::{Mode, Network};
 use mnv4_lab::space::presets::preset_from_timm_name;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-fn fixture_dir() -> PathBuf {
-    std::env::var_os("MNV4_TIMM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/timm"))
+/// The fixture folder inside the repository.
+fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/timm")
+}
+
+/// A folder with further fixtures: `MNV4_TIMM_FIXTURES` when set (a missing folder there is a
+/// mistake and fails the test), else the shared folder when it exists.
+fn extra_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("MNV4_TIMM_FIXTURES").map(PathBuf::from) {
+        assert!(
+            dir.is_dir(),
+            "MNV4_TIMM_FIXTURES={} is not a folder",
+            dir.display()
+        );
+        return Some(dir);
+    }
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/timm");
+    if shared.is_dir() {
+        return Some(shared);
+    }
+    println!(
+        "timm_parity: {} absent; only the fixtures in {} are checked",
+        shared.display(),
+        repo_dir().display()
+    );
+    None
+}
+
+/// Fixture stems (`NAME` of `NAME.json`) in `dir`, each with its folder.
+fn discover(dir: &Path, found: &mut BTreeMap<String, PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|e| e == "json") {
+            let stem = p.file_stem().unwrap().to_string_lossy().to_string();
+            found.entry(stem).or_insert_with(|| dir.to_path_buf());
+        }
+    }
 }
 
 struct Fixture {
@@ -20,44 +58,43 @@ struct Fixture {
     io: HashMap<String, Tensor>,
 }
 
+fn load_fixture(dir: &Path, stem: &str) -> Fixture {
+    let json = dir.join(format!("{stem}.json"));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let model = meta["model"]
+        .as_str()
+        .expect("fixture json names its model")
+        .to_string();
+    let io =
+        candle_core::safetensors::load(dir.join(format!("{stem}.io.safetensors")), &Device::Cpu)
+            .unwrap_or_else(|e| panic!("fixture {stem}: io file unreadable: {e}"));
+    let weights = dir.join(format!("{stem}.weights.safetensors"));
+    Fixture { model, weights, io }
+}
+
+/// Every fixture: the repository's first, then the extra folder's models the repository lacks.
+/// None (skipped) or a failure under `CI` when the repository's conv-small fixture is missing.
 fn fixtures() -> Option<Vec<Fixture>> {
-    let dir = fixture_dir();
-    if !dir.is_dir() {
-        println!(
-            "timm_parity: fixture folder {} is absent; skipped",
-            dir.display()
-        );
+    let repo = repo_dir();
+    let required = repo.join("mobilenetv4_conv_small.json");
+    if !common::require_input(
+        &required,
+        "the timm conv-small fixture kept in the repository",
+    ) {
         return None;
     }
-    let mut out = Vec::new();
-    let mut jsons: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    jsons.sort();
-    for json in jsons {
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        let model = meta["model"]
-            .as_str()
-            .expect("fixture json names its model")
-            .to_string();
-        let stem = json.file_stem().unwrap().to_string_lossy().to_string();
-        let weights = dir.join(format!("{stem}.weights.safetensors"));
-        let io = candle_core::safetensors::load(
-            dir.join(format!("{stem}.io.safetensors")),
-            &Device::Cpu,
-        )
-        .unwrap_or_else(|e| panic!("fixture {stem}: io file unreadable: {e}"));
-        out.push(Fixture { model, weights, io });
+    let mut found = BTreeMap::new();
+    discover(&repo, &mut found);
+    if let Some(dir) = extra_dir() {
+        discover(&dir, &mut found);
     }
-    assert!(
-        !out.is_empty(),
-        "fixture folder {} has no .json fixtures",
-        dir.display()
-    );
-    Some(out)
+    Some(
+        found
+            .iter()
+            .map(|(stem, dir)| load_fixture(dir, stem))
+            .collect(),
+    )
 }
 
 fn max_abs(t: &Tensor) -> f32 {

@@ -38,7 +38,7 @@ fn weights(dir: &Path) -> Vec<u8> {
 
 #[test]
 fn smoke_experiment_learns_well_above_chance() {
-    if !common::have_fashion_mnist() {
+    if !common::have_training_inputs() {
         return;
     }
     let out = temp_dir("smoke");
@@ -121,7 +121,7 @@ dir = "{}"
 
 #[test]
 fn same_seed_same_metrics_and_resume_equals_uninterrupted() {
-    if !common::have_fashion_mnist() {
+    if !common::have_training_inputs() {
         return;
     }
     let out = temp_dir("resume");

@@ -145,6 +145,17 @@ pub enum DataError {
         path: PathBuf,
     },
 
+    /// A class folder in one split of an image folder without a counterpart in the other split.
+    #[error("class '{class}' has a folder in {present} but none in {missing}; train and test must hold the same class folders")]
+    ClassMismatch {
+        /// The class (folder name).
+        class: String,
+        /// The split folder that holds the class.
+        present: PathBuf,
+        /// The split folder that lacks it.
+        missing: PathBuf,
+    },
+
     /// A dataset could not be found in any of the searched places.
     #[error("{dataset} not found; searched: {searched}.\n{how_to_get}", searched = display_paths(.searched))]
     NotFound {

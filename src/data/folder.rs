@@ -5,6 +5,9 @@
 //! extensions are ignored. Each image is decoded with the `image` crate (format
 //! guessed from its content), converted to 1 channel (luma) or 3 (RGB), and resized
 //! to `height×width` with a bilinear (triangle) filter when its size differs.
+//!
+//! [`load_image_folder_splits`] loads `root/train/` and `root/test/` together, mapping test's
+//! classes to train's indices by folder name.
 
 use std::path::{Path, PathBuf};
 
@@ -81,16 +84,7 @@ pub fn load_image_file(
     }
 }
 
-/// Loads an image folder into a [`Dataset`] of `channels×height×width` images.
-///
-/// Errors: [`DataError::NoClasses`] without subfolders, [`DataError::EmptyClass`] for a
-/// subfolder without images, [`DataError::Decode`] naming the first file that does not decode.
-pub fn load_image_folder(
-    root: &Path,
-    channels: usize,
-    height: usize,
-    width: usize,
-) -> Result<Dataset, DataError> {
+fn check_size(channels: usize, height: usize, width: usize) -> Result<(), DataError> {
     if channels != 1 && channels != 3 {
         return Err(DataError::Invalid(format!(
             "image folders support 1 or 3 channels, not {channels}"
@@ -101,18 +95,37 @@ pub fn load_image_folder(
             "image size {height}×{width} must be positive"
         )));
     }
-    let classes: Vec<PathBuf> = sorted_entries(root)?
+    Ok(())
+}
+
+/// The class subfolders of `root` as (name, folder), sorted by name.
+fn class_dirs(root: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
+    let classes: Vec<(String, PathBuf)> = sorted_entries(root)?
         .into_iter()
         .filter(|p| p.is_dir())
+        .map(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            (name.into_owned(), p)
+        })
         .collect();
     if classes.is_empty() {
         return Err(DataError::NoClasses {
             path: root.to_path_buf(),
         });
     }
+    Ok(classes)
+}
+
+/// Loads the images of `classes`, labelling the images of `classes[i]` with `i`.
+fn load_classes(
+    root: &Path,
+    classes: &[(String, PathBuf)],
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<Dataset, DataError> {
     let mut files = Vec::new();
-    let mut class_names = Vec::new();
-    for (label, dir) in classes.iter().enumerate() {
+    for (label, (_, dir)) in classes.iter().enumerate() {
         let imgs: Vec<PathBuf> = sorted_entries(dir)?
             .into_iter()
             .filter(|p| is_image(p))
@@ -120,12 +133,6 @@ pub fn load_image_folder(
         if imgs.is_empty() {
             return Err(DataError::EmptyClass { path: dir.clone() });
         }
-        class_names.push(
-            dir.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-        );
         files.extend(imgs.into_iter().map(|p| (p, label as u32)));
     }
     let decoded: Vec<Vec<u8>> = files
@@ -137,6 +144,7 @@ pub fn load_image_folder(
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image-folder".into());
+    let class_names = classes.iter().map(|(n, _)| n.clone()).collect();
     Dataset::new(
         name,
         decoded.concat(),
@@ -147,6 +155,67 @@ pub fn load_image_folder(
         classes.len(),
         class_names,
     )
+}
+
+/// Loads an image folder into a [`Dataset`] of `channels×height×width` images.
+///
+/// Errors: [`DataError::NoClasses`] without subfolders, [`DataError::EmptyClass`] for a
+/// subfolder without images, [`DataError::Decode`] naming the first file that does not decode.
+pub fn load_image_folder(
+    root: &Path,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<Dataset, DataError> {
+    check_size(channels, height, width)?;
+    load_classes(root, &class_dirs(root)?, channels, height, width)
+}
+
+/// Returns the first class of `a` that `b` lacks, as a [`DataError::ClassMismatch`].
+fn missing_class(
+    a: &[(String, PathBuf)],
+    a_root: &Path,
+    b: &[(String, PathBuf)],
+    b_root: &Path,
+) -> Option<DataError> {
+    a.iter()
+        .find(|(name, _)| !b.iter().any(|(n, _)| n == name))
+        .map(|(name, _)| DataError::ClassMismatch {
+            class: name.clone(),
+            present: a_root.to_path_buf(),
+            missing: b_root.to_path_buf(),
+        })
+}
+
+/// Loads `root/train/` and `root/test/` as (train, test) with one class mapping.
+///
+/// Class indices follow the sorted class-folder names of `train`; each `test` class folder gets
+/// the index of the `train` folder with the same name. A class folder present in one split and
+/// absent from the other is a [`DataError::ClassMismatch`] naming the class and both folders.
+/// Other errors as in [`load_image_folder`].
+pub fn load_image_folder_splits(
+    root: &Path,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<(Dataset, Dataset), DataError> {
+    check_size(channels, height, width)?;
+    let (train_root, test_root) = (root.join("train"), root.join("test"));
+    let train = class_dirs(&train_root)?;
+    let test = class_dirs(&test_root)?;
+    if let Some(e) = missing_class(&train, &train_root, &test, &test_root)
+        .or_else(|| missing_class(&test, &test_root, &train, &train_root))
+    {
+        return Err(e);
+    }
+    let test_by_train: Vec<(String, PathBuf)> = train
+        .iter()
+        .filter_map(|(name, _)| test.iter().find(|(n, _)| n == name).cloned())
+        .collect();
+    Ok((
+        load_classes(&train_root, &train, channels, height, width)?,
+        load_classes(&test_root, &test_by_train, channels, height, width)?,
+    ))
 }
 
 #[cfg(test)]
@@ -217,5 +286,71 @@ mod tests {
             "{e:?}"
         );
         assert!(e.to_string().contains("empty class folder"));
+    }
+
+    /// `root/<split>/<class>/0.png` for each (split, class), each class a distinct gray level.
+    fn split_tree(t: &TempDir, layout: &[(&str, &[&str])]) {
+        for (split, classes) in layout {
+            for c in *classes {
+                let dir = t.join(&format!("{split}/{c}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                let v = c.as_bytes()[0];
+                write_png(&dir.join("0.png"), 2, 2, [v, v, v]);
+            }
+        }
+    }
+
+    #[test]
+    fn splits_share_train_class_indices() {
+        let t = TempDir::new("splits-ok");
+        split_tree(
+            &t,
+            &[("train", &["a", "b", "c"]), ("test", &["c", "a", "b"])],
+        );
+        let (train, test) = load_image_folder_splits(t.path(), 1, 2, 2).unwrap();
+        assert_eq!(train.class_names, vec!["a", "b", "c"]);
+        assert_eq!(test.class_names, train.class_names);
+        assert_eq!(train.labels, vec![0, 1, 2]);
+        assert_eq!(test.labels, vec![0, 1, 2]);
+        // Each test image carries its class's gray level, so labels follow names.
+        for i in 0..3 {
+            assert_eq!(test.image(i)[0], b"abc"[i]);
+        }
+        assert_eq!((train.name.as_str(), test.name.as_str()), ("train", "test"));
+    }
+
+    #[test]
+    fn class_missing_from_a_split_is_named_with_both_folders() {
+        for (train, test, class, present, missing) in [
+            (&["a", "b", "c"][..], &["a", "c"][..], "b", "train", "test"),
+            (&["a", "c"][..], &["a", "b", "c"][..], "b", "test", "train"),
+        ] {
+            let t = TempDir::new("splits-missing");
+            split_tree(&t, &[("train", train), ("test", test)]);
+            let e = load_image_folder_splits(t.path(), 3, 2, 2).unwrap_err();
+            let want_present = t.join(present);
+            let want_missing = t.join(missing);
+            assert!(
+                matches!(&e, DataError::ClassMismatch { class: c, present: p, missing: m }
+                    if c == class && *p == want_present && *m == want_missing),
+                "{e:?}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains("'b'") && msg.contains(&want_present.display().to_string()));
+            assert!(msg.contains(&want_missing.display().to_string()), "{msg}");
+        }
+    }
+
+    #[test]
+    fn splits_need_both_folders() {
+        let t = TempDir::new("splits-one");
+        split_tree(&t, &[("train", &["a"])]);
+        let e = load_image_folder_splits(t.path(), 3, 2, 2).unwrap_err();
+        assert!(
+            matches!(&e, DataError::Io { path, .. } if *path == t.join("test")),
+            "{e:?}"
+        );
+        let e = load_image_folder_splits(t.path(), 2, 2, 2).unwrap_err();
+        assert!(matches!(e, DataError::Invalid(_)), "{e:?}");
     }
 }

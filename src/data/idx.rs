@@ -106,14 +106,14 @@ fn check_idx(
     let dims: Vec<usize> = (0..ndims)
         .map(|d| be_u32(bytes, 4 + 4 * d) as usize)
         .collect();
-    let body = dims
+    let expected = dims
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .and_then(|body| body.checked_add(header as u64))
         .ok_or_else(|| DataError::BadHeader {
             path: path.to_path_buf(),
             message: format!("dimensions {dims:?} overflow"),
         })?;
-    let expected = header as u64 + body;
     let actual = bytes.len() as u64;
     if actual < expected {
         return Err(DataError::Truncated {

@@ -239,11 +239,8 @@ mod tests {
     #[test]
     fn real_fashion_mnist_when_present() {
         let dir = Path::new(DEBIAN_FASHION_MNIST_DIR);
-        if mnist_files(dir).is_none() {
-            println!(
-                "SKIPPED real_fashion_mnist_when_present: {DEBIAN_FASHION_MNIST_DIR} absent \
-                 (apt-get install dataset-fashion-mnist)"
-            );
+        let why = "Fashion-MNIST (apt-get install dataset-fashion-mnist)";
+        if !crate::data::testutil::require_input(dir, why) {
             return;
         }
         let (tr, te) = load_fashion_mnist(dir).unwrap();

@@ -6,7 +6,7 @@
 //! * [`mnist`] — MNIST / Fashion-MNIST folders: [`locate_fashion_mnist`],
 //!   [`load_fashion_mnist`], [`load_mnist`].
 //! * [`cifar`] — CIFAR-10 / CIFAR-100 binary files.
-//! * [`folder`] — one-subfolder-per-class JPEG/PNG image folders.
+//! * [`folder`] — one-subfolder-per-class JPEG/PNG image folders, alone or as train/test splits.
 //! * [`split`] — seeded train/validation splits.
 //! * [`stats`] — per-dataset normalization constants.
 //! * [`augment`] — [`AugmentConfig`] and the seeded CPU [`Augmenter`].
@@ -58,7 +58,7 @@ pub use cifar::{load_cifar10, load_cifar100, load_cifar_bin};
 pub use config::{DataConfig, DatasetKind};
 pub use dataset::Dataset;
 pub use error::DataError;
-pub use folder::{load_image_file, load_image_folder};
+pub use folder::{load_image_file, load_image_folder, load_image_folder_splits};
 pub use idx::{load_idx_pair, read_idx_images, read_idx_labels};
 pub use loader::{Batch, DataLoader, EpochBatches, LoaderConfig};
 pub use loaders::{build_splits, Splits};

@@ -1,4 +1,5 @@
-//! Test helpers: unique temporary folders that remove themselves.
+//! Test helpers: unique temporary folders that remove themselves, and the rule for test inputs
+//! that live outside the repository.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,4 +34,17 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Whether `path` exists. A missing input fails the test under `CI` (which installs every input)
+/// and elsewhere skips it with `why` printed, as `tests/common` does for the integration tests.
+pub fn require_input(path: &Path, why: &str) -> bool {
+    if path.exists() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI needs {why}: {} is missing", path.display());
+    }
+    println!("skipped: needs {why}: {} is missing", path.display());
+    false
 }

@@ -13,6 +13,16 @@ const FONT_CANDIDATES: [&str; 3] = [
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
 ];
 
+/// The font files tried for plot text, in order: `MNV4_FONT` (when set), then DejaVu Sans paths.
+pub fn font_candidates() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::env::var_os("MNV4_FONT")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    paths.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
+    paths
+}
+
 /// Registers a font for plotters' text once; errors say how to get one.
 fn ensure_font() -> Result<()> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();

@@ -171,6 +171,8 @@ impl SearchSpace {
                 "{at}: depth must be [min, max] with 1 <= min <= max, got {:?}",
                 st.depth
             );
+            let max_depth = crate::space::blockstr::MAX_REPEAT;
+            ensure!(st.depth[1] <= max_depth, "{at}: depth above {max_depth}");
             ensure!(
                 st.stride == 1 || st.stride == 2,
                 "{at}: stride {} (use 1 or 2)",
@@ -196,6 +198,9 @@ impl SearchSpace {
                     !st.expansion.is_empty(),
                     "{at}: expansion must list at least one choice"
                 );
+                if let Some(e) = st.expansion.iter().find(|e| !(**e > 0.0 && e.is_finite())) {
+                    bail!("{at}: expansion choice {e} is not a positive number");
+                }
             }
             if let Some(m) = &st.mqa {
                 ensure!(
@@ -206,6 +211,7 @@ impl SearchSpace {
                     !m.heads.is_empty() && !m.key_dim.is_empty() && !m.kv_stride.is_empty(),
                     "{at}: mqa choices must be non-empty"
                 );
+                ensure!(!m.heads.contains(&0), "{at}: mqa heads must be positive");
                 if let Some(s) = m.kv_stride.iter().find(|s| **s != 1 && **s != 2) {
                     bail!("{at}: mqa kv_stride {s} (use 1 or 2)");
                 }

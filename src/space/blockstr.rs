@@ -175,6 +175,10 @@ fn split_opt(opt: &str) -> (&str, &str) {
     opt.split_at(pos)
 }
 
+/// The largest repeat count `rR` accepted: far above any real stage, low enough that a typo
+/// cannot exhaust memory.
+pub const MAX_REPEAT: usize = 1000;
+
 fn parse_block(tok: &str, in_ch: usize) -> Result<(Block, usize), BlockStrError> {
     let mut parts = tok.split('_');
     let kind = parts.next().unwrap_or_default();
@@ -225,8 +229,11 @@ fn parse_block(tok: &str, in_ch: usize) -> Result<(Block, usize), BlockStrError>
         Some(v) => parse_usize(tok, "r", v)?,
         None => 1,
     };
-    if repeat == 0 {
-        return Err(err(tok, "repeat count 'r' must be at least 1"));
+    if repeat == 0 || repeat > MAX_REPEAT {
+        return Err(err(
+            tok,
+            format!("repeat count 'r' must be 1 to {MAX_REPEAT}, got {repeat}"),
+        ));
     }
     let block = match kind {
         "cn" => Block::ConvBn {

@@ -20,6 +20,8 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result
 }
 
 /// Number of samples whose label is among the top-`k` logits.
+///
+/// A sample whose logits hold a NaN or an infinity counts as wrong: a diverged model scores 0.
 pub fn correct_topk(logits: &Tensor, labels: &[u32], k: usize) -> Result<usize> {
     let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
     Ok(rows
@@ -28,9 +30,18 @@ pub fn correct_topk(logits: &Tensor, labels: &[u32], k: usize) -> Result<usize> 
         .filter(|(row, &y)| {
             let target = row[y as usize];
             // Ties count against the sample, so a constant output never looks accurate.
-            row.iter().filter(|&&v| v >= target).count() <= k
+            row.iter().all(|v| v.is_finite()) && row.iter().filter(|&&v| v >= target).count() <= k
         })
         .count())
+}
+
+/// Whether every element of `t` is finite (no NaN, no ±inf), e.g. to refuse a diverged teacher.
+/// Computed on `t`'s device; only one scalar is copied back.
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    let x = t.to_dtype(DType::F32)?;
+    // x − x is 0 where x is finite and NaN where it is NaN or ±inf; the sum keeps any NaN.
+    let s = (&x - &x)?.sum_all()?.to_scalar::<f32>()?;
+    Ok(s == 0.0)
 }
 
 #[cfg(test)]
@@ -67,5 +78,41 @@ mod tests {
         assert_eq!(correct_topk(&logits, &[1, 0], 1).unwrap(), 1);
         assert_eq!(correct_topk(&logits, &[2, 0], 2).unwrap(), 1);
         assert_eq!(correct_topk(&logits, &[0, 0], 3).unwrap(), 2);
+    }
+
+    #[test]
+    fn non_finite_rows_score_zero_at_top1_and_top5() {
+        let d = Device::Cpu;
+        let good: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let mut rows = vec![good.clone()];
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, 7] {
+                let mut r = good.clone();
+                r[at] = bad;
+                rows.push(r);
+            }
+        }
+        rows.push(vec![f32::NAN; 8]);
+        let flat: Vec<f32> = rows.concat();
+        let logits = Tensor::from_vec(flat, (rows.len(), 8), &d).unwrap();
+        // Label 7 holds the largest finite logit in every row.
+        let labels = vec![7u32; rows.len()];
+        assert_eq!(correct_topk(&logits, &labels, 1).unwrap(), 1);
+        assert_eq!(correct_topk(&logits, &labels, 5).unwrap(), 1);
+        let zeros = vec![0u32; rows.len()];
+        assert_eq!(correct_topk(&logits, &zeros, 5).unwrap(), 0);
+    }
+
+    #[test]
+    fn all_finite_spots_nan_and_inf() {
+        let d = Device::Cpu;
+        let ok = Tensor::new(&[[1.0f32, -2.0], [3.0e4, 0.0]], &d).unwrap();
+        assert!(all_finite(&ok).unwrap());
+        assert!(all_finite(&ok.to_dtype(DType::F16).unwrap()).unwrap());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let t = Tensor::new(&[[1.0f32, bad], [0.0, 0.0]], &d).unwrap();
+            assert!(!all_finite(&t).unwrap(), "{bad}");
+        }
+        assert!(all_finite(&Tensor::zeros((0, 3), DType::F32, &d).unwrap()).unwrap());
     }
 }

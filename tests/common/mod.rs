@@ -1,14 +1,57 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the integration tests: one rule for inputs that live outside the test.
+//!
+//! A test whose input (a dataset, a font, a fixture) is missing must not pass by accident. Under
+//! `CI` (`.ci/run` installs the inputs and sets it) a missing input fails the test; elsewhere the
+//! test is skipped and says why on stdout (`cargo test -- --nocapture` shows it).
 
-/// Fashion-MNIST is required in CI (`.ci/run` installs it and sets `CI`); elsewhere its absence
-/// skips the test with a message.
-pub fn have_fashion_mnist() -> bool {
-    match mnv4_lab::data::locate_fashion_mnist(None) {
-        Ok(_) => true,
+// Each test crate compiles this module and uses only some of the helpers.
+#![allow(dead_code)]
+
+use std::fmt::Display;
+use std::path::Path;
+
+/// The rule: `found` is returned when Ok; an Err fails the test under `CI`, else skips it with
+/// `why` and the error printed (None).
+pub fn require<T, E: Display>(found: Result<T, E>, why: &str) -> Option<T> {
+    match found {
+        Ok(v) => Some(v),
         Err(e) if std::env::var_os("CI").is_none() => {
-            println!("skipped: {e}");
-            false
+            println!("skipped: needs {why}: {e}");
+            None
         }
-        Err(e) => panic!("CI needs Fashion-MNIST: {e}"),
+        Err(e) => panic!("CI needs {why}: {e}"),
     }
+}
+
+/// Whether `path` exists, by [`require`]'s rule.
+pub fn require_input(path: &Path, why: &str) -> bool {
+    let found = if path.exists() {
+        Ok(())
+    } else {
+        Err(format!("{} is missing", path.display()))
+    };
+    require(found, why).is_some()
+}
+
+/// Whether Fashion-MNIST is available, by [`require`]'s rule.
+pub fn have_fashion_mnist() -> bool {
+    require(mnv4_lab::data::locate_fashion_mnist(None), "Fashion-MNIST").is_some()
+}
+
+/// Whether a font for the PNG plots of training and search runs exists, by [`require`]'s rule.
+pub fn have_plot_font() -> bool {
+    let paths = mnv4_lab::report::plot::font_candidates();
+    let found = paths.iter().find(|p| p.is_file()).ok_or_else(|| {
+        let tried: Vec<_> = paths.iter().map(|p| p.display().to_string()).collect();
+        format!(
+            "none of {} exists (install fonts-dejavu-core or set MNV4_FONT)",
+            tried.join(", ")
+        )
+    });
+    require(found, "a TrueType font for plots").is_some()
+}
+
+/// Fashion-MNIST and a plot font: what every end-to-end training test needs.
+pub fn have_training_inputs() -> bool {
+    have_fashion_mnist() && have_plot_font()
 }
