@@ -155,7 +155,7 @@ fn epochs_by_index(lines: &[serde_json::Value]) -> std::collections::BTreeMap<u6
 #[test]
 fn search_survives_twenty_kills_at_random_moments() {
     use rand::{Rng, SeedableRng};
-    if !common::have_fashion_mnist() {
+    if !common::have_training_inputs() {
         return;
     }
     let out: PathBuf = std::env::temp_dir().join(format!("mnv4-soak-{}", std::process::id()));
@@ -224,7 +224,7 @@ fn search_survives_twenty_kills_at_random_moments() {
 
 #[test]
 fn a_diverging_candidate_is_a_failed_trial_and_is_not_retried() {
-    if !common::have_fashion_mnist() {
+    if !common::have_training_inputs() {
         return;
     }
     let out: PathBuf = std::env::temp_dir().join(format!("mnv4-diverge-{}", std::process::id()));

@@ -4,7 +4,7 @@
 
 use super::config::{DataConfig, DatasetKind};
 use super::{
-    load_cifar10, load_cifar100, load_fashion_mnist, load_image_folder, load_mnist,
+    load_cifar10, load_cifar100, load_fashion_mnist, load_image_folder_splits, load_mnist,
     locate_fashion_mnist, split_dataset, Augmenter, DataLoader, Dataset, LoaderConfig,
 };
 use anyhow::{Context, Result};
@@ -38,16 +38,8 @@ pub fn load_train_test(cfg: &DataConfig) -> Result<(Dataset, Dataset)> {
         DatasetKind::Cifar10 => load_cifar10(&require_path(cfg)?)?,
         DatasetKind::Cifar100 => load_cifar100(&require_path(cfg)?)?,
         DatasetKind::Folder => {
-            let root = require_path(cfg)?;
-            let load = |sub: &str| {
-                load_image_folder(
-                    &root.join(sub),
-                    aug.channels,
-                    aug.input_size,
-                    aug.input_size,
-                )
-            };
-            (load("train")?, load("test")?)
+            let size = aug.input_size;
+            load_image_folder_splits(&require_path(cfg)?, aug.channels, size, size)?
         }
     })
 }

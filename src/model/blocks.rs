@@ -60,7 +60,7 @@ pub struct MqaBlock {
 /// One built block.
 pub enum BlockModule {
     Chain(ChainBlock),
-    Mqa(MqaBlock),
+    Mqa(Box<MqaBlock>),
 }
 
 fn layer_scale(
@@ -90,7 +90,7 @@ impl BlockModule {
 
     /// Creates the lowered multi-query attention block `spec` on `channels` channels.
     pub fn mqa(ps: &mut ParamStore, spec: &MqaSpec, channels: usize) -> Result<Self> {
-        Ok(BlockModule::Mqa(MqaBlock {
+        Ok(BlockModule::Mqa(Box::new(MqaBlock {
             norm: BatchNorm::new(ps, &spec.norm, channels)?,
             query: Conv::from_spec(ps, &spec.query, ConvInit::Xavier)?,
             key: KvBranch::new(ps, &spec.key)?,
@@ -100,7 +100,7 @@ impl BlockModule {
             heads: spec.heads,
             key_dim: spec.key_dim,
             value_dim: spec.value_dim,
-        }))
+        })))
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {

@@ -27,8 +27,7 @@ pub fn font_candidates() -> Vec<PathBuf> {
 fn ensure_font() -> Result<()> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
-        let mut paths: Vec<PathBuf> = std::env::var_os("MNV4_FONT").map(PathBuf::from).into_iter().collect();
-        paths.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
+        let paths = font_candidates();
         static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
         let Some(bytes) = paths.iter().find_map(|p| std::fs::read(p).ok()) else {
             return Err("no TrueType font found for plot text: install Debian's fonts-dejavu-core or set MNV4_FONT to a .ttf file".into());

@@ -77,7 +77,7 @@ pub struct MqaSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Convs(ConvChain),
-    Mqa(MqaSpec),
+    Mqa(Box<MqaSpec>),
     /// Global average pooling to 1×1.
     Pool,
     /// Flatten, dropout (train mode only), linear classifier with bias.
@@ -312,7 +312,9 @@ impl BlockLowering {
                 value_dim,
                 kv_stride,
                 kv_kernel,
-            } => Op::Mqa(self.mqa(heads, key_dim, value_dim, kv_stride, kv_kernel)),
+            } => Op::Mqa(Box::new(
+                self.mqa(heads, key_dim, value_dim, kv_stride, kv_kernel),
+            )),
         }
     }
 
