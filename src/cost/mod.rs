@@ -117,3 +117,19 @@ pub fn cost(arch: &Arch, height: usize, width: usize, profiles: &[Profile]) -> C
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_inputs_saturate_instead_of_wrapping() {
+        let arch = crate::space::presets::preset("hybrid-large", 2.0).unwrap();
+        let small = cost(&arch, 224, 224, &[]);
+        let huge = cost(&arch, 1 << 28, 1 << 28, &[]);
+        assert!(huge.macs >= small.macs && huge.act_elems >= small.act_elems);
+        assert_eq!(huge.macs, u64::MAX, "the MQA attention alone is beyond u64");
+        assert_eq!(training_bytes(&huge, 128), u64::MAX);
+        assert!(training_bytes(&small, 1) > 0);
+    }
+}
