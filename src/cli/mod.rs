@@ -7,6 +7,7 @@ pub mod distill;
 pub mod eval;
 pub mod inspect;
 mod memory;
+pub mod retrain;
 pub mod search;
 pub mod train;
 
@@ -57,6 +58,8 @@ pub enum Command {
     Distill(distill::DistillArgs),
     /// Accuracy of a checkpoint (ours or timm's) on the validation or test split.
     Eval(eval::EvalArgs),
+    /// Retrain a search's Pareto front and the presets at the full budget over seeds; writes REPORT_DIR/retrain/.
+    Retrain(retrain::RetrainArgs),
     /// Datasets: `data fetch fashion-mnist`.
     Data(data::DataArgs),
 }
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(&a),
         Command::Distill(a) => distill::run(&a),
         Command::Data(a) => data::run(&a),
+        Command::Retrain(a) => retrain::run(&a),
     }
 }
 

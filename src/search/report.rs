@@ -22,6 +22,9 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     let cfg = &exp.search;
     let out = out.map_or_else(|| exp.report_dir(), Path::to_path_buf);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // The study's settings travel with the report, for `mnv4-lab retrain`.
+    let study = serde_json::to_string_pretty(exp)?;
+    atomic_write(&out.join("study.json"), study.as_bytes())?;
     let all = trials::load(&run_dir.join("trials.jsonl"))?;
     anyhow::ensure!(
         !all.is_empty(),
