@@ -5,7 +5,8 @@
 //! * [`strategy`] — random search, regularized evolution, NSGA-II (ask / tell).
 //! * [`pareto`] — domination, non-dominated sorting, crowding, hypervolume.
 //! * [`study`] — a study's settings and its recorded state (`search.json`).
-//! * [`trials`] — the durable trial log.
+//! * [`trials`] — what a trial records; [`store`] — where trials live (JSONL, SQLite,
+//!   PostgreSQL) and the work queue of workers.
 //! * [`evaluator`] — one candidate: cost, budgets, latency, training.
 //! * [`stage`] — one stage: ask, dedupe, replay or evaluate, log, tell.
 //! * [`driver`] — the stages in order, halving, references, resume.
@@ -19,6 +20,7 @@ pub mod pareto;
 pub mod report;
 pub mod space;
 pub mod stage;
+pub mod store;
 pub mod strategy;
 pub mod study;
 pub mod trials;

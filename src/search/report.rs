@@ -5,7 +5,7 @@
 use super::objective::trial_point;
 use super::pareto::{hypervolume_2d, hypervolume_3d, ranks, Point};
 use super::study::SearchState;
-use super::trials::{self, Stage, Trial};
+use super::trials::{Stage, Trial};
 use crate::fsutil::atomic_write;
 use crate::report::plot::{write_png_svg, Chart, Series};
 use crate::report::table::{frame, write_csv_parquet, Col};
@@ -15,14 +15,15 @@ use plotters::style::RGBColor;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-/// Writes every report file for `run_dir` into `out` (default from the experiment). Returns `out`.
-pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
+/// Writes every report file for `run_dir` into `out` (default from the experiment), reading the
+/// trials from `storage` (default: the store the run recorded). Returns `out`.
+pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -> Result<PathBuf> {
     let state = SearchState::read(run_dir)?;
     let exp = &state.study;
     let cfg = &exp.search;
     let out = out.map_or_else(|| exp.report_dir(), Path::to_path_buf);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let all = trials::load(&run_dir.join("trials.jsonl"))?;
+    let all = super::store::read_run(run_dir, &state, storage)?;
     anyhow::ensure!(
         !all.is_empty(),
         "{} has no finished trials yet",
