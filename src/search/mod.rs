@@ -10,6 +10,7 @@
 //! * [`evaluator`] — one candidate: cost, budgets, latency, training.
 //! * [`stage`] — one stage: ask, dedupe, replay or evaluate, log, tell.
 //! * [`driver`] — the stages in order, halving, references, resume.
+//! * [`worker`] — `mnv4-lab worker`: claim, train, record, heartbeats.
 //! * [`report`] — tables, Pareto and hypervolume plots, README summary.
 
 pub mod config;
@@ -24,3 +25,4 @@ pub mod store;
 pub mod strategy;
 pub mod study;
 pub mod trials;
+pub mod worker;
