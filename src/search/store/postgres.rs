@@ -44,10 +44,17 @@ pub struct PgStore {
     study: String,
 }
 
-/// `url` with its password replaced by `***`.
+/// `url` with its password (in the user part or a `password=` parameter) replaced by `***`.
 fn redact(url: &str) -> String {
+    let url = match url.find("password=") {
+        Some(at) => {
+            let end = url[at..].find('&').map_or(url.len(), |e| at + e);
+            format!("{}password=***{}", &url[..at], &url[end..])
+        }
+        None => url.to_string(),
+    };
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return url;
     };
     let host_end = rest.find('/').unwrap_or(rest.len());
     match rest[..host_end].rsplit_once('@') {
@@ -55,7 +62,7 @@ fn redact(url: &str) -> String {
             let name = user.split(':').next().unwrap_or_default();
             format!("{scheme}://{name}:***@{host}{}", &rest[host_end..])
         }
-        _ => url.to_string(),
+        _ => url,
     }
 }
 
@@ -143,7 +150,7 @@ impl PgStore {
             if client.is_closed() {
                 *client = connect(&self.config, &self.location)?;
             }
-            match f(&mut *client) {
+            match f(&mut client) {
                 Ok(v) => return Ok(v),
                 Err(e) if client.is_closed() && attempt < ATTEMPTS => {
                     tracing::warn!("{}: connection lost ({e:#}); retrying", self.location);
@@ -337,6 +344,10 @@ mod tests {
             "postgres://u:***@h:5/db"
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres://u:s@h/db?password=x&port=1"),
+            "postgres://u:***@h/db?password=***&port=1"
+        );
         assert_eq!(
             redact("postgresql:///db?host=/tmp"),
             "postgresql:///db?host=/tmp"
