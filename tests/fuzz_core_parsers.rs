@@ -99,7 +99,9 @@ fn checkpoint_sidecars_and_trial_logs() {
     let two = format!("{line}\n{line}\n");
     never_panics(&[two.as_bytes()], 2000, |b| {
         std::fs::write(&log, b).unwrap();
-        let _ = mnv4_lab::search::trials::TrialLog::open(&log);
+        let how = mnv4_lab::search::store::OpenStudy::Create(&serde_json::Value::Null);
+        let _ = mnv4_lab::search::store::jsonl::JsonlStore::open(&log, how)
+            .and_then(|s| mnv4_lab::search::store::TrialStore::trials(&s));
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -263,3 +263,69 @@ fn a_diverging_candidate_is_a_failed_trial_and_is_not_retried() {
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// The finished trials of study `name` in the SQLite store at `url` (none before it exists).
+fn stored(url: &str, name: &str) -> Vec<mnv4_lab::search::trials::Trial> {
+    use mnv4_lab::search::store::{open, OpenStudy};
+    open(url, name, OpenStudy::Existing)
+        .and_then(|s| s.trials())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_search_in_sqlite_survives_kill_9_and_reports() {
+    if !common::have_training_inputs() {
+        return;
+    }
+    let out: PathBuf = std::env::temp_dir().join(format!("mnv4-lite-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let url = format!("sqlite:{}", out.join("trials.sqlite").display());
+    let fast = ["--set", "distill.kd_weight=0"];
+    let mut child = cmd(&out, "lite", &fast)
+        .args(["--storage", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while stored(&url, "lite").len() < 3 && t0.elapsed() < Duration::from_secs(600) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = stored(&url, "lite");
+    assert!(
+        before.len() >= 3 && before.len() < 9,
+        "{} trials",
+        before.len()
+    );
+    // The resumed run finds the store in search.json.
+    let mut again = fast.to_vec();
+    again.push("--resume");
+    let o = cmd(&out, "lite", &again).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("lite/trials.jsonl").exists(), "the store moved");
+    let after = stored(&url, "lite");
+    assert_eq!(after.len(), 9, "4 coarse + 4 fine + 1 reference");
+    for t in &before {
+        let now = &after[t.index];
+        assert!(
+            now == t || now.epochs > t.epochs,
+            "trial {} was trained again",
+            t.index
+        );
+    }
+    let report = out.join("report-again");
+    let o = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"))
+        .arg("report")
+        .arg(out.join("lite"))
+        .arg("--out")
+        .arg(&report)
+        .args(["--storage", &url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(report.join("pareto.csv").exists());
+    std::fs::remove_dir_all(&out).unwrap();
+}

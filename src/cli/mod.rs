@@ -10,6 +10,7 @@ mod memory;
 pub mod retrain;
 pub mod search;
 pub mod train;
+pub mod worker;
 
 use crate::data::{build_splits, Splits};
 use crate::experiment::Experiment;
@@ -48,6 +49,8 @@ pub enum Command {
     Search(search::SearchArgs),
     /// Regenerate a search report from its run folder.
     Report(search::ReportArgs),
+    /// Train the waiting trials of a study in a database store until it is done.
+    Worker(worker::WorkerArgs),
     /// Per-layer table (shapes, params, MACs) and totals with roofline latency, from the spec alone.
     Inspect(inspect::InspectArgs),
     /// Time a training step or inference (images/s, ms/step, peak memory).
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Search(a) => search::run_search(&a),
         Command::Report(a) => search::run_report(&a),
+        Command::Worker(a) => worker::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Train(a) => train::run(&a),
         Command::Bench(a) => bench::run(&a),

@@ -12,6 +12,10 @@ use std::path::PathBuf;
 pub struct SearchArgs {
     /// Experiment file with a [search] section (e.g. experiments/quick.toml).
     pub experiment: PathBuf,
+    /// Where trials live: sqlite:PATH, postgres://USER@HOST/DB or a .jsonl path (default: the
+    /// one a resumed run recorded, else runs/<name>/trials.jsonl).
+    #[arg(long, value_name = "URL")]
+    pub storage: Option<String>,
     #[command(flatten)]
     pub run: super::RunFlags,
 }
@@ -24,6 +28,9 @@ pub struct ReportArgs {
     /// Output folder (default: the experiment's report_dir, or reports/<name>/).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Read the trials from this store (default: the one the run recorded).
+    #[arg(long, value_name = "URL")]
+    pub storage: Option<String>,
 }
 
 pub fn run_search(args: &SearchArgs) -> Result<()> {
@@ -35,9 +42,10 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
         &SearchOptions {
             resume: args.run.resume,
             quiet: args.run.quiet,
+            storage: args.storage.clone(),
         },
     )?;
-    let out = write_report(&run_dir, None)?;
+    let out = write_report(&run_dir, None, args.storage.as_deref())?;
     println!(
         "{}: search finished in {:.1} min; report in {} (README.md, pareto.png, trials.csv)",
         exp.name,
@@ -48,7 +56,7 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
 }
 
 pub fn run_report(args: &ReportArgs) -> Result<()> {
-    let out = write_report(&args.run_dir, args.out.as_deref())?;
+    let out = write_report(&args.run_dir, args.out.as_deref(), args.storage.as_deref())?;
     println!("report written to {}", out.display());
     Ok(())
 }

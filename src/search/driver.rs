@@ -1,7 +1,7 @@
 //! The search driver: coarse stage (widths, depths; fixed IB), fine stage (UIB choices, MQA
 //! placement) seeded by the coarse front, optional successive halving, reference presets.
-//! It owns budgets, storage and resume: every finished trial is in `trials.jsonl` before the
-//! next starts, and a resumed run replays the log through the same seeded strategy, so it
+//! It owns budgets, storage and resume: every finished trial is in the trial store (by default
+//! `trials.jsonl`) before the next starts, and a resumed run replays the store through the same seeded strategy, so it
 //! retrains nothing and makes the same decisions as an uninterrupted run.
 
 use super::config::StageBudget;
@@ -10,9 +10,10 @@ use super::objective::{trial_point, Objective};
 use super::pareto::ranks;
 use super::space::SearchSpace;
 use super::stage::StageRunner;
+use super::store::{self, OpenStudy, TrialStore};
 use super::strategy::StageMode;
 use super::study::{SearchState, StudySpec};
-use super::trials::{Stage, Trial, TrialLog};
+use super::trials::{Stage, Trial};
 use crate::cost::{cost, load_profiles};
 use crate::data::build_splits;
 use crate::distill::teacher::{prepare_teacher, TeacherRequest};
@@ -29,6 +30,9 @@ use std::time::Instant;
 pub struct SearchOptions {
     pub resume: bool,
     pub quiet: bool,
+    /// Trial store URL (see [`store::StoreUrl`]); default: the one the run recorded, else
+    /// `trials.jsonl` in the run folder.
+    pub storage: Option<String>,
 }
 
 /// Runs (or resumes) the study; returns its run folder.
@@ -37,16 +41,20 @@ pub fn search(study: &StudySpec, opts: &SearchOptions) -> Result<PathBuf> {
     let space = SearchSpace::load(&cfg.space)?;
     let run_dir = study.run_dir();
     let _lock = DirLock::acquire(&run_dir)?;
-    let (log, recorded) = TrialLog::open(&run_dir.join("trials.jsonl"))?;
+    let url = storage_url(study, opts)?;
+    let store = store::open(&url, &study.name, OpenStudy::Create(&study.settings()))?;
+    let recorded = store.trials()?;
     if !recorded.is_empty() && !opts.resume {
         bail!(
-            "{} already holds {} trials: add --resume to continue, or pick another name",
-            run_dir.display(),
-            recorded.len()
+            "{} already holds {} trials of {}: add --resume to continue, or pick another name",
+            store.location(),
+            recorded.len(),
+            study.name
         );
     }
-    let eval = evaluator(study, opts)?;
-    let state = open_state(&eval, &space, opts.resume)?;
+    let eval = evaluator(study, opts.quiet)?;
+    let mut state = open_state(&eval, &space, opts.resume)?;
+    state.storage = Some(url);
     state.write(&run_dir)?;
     let overall = overall_bar(
         &eval.bars,
@@ -55,7 +63,7 @@ pub fn search(study: &StudySpec, opts: &SearchOptions) -> Result<PathBuf> {
     let recorded: HashMap<usize, Trial> = recorded.into_iter().map(|t| (t.index, t)).collect();
     let runner = StageRunner {
         eval: &eval,
-        log: &log,
+        store: store.as_ref(),
         recorded: &recorded,
         space: &space,
         overall: &overall,
@@ -63,7 +71,7 @@ pub fn search(study: &StudySpec, opts: &SearchOptions) -> Result<PathBuf> {
     let t_start = Instant::now();
     let mut done: Vec<Trial> = Vec::new();
     runner.run(Stage::Coarse, StageMode::Coarse, &cfg.coarse, &mut done)?;
-    halving(&eval, &log, &mut done, Stage::Coarse, &cfg.coarse)?;
+    halving(&eval, store.as_ref(), &mut done, Stage::Coarse, &cfg.coarse)?;
     if cfg.fine.trials > 0 {
         let seeds = front_archs(&done, &cfg.objectives)?;
         let seeds = match seeds.is_empty() {
@@ -71,17 +79,32 @@ pub fn search(study: &StudySpec, opts: &SearchOptions) -> Result<PathBuf> {
             false => seeds,
         };
         runner.run(Stage::Fine, StageMode::Fine(seeds), &cfg.fine, &mut done)?;
-        halving(&eval, &log, &mut done, Stage::Fine, &cfg.fine)?;
+        halving(&eval, store.as_ref(), &mut done, Stage::Fine, &cfg.fine)?;
     }
-    references(&eval, &log, &recorded, &mut done, &overall)?;
+    references(&eval, store.as_ref(), &recorded, &mut done, &overall)?;
     overall.finish_and_clear();
     let secs = t_start.elapsed().as_secs_f64();
     tracing::info!("{}: {} trials in {secs:.0}s", study.name, done.len());
     Ok(run_dir)
 }
 
+/// The trial store: `--storage`, else the one a resumed run recorded, else `trials.jsonl` in
+/// the run folder.
+fn storage_url(study: &StudySpec, opts: &SearchOptions) -> Result<String> {
+    let run_dir = study.run_dir();
+    if let Some(url) = &opts.storage {
+        return Ok(url.clone());
+    }
+    if opts.resume && run_dir.join("search.json").exists() {
+        if let Some(url) = SearchState::read(&run_dir)?.storage {
+            return Ok(url);
+        }
+    }
+    Ok(store::default_url(&run_dir))
+}
+
 /// The study's evaluator: data, hardware profiles and (when distilling) the teacher.
-fn evaluator<'a>(study: &'a StudySpec, opts: &SearchOptions) -> Result<Evaluator<'a>> {
+pub fn evaluator(study: &StudySpec, quiet: bool) -> Result<Evaluator<'_>> {
     let t = &study.train;
     let splits = build_splits(&study.data, t.batch_size, t.eval_batch_size, study.seed)?;
     let profiles = load_profiles(study.search.profiles.as_deref())?;
@@ -93,7 +116,7 @@ fn evaluator<'a>(study: &'a StudySpec, opts: &SearchOptions) -> Result<Evaluator
                 students: &study.train,
                 seed: study.seed,
                 output: &study.output,
-                quiet: opts.quiet,
+                quiet,
             };
             Some(prepare_teacher(&req, &splits)?)
         }
@@ -104,8 +127,8 @@ fn evaluator<'a>(study: &'a StudySpec, opts: &SearchOptions) -> Result<Evaluator
         splits,
         profiles,
         teacher,
-        bars: (!opts.quiet).then(MultiProgress::new),
-        quiet: opts.quiet,
+        bars: (!quiet).then(MultiProgress::new),
+        quiet,
     })
 }
 
@@ -122,6 +145,7 @@ fn open_state(eval: &Evaluator, space: &SearchSpace, resume: bool) -> Result<Sea
             input_size: eval.splits.input_size,
             teacher: eval.teacher.as_ref().map(|t| t.source.clone()),
             teacher_test_top1: eval.teacher.as_ref().map(|t| t.test.top1),
+            storage: None,
         },
     };
     state.study = eval.study.clone();
@@ -182,7 +206,7 @@ fn front_archs(done: &[Trial], objectives: &[Objective]) -> Result<Vec<Arch>> {
 /// Successive halving: the best `keep` fraction of the stage continues to `halving_epochs`.
 fn halving(
     eval: &Evaluator,
-    log: &TrialLog,
+    store: &dyn TrialStore,
     done: &mut [Trial],
     stage: Stage,
     budget: &StageBudget,
@@ -199,7 +223,7 @@ fn halving(
         .max(1)
         .min(idx.len());
     for &i in &idx[..keep] {
-        promote(eval, log, &mut done[i], budget.halving_epochs)?;
+        promote(eval, store, &mut done[i], budget.halving_epochs)?;
     }
     Ok(())
 }
@@ -208,7 +232,7 @@ fn halving(
 /// one ([`SearchConfig::budgets`]), exactly as candidates are promoted.
 fn references(
     eval: &Evaluator,
-    log: &TrialLog,
+    store: &dyn TrialStore,
     recorded: &HashMap<usize, Trial>,
     done: &mut Vec<Trial>,
     overall: &ProgressBar,
@@ -232,12 +256,12 @@ fn references(
                     arch,
                     epochs: first,
                 })?;
-                log.append(&t)?;
+                store.record(&t)?;
                 t
             }
         };
         for &epochs in later {
-            promote(eval, log, &mut t, epochs)?;
+            promote(eval, store, &mut t, epochs)?;
         }
         done.push(t);
         overall.inc(1);
@@ -247,7 +271,7 @@ fn references(
 
 /// Trains trial `t` on to `epochs` (unless it got there before an interruption, failed, or was
 /// not trained) and logs the new evaluation.
-fn promote(eval: &Evaluator, log: &TrialLog, t: &mut Trial, epochs: usize) -> Result<()> {
+fn promote(eval: &Evaluator, store: &dyn TrialStore, t: &mut Trial, epochs: usize) -> Result<()> {
     if t.epochs >= epochs || t.failed.is_some() || t.val_top1.is_none() {
         return Ok(());
     }
@@ -259,5 +283,5 @@ fn promote(eval: &Evaluator, log: &TrialLog, t: &mut Trial, epochs: usize) -> Re
     }
     t.epochs = epochs;
     t.wall_seconds += started.elapsed().as_secs_f64();
-    log.append(t)
+    store.record(t)
 }

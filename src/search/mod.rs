@@ -5,10 +5,12 @@
 //! * [`strategy`] — random search, regularized evolution, NSGA-II (ask / tell).
 //! * [`pareto`] — domination, non-dominated sorting, crowding, hypervolume.
 //! * [`study`] — a study's settings and its recorded state (`search.json`).
-//! * [`trials`] — the durable trial log.
+//! * [`trials`] — what a trial records; [`store`] — where trials live (JSONL, SQLite,
+//!   PostgreSQL) and the work queue of workers.
 //! * [`evaluator`] — one candidate: cost, budgets, latency, training.
 //! * [`stage`] — one stage: ask, dedupe, replay or evaluate, log, tell.
 //! * [`driver`] — the stages in order, halving, references, resume.
+//! * [`worker`] — `mnv4-lab worker`: claim, train, record, heartbeats.
 //! * [`report`] — tables, Pareto and hypervolume plots, README summary.
 //! * [`retrain`] — the front and the presets retrained at the full budget.
 
@@ -21,6 +23,8 @@ pub mod report;
 pub mod retrain;
 pub mod space;
 pub mod stage;
+pub mod store;
 pub mod strategy;
 pub mod study;
 pub mod trials;
+pub mod worker;

@@ -5,7 +5,7 @@
 use super::objective::trial_point;
 use super::pareto::{hypervolume_2d, hypervolume_3d, ranks, Point};
 use super::study::SearchState;
-use super::trials::{self, Stage, Trial};
+use super::trials::{Stage, Trial};
 use crate::fsutil::atomic_write;
 use crate::report::plot::{write_png_svg, Chart, Series};
 use crate::report::table::{frame, write_csv_parquet, Col};
@@ -15,8 +15,9 @@ use plotters::style::RGBColor;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-/// Writes every report file for `run_dir` into `out` (default from the experiment). Returns `out`.
-pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
+/// Writes every report file for `run_dir` into `out` (default from the experiment), reading the
+/// trials from `storage` (default: the store the run recorded). Returns `out`.
+pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -> Result<PathBuf> {
     let state = SearchState::read(run_dir)?;
     let exp = &state.study;
     let cfg = &exp.search;
@@ -25,7 +26,9 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     // The study's settings travel with the report, for `mnv4-lab retrain`.
     let study = serde_json::to_string_pretty(exp)?;
     atomic_write(&out.join("study.json"), study.as_bytes())?;
-    let all = trials::load(&run_dir.join("trials.jsonl"))?;
+    let store = super::store::open_run(run_dir, &state, storage)?;
+    let all = store.trials()?;
+    let events = store.events()?;
     anyhow::ensure!(
         !all.is_empty(),
         "{} has no finished trials yet",
@@ -225,7 +228,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
 
     // Hypervolume after each evaluation as it happened (a promotion is a new evaluation).
     let r = &state.hv_reference;
-    let hv = hypervolume_curve(&run_dir.join("trials.jsonl"), cfg, r)?;
+    let hv = hypervolume_curve(&events, cfg, r)?;
     write_csv_parquet(
         &mut frame(vec![
             Col::int("evaluation", hv.iter().map(|h| h.0 as i64).collect()),
@@ -361,12 +364,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         )?;
     }
     if !refs.is_empty() {
-        write_references(
-            &mut md,
-            &run_dir.join("trials.jsonl"),
-            &cfg.budgets(),
-            &refs,
-        )?;
+        write_references(&mut md, &events, &cfg.budgets(), &refs)?;
     }
     let failed: Vec<&Trial> = all.iter().filter(|t| t.failed.is_some()).collect();
     if !failed.is_empty() {
@@ -394,8 +392,12 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
 
 /// The references table: each preset's validation accuracy at every budget candidates were
 /// evaluated at (a front member compares with the column of its own epochs).
-fn write_references(md: &mut String, log: &Path, budgets: &[usize], refs: &[&Trial]) -> Result<()> {
-    let events = trials::load_events(log)?;
+fn write_references(
+    md: &mut String,
+    events: &[Trial],
+    budgets: &[usize],
+    refs: &[&Trial],
+) -> Result<()> {
     let at = |t: &Trial, epochs: usize| {
         events
             .iter()
@@ -430,15 +432,14 @@ fn write_references(md: &mut String, log: &Path, budgets: &[usize], refs: &[&Tri
 /// (evaluation number, trial index, hypervolume) after each record of the log, references
 /// left out: the front as it stood after every evaluation.
 fn hypervolume_curve(
-    log: &Path,
+    events: &[Trial],
     cfg: &super::config::SearchConfig,
     r: &[f64],
 ) -> Result<Vec<(usize, usize, f64)>> {
-    let mut current: std::collections::BTreeMap<usize, Trial> = Default::default();
+    let mut current: std::collections::BTreeMap<usize, &Trial> = Default::default();
     let mut curve = Vec::new();
-    let events = trials::load_events(log)?;
     for (n, t) in events
-        .into_iter()
+        .iter()
         .filter(|t| t.stage != Stage::Reference)
         .enumerate()
     {

@@ -1,13 +1,14 @@
-//! One search stage: ask the strategy → skip known architectures → replay the trial from the log
-//! (after an interruption) or evaluate it → log it → tell the strategy.
+//! One search stage: ask the strategy → skip known architectures → replay the trial from the
+//! store (after an interruption) or evaluate it → record it → tell the strategy.
 
 use super::config::StageBudget;
 use super::evaluator::{Candidate, Evaluator};
 use super::objective::{trial_point, Objective};
 use super::pareto::ranks;
 use super::space::SearchSpace;
+use super::store::TrialStore;
 use super::strategy::{make_strategy, StageMode, Strategy};
-use super::trials::{Stage, Trial, TrialLog};
+use super::trials::{Stage, Trial};
 use crate::data::derive_seed;
 use crate::space::Arch;
 use anyhow::{ensure, Result};
@@ -19,11 +20,11 @@ use std::collections::HashMap;
 /// Proposals asked for in a row while the strategy keeps proposing known architectures.
 const MAX_REASKS: usize = 20;
 
-/// Runs stages against one evaluator, log and set of recorded trials.
+/// Runs stages against one evaluator, trial store and set of recorded trials.
 pub struct StageRunner<'a> {
     pub eval: &'a Evaluator<'a>,
-    pub log: &'a TrialLog,
-    /// Trials already in the log (a resumed run), by index.
+    pub store: &'a dyn TrialStore,
+    /// Trials already in the store (a resumed run), by index.
     pub recorded: &'a HashMap<usize, Trial>,
     pub space: &'a SearchSpace,
     pub overall: &'a ProgressBar,
@@ -121,7 +122,7 @@ impl StageRunner<'_> {
                 epochs,
             })?,
         };
-        self.log.append(&trial)?;
+        self.store.record(&trial)?;
         Ok(trial)
     }
 

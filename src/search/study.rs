@@ -8,7 +8,7 @@ use crate::data::DataConfig;
 use crate::distill::config::DistillConfig;
 use crate::train::recipe::TrainRecipe;
 use crate::train::run_dir::OutputConfig;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,26 @@ impl StudySpec {
             .clone()
             .unwrap_or_else(|| PathBuf::from("reports").join(&self.name))
     }
+
+    /// The settings a trial store records for the study: this version and the spec, all a
+    /// worker needs to train its candidates.
+    pub fn settings(&self) -> serde_json::Value {
+        serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "study": self })
+    }
+
+    /// The spec from a store's settings, refused when another version of mnv4-lab wrote them
+    /// (its recipe may train differently).
+    pub fn from_settings(settings: &serde_json::Value, location: &str) -> Result<Self> {
+        let version = settings["version"].as_str().unwrap_or("unknown");
+        if version != env!("CARGO_PKG_VERSION") {
+            bail!(
+                "{location}: the study was created by mnv4-lab {version}, this is {}: run workers of the same version",
+                env!("CARGO_PKG_VERSION")
+            );
+        }
+        serde_json::from_value(settings["study"].clone())
+            .with_context(|| format!("{location}: the study's settings are malformed"))
+    }
 }
 
 /// What is fixed at the start of a search and recorded for its report (`search.json`).
@@ -56,6 +76,9 @@ pub struct SearchState {
     pub input_size: usize,
     pub teacher: Option<String>,
     pub teacher_test_top1: Option<f64>,
+    /// The trial store's URL (absent: `trials.jsonl` in the run folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }
 
 impl SearchState {

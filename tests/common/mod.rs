@@ -7,6 +7,8 @@
 // Each test crate compiles this module and uses only some of the helpers.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::fmt::Display;
 use std::path::Path;
 
