@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   mnv4-lab export conv-small --width 0.5 -o small050.onnx
-  mnv4-lab export reports/quick/pareto/t0007.toml --res 32 -o t0007.onnx
+  mnv4-lab export reports/quick/pareto/t0008.toml --res 32 -o t0008.onnx
   mnv4-lab export runs/my-run/checkpoints/best.json -o model.onnx
   mnv4-lab export timm.safetensors --model hybrid-medium -o hybrid.onnx --keep-bn
 
