@@ -198,3 +198,65 @@ fn random_search_space_architectures_match_in_tract() {
     );
     assert!(with_mqa >= 10, "only {with_mqa} samples had MQA");
 }
+
+/// A fresh empty folder under the system's temporary folder.
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mnv4-onnx-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run_cli(args: &[&str]) -> anyhow::Result<()> {
+    use clap::Parser;
+    let argv = std::iter::once("mnv4-lab").chain(args.iter().copied());
+    mnv4_lab::cli::run(mnv4_lab::cli::Cli::try_parse_from(argv)?)
+}
+
+#[test]
+fn the_export_command_writes_the_declared_graph_and_names_bad_input() {
+    use mnv4_lab::export::proto::{DimValue, ModelProto};
+    use prost::Message;
+    let dir = temp_dir("cli");
+    let out = dir.join("m.onnx");
+    let arch = "in1 nc7 gelu stem16 feat64 head96 ls1e-5 | cn_k3_s2_c16 | uir_a3_k3_s2_e2_c24 mqa_k3_h2_s1_v2_d16_c24";
+    let o = out.to_str().unwrap();
+    run_cli(&["export", arch, "--res", "40,56", "-o", o, "--features-out"]).unwrap();
+    let model = ModelProto::decode(&std::fs::read(&out).unwrap()[..]).unwrap();
+    assert_eq!((model.ir_version, model.opset_import[0].version), (8, 17));
+    let graph = model.graph.unwrap();
+    let dims = |v: &mnv4_lab::export::proto::ValueInfoProto| -> Vec<String> {
+        let shape = v.r#type.as_ref().unwrap().tensor_type.as_ref().unwrap();
+        let dims = &shape.shape.as_ref().unwrap().dim;
+        dims.iter()
+            .map(|d| match d.value.as_ref().unwrap() {
+                DimValue::DimValue(n) => n.to_string(),
+                DimValue::DimParam(s) => s.clone(),
+            })
+            .collect()
+    };
+    assert_eq!(graph.input[0].name, "input0");
+    assert_eq!(dims(&graph.input[0]), ["batch", "1", "40", "56"]);
+    assert_eq!(graph.output[0].name, "output0");
+    assert_eq!(dims(&graph.output[0]), ["batch", "7"]);
+    assert_eq!(graph.output.len(), 4, "logits and three feature taps");
+    let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+    assert!(!ops.contains(&"BatchNormalization"), "folded by default");
+    for op in ["Erf", "Softmax", "MatMul", "GlobalAveragePool", "Gemm"] {
+        assert!(ops.contains(&op), "no {op} node");
+    }
+    for (args, says) in [
+        (vec!["export", "conv-smal", "-o", o], "conv-smal"),
+        (vec!["export", "w.safetensors", "-o", o], "--model"),
+        (
+            vec!["export", "small", "--model", "small", "-o", o],
+            "--model",
+        ),
+        (vec!["export", "nothere.json", "-o", o], "nothere.json"),
+        (vec!["export", "small", "--width", "9", "-o", o], "width"),
+    ] {
+        let err = format!("{:#}", run_cli(&args).unwrap_err());
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
