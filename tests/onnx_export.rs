@@ -146,10 +146,10 @@ fn presets_match_in_tract() {
 /// A search-space sample varied beyond what `small.toml` draws: GELU, layer scale, 1 input
 /// channel, and stride-2 key/value down-sampling in MQA blocks.
 fn vary(mut arch: Arch, i: usize) -> Arch {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         arch.act = Activation::Gelu;
     }
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         arch.layer_scale = Some(1e-5);
     }
     arch.in_chans = if i % 4 == 1 { 1 } else { 3 };
@@ -189,7 +189,7 @@ fn random_search_space_architectures_match_in_tract() {
             &arch,
             (40, 56),
             100 + i as u64,
-            &opts(i % 5 == 0, i % 7 == 0),
+            &opts(i.is_multiple_of(5), i.is_multiple_of(7)),
         ));
     }
     println!(
