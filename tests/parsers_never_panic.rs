@@ -301,7 +301,7 @@ fn load_and_use_space(path: &Path, rng: &mut StdRng) -> Result<(), String> {
     let a = space.sample_coarse(rng);
     let b = space.sample_fine(rng, &a);
     let c = space.mutate(rng, &b, true);
-    let d = space.crossover(rng, &a, &c);
+    let d = space.crossover(rng, &a, &c, false);
     for arch in [space.corner(false), space.corner(true), a, b, c, d] {
         validate(&arch).unwrap_or_else(|e| panic!("space made an invalid arch: {e}"));
     }

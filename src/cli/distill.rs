@@ -66,6 +66,7 @@ pub fn run(args: &DistillArgs) -> Result<()> {
         Some(p) => Experiment::load(p, &sets)?,
         None => Experiment::from_toml("", &sets, "distill", "defaults")?,
     };
+    super::check_memory(&exp, super::Trains::ModelAndTeacher)?;
     super::set_threads(exp.train.threads);
     let splits = open_splits(&exp)?;
     let opts = RunOptions {

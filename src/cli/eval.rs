@@ -104,12 +104,6 @@ fn data_settings(args: &EvalArgs, own: DataConfig) -> Result<DataConfig> {
     if args.sets.is_empty() {
         return Ok(data);
     }
-    for s in &args.sets {
-        ensure!(
-            s.trim_start().starts_with("data."),
-            "--set '{s}': eval reads only [data] settings (data.KEY=VALUE)"
-        );
-    }
     let mut table = toml::Table::new();
     table.insert("data".into(), toml::Value::try_from(&data)?);
     apply_overrides(&mut table, &args.sets)?;
@@ -123,6 +117,12 @@ fn data_settings(args: &EvalArgs, own: DataConfig) -> Result<DataConfig> {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
+    for s in &args.sets {
+        ensure!(
+            s.trim_start().starts_with("data."),
+            "--set '{s}': eval reads only [data] settings (data.KEY=VALUE)"
+        );
+    }
     let (arch, weights, own) =
         open_checkpoint(&args.checkpoint, args.model.as_deref(), args.width)?;
     let data = data_settings(args, own)?;

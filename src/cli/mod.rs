@@ -7,12 +7,15 @@ pub mod distill;
 pub mod eval;
 pub mod export;
 pub mod inspect;
+mod memory;
+pub mod retrain;
 pub mod search;
 pub mod train;
 
 use crate::data::{build_splits, Splits};
 use crate::experiment::Experiment;
 use crate::fsutil::DirLock;
+use crate::search::space::SearchSpace;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::Path;
@@ -58,6 +61,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Write any model or checkpoint as an ONNX file (opset 17, BN folded, dynamic batch).
     Export(export::ExportArgs),
+    /// Retrain a search's Pareto front and the presets at the full budget over seeds; writes REPORT_DIR/retrain/.
+    Retrain(retrain::RetrainArgs),
     /// Datasets: `data fetch fashion-mnist`.
     Data(data::DataArgs),
 }
@@ -74,6 +79,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Distill(a) => distill::run(&a),
         Command::Export(a) => export::run(&a),
         Command::Data(a) => data::run(&a),
+        Command::Retrain(a) => retrain::run(&a),
     }
 }
 
@@ -87,11 +93,44 @@ pub fn set_threads(n: usize) {
     }
 }
 
-/// Loads and checks an experiment file and sets its thread count.
-fn load_experiment(path: &Path, sets: &[String]) -> Result<Experiment> {
+/// Which networks a command trains, for the memory check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trains {
+    /// `[model]` (train).
+    Model,
+    /// `[model]` and the teacher (distill).
+    ModelAndTeacher,
+    /// The teacher and the search space's largest candidate (search).
+    Study,
+}
+
+/// Loads and checks an experiment file, refuses one whose training cannot fit in memory, and
+/// sets its thread count.
+fn load_experiment(path: &Path, sets: &[String], trains: Trains) -> Result<Experiment> {
     let exp = Experiment::load(path, sets)?;
+    check_memory(&exp, trains)?;
     set_threads(exp.train.threads);
     Ok(exp)
+}
+
+/// The memory check of every network the command will train (see [`memory::check_fits`]).
+fn check_memory(exp: &Experiment, trains: Trains) -> Result<()> {
+    let (size, ch) = (exp.data.augment.input_size, exp.data.augment.channels);
+    let batch = exp.train.batch_size;
+    if trains != Trains::Study {
+        memory::check_fits(&exp.model.to_arch(ch, 10)?, "[model]", size, batch)?;
+    }
+    let d = &exp.distill;
+    if trains != Trains::Model && d.uses_teacher() && d.teacher_weights.is_none() {
+        let res = d.teacher_res.unwrap_or(size);
+        memory::check_fits(&d.teacher.to_arch(ch, 10)?, "distill.teacher", res, batch)?;
+    }
+    if trains == Trains::Study {
+        let corner = SearchSpace::load(&exp.search.space)?.corner(true);
+        let what = "the search space's largest candidate";
+        memory::check_fits(&corner.with_io(ch, 10), what, size, batch)?;
+    }
+    Ok(())
 }
 
 /// The experiment's loaders, fetching the default dataset first when it is missing.

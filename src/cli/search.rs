@@ -27,7 +27,7 @@ pub struct ReportArgs {
 }
 
 pub fn run_search(args: &SearchArgs) -> Result<()> {
-    let exp = load_experiment(&args.experiment, &args.run.sets)?;
+    let exp = load_experiment(&args.experiment, &args.run.sets, super::Trains::Study)?;
     super::data::ensure_dataset(&exp.data)?;
     let started = std::time::Instant::now();
     let run_dir = search(

@@ -19,7 +19,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let exp = load_experiment(&args.experiment, &args.run.sets)?;
+    let exp = load_experiment(&args.experiment, &args.run.sets, super::Trains::Model)?;
     let splits = open_splits(&exp)?;
     let arch = exp.model.to_arch(splits.channels, splits.num_classes)?;
     let net = Network::new(&arch, &Device::Cpu, exp.seed)?;

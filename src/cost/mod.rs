@@ -85,14 +85,29 @@ pub struct Cost {
     pub roofline_ms: Vec<(String, f64)>,
 }
 
+/// Saturating total of one count over the plan (see `plan`'s overflow rule).
+fn total(layers: &[Layer], f: impl Fn(&Layer) -> u64) -> u64 {
+    layers.iter().fold(0u64, |a, l| a.saturating_add(f(l)))
+}
+
+/// Bytes a training step holds at batch `batch`, estimated from the spec: every layer's input
+/// and output activations (kept for the backward pass) and their gradients, plus weights,
+/// gradients and two optimizer moments, all in f32. A lower bound, used to refuse
+/// configurations that cannot fit in memory before any work.
+pub fn training_bytes(c: &Cost, batch: usize) -> u64 {
+    let acts = c.act_elems.saturating_mul(batch as u64).saturating_mul(2);
+    let weights = c.weight_elems.saturating_mul(4);
+    acts.saturating_add(weights).saturating_mul(4)
+}
+
 /// Computes the totals and the roofline latency for each profile.
 pub fn cost(arch: &Arch, height: usize, width: usize, profiles: &[Profile]) -> Cost {
     let layers = plan(arch, height, width);
     Cost {
-        params: layers.iter().map(|l| l.params).sum(),
-        macs: layers.iter().map(|l| l.macs).sum(),
-        weight_elems: layers.iter().map(|l| l.weight_elems).sum(),
-        act_elems: layers.iter().map(|l| l.act_elems).sum(),
+        params: total(&layers, |l| l.params),
+        macs: total(&layers, |l| l.macs),
+        weight_elems: total(&layers, |l| l.weight_elems),
+        act_elems: total(&layers, |l| l.act_elems),
         roofline_ms: profiles
             .iter()
             .map(|p| {
@@ -100,5 +115,21 @@ pub fn cost(arch: &Arch, height: usize, width: usize, profiles: &[Profile]) -> C
                 (p.name.clone(), s * 1e3)
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_inputs_saturate_instead_of_wrapping() {
+        let arch = crate::space::presets::preset("hybrid-large", 2.0).unwrap();
+        let small = cost(&arch, 224, 224, &[]);
+        let huge = cost(&arch, 1 << 28, 1 << 28, &[]);
+        assert!(huge.macs >= small.macs && huge.act_elems >= small.act_elems);
+        assert_eq!(huge.macs, u64::MAX, "the MQA attention alone is beyond u64");
+        assert_eq!(training_bytes(&huge, 128), u64::MAX);
+        assert!(training_bytes(&small, 1) > 0);
     }
 }

@@ -30,8 +30,19 @@ pub struct Layer {
     pub act_elems: u64,
 }
 
+/// Saturating product: a count too large for `u64` stays at `u64::MAX` instead of wrapping, so
+/// an absurd configuration is refused by its budgets instead of looking cheap.
+fn prod(xs: &[u64]) -> u64 {
+    xs.iter().fold(1u64, |a, &b| a.saturating_mul(b))
+}
+
+/// Saturating sum (see [`prod`]).
+fn sum(xs: &[u64]) -> u64 {
+    xs.iter().fold(0u64, |a, &b| a.saturating_add(b))
+}
+
 fn numel(s: [usize; 3]) -> u64 {
-    (s[0] * s[1] * s[2]) as u64
+    prod(&s.map(|v| v as u64))
 }
 
 struct Planner {
@@ -54,8 +65,8 @@ impl Planner {
             conv_out(input[2], k, stride),
         ];
         let cin_per_group = if c.depthwise { 1 } else { c.in_ch };
-        let w = (c.out_ch * cin_per_group * k * k) as u64;
-        let bn_params = if bn { 2 * c.out_ch as u64 } else { 0 };
+        let w = prod(&[c.out_ch as u64, cin_per_group as u64, k as u64, k as u64]);
+        let bn_params = if bn { prod(&[2, c.out_ch as u64]) } else { 0 };
         let mut kind = if c.depthwise {
             format!("dw{k}x{k}")
         } else {
@@ -76,10 +87,10 @@ impl Planner {
             kind,
             in_shape: input,
             out_shape: out,
-            params: w + bn_params,
-            macs: w * (out[1] * out[2]) as u64,
-            weight_elems: w + 2 * bn_params,
-            act_elems: numel(input) + numel(out),
+            params: sum(&[w, bn_params]),
+            macs: prod(&[w, out[1] as u64, out[2] as u64]),
+            weight_elems: sum(&[w, bn_params, bn_params]),
+            act_elems: sum(&[numel(input), numel(out)]),
         });
         out
     }
@@ -97,7 +108,7 @@ impl Planner {
             params,
             macs: 0,
             weight_elems: weights,
-            act_elems: 2 * numel(shape),
+            act_elems: prod(&[2, numel(shape)]),
         });
     }
 
@@ -116,7 +127,7 @@ impl Planner {
 
     fn mqa(&mut self, m: &MqaSpec, x: [usize; 3]) -> [usize; 3] {
         let c = x[0] as u64;
-        self.simple(m.norm.clone(), "bn", x, 2 * c, 4 * c);
+        self.simple(m.norm.clone(), "bn", x, prod(&[2, c]), prod(&[4, c]));
         let q = self.conv(&m.query, x, false, None);
         let kv_in = [&m.key, &m.value].map(|kv| match &kv.down {
             Some(d) => self.conv_bn(d, x),
@@ -125,22 +136,24 @@ impl Planner {
         let k = self.conv(&m.key.proj, kv_in[0], false, None);
         self.conv(&m.value.proj, kv_in[1], false, None);
         let (heads, key_dim, value_dim) = (m.heads, m.key_dim as u64, m.value_dim as u64);
-        let l = (q[1] * q[2]) as u64;
-        let pk = (k[1] * k[2]) as u64;
+        let l = prod(&[q[1] as u64, q[2] as u64]);
+        let pk = prod(&[k[1] as u64, k[2] as u64]);
         let h = heads as u64;
-        let attn_out = [heads * m.value_dim, q[1], q[2]];
+        let attn_out = [heads.saturating_mul(m.value_dim), q[1], q[2]];
         self.layers.push(Layer {
             name: m.attn.clone(),
             kind: format!("mqa h{heads} q{l}→kv{pk}"),
             in_shape: q,
             out_shape: attn_out,
             params: 0,
-            macs: h * l * pk * (key_dim + value_dim),
+            macs: prod(&[h, l, pk, sum(&[key_dim, value_dim])]),
             weight_elems: 0,
-            act_elems: h * l * key_dim
-                + pk * (key_dim + value_dim)
-                + 2 * h * l * pk
-                + h * l * value_dim,
+            act_elems: sum(&[
+                prod(&[h, l, key_dim]),
+                prod(&[pk, sum(&[key_dim, value_dim])]),
+                prod(&[2, h, l, pk]),
+                prod(&[h, l, value_dim]),
+            ]),
         });
         let o = self.conv(&m.output, attn_out, false, None);
         self.layer_scale(&m.layer_scale, o);
@@ -161,7 +174,7 @@ impl Planner {
                     params: 0,
                     macs: 0,
                     weight_elems: 0,
-                    act_elems: numel(x) + x[0] as u64,
+                    act_elems: sum(&[numel(x), x[0] as u64]),
                 });
                 out
             }
@@ -173,10 +186,10 @@ impl Planner {
                     kind: "linear".into(),
                     in_shape: x,
                     out_shape: out,
-                    params: c * nc + nc,
-                    macs: c * nc,
-                    weight_elems: c * nc + nc,
-                    act_elems: c + nc,
+                    params: sum(&[prod(&[c, nc]), nc]),
+                    macs: prod(&[c, nc]),
+                    weight_elems: sum(&[prod(&[c, nc]), nc]),
+                    act_elems: sum(&[c, nc]),
                 });
                 out
             }

@@ -1,10 +1,14 @@
 //! `[data]`: which dataset, the validation split, the subsets and the preprocessing.
 
-use super::augment::AugmentConfig;
-use anyhow::{bail, Result};
+use super::augment::{AugmentConfig, Augmenter};
+use super::stats::NormStats;
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
+
+/// The largest input side an experiment may ask for.
+pub const MAX_INPUT_SIZE: usize = 4096;
 
 /// The datasets mnv4-lab reads, parsed once from `data.dataset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,8 +76,19 @@ impl Default for DataConfig {
 }
 
 impl DataConfig {
-    /// Checks what serde cannot: a folder dataset needs its path.
+    /// Checks what serde cannot: a dataset other than the default needs its path; the
+    /// preprocessing must be buildable (channels 1 or 3, a positive input size up to
+    /// [`MAX_INPUT_SIZE`], `mean` and `std` given together with one value or one per channel).
     pub fn check(&self) -> Result<()> {
+        let a = &self.augment;
+        if a.input_size > MAX_INPUT_SIZE {
+            bail!(
+                "data.augment.input_size = {} is larger than {MAX_INPUT_SIZE}",
+                a.input_size
+            );
+        }
+        let probe = NormStats::new(vec![0.5], vec![0.25])?;
+        Augmenter::new(a, 1, 28, 28, Some(&probe)).context("in [data.augment]")?;
         let needs_path = !matches!(self.dataset, DatasetKind::FashionMnist);
         if needs_path && self.path.is_none() {
             bail!(

@@ -99,7 +99,33 @@ impl StageBudget {
     }
 }
 
+impl StageBudget {
+    /// The epochs its candidates are evaluated at: the stage's, then the promoted ones.
+    pub fn budgets(&self) -> Vec<usize> {
+        let mut b = vec![self.epochs];
+        if self.halving_keep > 0.0 && self.halving_epochs > self.epochs {
+            b.push(self.halving_epochs);
+        }
+        b
+    }
+}
+
 impl SearchConfig {
+    /// Every budget (epochs) a candidate of this search can be evaluated at, ascending. The
+    /// reference presets are trained at each, by the same promotions, so that every candidate
+    /// has references at its own budget.
+    pub fn budgets(&self) -> Vec<usize> {
+        let stages = [&self.coarse, &self.fine];
+        let mut b: Vec<usize> = stages
+            .iter()
+            .filter(|s| s.trials > 0)
+            .flat_map(|s| s.budgets())
+            .collect();
+        b.sort_unstable();
+        b.dedup();
+        b
+    }
+
     /// Checks everything that can be checked before any work: objectives, sizes, budgets, the
     /// roofline profiles named by objectives, and that every reference preset resolves.
     pub fn check(&self) -> Result<()> {
@@ -152,5 +178,38 @@ impl SearchConfig {
                 .with_context(|| format!("search.reference[{i}] ('{}')", m.arch))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_trained_at_every_budget_a_candidate_gets() {
+        let stage = |trials, epochs, keep, halving| StageBudget {
+            trials,
+            epochs,
+            halving_keep: keep,
+            halving_epochs: halving,
+        };
+        let mut cfg = SearchConfig {
+            coarse: stage(10, 2, 0.0, 0),
+            fine: stage(10, 2, 0.3, 4),
+            ..SearchConfig::default()
+        };
+        assert_eq!(
+            cfg.budgets(),
+            vec![2, 4],
+            "the quick search: 2 epochs, promoted to 4"
+        );
+        cfg.coarse = stage(4, 1, 0.5, 3);
+        cfg.fine = stage(0, 5, 0.5, 8);
+        assert_eq!(cfg.budgets(), vec![1, 3], "a skipped stage adds no budget");
+        for s in [&cfg.coarse, &cfg.fine] {
+            if s.trials > 0 {
+                assert!(s.budgets().iter().all(|b| cfg.budgets().contains(b)));
+            }
+        }
     }
 }

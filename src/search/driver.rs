@@ -199,24 +199,13 @@ fn halving(
         .max(1)
         .min(idx.len());
     for &i in &idx[..keep] {
-        let t = &mut done[i];
-        if t.epochs >= budget.halving_epochs {
-            continue; // promoted before an interruption
-        }
-        let started = Instant::now();
-        let arch = Arch::from_block_string(&t.arch)?;
-        match diverged(eval.train(t.index, &arch, budget.halving_epochs, t.seed))? {
-            Ok(acc) => t.val_top1 = Some(acc),
-            Err(why) => t.failed = Some(why),
-        }
-        t.epochs = budget.halving_epochs;
-        t.wall_seconds += started.elapsed().as_secs_f64();
-        log.append(t)?;
+        promote(eval, log, &mut done[i], budget.halving_epochs)?;
     }
     Ok(())
 }
 
-/// The reference presets, trained with the longest stage budget.
+/// The reference presets, evaluated at the smallest budget and promoted through every larger
+/// one ([`SearchConfig::budgets`]), exactly as candidates are promoted.
 fn references(
     eval: &Evaluator,
     log: &TrialLog,
@@ -225,9 +214,13 @@ fn references(
     overall: &ProgressBar,
 ) -> Result<()> {
     let cfg = &eval.study.search;
+    let budgets = cfg.budgets();
+    let Some((&first, later)) = budgets.split_first() else {
+        return Ok(());
+    };
     for m in &cfg.reference {
         let index = done.len();
-        let trial = match recorded.get(&index) {
+        let mut t = match recorded.get(&index) {
             Some(t) => t.clone(),
             None => {
                 let arch = m.to_arch(eval.splits.channels, eval.splits.num_classes)?;
@@ -237,14 +230,34 @@ fn references(
                     stage: Stage::Reference,
                     label,
                     arch,
-                    epochs: cfg.fine.epochs.max(cfg.coarse.epochs),
+                    epochs: first,
                 })?;
                 log.append(&t)?;
                 t
             }
         };
-        done.push(trial);
+        for &epochs in later {
+            promote(eval, log, &mut t, epochs)?;
+        }
+        done.push(t);
         overall.inc(1);
     }
     Ok(())
+}
+
+/// Trains trial `t` on to `epochs` (unless it got there before an interruption, failed, or was
+/// not trained) and logs the new evaluation.
+fn promote(eval: &Evaluator, log: &TrialLog, t: &mut Trial, epochs: usize) -> Result<()> {
+    if t.epochs >= epochs || t.failed.is_some() || t.val_top1.is_none() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let arch = Arch::from_block_string(&t.arch)?;
+    match diverged(eval.train(t.index, &arch, epochs, t.seed))? {
+        Ok(acc) => t.val_top1 = Some(acc),
+        Err(why) => t.failed = Some(why),
+    }
+    t.epochs = epochs;
+    t.wall_seconds += started.elapsed().as_secs_f64();
+    log.append(t)
 }

@@ -10,6 +10,7 @@
 //! * [`stage`] — one stage: ask, dedupe, replay or evaluate, log, tell.
 //! * [`driver`] — the stages in order, halving, references, resume.
 //! * [`report`] — tables, Pareto and hypervolume plots, README summary.
+//! * [`retrain`] — the front and the presets retrained at the full budget.
 
 pub mod config;
 pub mod driver;
@@ -17,6 +18,7 @@ pub mod evaluator;
 pub mod objective;
 pub mod pareto;
 pub mod report;
+pub mod retrain;
 pub mod space;
 pub mod stage;
 pub mod strategy;

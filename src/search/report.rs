@@ -22,6 +22,9 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     let cfg = &exp.search;
     let out = out.map_or_else(|| exp.report_dir(), Path::to_path_buf);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // The study's settings travel with the report, for `mnv4-lab retrain`.
+    let study = serde_json::to_string_pretty(exp)?;
+    atomic_write(&out.join("study.json"), study.as_bytes())?;
     let all = trials::load(&run_dir.join("trials.jsonl"))?;
     anyhow::ensure!(
         !all.is_empty(),
@@ -202,7 +205,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
                 marker: 3,
             },
             Series {
-                label: "MobileNetV4 presets (same budget)".into(),
+                label: "MobileNetV4 presets (at the largest budget)".into(),
                 points: refs.iter().filter_map(|t| xy(t)).collect(),
                 color: RGBColor(20, 20, 20),
                 line: false,
@@ -220,27 +223,14 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         write_png_svg(&chart, &out, "pareto")?;
     }
 
-    // Hypervolume over trials (reference point fixed before the first trial).
-    let mut hv = Vec::new();
-    let mut pts: Vec<Vec<f64>> = Vec::new();
+    // Hypervolume after each evaluation as it happened (a promotion is a new evaluation).
     let r = &state.hv_reference;
-    for t in all.iter().filter(|t| t.stage != Stage::Reference) {
-        if t.feasible && t.val_top1.is_some() {
-            pts.push(trial_point(t, &cfg.objectives)?.objectives);
-        }
-        let value = if r.len() == 3 {
-            let p: Vec<[f64; 3]> = pts.iter().map(|p| [p[0], p[1], p[2]]).collect();
-            hypervolume_3d(&p, [r[0], r[1], r[2]])
-        } else {
-            let p: Vec<[f64; 2]> = pts.iter().map(|p| [p[0], p[1]]).collect();
-            hypervolume_2d(&p, [r[0], r[1]])
-        };
-        hv.push((t.index as f64, value));
-    }
+    let hv = hypervolume_curve(&run_dir.join("trials.jsonl"), cfg, r)?;
     write_csv_parquet(
         &mut frame(vec![
-            Col::int("trial", hv.iter().map(|h| h.0 as i64).collect()),
-            Col::float("hypervolume", hv.iter().map(|h| h.1).collect()),
+            Col::int("evaluation", hv.iter().map(|h| h.0 as i64).collect()),
+            Col::int("trial", hv.iter().map(|h| h.1 as i64).collect()),
+            Col::float("hypervolume", hv.iter().map(|h| h.2).collect()),
         ])?,
         &out,
         "hypervolume",
@@ -252,11 +242,11 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     write_png_svg(
         &Chart {
             title: &hv_title,
-            x_label: "trial",
+            x_label: "evaluation (a promotion counts as a new one)",
             y_label: "hypervolume of (1 − val top-1, costs)",
             series: vec![Series {
                 label: all[0].strategy.to_string(),
-                points: hv.clone(),
+                points: hv.iter().map(|h| (h.0 as f64, h.2)).collect(),
                 color: RGBColor(44, 160, 44),
                 line: true,
                 marker: 3,
@@ -290,6 +280,15 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
             .map(|o| o.to_string())
             .collect::<Vec<_>>()
             .join(", ")
+    )?;
+    let own: usize = [&cfg.coarse, &cfg.fine]
+        .iter()
+        .map(|b| b.trials.saturating_sub(cfg.population))
+        .sum();
+    writeln!(
+        md,
+        "- proposals: the first {} of each stage come from a stream every strategy shares (the same starting candidates); the other {own} are this strategy's own",
+        cfg.population
     )?;
     writeln!(
         md,
@@ -344,15 +343,16 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     writeln!(md, "## Pareto front\n")?;
     writeln!(
         md,
-        "| trial | stage | val top-1 | params | MACs | latency (ms) | arch file |"
+        "| trial | stage | epochs | val top-1 | params | MACs | latency (ms) | arch file |"
     )?;
-    writeln!(md, "|---:|---|---:|---:|---:|---:|---|")?;
+    writeln!(md, "|---:|---|---:|---:|---:|---:|---:|---|")?;
     for t in &sorted_front {
         writeln!(
             md,
-            "| {} | {} | {:.2}% | {} | {:.2} M | {:.3} | `pareto/t{:04}.toml` |",
+            "| {} | {} | {} | {:.2}% | {} | {:.2} M | {:.3} | `pareto/t{:04}.toml` |",
             t.index,
             t.stage,
+            t.epochs,
             100.0 * t.val_top1.unwrap_or(0.0),
             t.params,
             t.macs as f64 / 1e6,
@@ -361,20 +361,12 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         )?;
     }
     if !refs.is_empty() {
-        writeln!(md, "\n## Reference presets (same budget)\n")?;
-        writeln!(md, "| preset | val top-1 | params | MACs | latency (ms) |")?;
-        writeln!(md, "|---|---:|---:|---:|---:|")?;
-        for t in &refs {
-            writeln!(
-                md,
-                "| {} | {:.2}% | {} | {:.2} M | {:.3} |",
-                t.label,
-                100.0 * t.val_top1.unwrap_or(0.0),
-                t.params,
-                t.macs as f64 / 1e6,
-                t.latency_ms
-            )?;
-        }
+        write_references(
+            &mut md,
+            &run_dir.join("trials.jsonl"),
+            &cfg.budgets(),
+            &refs,
+        )?;
     }
     let failed: Vec<&Trial> = all.iter().filter(|t| t.failed.is_some()).collect();
     if !failed.is_empty() {
@@ -395,9 +387,81 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         )?;
     }
     writeln!(md, "![Hypervolume](hypervolume.png)\n")?;
-    writeln!(md, "Final hypervolume: {:.6} (reference point {:?}, fixed before the first trial). Files: `trials.csv` / `trials.parquet` (every trial), `pareto.csv` and `pareto/*.toml` (front members, ready for `mnv4-lab train` / `distill`), `hypervolume.csv`.", hv.last().map(|h| h.1).unwrap_or(0.0), r)?;
+    writeln!(md, "Final hypervolume: {:.6} (reference point {:?}, fixed before the first trial). Files: `trials.csv` / `trials.parquet` (every trial), `pareto.csv` and `pareto/*.toml` (front members, ready for `mnv4-lab train` / `distill`), `hypervolume.csv`.", hv.last().map(|h| h.2).unwrap_or(0.0), r)?;
     atomic_write(&out.join("README.md"), md.as_bytes())?;
     Ok(out)
+}
+
+/// The references table: each preset's validation accuracy at every budget candidates were
+/// evaluated at (a front member compares with the column of its own epochs).
+fn write_references(md: &mut String, log: &Path, budgets: &[usize], refs: &[&Trial]) -> Result<()> {
+    let events = trials::load_events(log)?;
+    let at = |t: &Trial, epochs: usize| {
+        events
+            .iter()
+            .find(|e| e.index == t.index && e.epochs == epochs)
+            .and_then(|e| e.val_top1)
+            .map_or("–".to_string(), |v| format!("{:.2}%", 100.0 * v))
+    };
+    let heads: String = budgets
+        .iter()
+        .map(|b| format!(" val top-1 at {b} epochs |"))
+        .collect();
+    writeln!(md, "\n## Reference presets, at every candidate budget\n")?;
+    writeln!(md, "| preset |{heads} params | MACs | latency (ms) |")?;
+    writeln!(md, "|---|{}---:|---:|---:|", "---:|".repeat(budgets.len()))?;
+    for t in refs {
+        let cells: String = budgets
+            .iter()
+            .map(|&b| format!(" {} |", at(t, b)))
+            .collect();
+        writeln!(
+            md,
+            "| {} |{cells} {} | {:.2} M | {:.3} |",
+            t.label,
+            t.params,
+            t.macs as f64 / 1e6,
+            t.latency_ms
+        )?;
+    }
+    Ok(())
+}
+
+/// (evaluation number, trial index, hypervolume) after each record of the log, references
+/// left out: the front as it stood after every evaluation.
+fn hypervolume_curve(
+    log: &Path,
+    cfg: &super::config::SearchConfig,
+    r: &[f64],
+) -> Result<Vec<(usize, usize, f64)>> {
+    let mut current: std::collections::BTreeMap<usize, Trial> = Default::default();
+    let mut curve = Vec::new();
+    let events = trials::load_events(log)?;
+    for (n, t) in events
+        .into_iter()
+        .filter(|t| t.stage != Stage::Reference)
+        .enumerate()
+    {
+        let index = t.index;
+        current.insert(index, t);
+        let pts = current
+            .values()
+            .filter(|t| t.feasible && t.val_top1.is_some())
+            .map(|t| Ok(trial_point(t, &cfg.objectives)?.objectives))
+            .collect::<Result<Vec<_>>>()?;
+        let value = match r.len() {
+            3 => hypervolume_3d(
+                &pts.iter().map(|p| [p[0], p[1], p[2]]).collect::<Vec<_>>(),
+                [r[0], r[1], r[2]],
+            ),
+            _ => hypervolume_2d(
+                &pts.iter().map(|p| [p[0], p[1]]).collect::<Vec<_>>(),
+                [r[0], r[1]],
+            ),
+        };
+        curve.push((n + 1, index, value));
+    }
+    Ok(curve)
 }
 
 /// Deletes the `tNNNN.toml` files in `dir` that belong to no member of `front` (left by an

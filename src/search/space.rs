@@ -401,24 +401,30 @@ impl SearchSpace {
         arch
     }
 
-    /// Changes one thing: in the coarse stage one stage's width or depth; in the fine stage
-    /// also one block's start / middle kernel or expansion, or adds / removes an MQA block.
+    /// Changes one thing: in the coarse stage one stage's width or depth; in the fine stage one
+    /// block's start / middle kernel or expansion, or adds / removes an MQA block — never a
+    /// width or a depth, so a fine child keeps its parent's skeleton.
     pub fn mutate(&self, rng: &mut StdRng, arch: &Arch, fine: bool) -> Arch {
+        let uib: Vec<usize> = (0..self.stages.len())
+            .filter(|&s| self.stages[s].kind == StageKind::Uib)
+            .collect();
+        if fine && uib.is_empty() {
+            return arch.clone();
+        }
         for _ in 0..32 {
             let mut a = arch.clone();
-            let s = rng.random_range(0..self.stages.len());
-            let st = &self.stages[s];
-            let moves = if fine && st.kind == StageKind::Uib {
-                5
-            } else {
-                2
+            let s = match fine {
+                true => *uib.choose(rng).expect("non-empty"),
+                false => rng.random_range(0..self.stages.len()),
             };
+            let st = &self.stages[s];
             let stage = &mut a.stages[s];
-            match rng.random_range(0..moves) {
-                0 => set_stage_width(stage, *st.widths.choose(rng).expect("non-empty")),
-                1 => self.mutate_depth(st, stage, rng),
-                2..=3 => self.mutate_choice(st, stage, rng),
-                _ => {
+            let moves = if fine { 3 } else { 2 };
+            match (fine, rng.random_range(0..moves)) {
+                (false, 0) => set_stage_width(stage, *st.widths.choose(rng).expect("non-empty")),
+                (false, _) => self.mutate_depth(st, stage, rng),
+                (true, 0 | 1) => self.mutate_choice(st, stage, rng),
+                (true, _) => {
                     if let Some(m) = &st.mqa {
                         mutate_mqa(m, stage, rng);
                     }
@@ -468,14 +474,17 @@ impl SearchSpace {
         }
     }
 
-    /// Uniform crossover of whole stages (stem from either parent).
-    pub fn crossover(&self, rng: &mut StdRng, a: &Arch, b: &Arch) -> Arch {
+    /// Uniform crossover of whole stages (stem from either parent). In the fine stage only
+    /// stages with the same skeleton (width and depth) are exchanged, so the child keeps the
+    /// first parent's skeleton.
+    pub fn crossover(&self, rng: &mut StdRng, a: &Arch, b: &Arch, fine: bool) -> Arch {
         let mut child = a.clone();
-        if rng.random_bool(0.5) {
+        if rng.random_bool(0.5) && !fine {
             child.stem = b.stem;
         }
         for (s, stage) in child.stages.iter_mut().enumerate() {
-            if rng.random_bool(0.5) {
+            let same = |x: &Stage, y: &Stage| (x.width(), x.depth()) == (y.width(), y.depth());
+            if rng.random_bool(0.5) && (!fine || same(stage, &b.stages[s])) {
                 *stage = b.stages[s].clone();
             }
         }
@@ -485,6 +494,12 @@ impl SearchSpace {
             a.clone()
         }
     }
+}
+
+/// What the fine stage may not change: the stem, and each stage's width and depth.
+pub fn skeleton(arch: &Arch) -> (usize, Vec<(Option<usize>, usize)>) {
+    let stages = arch.stages.iter().map(|s| (s.width(), s.depth())).collect();
+    (arch.stem, stages)
 }
 
 fn mqa_block(heads: usize, key_dim: usize, kv_stride: usize) -> Block {
@@ -547,6 +562,36 @@ mod tests {
     }
 
     #[test]
+    fn fine_children_keep_the_skeleton_of_their_first_parent() {
+        let s = small();
+        let mut rng = StdRng::seed_from_u64(3);
+        let coarse: Vec<Arch> = (0..30).map(|_| s.sample_coarse(&mut rng)).collect();
+        let mut pool: Vec<Arch> = coarse.iter().map(|c| s.sample_fine(&mut rng, c)).collect();
+        for (c, f) in coarse.iter().zip(&pool) {
+            assert_eq!(skeleton(c), skeleton(f), "sample_fine changed the skeleton");
+        }
+        let mut changed = 0;
+        for i in 0..3000 {
+            let a = pool[i % pool.len()].clone();
+            let b = &pool[(i * 7 + 3) % pool.len()];
+            let crossed = s.crossover(&mut rng, &a, b, true);
+            let child = s.mutate(&mut rng, &crossed, true);
+            assert_eq!(
+                skeleton(&child),
+                skeleton(&a),
+                "child {i} left its skeleton"
+            );
+            validate(&child).unwrap();
+            changed += usize::from(child != a);
+            pool[i % 30] = child;
+        }
+        assert!(
+            changed > 2500,
+            "fine children should differ ({changed} of 3000 did)"
+        );
+    }
+
+    #[test]
     fn sampling_mutation_and_crossover_always_give_valid_archs() {
         let s = small();
         let mut rng = StdRng::seed_from_u64(1);
@@ -573,7 +618,7 @@ mod tests {
             let b = &pool[(i * 7 + 3) % pool.len()];
             let m = s.mutate(&mut rng, a, i % 2 == 0);
             validate(&m).unwrap();
-            let x = s.crossover(&mut rng, a, b);
+            let x = s.crossover(&mut rng, a, b, i % 3 == 0);
             validate(&x).unwrap();
         }
         let distinct: std::collections::HashSet<String> =

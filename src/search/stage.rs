@@ -45,7 +45,11 @@ impl StageRunner<'_> {
         let cfg = &self.eval.study.search;
         let stage_id = if stage == Stage::Coarse { 1 } else { 2 };
         let seed = derive_seed(&[self.eval.study.seed, 0x5ea7c4, stage_id]);
-        let mut rng = StdRng::seed_from_u64(seed);
+        // The first population is drawn from a stream every strategy shares (so strategies
+        // start from the same candidates); later proposals from a stream of the strategy's own.
+        let mut shared = StdRng::seed_from_u64(seed);
+        let own_seed = derive_seed(&[seed, cfg.strategy as u64 + 1]);
+        let mut own = StdRng::seed_from_u64(own_seed);
         let mut strategy = make_strategy(
             cfg.strategy,
             self.space.clone(),
@@ -53,8 +57,13 @@ impl StageRunner<'_> {
             cfg.population,
             cfg.tournament,
         );
-        for _ in 0..budget.trials {
-            let arch = self.ask_new(strategy.as_mut(), &mut rng, done);
+        for k in 0..budget.trials {
+            let rng = if k < cfg.population {
+                &mut shared
+            } else {
+                &mut own
+            };
+            let arch = self.ask_new(strategy.as_mut(), rng, done);
             let trial = self.trial_for(stage, &arch, budget.epochs, done)?;
             // The strategy sees the accuracy at the stage's budget (before any promotion), so a
             // replay after an interruption tells it exactly what the original run told it.

@@ -222,7 +222,7 @@ impl Strategy for Nsga2 {
             &self.all[better.index].arch
         };
         let (p1, p2) = (pick(rng).clone(), pick(rng).clone());
-        let child = self.base.space.crossover(rng, &p1, &p2);
+        let child = self.base.space.crossover(rng, &p1, &p2, self.base.fine());
         self.base.space.mutate(rng, &child, self.base.fine())
     }
 

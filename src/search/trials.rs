@@ -151,21 +151,29 @@ fn repair_tail(path: &Path) -> Result<()> {
 /// longer-trained candidate) replace earlier ones; the result is ordered by index. A torn last
 /// line is ignored.
 pub fn load(path: &Path) -> Result<Vec<Trial>> {
+    let mut by_index: BTreeMap<usize, Trial> = BTreeMap::new();
+    for t in load_events(path)? {
+        by_index.insert(t.index, t);
+    }
+    Ok(by_index.into_values().collect())
+}
+
+/// Every record of the log in the order it was written: each evaluation as it happened (a
+/// promotion is a record of its own). A torn last line is ignored.
+pub fn load_events(path: &Path) -> Result<Vec<Trial>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let lines: Vec<&str> = text.split('\n').collect();
-    let mut by_index: BTreeMap<usize, Trial> = BTreeMap::new();
+    let mut events = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         match serde_json::from_str::<Trial>(line) {
-            Ok(t) => {
-                by_index.insert(t.index, t);
-            }
+            Ok(t) => events.push(t),
             // The last line without its newline is a write cut short by a crash.
             Err(_) if i + 1 == lines.len() => {
                 tracing::warn!(
@@ -176,7 +184,7 @@ pub fn load(path: &Path) -> Result<Vec<Trial>> {
             Err(e) => bail!("{} line {}: {e}", path.display(), i + 1),
         }
     }
-    Ok(by_index.into_values().collect())
+    Ok(events)
 }
 
 #[cfg(test)]

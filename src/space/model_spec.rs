@@ -58,6 +58,17 @@ impl ModelSpec {
                 _ => {}
             }
         }
+        if left > 0 {
+            anyhow::bail!(
+                "model.drop_downsamples = {} but {} has only {} stride-2 blocks",
+                m.drop_downsamples,
+                m.arch,
+                m.drop_downsamples - left
+            );
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            anyhow::bail!("model.dropout must be in [0, 1), got {}", m.dropout);
+        }
         arch.dropout = m.dropout;
         validate(&arch)?;
         Ok(arch)

@@ -1,0 +1,340 @@
+//! Retraining a search's Pareto front at the full budget, next to the MobileNetV4 presets:
+//! every member and preset × arm (distilled from the study's teacher, and not) × seed, each a
+//! resumable run tested once on its best-on-validation weights. Writes `REPORT/retrain/`.
+
+use super::evaluator::measure_latency;
+use super::study::StudySpec;
+use crate::cost::cost;
+use crate::data::{build_splits, Splits};
+use crate::distill::objective::DistillObjective;
+use crate::distill::teacher::{prepare_teacher, ReadyTeacher, TeacherRequest};
+use crate::model::Network;
+use crate::report::plot::{write_png_svg, Chart, Series};
+use crate::report::table::{frame, write_csv_parquet, Col};
+use crate::space::{presets::preset, Arch};
+use crate::train::objective::{BatchLoss, CrossEntropy};
+use crate::train::trainer::{train_network, RunOptions, TrainJob};
+use anyhow::{Context, Result};
+use candle_core::Device;
+use plotters::style::RGBColor;
+use std::fmt::Write;
+use std::path::Path;
+
+/// What to retrain and how long.
+#[derive(Debug, Clone)]
+pub struct RetrainPlan {
+    /// The study's settings, with the full-budget recipe and data.
+    pub study: StudySpec,
+    /// Front members (label, arch) from the report.
+    pub members: Vec<(String, Arch)>,
+    /// Presets (label, arch): the study's references and the conv-small width curve.
+    pub presets: Vec<(String, Arch)>,
+    /// Seeds per (model, arm).
+    pub seeds: usize,
+    pub quiet: bool,
+}
+
+/// One finished run.
+#[derive(Debug, Clone)]
+struct Row {
+    label: String,
+    preset: bool,
+    distilled: bool,
+    seed: u64,
+    test_top1: f64,
+    params: u64,
+    macs: u64,
+    latency_ms: f64,
+}
+
+/// The front members named by `REPORT/pareto.csv` (their `pareto/tNNNN.toml` files).
+pub fn front_members(report: &Path) -> Result<Vec<(String, Arch)>> {
+    let dir = report.join("pareto");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {} (run `mnv4-lab report` first)", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let label = p
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            Ok((label, Arch::resolve(&p.to_string_lossy(), 1.0)?))
+        })
+        .collect()
+}
+
+/// The conv-small width curve plus the study's references, without repeats.
+pub fn preset_curve(study: &StudySpec, widths: &[f64]) -> Result<Vec<(String, Arch)>> {
+    let mut out: Vec<(String, Arch)> = Vec::new();
+    let curve = widths.iter().map(|&w| -> Result<(String, Arch)> {
+        let arch = preset("conv-small", w)
+            .map_err(anyhow::Error::msg)?
+            .with_io(3, 10);
+        Ok((format!("conv-small-{w}"), arch))
+    });
+    let refs = study
+        .search
+        .reference
+        .iter()
+        .map(|m| -> Result<(String, Arch)> {
+            let a = m.to_arch(3, 10)?;
+            Ok((a.name.clone().unwrap_or_else(|| m.arch.clone()), a))
+        });
+    for item in curve.chain(refs) {
+        let (label, arch): (String, Arch) = item?;
+        if !out.iter().any(|(_, a)| a.canonical() == arch.canonical()) {
+            out.push((label, arch));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs (or resumes) every retraining run and writes the tables and plot into `report/retrain/`.
+pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<()> {
+    let s = &plan.study;
+    let t = &s.train;
+    let splits = build_splits(&s.data, t.batch_size, t.eval_batch_size, s.seed)?;
+    let teacher = match s.distill.uses_teacher() {
+        true => Some(prepare_teacher(&teacher_request(s, plan.quiet), &splits)?),
+        false => None,
+    };
+    let arms: &[bool] = if teacher.is_some() {
+        &[true, false]
+    } else {
+        &[false]
+    };
+    let models = plan
+        .members
+        .iter()
+        .map(|m| (m, false))
+        .chain(plan.presets.iter().map(|p| (p, true)));
+    let mut rows = Vec::new();
+    for ((label, arch), is_preset) in models {
+        let arch = arch.clone().with_io(splits.channels, splits.num_classes);
+        let c = cost(&arch, splits.input_size, splits.input_size, &[]);
+        let latency_ms = measure_latency(&arch, splits.input_size, s.search.latency_repeats)?;
+        for &distilled in arms {
+            for k in 0..plan.seeds as u64 {
+                let test_top1 = run_one(
+                    plan,
+                    &splits,
+                    teacher.as_ref().filter(|_| distilled),
+                    label,
+                    &arch,
+                    k,
+                )?;
+                rows.push(Row {
+                    label: label.clone(),
+                    preset: is_preset,
+                    distilled,
+                    seed: s.seed + k,
+                    test_top1,
+                    params: c.params,
+                    macs: c.macs,
+                    latency_ms,
+                });
+            }
+        }
+    }
+    write_outputs(&report.join("retrain"), plan, teacher.as_ref(), &rows)
+}
+
+fn teacher_request(s: &StudySpec, quiet: bool) -> TeacherRequest<'_> {
+    TeacherRequest {
+        cfg: &s.distill,
+        data: &s.data,
+        students: &s.train,
+        seed: s.seed,
+        output: &s.output,
+        quiet,
+    }
+}
+
+/// Trains one (model, arm, seed) run, or reads its result when it finished before.
+fn run_one(
+    plan: &RetrainPlan,
+    splits: &Splits,
+    teacher: Option<&ReadyTeacher>,
+    label: &str,
+    arch: &Arch,
+    k: u64,
+) -> Result<f64> {
+    let s = &plan.study;
+    let arm = if teacher.is_some() { "kd" } else { "ce" };
+    let name = format!("{label}-{arm}-s{}", s.seed + k);
+    let run_dir = s.output.dir.join(format!("{}-retrain", s.name)).join(&name);
+    let summary = run_dir.join("summary.json");
+    if let Ok(text) = std::fs::read_to_string(&summary) {
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is malformed", summary.display()))?;
+        if let Some(top1) = v["test_top1"].as_f64() {
+            return Ok(top1);
+        }
+    }
+    let job = TrainJob {
+        name,
+        seed: s.seed + k,
+        recipe: s.train.clone(),
+        data: s.data.clone(),
+        run_dir: run_dir.clone(),
+        checkpoint_every: s.output.checkpoint_every,
+    };
+    let net = Network::new(arch, &Device::Cpu, s.seed + k)?;
+    let smoothing = s.train.label_smoothing;
+    let mut objective: Box<dyn BatchLoss> = match teacher {
+        Some(t) => Box::new(DistillObjective::new(
+            &s.distill,
+            smoothing,
+            &net,
+            t.net.clone(),
+            splits.train.dataset().n,
+            t.cache_key.clone(),
+            s.seed + k,
+        )?),
+        None => Box::new(CrossEntropy { smoothing }),
+    };
+    let opts = RunOptions {
+        resume: run_dir.join("checkpoints/last.json").exists(),
+        quiet: plan.quiet,
+        ..Default::default()
+    };
+    Ok(
+        train_network(&job, &net, splits, objective.as_mut(), &opts)?
+            .test
+            .top1,
+    )
+}
+
+/// Mean and sample standard deviation.
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+/// `retrain.csv|parquet` (every run), `README.md` (mean ± std per model and arm) and the plot.
+fn write_outputs(
+    dir: &Path,
+    plan: &RetrainPlan,
+    teacher: Option<&ReadyTeacher>,
+    rows: &[Row],
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let arm = |r: &Row| if r.distilled { "kd" } else { "ce" }.to_string();
+    write_csv_parquet(
+        &mut frame(vec![
+            Col::text("model", rows.iter().map(|r| r.label.clone()).collect()),
+            Col::boolean("preset", rows.iter().map(|r| r.preset).collect()),
+            Col::text("arm", rows.iter().map(arm).collect()),
+            Col::int("seed", rows.iter().map(|r| r.seed as i64).collect()),
+            Col::float("test_top1", rows.iter().map(|r| r.test_top1).collect()),
+            Col::int("params", rows.iter().map(|r| r.params as i64).collect()),
+            Col::int("macs", rows.iter().map(|r| r.macs as i64).collect()),
+            Col::float("latency_ms", rows.iter().map(|r| r.latency_ms).collect()),
+        ])?,
+        dir,
+        "retrain",
+    )?;
+    let groups = group(rows);
+    let s = &plan.study;
+    let mut md = String::new();
+    writeln!(md, "# Retrained front: {}\n", s.name)?;
+    writeln!(md, "Every Pareto member and preset trained for {} epochs on {} training images (data.train_limit {}), {} seed(s) each, tested once on the best-on-validation weights.", s.train.epochs, s.data.dataset, s.data.train_limit, plan.seeds)?;
+    match teacher {
+        Some(t) => writeln!(
+            md,
+            "Arm `kd`: distilled from {} (test top-1 {:.2}%); arm `ce`: cross-entropy only.\n",
+            t.source,
+            100.0 * t.test.top1
+        )?,
+        None => writeln!(md, "No teacher in the study: cross-entropy only.\n")?,
+    }
+    writeln!(
+        md,
+        "| model | kind | arm | test top-1 (mean ± std) | seeds | params | MACs | latency (ms) |"
+    )?;
+    writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|")?;
+    for g in &groups {
+        let (m, sd) = mean_std(&g.1);
+        let r = g.0;
+        let kind = if r.preset { "preset" } else { "searched" };
+        writeln!(
+            md,
+            "| {} | {kind} | {} | {:.2} ± {:.2}% | {} | {} | {:.2} M | {:.3} |",
+            r.label,
+            arm(r),
+            100.0 * m,
+            100.0 * sd,
+            g.1.len(),
+            r.params,
+            r.macs as f64 / 1e6,
+            r.latency_ms
+        )?;
+    }
+    writeln!(md, "\n![retrained front](retrain.png)\n\nRegenerate with `mnv4-lab retrain REPORT_DIR` (finished runs are reused).")?;
+    crate::fsutil::atomic_write(&dir.join("README.md"), md.as_bytes())?;
+    plot(dir, &s.name, &groups)
+}
+
+/// Rows grouped by (model, arm), in first-seen order, with their test accuracies.
+fn group(rows: &[Row]) -> Vec<(&Row, Vec<f64>)> {
+    let mut groups: Vec<(&Row, Vec<f64>)> = Vec::new();
+    for r in rows {
+        match groups
+            .iter_mut()
+            .find(|g| g.0.label == r.label && g.0.distilled == r.distilled)
+        {
+            Some(g) => g.1.push(r.test_top1),
+            None => groups.push((r, vec![r.test_top1])),
+        }
+    }
+    groups
+}
+
+/// Test top-1 against MACs: searched members and presets, per arm.
+fn plot(dir: &Path, name: &str, groups: &[(&Row, Vec<f64>)]) -> Result<()> {
+    let series = |preset: bool, distilled: bool, label: &str, color: RGBColor| {
+        let mut points: Vec<(f64, f64)> = groups
+            .iter()
+            .filter(|g| g.0.preset == preset && g.0.distilled == distilled)
+            .map(|g| (g.0.macs as f64 / 1e6, 100.0 * mean_std(&g.1).0))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Series {
+            label: label.into(),
+            points,
+            color,
+            line: true,
+            marker: 4,
+        }
+    };
+    let title = format!("{name}: retrained front vs presets");
+    let chart = Chart {
+        title: &title,
+        x_label: "MACs per image (millions)",
+        y_label: "test top-1 (%), mean over seeds",
+        series: vec![
+            series(false, true, "searched, distilled", RGBColor(214, 39, 40)),
+            series(true, true, "presets, distilled", RGBColor(20, 20, 20)),
+            series(false, false, "searched, no KD", RGBColor(255, 152, 150)),
+            series(true, false, "presets, no KD", RGBColor(150, 150, 150)),
+        ]
+        .into_iter()
+        .filter(|s| !s.points.is_empty())
+        .collect(),
+        annotations: vec![],
+        log_x: false,
+    };
+    write_png_svg(&chart, dir, "retrain")
+}

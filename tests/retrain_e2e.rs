@@ -1,0 +1,96 @@
+//! `mnv4-lab retrain` end to end on a tiny budget: a small search, then its front and the presets
+//! retrained distilled and not, with the table, the plot and reuse of finished runs.
+
+mod common;
+
+use std::process::Command;
+
+fn mnv4(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn retrain_trains_front_and_presets_in_both_arms() {
+    if !common::have_training_inputs() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("mnv4-retrain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let report = out.join("report");
+    let sets = [
+        format!("output.dir=\"{}\"", out.display()),
+        format!("search.report_dir=\"{}\"", report.display()),
+        format!("distill.cache_dir=\"{}\"", out.join("cache").display()),
+        "name=\"tiny\"".into(),
+        "data.train_limit=256".into(),
+        "data.eval_limit=200".into(),
+        "data.val_size=200".into(),
+        "distill.teacher_epochs=1".into(),
+        "search.coarse={ trials = 3, epochs = 1 }".into(),
+        "search.fine={ trials = 0 }".into(),
+        "search.reference=[{ arch = \"conv-small\", width = 0.25 }]".into(),
+        "search.latency_repeats=1".into(),
+        "search.objectives=[\"val_top1\", \"macs\"]".into(),
+    ];
+    let mut args = vec!["search", "experiments/quick.toml", "--quiet"];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    mnv4(&args);
+    let retrain = |extra: &[&str]| {
+        let mut a = vec!["retrain", report.to_str().unwrap(), "--quiet"];
+        a.extend(["--epochs", "1", "--seeds", "1", "--widths", "0.25,0.5"]);
+        a.extend([
+            "--set",
+            "data.train_limit=256",
+            "--set",
+            "data.eval_limit=200",
+        ]);
+        a.extend(extra);
+        mnv4(&a)
+    };
+    retrain(&[]);
+    let dir = report.join("retrain");
+    for f in [
+        "retrain.csv",
+        "retrain.parquet",
+        "README.md",
+        "retrain.png",
+        "retrain.svg",
+    ] {
+        assert!(dir.join(f).exists(), "missing {f}");
+    }
+    let members = std::fs::read_dir(report.join("pareto")).unwrap().count();
+    let rows = std::fs::read_to_string(dir.join("retrain.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    // Presets: conv-small at 0.25 (also the study's reference) and 0.5; two arms, one seed.
+    assert_eq!(rows, (members + 2) * 2, "one run per model, arm and seed");
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(
+        readme.contains("| kd |") && readme.contains("| ce |"),
+        "{readme}"
+    );
+    // A second call reuses every finished run (latency is measured again, so it is left out).
+    let results = || -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join("retrain.csv")).unwrap();
+        text.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    let before = results();
+    let started = std::time::Instant::now();
+    retrain(&[]);
+    assert_eq!(results(), before);
+    println!("rerun took {:.1}s", started.elapsed().as_secs_f64());
+    std::fs::remove_dir_all(&out).unwrap();
+}
