@@ -9,13 +9,14 @@
 //! | the experiment file | [`experiment`] |
 //! | studies | [`search`] |
 //! | learning | [`distill`], [`train`] |
-//! | models | [`model`] |
+//! | models | [`model`], [`export`] |
 //! | facts | [`space`], [`cost`], [`data`], [`report`], [`fsutil`] |
 //! | kernels | [`ops`] |
 //!
 //! * [`space`] — the architecture as plain data (no candle): `Arch`, presets, block strings.
 //! * [`cost`] — parameters, MACs, bytes and roofline latency computed from an `Arch` alone.
 //! * [`model`] — the one builder that turns any `Arch` into a candle network, timm-named weights.
+//! * [`export`] — a built network as an ONNX file (BN folded, dynamic batch), from the lowered layers.
 //! * [`ops`] — CPU kernels as candle custom ops (convolutions, batch norm, activations).
 //! * [`data`] — datasets, splits, augmentation, background batching.
 //! * [`experiment`] — the experiment file: the sections below, composed and checked at load.
@@ -30,6 +31,7 @@ pub mod cost;
 pub mod data;
 pub mod distill;
 pub mod experiment;
+pub mod export;
 pub mod fsutil;
 pub mod model;
 pub mod ops;

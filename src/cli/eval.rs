@@ -42,29 +42,35 @@ pub struct EvalArgs {
     pub split: EvalSplit,
 }
 
-/// The architecture and weights file a checkpoint argument names, and its own data settings.
-fn open_checkpoint(args: &EvalArgs) -> Result<(Arch, PathBuf, DataConfig)> {
-    if args.checkpoint.extension().is_some_and(|e| e == "json") {
+/// The architecture and weights file a checkpoint argument names, and its own data settings:
+/// a sidecar (`.json`, which names its architecture), or a bare `.safetensors` file together with
+/// `model` (preset, arch file or block string) at `width`.
+pub fn open_checkpoint(
+    checkpoint: &Path,
+    model: Option<&str>,
+    width: Option<f64>,
+) -> Result<(Arch, PathBuf, DataConfig)> {
+    if checkpoint.extension().is_some_and(|e| e == "json") {
         ensure!(
-            args.model.is_none() && args.width.is_none(),
+            model.is_none() && width.is_none(),
             "{} is a sidecar that names its architecture; --model and --width apply to bare .safetensors files",
-            args.checkpoint.display()
+            checkpoint.display()
         );
-        let s = read_sidecar(&args.checkpoint)?;
-        let w = weights_path(&args.checkpoint, &s);
+        let s = read_sidecar(checkpoint)?;
+        let w = weights_path(checkpoint, &s);
         return Ok((s.arch, w, s.data));
     }
-    let Some(model) = &args.model else {
+    let Some(model) = model else {
         bail!(
             "{} is not a sidecar (.json); say which architecture it holds with --model",
-            args.checkpoint.display()
+            checkpoint.display()
         );
     };
-    let arch = Arch::resolve(model, args.width.unwrap_or(1.0))?;
-    let (chans, classes) = io_of(&args.checkpoint)?;
+    let arch = Arch::resolve(model, width.unwrap_or(1.0))?;
+    let (chans, classes) = io_of(checkpoint)?;
     Ok((
         arch.with_io(chans, classes),
-        args.checkpoint.clone(),
+        checkpoint.to_path_buf(),
         DataConfig::default(),
     ))
 }
@@ -117,7 +123,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "--set '{s}': eval reads only [data] settings (data.KEY=VALUE)"
         );
     }
-    let (arch, weights, own) = open_checkpoint(args)?;
+    let (arch, weights, own) =
+        open_checkpoint(&args.checkpoint, args.model.as_deref(), args.width)?;
     let data = data_settings(args, own)?;
     super::data::ensure_dataset(&data)?;
     let splits = build_splits(&data, 1, 500, 0)?;

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod data;
 pub mod distill;
 pub mod eval;
+pub mod export;
 pub mod inspect;
 mod memory;
 pub mod retrain;
@@ -61,6 +62,8 @@ pub enum Command {
     Distill(distill::DistillArgs),
     /// Accuracy of a checkpoint (ours or timm's) on the validation or test split.
     Eval(eval::EvalArgs),
+    /// Write any model or checkpoint as an ONNX file (opset 17, BN folded, dynamic batch).
+    Export(export::ExportArgs),
     /// Retrain a search's Pareto front and the presets at the full budget over seeds; writes REPORT_DIR/retrain/.
     Retrain(retrain::RetrainArgs),
     /// Datasets: `data fetch fashion-mnist`.
@@ -78,6 +81,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Distill(a) => distill::run(&a),
+        Command::Export(a) => export::run(&a),
         Command::Data(a) => data::run(&a),
         Command::Retrain(a) => retrain::run(&a),
     }

@@ -42,8 +42,10 @@ pub struct Output {
     pub features: Vec<Tensor>,
 }
 
-/// The tap position a layer's output is (see [`BuiltLayer::tap_at`]).
-fn tap_at(arch: &Arch, role: Role) -> Option<Option<usize>> {
+/// The feature-tap position of the output of a layer with `role`: `Some(after_stage)` (see
+/// [`crate::space::FeatureTap::after_stage`]) for the stem, a stage's last block and the
+/// `features` conv; `None` for the head.
+pub fn tap_at(arch: &Arch, role: Role) -> Option<Option<usize>> {
     match role {
         Role::Stem => Some(None),
         Role::Block { stage, index, .. } => {
