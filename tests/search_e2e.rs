@@ -95,6 +95,8 @@ fn search_writes_every_output_and_survives_kill_9() {
         assert!(report.join(f).exists(), "missing {f}");
     }
     assert!(std::fs::read_dir(report.join("pareto")).unwrap().count() >= 1);
+    let readme = std::fs::read_to_string(report.join("README.md")).unwrap();
+    assert!(readme.contains("teacher validation top-1"), "{readme}");
     let full = decisions(&out.join("full"));
     assert_eq!(full.len(), 9, "4 coarse + 4 fine + 1 reference");
 

@@ -42,6 +42,8 @@ pub struct ReadyTeacher {
     pub net: Arc<Network>,
     pub source: String,
     pub test: EvalMetrics,
+    /// On the students' validation split: what a student must not reach to be taught.
+    pub val: EvalMetrics,
     /// Key of the offline logit cache, when the cache applies.
     pub cache_key: Option<String>,
 }
@@ -69,6 +71,7 @@ pub fn prepare_teacher(req: &TeacherRequest, splits: &Splits) -> Result<ReadyTea
         test.loss
     );
     Ok(ReadyTeacher {
+        val: evaluate(&t.net, &splits.val)?,
         cache_key: teacher_cache_key(req, &t.weights)?,
         net: Arc::new(t.net),
         source: t.source,

@@ -330,6 +330,18 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
         )?,
         _ => writeln!(md, "- no distillation (cross-entropy only)")?,
     }
+    if let Some(tv) = state.teacher_val_top1 {
+        let above = all
+            .iter()
+            .filter(|t| t.stage != Stage::Reference && t.val_top1.is_some_and(|v| v >= tv))
+            .count();
+        writeln!(
+            md,
+            "- teacher validation top-1 {:.2}% (the candidates' split); {above} candidate(s) at or above it{}",
+            100.0 * tv,
+            if above > 0 { " (marked ⚠ below): a student that beats its teacher is not being taught" } else { "" }
+        )?;
+    }
     writeln!(
         md,
         "- candidates are ranked on validation accuracy; the test set is not used by the search"
@@ -352,11 +364,15 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     for t in &sorted_front {
         writeln!(
             md,
-            "| {} | {} | {} | {:.2}% | {} | {:.2} M | {:.3} | `pareto/t{:04}.toml` |",
+            "| {} | {} | {} | {:.2}%{} | {} | {:.2} M | {:.3} | `pareto/t{:04}.toml` |",
             t.index,
             t.stage,
             t.epochs,
             100.0 * t.val_top1.unwrap_or(0.0),
+            match (state.teacher_val_top1, t.val_top1) {
+                (Some(tv), Some(v)) if v >= tv => " ⚠",
+                _ => "",
+            },
             t.params,
             t.macs as f64 / 1e6,
             t.latency_ms,

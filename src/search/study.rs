@@ -75,6 +75,9 @@ pub struct SearchState {
     pub hv_reference: Vec<f64>,
     pub input_size: usize,
     pub teacher: Option<String>,
+    /// The teacher's top-1 on the candidates' validation split.
+    #[serde(default)]
+    pub teacher_val_top1: Option<f64>,
     pub teacher_test_top1: Option<f64>,
     /// The trial store's URL (absent: `trials.jsonl` in the run folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
