@@ -1,61 +1,107 @@
 #!/usr/bin/env python3
-"""Distillation study on Fashion-MNIST: four methods x three seeds, then reports/distill_fashion_mnist.md.
+"""Distillation study on Fashion-MNIST: every method against no KD, paired over seeds.
 
-    cargo build --release && python3 scripts/distill_study.py
+    cargo build --release && python3 scripts/distill_study.py [--seeds 0 1 2]
 
-Methods (every other setting from experiments/distill_fashion_mnist.toml, same epochs and seeds):
-  no-kd     `mnv4-lab train` with the student recipe (cross-entropy only)
-  kd        CE + Hinton KD (T = 4)
-  kd+feat   CE + KD + FitNets feature KD at the stride-16 tap (1x1 conv + BN adapter, MSE)
-  dkd       CE + Decoupled KD (alpha 1, beta 8, T 4, 1-epoch warm-up)
-The teacher (hybrid-medium) is trained once, by the first distill call, on the same data and
-split. Runs that already finished (summary.json present) are not rerun. Only the standard library.
+Teacher: experiments/teacher_fashion_mnist.toml (trained first if runs/teacher_fashion_mnist has no
+finished run). Student and recipe: experiments/distill_fashion_mnist.toml, on the full training
+split. Arms (every other setting the same):
+  none        cross-entropy only (`mnv4-lab train`)
+  none+ls     cross-entropy with label smoothing matched to KD's soft targets: the smoothing that
+              gives the true class the mean probability the teacher gives it at T = 4 on the
+              augmented training images (`mnv4-lab eval --split train --temperature 4`)
+  kd          CE + Hinton KD (T = 4)
+  kd+feat8    CE + KD + feature KD at the stride-8 tap (4x4 at 32x32)
+  kd+feat16   CE + KD + feature KD at the stride-16 tap (2x2 at 32x32)
+  at          CE + attention transfer at the stride-8 tap
+  dkd-bB      CE + Decoupled KD, alpha 1, beta B in {1, 2, 4, 8}, T 4
+Runs go seed by seed, so an interrupted study has whole seeds; finished runs (summary.json present)
+are not rerun, so the study can span several sittings. Every arm is compared with `none` as a
+paired difference over seeds with a 95 % t interval. Only the standard library.
 """
+import argparse
 import json
+import math
 import os
+import re
 import statistics
 import subprocess
 import sys
+
+from study_common import cpu_model
 import time
 
 EXP = "experiments/distill_fashion_mnist.toml"
-BIN = "./target/release/mnv4-lab"
-SEEDS = [0, 1, 2]
-METHODS = {
-    "no-kd": None,
-    "kd": [],
-    "dkd": ["distill.kd_weight=0", "distill.dkd_weight=1"],
-    "kd+feat": ["distill.feature_weight=1"],
+TEACHER_EXP = "experiments/teacher_fashion_mnist.toml"
+TEACHER_RUN = "runs/teacher_fashion_mnist"
+BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
+REPORT = "reports/distill_fashion_mnist.md"
+FEATURES_OFF = ["distill.feature_weight=0"]
+ARMS = {
+    "none": None,
+    "none+ls": None,
+    "kd": FEATURES_OFF,
+    "kd+feat8": ["distill.feature_taps=[2]"],
+    "kd+feat16": ["distill.feature_taps=[3]"],
+    "at": ["distill.kd_weight=0", "distill.feature_weight=0", "distill.at_weight=1000", "distill.feature_taps=[2]"],
+    **{
+        f"dkd-b{b}": ["distill.kd_weight=0", "distill.dkd_weight=1", f"distill.dkd_beta={b}"] + FEATURES_OFF
+        for b in (1, 2, 4, 8)
+    },
 }
+# Two-sided 95 % Student-t quantiles by degrees of freedom (tables, not results).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def run(method, seed, extra_name=""):
-    name = f"distill_fm-{method.replace('+', '_')}-s{seed}{extra_name}"
-    summary = os.path.join("runs", name, "summary.json")
-    if os.path.exists(summary) and not extra_name:
-        return name, None
+def sh(cmd):
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def ensure_teacher():
+    best = os.path.join(TEACHER_RUN, "checkpoints", "best.json")
+    if not os.path.exists(os.path.join(TEACHER_RUN, "summary.json")):
+        sh([BIN, "train", TEACHER_EXP, "--quiet"] + (["--resume"] if os.path.exists(best) else []))
+    return best
+
+
+def matched_smoothing(best):
+    path = os.path.join("runs", "distill_fm-matched-ls.json")
+    if os.path.exists(path):
+        return json.load(open(path))
+    out = sh([BIN, "eval", best, "--experiment", EXP, "--split", "train", "--temperature", "4"])
+    m = re.search(r"true-class probability at T=4: ([0-9.]+); matched label smoothing: ([0-9.]+)", out)
+    got = {"p_true": float(m.group(1)), "smoothing": round(float(m.group(2)), 4)}
+    json.dump(got, open(path, "w"))
+    return got
+
+
+def run_name(arm, seed, suffix=""):
+    return f"distill_fm-{arm.replace('+', '_')}-s{seed}{suffix}"
+
+
+def run(arm, seed, smoothing, suffix=""):
+    name = run_name(arm, seed, suffix)
+    if os.path.exists(os.path.join("runs", name, "summary.json")):
+        return
     sets = [f'name="{name}"', f"seed={seed}"]
-    if METHODS[method] is None:
+    if ARMS[arm] is None:
         cmd = [BIN, "train", EXP, "--quiet"]
+        if arm == "none+ls":
+            sets.append(f"train.label_smoothing={smoothing}")
     else:
         cmd = [BIN, "distill", EXP, "--quiet"]
-        sets += METHODS[method]
+        sets += ARMS[arm]
     for s in sets:
         cmd += ["--set", s]
-    t0 = time.time()
-    print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True)
-    return name, time.time() - t0
+    sh(cmd + (["--resume"] if os.path.exists(os.path.join("runs", name)) else []))
 
 
 def load(name):
     with open(os.path.join("runs", name, "summary.json")) as f:
         s = json.load(f)
-    d = {}
     p = os.path.join("runs", name, "distill.json")
-    if os.path.exists(p):
-        with open(p) as f:
-            d = json.load(f)
+    d = json.load(open(p)) if os.path.exists(p) else {}
     return s, d
 
 
@@ -65,83 +111,122 @@ def ms(values):
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
-def main():
-    wall = {}
-    for seed in SEEDS:
-        for method in METHODS:
-            name, secs = run(method, seed)
-            if secs is not None:
-                wall[name] = secs
-    # Cache effect: KD seed 0 once more, now reading the logits its first run cached.
-    cached_name, cached_secs = run("kd", 0, extra_name="-cached")
-    rows = []
-    for method in METHODS:
-        vals, tests, walls, cached = [], [], [], 0
-        for seed in SEEDS:
-            s, d = load(f"distill_fm-{method.replace('+', '_')}-s{seed}")
-            vals.append(s["best_val_top1"])
-            tests.append(s["test_top1"])
-            walls.append(d.get("wall_seconds", s["wall_seconds_this_invocation"]))
-            cached += d.get("cached_batches", 0)
-        rows.append((method, vals, tests, walls, cached))
-    teacher = load("distill_fm-kd-s0")[1]
-    first, _ = load("distill_fm-kd-s0")
-    first_d = load("distill_fm-kd-s0")[1]
-    again_s, again_d = load(cached_name)
-    base = statistics.mean(rows[0][2])
+def paired(a, b):
+    """Mean difference a − b in points with its 95 % t interval (None when n < 2)."""
+    d = [100 * (x - y) for x, y in zip(a, b)]
+    if len(d) < 2:
+        return statistics.mean(d), None
+    half = T975[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d))
+    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)
+
+
+def verdict(ci):
+    if ci is None:
+        return "one seed: no interval"
+    if ci[0] > 0:
+        return "better"
+    if ci[1] < 0:
+        return "worse"
+    return "no significant difference"
+
+
+def report(seeds, ls, wall_minutes):
+    teacher = json.load(open(os.path.join(TEACHER_RUN, "summary.json")))
+    rows = {}
+    for arm in ARMS:
+        got = [load(run_name(arm, s)) for s in seeds]
+        rows[arm] = {
+            "val": [s["best_val_top1"] for s, _ in got],
+            "test": [s["test_top1"] for s, _ in got],
+            "wall": [d.get("wall_seconds", s["wall_seconds_this_invocation"]) for s, d in got],
+            "cached": sum(d.get("cached_batches", 0) for _, d in got),
+            "live": sum(d.get("live_batches", 0) for _, d in got),
+            "loss": got[0][1].get("loss", "cross-entropy" + (f", label smoothing {ls['smoothing']}" if arm == "none+ls" else "")),
+        }
+    student = load(run_name("none", seeds[0]))[0]
+    fill_s, fill_d = load(run_name("kd+feat8", seeds[0]))
+    again_s, again_d = load(run_name("kd+feat8", seeds[0], "-again"))
     lines = [
         "# Distillation on Fashion-MNIST",
         "",
-        "Reproduce: `cargo build --release && python3 scripts/distill_study.py` (settings in",
-        "`experiments/distill_fashion_mnist.toml`). Machine: 2 cores, 24 GiB, no GPU; the runs went one",
-        "after another, each on both cores, with nothing else on the machine.",
+        f"Reproduce: `cargo build --release && python3 scripts/distill_study.py --seeds {' '.join(map(str, seeds))}`"
+        f" ({wall_minutes:.0f} minutes of wall time for the runs this report was made from, teacher excluded).",
+        f"Settings: `{EXP}` (student), `{TEACHER_EXP}` (teacher). Machine: 2 cores, 24 GiB, no GPU,"
+        f" {cpu_model()}; the runs went one after another.",
         "",
-        f"Teacher: hybrid-medium (9.8 M parameters, 20.3 M MACs at 32×32), trained by mnv4-lab on the same",
-        f"8,000-image training subset and split for 8 epochs: **test top-1 {100 * teacher['teacher_test_top1']:.2f}%**.",
-        "Student: conv-small at width 0.5 (0.97 M parameters, 1.8 M MACs), 6 epochs, SGD-Nesterov lr 0.05,",
-        "batch 64, cosine schedule, the same augmentation, for every method. Seeds 0, 1, 2 (weights, data order,",
-        "augmentation); the validation split (5,000 images) is fixed; test = the official 10,000 images.",
-        "Selection (best epoch) on validation; test reported once, for that epoch.",
+        f"- **Teacher**: {teacher['arch'].split('|')[0].strip()} … ({teacher['params']:,} parameters), trained for its own"
+        f" sake (see `reports/teacher_fashion_mnist.md`): test top-1 **{100 * teacher['test_top1']:.2f}%**,"
+        f" validation {100 * teacher['best_val_top1']:.2f}%.",
+        f"- **Student**: conv-small ×0.5 ({student['params']:,} parameters) on the full training split"
+        " (55,000 images; 5,000 held out for validation, the same split as the teacher's; the official 10,000"
+        " test images), the same recipe and augmentation for every arm.",
+        f"- **Seeds** {', '.join(map(str, seeds))} (weights, data order, augmentation). Selection (best epoch) on"
+        " validation; test reported once, for that epoch.",
+        f"- **Matched label smoothing**: the teacher gives the true class a mean probability of {ls['p_true']:.4f} at"
+        f" T = 4 on the augmented training images; smoothing ε = {ls['smoothing']} gives it the same mass.",
         "",
-        "| method | val top-1 (%) | test top-1 (%) | Δ test vs no KD (points) | wall time per run (s) | teacher batches from the cache |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| arm | loss | val top-1 (%) | test top-1 (%) | Δ test vs none, mean [95 % CI] (points) | verdict | wall s/run |",
+        "|---|---|---:|---:|---:|---|---:|",
     ]
-    for method, vals, tests, walls, cached in rows:
-        delta = 100 * (statistics.mean(tests) - base)
+    for arm, r in rows.items():
+        if arm == "none":
+            delta, v = "–", "baseline"
+        else:
+            m, ci = paired(r["test"], rows["none"]["test"])
+            delta = f"{m:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+            v = verdict(ci)
         lines.append(
-            f"| {method} | {ms(vals)} | {ms(tests)} | {delta:+.2f} | {statistics.mean(walls):.0f} | "
-            + (f"{cached} |" if method != "no-kd" else "– |")
+            f"| {arm} | {r['loss']} | {ms(r['val'])} | {ms(r['test'])} | {delta} | {v} | {statistics.mean(r['wall']):.0f} |"
         )
+    m, ci = paired(rows["kd+feat8"]["test"], rows["kd+feat16"]["test"])
     lines += [
         "",
-        "Values are mean ± sample standard deviation over the three seeds. Within a seed the methods run in the",
-        "order of the table after no-kd: kd fills the teacher-logit cache and dkd reads it (hence its shorter",
-        "wall time); feature KD needs the teacher's intermediate maps and runs the teacher live.",
+        "Values are mean ± sample standard deviation over the seeds; Δ is the mean of the per-seed differences with",
+        "its 95 % Student-t interval; \"no significant difference\" when the interval holds 0.",
         "",
-        "## Teacher cache",
+        "## Which feature tap",
         "",
-        f"KD, seed 0, first run (teacher runs live and fills the cache): {first_d['wall_seconds']:.0f} s,"
-        f" of which {first_d['teacher_seconds']:.0f} s in the teacher.",
-        f"The same run again, reading the cached logits ({again_d['cached_batches']} batches from the cache):"
-        f" {again_d['wall_seconds']:.0f} s — a **{first_d['wall_seconds'] / again_d['wall_seconds']:.2f}×** speed-up."
-        f" Its test top-1 ({100 * again_s['test_top1']:.2f}%) "
-        + ("equals the first run's, because live teacher logits are rounded to f16 exactly as cached ones are."
-           if again_s["test_top1"] == first["test_top1"] else
-           f"DIFFERS from the first run's ({100 * first['test_top1']:.2f}%)."),
-        "Feature KD needs the teacher's intermediate maps, so it runs the teacher live every batch.",
+        f"At 32×32 the stride-16 map is 2×2 and the stride-8 map 4×4. Stride 8 minus stride 16: {m:+.2f} points"
+        + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}] ({verdict(ci)})." if ci else "."),
+        "",
+        "## The offline distillation dataset",
+        "",
+        f"Each view holds, per training sample, the teacher's 10 logits and its stride-8 map in f16:"
+        f" {again_d.get('cache_bytes_per_sample', 0):,} bytes per sample, {again_d.get('cache_bytes_per_sample', 0) * 55000 / 1e6:.0f} MB per epoch.",
+        f"kd+feat8, seed {seeds[0]}, filling it (teacher live for {fill_d['live_batches']} batches,"
+        f" {fill_d['teacher_seconds']:.0f} s in the teacher): {fill_d['wall_seconds']:.0f} s."
+        f" The same run again, every batch from the cache ({again_d['cached_batches']} hits, {again_d['live_batches']} misses):"
+        f" {again_d['wall_seconds']:.0f} s, a **{fill_d['wall_seconds'] / again_d['wall_seconds']:.2f}×** speed-up."
+        f" Test top-1 {100 * again_s['test_top1']:.2f}% vs {100 * fill_s['test_top1']:.2f}% "
+        + ("(identical: live outputs are rounded to f16 exactly as cached ones are)." if again_s["test_top1"] == fill_s["test_top1"] else "(they DIFFER)."),
+        f"Over the study, {sum(r['cached'] for r in rows.values())} batches came from the cache and"
+        f" {sum(r['live'] for r in rows.values())} ran the teacher (hit rate"
+        f" {sum(r['cached'] for r in rows.values()) / max(1, sum(r['cached'] + r['live'] for r in rows.values())):.1%}).",
         "",
     ]
-    best = max(rows[1:], key=lambda r: statistics.mean(r[2]))
-    verdict = []
-    for method, vals, tests, walls, cached in rows[1:]:
-        d = 100 * (statistics.mean(tests) - base)
-        verdict.append(f"{method} {'helps' if d > 0 else 'does not help'} ({d:+.2f} points on mean test top-1)")
-    lines += ["## Verdict", "", "; ".join(verdict) + ".", f"Best: {best[0]}.", ""]
-    os.makedirs("reports", exist_ok=True)
-    with open("reports/distill_fashion_mnist.md.tmp", "w") as f:
+    with open(REPORT + ".tmp", "w") as f:
         f.write("\n".join(lines))
-    os.replace("reports/distill_fashion_mnist.md.tmp", "reports/distill_fashion_mnist.md")
+    os.replace(REPORT + ".tmp", REPORT)
     print("\n".join(lines))
+
+
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    best = ensure_teacher()
+    ls = matched_smoothing(best)
+    t0 = time.time()
+    if not args.report_only:
+        for seed in args.seeds:
+            for arm in ARMS:
+                run(arm, seed, ls["smoothing"])
+            if seed == args.seeds[0]:
+                run("kd+feat8", seed, ls["smoothing"], suffix="-again")
+    report(args.seeds, ls, (time.time() - t0) / 60)
 
 
 if __name__ == "__main__":

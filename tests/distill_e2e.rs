@@ -1,5 +1,6 @@
-//! Distillation: the `distill` command end to end on a small subset with a tiny teacher, the
-//! teacher untouched by a distillation step, and feature adapters for every preset pair.
+//! Distillation: the `distill` command end to end on a small subset with a tiny teacher (cached
+//! and live teacher outputs training alike), the teacher without gradients and untouched by a
+//! distillation step, and feature adapters for every preset pair.
 
 mod common;
 
@@ -49,15 +50,46 @@ fn distill_command_runs_end_to_end_with_a_tiny_teacher() {
         .file_name()
         .to_string_lossy()
         .starts_with("teacher-")));
-    // A second student reuses the trained teacher and its cached logits.
+    // The same student again reuses the trained teacher and reads its logits and features from
+    // the offline distillation dataset; a third run with the cache off runs the teacher live.
     let second = run(&["--set", "name=\"distill-smoke-2\""]);
     assert!(!second.contains("training it first"), "{second}");
     assert!(second.contains("from the teacher cache"), "{second}");
-    let j: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("distill-smoke-2/distill.json")).unwrap(),
-    )
-    .unwrap();
-    assert!(j["cached_batches"].as_u64().unwrap() > 0);
+    run(&[
+        "--set",
+        "name=\"distill-smoke-3\"",
+        "--set",
+        "distill.cache=false",
+    ]);
+    let summary = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(out.join(name).join("distill.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let (a, b, c) = (
+        summary("distill-smoke"),
+        summary("distill-smoke-2"),
+        summary("distill-smoke-3"),
+    );
+    assert_eq!(a["cached_batches"], 0);
+    assert_eq!(b["live_batches"], 0);
+    assert!(b["cached_batches"].as_u64().unwrap() > 0);
+    assert_eq!(c["cached_batches"], 0);
+    // A presence byte, 10 logits and the teacher's stride-8 map (4×4 per channel), in f16.
+    assert!(b["cache_bytes_per_sample"].as_u64().unwrap() > 1 + 2 * 10 + 2 * 16);
+    assert!(
+        b["loss"].as_str().unwrap().contains("feature-MSE[2]"),
+        "{}",
+        b["loss"]
+    );
+    // Cached and live teachers train the student bit for bit alike, features included.
+    let curves = |name: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(out.join(name).join("metrics.csv")).unwrap();
+        text.lines()
+            .map(|l| l.split(',').take(8).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(curves("distill-smoke"), curves("distill-smoke-2"));
+    assert_eq!(curves("distill-smoke"), curves("distill-smoke-3"));
     std::fs::remove_dir_all(&out).unwrap();
 }
 
@@ -118,6 +150,9 @@ fn a_distillation_step_leaves_the_teacher_bit_identical() {
         };
         let (loss, _) = obj.loss(&student, &batch.unwrap(), step).unwrap();
         let grads = loss.backward().unwrap();
+        for (name, var, _) in obj.teacher().params.trainable() {
+            assert!(grads.get(&var).is_none(), "teacher {name} got a gradient");
+        }
         opt.step(&grads, 0.1, 1.0).unwrap();
     }
     let teacher = obj.teacher();

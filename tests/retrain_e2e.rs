@@ -32,7 +32,7 @@ fn retrain_trains_front_and_presets_in_both_arms() {
         "data.train_limit=256".into(),
         "data.eval_limit=200".into(),
         "data.val_size=200".into(),
-        "distill.teacher_epochs=1".into(),
+        common::tiny_teacher(&out),
         "search.coarse={ trials = 3, epochs = 1 }".into(),
         "search.fine={ trials = 0 }".into(),
         "search.reference=[{ arch = \"conv-small\", width = 0.25 }]".into(),

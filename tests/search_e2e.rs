@@ -21,7 +21,7 @@ fn cmd(out: &Path, name: &str, extra: &[&str]) -> Command {
         "data.train_limit=512".into(),
         "data.eval_limit=300".into(),
         "data.val_size=300".into(),
-        "distill.teacher_epochs=1".into(),
+        common::tiny_teacher(out),
         "search.coarse={ trials = 4, epochs = 1 }".into(),
         "search.fine={ trials = 4, epochs = 1, halving_keep = 0.5, halving_epochs = 2 }".into(),
         "search.reference=[{ arch = \"conv-small\", width = 0.25 }]".into(),
@@ -164,7 +164,12 @@ fn search_survives_twenty_kills_at_random_moments() {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     // No teacher, so that a restart is quick and most kills land inside trials.
-    let fast = ["--set", "distill.kd_weight=0"];
+    let fast = [
+        "--set",
+        "distill.kd_weight=0",
+        "--set",
+        "distill.feature_weight=0",
+    ];
     let o = cmd(&out, "calm", &fast).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let calm = decisions(&out.join("calm"));
@@ -236,6 +241,8 @@ fn a_diverging_candidate_is_a_failed_trial_and_is_not_retried() {
         "--set",
         "distill.kd_weight=0",
         "--set",
+        "distill.feature_weight=0",
+        "--set",
         "train.lr=1e30",
         "--set",
         "search.coarse={ trials = 2, epochs = 1 }",
@@ -283,7 +290,12 @@ fn a_search_in_sqlite_survives_kill_9_and_reports() {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     let url = format!("sqlite:{}", out.join("trials.sqlite").display());
-    let fast = ["--set", "distill.kd_weight=0"];
+    let fast = [
+        "--set",
+        "distill.kd_weight=0",
+        "--set",
+        "distill.feature_weight=0",
+    ];
     let mut child = cmd(&out, "lite", &fast)
         .args(["--storage", &url])
         .stdout(Stdio::null())

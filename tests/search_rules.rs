@@ -26,6 +26,7 @@ fn search(out: &Path, name: &str, space: &Path, extra: &[String]) -> serde_json:
         "data.eval_limit=200".into(),
         "data.val_size=200".into(),
         "distill.kd_weight=0".into(),
+        "distill.feature_weight=0".into(),
         "search.fine={ trials = 0, epochs = 1 }".into(),
         "search.reference=[]".into(),
         "search.latency_repeats=1".into(),

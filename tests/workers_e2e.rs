@@ -22,13 +22,15 @@ fn study(out: &Path, name: &str, n: usize, epochs: usize) -> (StudySpec, Vec<Job
         "data.eval_limit=200".into(),
         "data.val_size=200".into(),
         "distill.kd_weight=0".into(),
+        "distill.feature_weight=0".into(),
         "search.latency_repeats=2".into(),
     ]
     .into();
     let exp = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quick.toml");
     let spec = mnv4_lab::experiment::Experiment::load(exp.as_ref(), &sets)
         .unwrap()
-        .study();
+        .study()
+        .unwrap();
     let space = SearchSpace::load(&spec.search.space).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let jobs = (0..n)

@@ -77,10 +77,11 @@ pub fn run(args: &DistillArgs) -> Result<()> {
     let arch = exp.model.to_arch(splits.channels, splits.num_classes)?;
     let _lock = claim_run_dir(&exp, args.run.resume)?;
     let job = exp.train_job();
-    let teacher = exp.teacher_request(args.run.quiet);
+    let plan = exp.teacher_plan()?;
+    let teacher = exp.teacher_request(&plan, args.run.quiet);
     let r = crate::distill::distill(&job, &arch, &teacher, &splits, &opts)?;
     println!(
-        "{}: teacher test top-1 {:.2}% | student best val top-1 {:.2}% (epoch {}), test top-1 {:.2}% | teacher time {:.1}s, {} batches from the teacher cache | run folder {}",
+        "{}: teacher test top-1 {:.2}% | student best val top-1 {:.2}% (epoch {}), test top-1 {:.2}% | teacher time {:.1}s, {} batches from the teacher cache, {} live | run folder {}",
         exp.name,
         100.0 * r.teacher_test.top1,
         100.0 * r.student.best_val_top1,
@@ -88,6 +89,7 @@ pub fn run(args: &DistillArgs) -> Result<()> {
         100.0 * r.student.test.top1,
         r.teacher_seconds,
         r.cached_batches,
+        r.live_batches,
         r.student.run_dir.display()
     );
     let json = serde_json::json!({
@@ -98,6 +100,9 @@ pub fn run(args: &DistillArgs) -> Result<()> {
         "student_test_top1": r.student.test.top1,
         "teacher_seconds": r.teacher_seconds,
         "cached_batches": r.cached_batches,
+        "live_batches": r.live_batches,
+        "cache_bytes_per_sample": r.cache_bytes_per_sample,
+        "loss": exp.distill.describe(),
         "wall_seconds": r.student.wall_seconds,
     });
     crate::fsutil::atomic_write(

@@ -1,9 +1,9 @@
 //! `mnv4-lab eval`: accuracy of any checkpoint, ours (sidecar JSON) or a bare safetensors file
 //! (ours or timm's) together with `--model`.
 
-use crate::data::{build_splits, DataConfig};
+use crate::data::{build_splits, DataConfig, DataLoader};
 use crate::experiment::{apply_overrides, Experiment};
-use crate::model::Network;
+use crate::model::{Mode, Network};
 use crate::space::Arch;
 use crate::train::checkpoint::{read_sidecar, weights_path};
 use crate::train::evaluate::evaluate;
@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub enum EvalSplit {
     Test,
     Val,
+    /// The training split, augmented as in the first epoch of seed 0.
+    Train,
 }
 
 /// Arguments of `mnv4-lab eval`.
@@ -40,6 +42,11 @@ pub struct EvalArgs {
     /// Which split.
     #[arg(long, value_enum, default_value = "test")]
     pub split: EvalSplit,
+    /// Also report the mean softmax probability of the true class at this temperature, and the
+    /// label smoothing that puts the same mass on the true class (a no-KD baseline matched to
+    /// KD's soft targets).
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f64>,
 }
 
 /// The architecture and weights file a checkpoint argument names, and its own data settings:
@@ -127,7 +134,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         open_checkpoint(&args.checkpoint, args.model.as_deref(), args.width)?;
     let data = data_settings(args, own)?;
     super::data::ensure_dataset(&data)?;
-    let splits = build_splits(&data, 1, 500, 0)?;
+    let splits = build_splits(&data, 250, 500, 0)?;
     if arch.num_classes != splits.num_classes || arch.in_chans != splits.channels {
         bail!(
             "the checkpoint's model takes {} channels and predicts {} classes, but the data has {} channels and {} classes",
@@ -139,6 +146,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let (loader, split) = match args.split {
         EvalSplit::Test => (&splits.test, "test"),
         EvalSplit::Val => (&splits.val, "val"),
+        EvalSplit::Train => (&splits.train, "train"),
     };
     let m = evaluate(&net, loader)?;
     println!(
@@ -150,5 +158,33 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         100.0 * m.top1,
         100.0 * m.top5
     );
+    if let Some(t) = args.temperature {
+        ensure!(
+            t > 0.0 && t.is_finite(),
+            "--temperature must be positive, got {t}"
+        );
+        let p = mean_target_probability(&net, loader, t)?;
+        let k = arch.num_classes as f64;
+        println!(
+            "mean true-class probability at T={t}: {p:.4}; matched label smoothing: {:.4}",
+            (1.0 - p) * k / (k - 1.0)
+        );
+    }
     Ok(())
+}
+
+/// Mean softmax probability of the true class at temperature `t` over `loader`.
+fn mean_target_probability(net: &Network, loader: &DataLoader, t: f64) -> Result<f64> {
+    let (mut sum, mut n) = (0f64, 0usize);
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let logits = (net.forward(&batch.images, Mode::Eval)? / t)?;
+        let probs = candle_nn::ops::softmax(&logits, 1)?.to_vec2::<f32>()?;
+        for (row, y) in probs.iter().zip(batch.labels.to_vec1::<u32>()?) {
+            sum += row[y as usize] as f64;
+            n += 1;
+        }
+    }
+    ensure!(n > 0, "the split is empty");
+    Ok(sum / n as f64)
 }

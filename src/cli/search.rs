@@ -38,7 +38,7 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
     super::data::ensure_dataset(&exp.data)?;
     let started = std::time::Instant::now();
     let run_dir = search(
-        &exp.study(),
+        &exp.study()?,
         &SearchOptions {
             resume: args.run.resume,
             quiet: args.run.quiet,

@@ -10,8 +10,13 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistillConfig {
-    /// The teacher architecture (default `conv-large`).
+    /// The teacher architecture (default `conv-large`), trained on the students' data when it
+    /// has to be trained; see `teacher_experiment` for a teacher with its own data and recipe.
     pub teacher: ModelSpec,
+    /// An experiment file whose `[model]` is the teacher, trained by its own `[data]`, `[train]`
+    /// and seed into its own run folder (`mnv4-lab train` of that file makes the same run).
+    /// Replaces `teacher`, `teacher_epochs` and `teacher_lr`.
+    pub teacher_experiment: Option<PathBuf>,
     /// Teacher weights: an mnv4-lab sidecar (`.json`) or a safetensors file (ours or timm's).
     /// Absent: reuse a teacher trained earlier on the same data, or train one first.
     pub teacher_weights: Option<PathBuf>,
@@ -33,6 +38,9 @@ pub struct DistillConfig {
     /// standardized per channel).
     pub feature_weight: f64,
     /// Feature taps (indices of `Arch::feature_taps`; 0…4 = strides 2…32 in the presets).
+    /// Default `[2]`, stride 8: a 4×4 map at 32×32 inputs, where stride 16 leaves 2×2
+    /// (`reports/distill_fashion_mnist.md` compares the two). The offline distillation dataset
+    /// holds these maps even for runs whose losses read only logits.
     pub feature_taps: Vec<usize>,
     /// Weight of attention transfer at `feature_taps`.
     pub at_weight: f64,
@@ -43,7 +51,8 @@ pub struct DistillConfig {
     pub dkd_temperature: f64,
     /// Epochs over which the DKD term ramps up linearly.
     pub dkd_warmup_epochs: f64,
-    /// Cache teacher logits on disk (used when no feature loss needs the teacher's features).
+    /// Keep the teacher's outputs (logits and tapped features) on disk: the offline
+    /// distillation dataset (not with `teacher_train_bn`).
     pub cache: bool,
     /// Where the teacher cache lives.
     pub cache_dir: PathBuf,
@@ -56,6 +65,7 @@ impl Default for DistillConfig {
                 arch: "conv-large".into(),
                 ..ModelSpec::default()
             },
+            teacher_experiment: None,
             teacher_weights: None,
             teacher_epochs: None,
             teacher_lr: None,
@@ -64,8 +74,8 @@ impl Default for DistillConfig {
             ce_weight: 1.0,
             kd_weight: 1.0,
             temperature: 4.0,
-            feature_weight: 0.0,
-            feature_taps: vec![3],
+            feature_weight: 1.0,
+            feature_taps: vec![2],
             at_weight: 0.0,
             dkd_weight: 0.0,
             dkd_alpha: 1.0,
@@ -132,6 +142,13 @@ impl DistillConfig {
             if !(lr > 0.0 && lr.is_finite()) {
                 bail!("distill.teacher_lr must be positive and finite, got {lr}");
             }
+        }
+        if self.teacher_experiment.is_some()
+            && (self.teacher != Self::default().teacher
+                || self.teacher_epochs.is_some()
+                || self.teacher_lr.is_some())
+        {
+            bail!("distill.teacher_experiment names the teacher and how it trains: drop distill.teacher, teacher_epochs and teacher_lr");
         }
         if self.teacher_res == Some(0) {
             bail!("distill.teacher_res must be positive");

@@ -2,7 +2,7 @@
 //!
 //! * [`config`] — the `[distill]` section.
 //! * [`losses`] — KD, DKD, feature MSE, attention transfer.
-//! * [`cache`] — the offline teacher-logit cache.
+//! * [`cache`] — the offline distillation dataset (teacher logits and features per view).
 //! * [`objective`] — the combined per-batch loss plugged into the shared trainer.
 //! * [`teacher`] — finding, training and preparing the teacher.
 
@@ -28,7 +28,12 @@ pub struct DistillReport {
     pub teacher_test: EvalMetrics,
     pub teacher_source: String,
     pub teacher_seconds: f64,
+    /// Batches whose teacher outputs came from the offline distillation dataset.
     pub cached_batches: usize,
+    /// Batches for which the teacher ran.
+    pub live_batches: usize,
+    /// Bytes per training sample in a cached view (logits and features), when cached.
+    pub cache_bytes_per_sample: Option<usize>,
 }
 
 /// Distills the student `arch` (trained as `job`) from the teacher `teacher` asks for (found or
@@ -66,5 +71,7 @@ pub fn distill(
         teacher_source: t.source,
         teacher_seconds: obj.teacher_seconds,
         cached_batches: obj.cached_batches,
+        live_batches: obj.live_batches,
+        cache_bytes_per_sample: obj.cache_bytes_per_sample(),
     })
 }

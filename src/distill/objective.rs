@@ -1,7 +1,8 @@
 //! The distillation objective: a [`BatchLoss`] combining CE, KD, feature KD, attention transfer
-//! and DKD with explicit weights, reading teacher logits from the offline cache when it can.
+//! and DKD with explicit weights, reading the teacher's logits and features from the offline
+//! distillation dataset when it can.
 
-use super::cache::{view_path, ViewLogits};
+use super::cache::{view_path, TeacherRows, TeacherView};
 use super::config::DistillConfig;
 use super::losses::{attention_transfer, dkd_loss, feature_mse, kd_loss};
 use crate::data::Batch;
@@ -53,7 +54,7 @@ pub fn adapter_shapes(
 struct CacheState {
     dir: PathBuf,
     key: String,
-    view: Option<ViewLogits>,
+    view: Option<TeacherView>,
     /// The view came from disk (nothing to write at epoch end).
     from_disk: bool,
 }
@@ -71,13 +72,16 @@ pub struct DistillObjective {
     epoch: Option<usize>,
     /// Seconds spent running the teacher (0 when every batch came from the cache).
     pub teacher_seconds: f64,
-    /// Batches whose teacher logits came from the cache.
+    /// Batches whose teacher outputs came from the cache.
     pub cached_batches: usize,
+    /// Batches for which the teacher ran.
+    pub live_batches: usize,
 }
 
 impl DistillObjective {
     /// `student` is only used for its feature-tap shapes; `train_samples` is the size of the
-    /// training set the batches index into; `cache_key` enables the logit cache.
+    /// training set the batches index into; `cache_key` enables the offline distillation
+    /// dataset.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: &DistillConfig,
@@ -113,7 +117,7 @@ impl DistillObjective {
             }
         }
         let cache = match cache_key {
-            Some(key) if cfg.cache && !cfg.needs_features() => Some(CacheState {
+            Some(key) if cfg.cache => Some(CacheState {
                 dir: cfg.cache_dir.clone(),
                 key,
                 view: None,
@@ -132,7 +136,14 @@ impl DistillObjective {
             epoch: None,
             teacher_seconds: 0.0,
             cached_batches: 0,
+            live_batches: 0,
         })
+    }
+
+    /// Bytes one training sample takes in a cached view (logits and features), once known.
+    pub fn cache_bytes_per_sample(&self) -> Option<usize> {
+        let view = self.cache.as_ref()?.view.as_ref()?;
+        Some(view.bytes_per_sample())
     }
 
     /// The teacher network.
@@ -144,22 +155,89 @@ impl DistillObjective {
         self.epoch = Some(epoch);
         let n = self.train_samples;
         let k = self.teacher.arch.num_classes;
+        let taps = self.teacher_taps().len();
         if let Some(c) = &mut self.cache {
             let path = view_path(&c.dir, &c.key, epoch);
             if path.exists() {
-                c.view = Some(ViewLogits::load(&path, n, k)?);
+                c.view = Some(TeacherView::load(&path, n, k, taps)?);
                 c.from_disk = true;
                 tracing::info!(
-                    "teacher logits for epoch {} from cache {}",
+                    "teacher outputs for epoch {} from cache {}",
                     epoch + 1,
                     path.display()
                 );
             } else {
-                c.view = Some(ViewLogits::empty(n, k));
+                c.view = Some(TeacherView::empty(n, k, taps));
                 c.from_disk = false;
             }
         }
         Ok(())
+    }
+
+    /// The feature taps the teacher reports: the losses' taps, and with a cache always the
+    /// configured taps, so that one offline dataset serves logit-only and feature runs alike.
+    fn teacher_taps(&self) -> Vec<usize> {
+        match self.cfg.needs_features() || self.cache.is_some() {
+            true => self.cfg.feature_taps.clone(),
+            false => Vec::new(),
+        }
+    }
+
+    /// The feature taps the losses read (none when no loss needs features).
+    fn taps(&self) -> Vec<usize> {
+        match self.cfg.needs_features() {
+            true => self.cfg.feature_taps.clone(),
+            false => Vec::new(),
+        }
+    }
+
+    /// The teacher's logits and tap maps for `batch`: from the cache view, or by running the
+    /// teacher and storing them. Live outputs are rounded through f16 whether or not a cache is
+    /// on, so a run reading the cache trains exactly like the run that filled it.
+    fn teacher_outputs(&mut self, batch: &Batch, taps: &[usize]) -> Result<(Tensor, Vec<Tensor>)> {
+        let (b, k) = (batch.indices.len(), self.teacher.arch.num_classes);
+        let dev = batch.images.device();
+        let view = self.cache.as_ref().and_then(|c| c.view.as_ref());
+        if let Some((rows, shapes)) = view.and_then(|v| v.fetch(&batch.indices)) {
+            self.cached_batches += 1;
+            let feats = rows
+                .features
+                .into_iter()
+                .zip(shapes)
+                .map(|(f, [c, h, w])| Tensor::from_vec(f, (b, c, h, w), dev))
+                .collect::<candle_core::Result<_>>()?;
+            return Ok((Tensor::from_vec(rows.logits, (b, k), dev)?, feats));
+        }
+        let t0 = Instant::now();
+        let mode = match self.cfg.teacher_train_bn {
+            true => Mode::Train,
+            false => Mode::Eval,
+        };
+        let out = self
+            .teacher
+            .forward_with(&self.teacher_input(&batch.images)?, mode, taps)?;
+        let round = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.detach().to_dtype(DType::F16)?.to_dtype(DType::F32)?)
+        };
+        let logits = round(&out.logits)?;
+        let feats: Vec<Tensor> = out.features.iter().map(round).collect::<Result<_>>()?;
+        if let Some(v) = self.cache.as_mut().and_then(|c| c.view.as_mut()) {
+            let shapes = feats
+                .iter()
+                .map(|f| f.dims4().map(|(_, c, h, w)| [c, h, w]))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let rows = TeacherRows {
+                logits: logits.flatten_all()?.to_vec1()?,
+                features: feats
+                    .iter()
+                    .map(|f| f.flatten_all()?.to_vec1())
+                    .collect::<candle_core::Result<_>>()?,
+            };
+            v.store(&batch.indices, &rows, &shapes)?;
+        }
+        self.teacher_seconds += t0.elapsed().as_secs_f64();
+        self.live_batches += 1;
+        Ok((logits, feats))
     }
 
     fn teacher_input(&self, images: &Tensor) -> Result<Tensor> {
@@ -183,53 +261,8 @@ impl BatchLoss for DistillObjective {
             self.start_epoch(step.epoch)?;
         }
         let (images, labels) = (&batch.images, &batch.labels);
-        let indices = &batch.indices;
-        let b = indices.len();
-        let taps: Vec<usize> = if self.cfg.needs_features() {
-            self.cfg.feature_taps.clone()
-        } else {
-            vec![]
-        };
-
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.view.as_ref())
-            .and_then(|v| v.fetch(indices));
-        let (t_logits, t_feats) = match cached {
-            Some(rows) => {
-                self.cached_batches += 1;
-                let k = self.teacher.arch.num_classes;
-                (Tensor::from_vec(rows, (b, k), images.device())?, Vec::new())
-            }
-            None => {
-                let t0 = Instant::now();
-                let mode = if self.cfg.teacher_train_bn {
-                    Mode::Train
-                } else {
-                    Mode::Eval
-                };
-                let out = self
-                    .teacher
-                    .forward_with(&self.teacher_input(images)?, mode, &taps)?;
-                // Round through f16 whether or not a cache is on, so a run reading the cache
-                // trains exactly like the run that filled it.
-                let logits = out
-                    .logits
-                    .detach()
-                    .to_dtype(DType::F16)?
-                    .to_dtype(DType::F32)?;
-                if let Some(v) = self.cache.as_mut().and_then(|c| c.view.as_mut()) {
-                    v.store(indices, &logits.flatten_all()?.to_vec1::<f32>()?);
-                }
-                self.teacher_seconds += t0.elapsed().as_secs_f64();
-                (
-                    logits,
-                    out.features.into_iter().map(|f| f.detach()).collect(),
-                )
-            }
-        };
-
+        let taps = self.taps();
+        let (t_logits, t_feats) = self.teacher_outputs(batch, &self.teacher_taps())?;
         let out = net.forward_with(images, Mode::Train, &taps)?;
         let c = &self.cfg;
         let mut loss = (cross_entropy(&out.logits, labels, self.smoothing)? * c.ce_weight)?;

@@ -1,11 +1,12 @@
-//! Finding the teacher: explicit weights, a teacher trained earlier on the same data, or —
-//! when there is none — a teacher trained first as a separate, visible run.
+//! Finding the teacher: explicit weights, a finished run of its [`TeacherPlan`] (its own
+//! experiment, trained for its own sake, or the students' data with the teacher's epochs), or —
+//! when there is none — that run trained first, as a separate, visible run.
 
 use super::cache::{cache_key, file_sha256};
 use super::config::DistillConfig;
-use crate::data::{DataConfig, Splits};
+use crate::data::{build_splits, DataConfig, Splits};
 use crate::model::Network;
-use crate::space::Arch;
+use crate::space::{Arch, ModelSpec};
 use crate::train::checkpoint::{read_sidecar, weights_path};
 use crate::train::evaluate::{evaluate, EvalMetrics};
 use crate::train::objective::CrossEntropy;
@@ -14,20 +15,129 @@ use crate::train::run_dir::OutputConfig;
 use crate::train::trainer::{train_network, RunOptions, TrainJob};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// What finding (or training) a teacher needs to know.
+/// How the teacher is had when no weights are given: its model and the run that trains it, with
+/// its own data, recipe and seed. A finished run of it in `runs_dir` is reused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeacherPlan {
+    pub model: ModelSpec,
+    pub data: DataConfig,
+    pub recipe: TrainRecipe,
+    pub seed: u64,
+    /// Folder that holds run folders.
+    pub runs_dir: PathBuf,
+    /// Run name; `None`: `teacher-<arch>-<hash of arch, data, recipe and seed>`.
+    pub name: Option<String>,
+    pub checkpoint_every: usize,
+}
+
+impl TeacherPlan {
+    /// The teacher of `[distill]` alone: trained on the students' data with the students'
+    /// recipe, changed by `teacher_epochs` and `teacher_lr`.
+    pub fn inline(
+        cfg: &DistillConfig,
+        data: &DataConfig,
+        students: &TrainRecipe,
+        seed: u64,
+        output: &OutputConfig,
+    ) -> Self {
+        Self {
+            model: cfg.teacher.clone(),
+            data: data.clone(),
+            recipe: cfg.teacher_recipe(students),
+            seed,
+            runs_dir: output.dir.clone(),
+            name: None,
+            checkpoint_every: output.checkpoint_every,
+        }
+    }
+
+    /// Refuses a teacher that trained on the students' validation images or sees other inputs:
+    /// the same dataset and split seed, a validation split at least as large (so it contains
+    /// the students'), the same channels, and the input size the teacher is fed.
+    pub fn check_against(&self, students: &DataConfig, teacher_res: Option<usize>) -> Result<()> {
+        let (t, s) = (&self.data, students);
+        if (&t.dataset, &t.path, t.split_seed) != (&s.dataset, &s.path, s.split_seed) {
+            bail!(
+                "the teacher's data ({:?}, split seed {}) is not the students' ({:?}, split seed {}): it may have trained on their validation images",
+                t.dataset, t.split_seed, s.dataset, s.split_seed
+            );
+        }
+        if t.val_size < s.val_size {
+            bail!(
+                "the teacher holds out {} validation images, the students {}: it trained on some of the students' validation images (give the teacher data.val_size >= {})",
+                t.val_size, s.val_size, s.val_size
+            );
+        }
+        let want = teacher_res.unwrap_or(s.augment.input_size);
+        if (t.augment.input_size, t.augment.channels) != (want, s.augment.channels) {
+            bail!(
+                "the teacher trains on {}×{} inputs with {} channels, but is fed {want}×{want} with {} (set distill.teacher_res or the teacher's data.augment)",
+                t.augment.input_size, t.augment.input_size, t.augment.channels, s.augment.channels
+            );
+        }
+        Ok(())
+    }
+
+    /// The teacher's training job for the resolved `arch`.
+    pub fn job(&self, arch: &Arch) -> TrainJob {
+        let name = self.name.clone().unwrap_or_else(|| {
+            let key =
+                serde_json::to_string(&(&self.data, &self.recipe, self.seed)).unwrap_or_default();
+            format!(
+                "teacher-{}-{}",
+                arch.name
+                    .as_deref()
+                    .unwrap_or("arch")
+                    .replace(['/', ' '], "_"),
+                &cache_key(&arch.hash_hex(), &key)[..8]
+            )
+        });
+        TrainJob {
+            run_dir: self.runs_dir.join(&name),
+            name,
+            seed: self.seed,
+            recipe: self.recipe.clone(),
+            data: self.data.clone(),
+            checkpoint_every: self.checkpoint_every,
+        }
+    }
+}
+
+/// What finding (or training) a teacher for a group of students needs to know.
 #[derive(Debug, Clone, Copy)]
 pub struct TeacherRequest<'a> {
+    /// The losses, the cache and explicit teacher weights.
     pub cfg: &'a DistillConfig,
+    /// The students' data: the teacher's views are theirs.
     pub data: &'a DataConfig,
-    /// The students' recipe; the teacher's is derived from it ([`DistillConfig::teacher_recipe`]).
-    pub students: &'a TrainRecipe,
+    /// The students' seed (their augmentation, hence the teacher's views).
     pub seed: u64,
-    /// Where runs live: a trained teacher is looked up, or trained, here.
-    pub output: &'a OutputConfig,
+    pub plan: &'a TeacherPlan,
     pub quiet: bool,
+}
+
+impl<'a> TeacherRequest<'a> {
+    /// The request of students trained on `data` with `seed`, distilled as `cfg` says, from the
+    /// teacher `plan` describes.
+    pub fn new(
+        cfg: &'a DistillConfig,
+        data: &'a DataConfig,
+        seed: u64,
+        plan: &'a TeacherPlan,
+        quiet: bool,
+    ) -> Self {
+        Self {
+            cfg,
+            data,
+            seed,
+            plan,
+            quiet,
+        }
+    }
 }
 
 /// A loaded teacher and where its weights came from.
@@ -48,14 +158,17 @@ pub struct ReadyTeacher {
     pub cache_key: Option<String>,
 }
 
-/// The teacher-cache key for teacher weights at `weights`, or `None` when the cache is off or
-/// cannot apply (feature losses, teacher BN in train mode).
+/// The key of the offline distillation dataset for teacher weights at `weights`: the weights'
+/// hash and everything that changes a view (the students' data and seed, the teacher's input
+/// size, the tapped features, which a view holds whether or not this run's losses read them).
+/// `None` when the cache is off or cannot apply (teacher BN in train mode makes outputs depend
+/// on the batch).
 pub fn teacher_cache_key(req: &TeacherRequest, weights: &Path) -> Result<Option<String>> {
     let d = req.cfg;
-    if !d.cache || d.teacher_train_bn || d.needs_features() {
+    if !d.cache || d.teacher_train_bn {
         return Ok(None);
     }
-    let settings = serde_json::to_string(&(req.data, req.seed, d.teacher_res))?;
+    let settings = serde_json::to_string(&(req.data, req.seed, d.teacher_res, &d.feature_taps))?;
     Ok(Some(cache_key(&file_sha256(weights)?, &settings)))
 }
 
@@ -79,31 +192,9 @@ pub fn prepare_teacher(req: &TeacherRequest, splits: &Splits) -> Result<ReadyTea
     })
 }
 
-/// The teacher's training job: its own run folder, named by architecture, data and recipe.
-pub fn teacher_job(req: &TeacherRequest, arch: &Arch) -> TrainJob {
-    let recipe = req.cfg.teacher_recipe(req.students);
-    let key = serde_json::to_string(&(req.data, &recipe, req.seed)).unwrap_or_default();
-    let name = format!(
-        "teacher-{}-{}",
-        arch.name
-            .as_deref()
-            .unwrap_or("arch")
-            .replace(['/', ' '], "_"),
-        &cache_key(&arch.hash_hex(), &key)[..8]
-    );
-    TrainJob {
-        run_dir: req.output.dir.join(&name),
-        name,
-        seed: req.seed,
-        recipe,
-        data: req.data.clone(),
-        checkpoint_every: req.output.checkpoint_every,
-    }
-}
-
-/// Looks for a finished teacher run in `runs_dir` with this architecture, data and recipe (the
-/// seed may differ).
-fn find_trained(runs_dir: &Path, arch: &Arch, job: &TrainJob) -> Option<PathBuf> {
+/// Looks for a finished teacher run with this architecture, data and recipe: the job's own run
+/// folder first, then any run beside it (the seed may differ).
+fn find_trained(job: &TrainJob, arch: &Arch) -> Option<PathBuf> {
     let matches = |p: &PathBuf| {
         let Ok(s) = read_sidecar(p) else { return false };
         let finished =
@@ -113,7 +204,11 @@ fn find_trained(runs_dir: &Path, arch: &Arch, job: &TrainJob) -> Option<PathBuf>
             && s.recipe == job.recipe
             && finished
     };
-    let mut found: Vec<PathBuf> = std::fs::read_dir(runs_dir)
+    let own = job.run_dir.join("checkpoints").join("best.json");
+    if own.exists() && matches(&own) {
+        return Some(own);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(job.run_dir.parent()?)
         .ok()?
         .filter_map(|e| e.ok())
         .map(|e| e.path().join("checkpoints").join("best.json"))
@@ -155,35 +250,16 @@ fn load_given(w: &Path, arch: Arch, splits: &Splits, seed: u64) -> Result<Teache
 /// Resolves the teacher (see the module docs).
 pub fn resolve_teacher(req: &TeacherRequest, splits: &Splits) -> Result<Teacher> {
     let arch = req
-        .cfg
-        .teacher
+        .plan
+        .model
         .to_arch(splits.channels, splits.num_classes)?;
     if let Some(w) = &req.cfg.teacher_weights {
         return load_given(w, arch, splits, req.seed);
     }
-    let job = teacher_job(req, &arch);
-    let sidecar = match find_trained(&req.output.dir, &arch, &job) {
+    let job = req.plan.job(&arch);
+    let sidecar = match find_trained(&job, &arch) {
         Some(p) => p,
-        None => {
-            tracing::info!(
-                "no trained {} teacher for this data in {}; training it first ({} epochs) in {}",
-                arch.name.as_deref().unwrap_or("teacher"),
-                req.output.dir.display(),
-                job.recipe.epochs,
-                job.run_dir.display()
-            );
-            let net = Network::new(&arch, &Device::Cpu, job.seed)?;
-            let mut ce = CrossEntropy {
-                smoothing: job.recipe.label_smoothing,
-            };
-            let opts = RunOptions {
-                resume: job.run_dir.join("checkpoints/last.json").exists(),
-                quiet: req.quiet,
-                ..Default::default()
-            };
-            train_network(&job, &net, splits, &mut ce, &opts)?;
-            job.run_dir.join("checkpoints/best.json")
-        }
+        None => train_teacher(&job, &arch, req.quiet)?,
     };
     let s = read_sidecar(&sidecar)?;
     let weights = weights_path(&sidecar, &s);
@@ -194,4 +270,127 @@ pub fn resolve_teacher(req: &TeacherRequest, splits: &Splits) -> Result<Teacher>
         weights,
         source: format!("trained teacher {}", sidecar.display()),
     })
+}
+
+/// Trains the teacher as its own run, on its own data splits; returns its best sidecar.
+fn train_teacher(job: &TrainJob, arch: &Arch, quiet: bool) -> Result<PathBuf> {
+    tracing::info!(
+        "no trained {} teacher for this data in {}; training it first ({} epochs) in {}",
+        arch.name.as_deref().unwrap_or("teacher"),
+        job.run_dir.parent().unwrap_or(Path::new(".")).display(),
+        job.recipe.epochs,
+        job.run_dir.display()
+    );
+    let r = &job.recipe;
+    let splits = build_splits(&job.data, r.batch_size, r.eval_batch_size, job.seed)
+        .context("building the teacher's data")?;
+    let net = Network::new(arch, &Device::Cpu, job.seed)?;
+    let mut ce = CrossEntropy {
+        smoothing: r.label_smoothing,
+    };
+    let opts = RunOptions {
+        resume: job.run_dir.join("checkpoints/last.json").exists(),
+        quiet,
+        ..Default::default()
+    };
+    train_network(job, &net, &splits, &mut ce, &opts)?;
+    Ok(job.run_dir.join("checkpoints/best.json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_key_changes_with_every_setting_a_view_depends_on() {
+        let dir = std::env::temp_dir().join(format!("mnv4-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let weights = dir.join("w.safetensors");
+        std::fs::write(&weights, b"weights one").unwrap();
+        let base_cfg = DistillConfig::default();
+        let base_data = DataConfig::default();
+        let plan = TeacherPlan::inline(
+            &base_cfg,
+            &base_data,
+            &TrainRecipe::default(),
+            0,
+            &OutputConfig::default(),
+        );
+        let key = |cfg: &DistillConfig, data: &DataConfig, seed: u64| {
+            let req = TeacherRequest {
+                cfg,
+                data,
+                seed,
+                plan: &plan,
+                quiet: true,
+            };
+            teacher_cache_key(&req, &weights).unwrap()
+        };
+        let base = key(&base_cfg, &base_data, 0).unwrap();
+        assert_eq!(key(&base_cfg, &base_data, 0).unwrap(), base);
+        let with_cfg = |f: &dyn Fn(&mut DistillConfig)| {
+            let mut c = base_cfg.clone();
+            f(&mut c);
+            key(&c, &base_data, 0)
+        };
+        let with_data = |f: &dyn Fn(&mut DataConfig)| {
+            let mut d = base_data.clone();
+            f(&mut d);
+            key(&base_cfg, &d, 0).unwrap()
+        };
+        let changed = [
+            key(&base_cfg, &base_data, 1).unwrap(),
+            with_cfg(&|c| c.feature_taps = vec![3]).unwrap(),
+            with_cfg(&|c| c.teacher_res = Some(64)).unwrap(),
+            with_data(&|d| d.augment.pad += 1),
+            with_data(&|d| d.augment.flip = !d.augment.flip),
+            with_data(&|d| d.augment.input_size = 28),
+            with_data(&|d| d.train_limit = 100),
+            with_data(&|d| d.val_size += 1),
+            with_data(&|d| d.split_seed += 1),
+        ];
+        for (i, k) in changed.iter().enumerate() {
+            assert_ne!(*k, base, "setting {i} did not change the key");
+        }
+        // A view holds the taps whether or not the losses read them: logit-only runs share it.
+        assert_eq!(with_cfg(&|c| c.feature_weight = 0.0).unwrap(), base);
+        // No cache when it is off or the teacher's BN trains (outputs depend on the batch).
+        assert!(with_cfg(&|c| c.cache = false).is_none());
+        assert!(with_cfg(&|c| c.teacher_train_bn = true).is_none());
+        // Other weights, other key.
+        std::fs::write(&weights, b"weights two").unwrap();
+        assert_ne!(key(&base_cfg, &base_data, 0).unwrap(), base);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_teacher_that_saw_the_students_validation_images_is_refused() {
+        let students = DataConfig {
+            val_size: 2000,
+            ..DataConfig::default()
+        };
+        let mut plan = TeacherPlan::inline(
+            &DistillConfig::default(),
+            &students,
+            &TrainRecipe::default(),
+            0,
+            &OutputConfig::default(),
+        );
+        plan.data.val_size = 5000;
+        plan.data.train_limit = 0;
+        plan.check_against(&students, None).unwrap();
+        plan.data.val_size = 1000;
+        let e = plan.check_against(&students, None).unwrap_err().to_string();
+        assert!(e.contains("val_size >= 2000"), "{e}");
+        plan.data.val_size = 5000;
+        plan.data.split_seed = 3;
+        let e = plan.check_against(&students, None).unwrap_err().to_string();
+        assert!(e.contains("split seed"), "{e}");
+        plan.data.split_seed = 0;
+        let e = plan
+            .check_against(&students, Some(64))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("teacher_res"), "{e}");
+    }
 }

@@ -11,7 +11,7 @@ pub use overrides::apply_overrides;
 
 use crate::data::DataConfig;
 use crate::distill::config::DistillConfig;
-use crate::distill::teacher::TeacherRequest;
+use crate::distill::teacher::{TeacherPlan, TeacherRequest};
 use crate::search::config::SearchConfig;
 use crate::search::study::StudySpec;
 use crate::space::ModelSpec;
@@ -88,8 +88,14 @@ impl Experiment {
         let channels = self.data.augment.channels;
         self.model.to_arch(channels, 2).context("in [model]")?;
         if self.distill.uses_teacher() && self.distill.teacher_weights.is_none() {
-            let teacher = &self.distill.teacher;
-            teacher.to_arch(channels, 2).context("in distill.teacher")?;
+            let plan = self.teacher_plan()?;
+            let at = match &self.distill.teacher_experiment {
+                Some(p) => format!("in the teacher experiment {}", p.display()),
+                None => "in distill.teacher".into(),
+            };
+            plan.model
+                .to_arch(plan.data.augment.channels, 2)
+                .context(at)?;
         }
         Ok(())
     }
@@ -111,21 +117,44 @@ impl Experiment {
         }
     }
 
-    /// What finding or training this experiment's teacher needs.
-    pub fn teacher_request(&self, quiet: bool) -> TeacherRequest<'_> {
-        TeacherRequest {
-            cfg: &self.distill,
-            data: &self.data,
-            students: &self.train,
-            seed: self.seed,
-            output: &self.output,
-            quiet,
+    /// How this experiment's teacher is trained: by `distill.teacher_experiment` (checked to
+    /// hold out the students' validation images and to see their inputs), else inline.
+    pub fn teacher_plan(&self) -> Result<TeacherPlan> {
+        let d = &self.distill;
+        let Some(path) = &d.teacher_experiment else {
+            let (data, train, seed) = (&self.data, &self.train, self.seed);
+            return Ok(TeacherPlan::inline(d, data, train, seed, &self.output));
+        };
+        let at = || format!("distill.teacher_experiment = {}", path.display());
+        let t = Experiment::load(path, &[]).with_context(at)?;
+        if t.distill.teacher_experiment.is_some() {
+            bail!(
+                "{}: a teacher experiment cannot name a teacher experiment of its own",
+                at()
+            );
         }
+        let plan = TeacherPlan {
+            model: t.model,
+            data: t.data,
+            recipe: t.train,
+            seed: t.seed,
+            runs_dir: t.output.dir,
+            name: Some(t.name),
+            checkpoint_every: t.output.checkpoint_every,
+        };
+        plan.check_against(&self.data, d.teacher_res)
+            .with_context(at)?;
+        Ok(plan)
+    }
+
+    /// What finding or training this experiment's teacher (as `plan` says) needs.
+    pub fn teacher_request<'a>(&'a self, plan: &'a TeacherPlan, quiet: bool) -> TeacherRequest<'a> {
+        TeacherRequest::new(&self.distill, &self.data, self.seed, plan, quiet)
     }
 
     /// The search study of this experiment.
-    pub fn study(&self) -> StudySpec {
-        StudySpec {
+    pub fn study(&self) -> Result<StudySpec> {
+        Ok(StudySpec {
             name: self.name.clone(),
             seed: self.seed,
             data: self.data.clone(),
@@ -133,7 +162,8 @@ impl Experiment {
             output: self.output.clone(),
             distill: self.distill.clone(),
             search: self.search.clone(),
-        }
+            teacher: Some(self.teacher_plan()?),
+        })
     }
 }
 

@@ -16,7 +16,7 @@ use super::study::{SearchState, StudySpec};
 use super::trials::{Stage, Trial};
 use crate::cost::{cost, load_profiles};
 use crate::data::build_splits;
-use crate::distill::teacher::{prepare_teacher, TeacherRequest};
+use crate::distill::teacher::prepare_teacher;
 use crate::fsutil::DirLock;
 use crate::space::Arch;
 use anyhow::{bail, Result};
@@ -110,15 +110,11 @@ pub fn evaluator(study: &StudySpec, quiet: bool) -> Result<Evaluator<'_>> {
     let profiles = load_profiles(study.search.profiles.as_deref())?;
     let teacher = match study.distill.uses_teacher() {
         true => {
-            let req = TeacherRequest {
-                cfg: &study.distill,
-                data: &study.data,
-                students: &study.train,
-                seed: study.seed,
-                output: &study.output,
-                quiet,
-            };
-            Some(prepare_teacher(&req, &splits)?)
+            let plan = study.teacher_plan();
+            Some(prepare_teacher(
+                &study.teacher_request(&plan, quiet),
+                &splits,
+            )?)
         }
         false => None,
     };

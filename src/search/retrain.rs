@@ -7,7 +7,7 @@ use super::study::StudySpec;
 use crate::cost::cost;
 use crate::data::{build_splits, Splits};
 use crate::distill::objective::DistillObjective;
-use crate::distill::teacher::{prepare_teacher, ReadyTeacher, TeacherRequest};
+use crate::distill::teacher::{prepare_teacher, ReadyTeacher};
 use crate::model::Network;
 use crate::report::plot::{write_png_svg, Chart, Series};
 use crate::report::table::{frame, write_csv_parquet, Col};
@@ -101,7 +101,13 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<()> {
     let t = &s.train;
     let splits = build_splits(&s.data, t.batch_size, t.eval_batch_size, s.seed)?;
     let teacher = match s.distill.uses_teacher() {
-        true => Some(prepare_teacher(&teacher_request(s, plan.quiet), &splits)?),
+        true => {
+            let t = s.teacher_plan();
+            Some(prepare_teacher(
+                &s.teacher_request(&t, plan.quiet),
+                &splits,
+            )?)
+        }
         false => None,
     };
     let arms: &[bool] = if teacher.is_some() {
@@ -143,17 +149,6 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<()> {
         }
     }
     write_outputs(&report.join("retrain"), plan, teacher.as_ref(), &rows)
-}
-
-fn teacher_request(s: &StudySpec, quiet: bool) -> TeacherRequest<'_> {
-    TeacherRequest {
-        cfg: &s.distill,
-        data: &s.data,
-        students: &s.train,
-        seed: s.seed,
-        output: &s.output,
-        quiet,
-    }
 }
 
 /// Trains one (model, arm, seed) run, or reads its result when it finished before.

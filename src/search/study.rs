@@ -6,6 +6,7 @@ use super::objective::Objective;
 use super::space::SearchSpace;
 use crate::data::DataConfig;
 use crate::distill::config::DistillConfig;
+use crate::distill::teacher::{TeacherPlan, TeacherRequest};
 use crate::train::recipe::TrainRecipe;
 use crate::train::run_dir::OutputConfig;
 use anyhow::{bail, Context, Result};
@@ -26,9 +27,31 @@ pub struct StudySpec {
     pub output: OutputConfig,
     pub distill: DistillConfig,
     pub search: SearchConfig,
+    /// How the teacher is trained; absent in studies recorded before teachers had their own
+    /// experiments (then: inline, from `distill`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<TeacherPlan>,
 }
 
 impl StudySpec {
+    /// How the candidates' teacher is trained.
+    pub fn teacher_plan(&self) -> TeacherPlan {
+        self.teacher.clone().unwrap_or_else(|| {
+            TeacherPlan::inline(
+                &self.distill,
+                &self.data,
+                &self.train,
+                self.seed,
+                &self.output,
+            )
+        })
+    }
+
+    /// The request for the candidates' teacher as `plan` says.
+    pub fn teacher_request<'a>(&'a self, plan: &'a TeacherPlan, quiet: bool) -> TeacherRequest<'a> {
+        TeacherRequest::new(&self.distill, &self.data, self.seed, plan, quiet)
+    }
+
     /// The run folder.
     pub fn run_dir(&self) -> PathBuf {
         self.output.dir.join(&self.name)

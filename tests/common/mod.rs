@@ -57,3 +57,23 @@ pub fn have_plot_font() -> bool {
 pub fn have_training_inputs() -> bool {
     have_fashion_mnist() && have_plot_font()
 }
+
+/// Writes a teacher experiment for tests into `out` (conv-small ×0.25, one epoch on 256
+/// training images, 1,000 held out, its run under `out`) and returns the `--set` that makes it
+/// the teacher of `experiments/quick.toml`.
+pub fn tiny_teacher(out: &Path) -> String {
+    let text = format!(
+        "name = \"teacher_tiny\"\n\
+         [data]\nval_size = 1000\ntrain_limit = 256\neval_limit = 300\n\
+         augment = {{ input_size = 32, channels = 1, pad = 2 }}\n\
+         [model]\narch = \"conv-small\"\nwidth = 0.25\n\
+         [train]\nepochs = 1\nbatch_size = 64\nlr = 0.004\n\
+         optimizer = {{ kind = \"adamw\", weight_decay = 0.01 }}\n\
+         [output]\ndir = \"{}\"\n",
+        out.display()
+    );
+    std::fs::create_dir_all(out).unwrap();
+    let path = out.join("teacher_tiny.toml");
+    std::fs::write(&path, text).unwrap();
+    format!("distill.teacher_experiment=\"{}\"", path.display())
+}
