@@ -154,8 +154,10 @@ pub struct ReadyTeacher {
     pub test: EvalMetrics,
     /// On the students' validation split: what a student must not reach to be taught.
     pub val: EvalMetrics,
-    /// Key of the offline logit cache, when the cache applies.
+    /// Key of the offline distillation dataset, when the cache applies.
     pub cache_key: Option<String>,
+    /// Seconds spent finding (or training) and evaluating the teacher.
+    pub prepare_seconds: f64,
 }
 
 /// The key of the offline distillation dataset for teacher weights at `weights`: the weights'
@@ -175,6 +177,7 @@ pub fn teacher_cache_key(req: &TeacherRequest, weights: &Path) -> Result<Option<
 /// Resolves the teacher, evaluates it on test (refusing one whose outputs are not finite) and
 /// computes its cache key.
 pub fn prepare_teacher(req: &TeacherRequest, splits: &Splits) -> Result<ReadyTeacher> {
+    let started = std::time::Instant::now();
     let t = resolve_teacher(req, splits)?;
     let test = evaluate(&t.net, &splits.test)?;
     anyhow::ensure!(
@@ -189,6 +192,7 @@ pub fn prepare_teacher(req: &TeacherRequest, splits: &Splits) -> Result<ReadyTea
         net: Arc::new(t.net),
         source: t.source,
         test,
+        prepare_seconds: started.elapsed().as_secs_f64(),
     })
 }
 

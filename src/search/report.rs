@@ -348,12 +348,16 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     )?;
     writeln!(
         md,
-        "- time: {:.1} min of trial work over {} trials ({} infeasible, {} duplicates, {} failed)\n",
+        "- time: {:.1} min of trial work over {} trials ({} infeasible, {} duplicates, {} failed){}\n",
         spent / 60.0,
         all.len(),
         all.iter().filter(|t| !t.feasible).count(),
         all.iter().filter(|t| t.duplicate_of.is_some()).count(),
-        all.iter().filter(|t| t.failed.is_some()).count()
+        all.iter().filter(|t| t.failed.is_some()).count(),
+        match state.teacher_seconds {
+            Some(s) => format!("; {:.1} min finding or training the teacher", s / 60.0),
+            None => String::new(),
+        }
     )?;
     writeln!(md, "## Pareto front\n")?;
     writeln!(

@@ -102,6 +102,9 @@ pub struct SearchState {
     #[serde(default)]
     pub teacher_val_top1: Option<f64>,
     pub teacher_test_top1: Option<f64>,
+    /// Seconds the first invocation spent finding or training the teacher.
+    #[serde(default)]
+    pub teacher_seconds: Option<f64>,
     /// The trial store's URL (absent: `trials.jsonl` in the run folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
