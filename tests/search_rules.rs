@@ -85,11 +85,46 @@ fn over_budget_candidates_are_recorded_infeasible_without_training() {
             tr["val_top1"].is_null() && tr["epochs"] == 0,
             "an infeasible candidate was trained: {tr}"
         );
+        assert!(
+            tr.get("runtime_latency_ms").is_none(),
+            "no objective asked for the ONNX runtime latency: {tr}"
+        );
     }
     assert!(
         !out.join("budget/trials").exists(),
         "no candidate may have a training run"
     );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn the_onnx_runtime_latency_is_measured_when_an_objective_ranks_on_it() {
+    if !common::have_training_inputs() {
+        return;
+    }
+    let out = setup("runtime");
+    let space = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/search_spaces/small.toml"
+    ));
+    let t = search(
+        &out,
+        "runtime",
+        space,
+        &[
+            "search.max_params=1000".into(),
+            "search.coarse={ trials = 3, epochs = 1 }".into(),
+            r#"search.objectives=["val_top1", "runtime_latency_ms"]"#.into(),
+        ],
+    );
+    let trials = t.as_array().unwrap();
+    assert_eq!(trials.len(), 3);
+    for tr in trials {
+        let ms = tr["runtime_latency_ms"].as_f64().unwrap();
+        assert!(ms.is_finite() && ms > 0.0, "{tr}");
+    }
+    let csv = std::fs::read_to_string(out.join("report-runtime/trials.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains("runtime_latency_ms"));
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -1,31 +1,43 @@
 //! `mnv4-lab bench`: images per second of a full training step (forward, loss, backward, SGD
-//! update) or of inference, after warm-up, on synthetic data of the requested shape.
+//! update) or of inference, after warm-up, on synthetic data of the requested shape; or how the
+//! latency measures rank a search space ([`super::latency_rank`]).
 
 use super::inspect::{parse_res, resolve_arch};
+use super::latency_rank::{self, LatencyRankArgs};
 use crate::model::{Mode, Network};
 use crate::train::loss::cross_entropy;
 use crate::train::optim::{Optimizer, OptimizerConfig};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
-/// What to time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BenchKind {
+/// What `mnv4-lab bench` measures.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Forward in train mode, cross-entropy, backward, SGD-momentum update.
+    Train(BenchArgs),
+    /// Forward in eval mode.
+    Infer(BenchArgs),
+    /// Spearman's ρ between candle latency, ONNX runtime latency, MACs and every roofline
+    /// profile over architectures sampled from a search space.
+    LatencyRank(LatencyRankArgs),
+}
+
+/// What a step times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BenchKind {
     /// Forward in train mode, cross-entropy, backward, SGD-momentum update.
     Train,
     /// Forward in eval mode.
     Infer,
 }
 
-/// Arguments of `mnv4-lab bench`.
+/// Arguments of `mnv4-lab bench train|infer`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// train or infer.
-    pub kind: BenchKind,
     /// Preset, arch file or block string.
     #[arg(long, default_value = "conv-small")]
     pub model: String,
@@ -66,7 +78,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-pub fn run(args: &BenchArgs) -> Result<()> {
+/// Runs one `bench` sub-command.
+pub fn run(cmd: &BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Train(a) => run_steps(BenchKind::Train, a),
+        BenchCommand::Infer(a) => run_steps(BenchKind::Infer, a),
+        BenchCommand::LatencyRank(a) => latency_rank::run(a),
+    }
+}
+
+/// Times `kind` steps as `args` asks and prints the result.
+fn run_steps(kind: BenchKind, args: &BenchArgs) -> Result<()> {
     anyhow::ensure!(
         args.threads <= crate::train::recipe::MAX_THREADS,
         "--threads {} is more than {} (0 = all cores)",
@@ -113,7 +135,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     let mut step = |timed: bool| -> Result<f64> {
         let t0 = Instant::now();
-        match args.kind {
+        match kind {
             BenchKind::Train => crate::ops::on_workers(|| -> Result<()> {
                 // As the trainer does: the whole step on the worker pool.
                 let logits = net.forward(&x, Mode::Train)?;
@@ -140,7 +162,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     times.sort_by(|a, b| a.total_cmp(b));
     let median = times[times.len() / 2];
     let ips = args.batch as f64 / median;
-    let kind = match args.kind {
+    let kind = match kind {
         BenchKind::Train => "train",
         BenchKind::Infer => "infer",
     };

@@ -7,6 +7,7 @@ pub mod distill;
 pub mod eval;
 pub mod export;
 pub mod inspect;
+pub mod latency_rank;
 mod memory;
 pub mod retrain;
 pub mod search;
@@ -54,8 +55,9 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     /// Per-layer table (shapes, params, MACs) and totals with roofline latency, from the spec alone.
     Inspect(inspect::InspectArgs),
-    /// Time a training step or inference (images/s, ms/step, peak memory).
-    Bench(bench::BenchArgs),
+    /// Time a training step or inference (images/s, ms/step, peak memory), or rank latency measures.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Train one model from an experiment file; writes runs/<name>/ (metrics, checkpoints, plots).
     Train(train::TrainArgs),
     /// Distill a student from a teacher (logit KD, feature KD, attention transfer, DKD).

@@ -12,6 +12,7 @@ pub mod fold;
 pub mod graph;
 mod mqa;
 pub mod proto;
+pub mod runtime;
 
 use crate::model::network::tap_at;
 use crate::model::Network;

@@ -1,4 +1,5 @@
-//! Tables (CSV + Parquet via polars) and plots (PNG + SVG via plotters).
+//! Tables (CSV + Parquet via polars), plots (PNG + SVG via plotters) and rank correlation.
 
 pub mod plot;
+pub mod spearman;
 pub mod table;

@@ -41,7 +41,8 @@ pub struct SearchConfig {
     pub space: PathBuf,
     pub strategy: StrategyKind,
     /// Objectives of the front: `val_top1` (maximized) first, then any of `params`, `macs`,
-    /// `latency_ms` (measured here) or `roofline:<profile>` (minimized).
+    /// `latency_ms` (measured here), `runtime_latency_ms` (the exported ONNX model in the tract
+    /// runtime, measured here) or `roofline:<profile>` (minimized).
     pub objectives: Vec<Objective>,
     /// Budgets: candidates over any of these are recorded as infeasible without training.
     pub max_params: Option<u64>,

@@ -160,6 +160,7 @@ fn hv_reference(eval: &Evaluator, space: &SearchSpace) -> Result<Vec<f64>> {
         params: c.params,
         macs: c.macs,
         latency_ms: measure_latency(&corner, size, eval.study.search.latency_repeats)?,
+        runtime_latency_ms: eval.runtime_latency(&corner)?,
         roofline_ms: c.roofline_ms.into_iter().collect(),
         ..Trial::default()
     };

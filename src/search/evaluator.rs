@@ -1,13 +1,16 @@
-//! Evaluating one candidate: cost from the spec → budget check → measured latency → training
-//! (distilled when the study has a teacher) → a finished [`Trial`].
+//! Evaluating one candidate: cost from the spec → budget check → measured latency (and the ONNX
+//! runtime's, when an objective asks for it) → training (distilled when the study has a teacher)
+//! → a finished [`Trial`].
 
 use super::config::SearchConfig;
+use super::objective::Objective;
 use super::study::StudySpec;
 use super::trials::{Stage, Trial};
 use crate::cost::{cost, Profile};
 use crate::data::{derive_seed, Splits};
 use crate::distill::objective::DistillObjective;
 use crate::distill::teacher::ReadyTeacher;
+use crate::export::runtime::runtime_latency;
 use crate::model::{Mode, Network};
 use crate::space::Arch;
 use crate::train::epoch::Diverged;
@@ -88,6 +91,16 @@ impl Evaluator<'_> {
             .with_io(self.splits.channels, self.splits.num_classes)
     }
 
+    /// The ONNX runtime latency of `arch` (already with the data's input and classes) at the
+    /// data's input size, when an objective ranks on it; `None` otherwise, at no cost.
+    pub fn runtime_latency(&self, arch: &Arch) -> Result<Option<f64>> {
+        let cfg = &self.study.search;
+        if !cfg.objectives.contains(&Objective::RuntimeLatencyMs) {
+            return Ok(None);
+        }
+        runtime_latency(arch, self.splits.input_size, cfg.latency_repeats).map(Some)
+    }
+
     /// Costs, budgets, then (when feasible) training: one finished trial.
     pub fn evaluate(&self, c: &Candidate) -> Result<Trial> {
         let started = Instant::now();
@@ -110,6 +123,7 @@ impl Evaluator<'_> {
             params: cost.params,
             macs: cost.macs,
             latency_ms: latency,
+            runtime_latency_ms: self.runtime_latency(&arch)?,
             roofline_ms: cost.roofline_ms.into_iter().collect(),
             seed,
             ..Trial::default()

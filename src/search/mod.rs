@@ -13,10 +13,12 @@
 //! * [`worker`] — `mnv4-lab worker`: claim, train, record, heartbeats.
 //! * [`report`] — tables, Pareto and hypervolume plots, README summary.
 //! * [`retrain`] — the front and the presets retrained at the full budget.
+//! * [`latency_rank`] — how candle, the ONNX runtime, MACs and the rooflines rank a space.
 
 pub mod config;
 pub mod driver;
 pub mod evaluator;
+pub mod latency_rank;
 pub mod objective;
 pub mod pareto;
 pub mod report;

@@ -21,6 +21,8 @@ pub enum Objective {
     Macs,
     /// Measured batch-1 latency on this machine.
     LatencyMs,
+    /// Batch-1 latency of the exported ONNX model in the tract runtime on this machine.
+    RuntimeLatencyMs,
     /// Roofline latency on a named hardware profile.
     Roofline(String),
 }
@@ -34,11 +36,12 @@ impl FromStr for Objective {
             "params" => Objective::Params,
             "macs" => Objective::Macs,
             "latency_ms" => Objective::LatencyMs,
+            "runtime_latency_ms" => Objective::RuntimeLatencyMs,
             other => match other.strip_prefix("roofline:") {
                 Some(p) if !p.is_empty() => Objective::Roofline(p.to_string()),
                 _ => {
                     return Err(format!(
-                        "unknown objective '{other}' (val_top1, params, macs, latency_ms, roofline:<profile>)"
+                        "unknown objective '{other}' (val_top1, params, macs, latency_ms, runtime_latency_ms, roofline:<profile>)"
                     ))
                 }
             },
@@ -66,6 +69,7 @@ impl fmt::Display for Objective {
             Objective::Params => f.write_str("params"),
             Objective::Macs => f.write_str("macs"),
             Objective::LatencyMs => f.write_str("latency_ms"),
+            Objective::RuntimeLatencyMs => f.write_str("runtime_latency_ms"),
             Objective::Roofline(p) => write!(f, "roofline:{p}"),
         }
     }
@@ -79,6 +83,9 @@ impl Objective {
             Objective::Params => t.params as f64,
             Objective::Macs => t.macs as f64,
             Objective::LatencyMs => t.latency_ms,
+            Objective::RuntimeLatencyMs => t
+                .runtime_latency_ms
+                .with_context(|| format!("trial {} has no ONNX runtime latency", t.index))?,
             Objective::Roofline(p) => *t
                 .roofline_ms
                 .get(p)
@@ -92,6 +99,10 @@ impl Objective {
             Objective::Params => ("parameters (millions)".into(), 1e-6),
             Objective::Macs => ("MACs per image (millions)".into(), 1e-6),
             Objective::LatencyMs => ("measured latency, batch 1, this machine (ms)".into(), 1.0),
+            Objective::RuntimeLatencyMs => (
+                "ONNX runtime (tract) latency, batch 1, this machine (ms)".into(),
+                1.0,
+            ),
             Objective::Roofline(p) => (format!("{p} roofline latency (ms)"), 1.0),
             Objective::ValTop1 => ("validation top-1 (%)".into(), 100.0),
         }
@@ -120,14 +131,19 @@ mod tests {
             "params",
             "macs",
             "latency_ms",
+            "runtime_latency_ms",
             "roofline:pixel6-cpu",
         ] {
             assert_eq!(s.parse::<Objective>().unwrap().to_string(), s);
         }
-        for bad in ["latency", "roofline:", "", "VAL_TOP1"] {
+        for bad in ["latency", "runtime_latency", "roofline:", "", "VAL_TOP1"] {
             let e = bad.parse::<Objective>().unwrap_err();
             assert!(e.contains("unknown objective"), "{e}");
+            assert!(e.contains("runtime_latency_ms"), "{e}");
         }
+        let o: Objective = serde_json::from_str("\"runtime_latency_ms\"").unwrap();
+        assert_eq!(o, Objective::RuntimeLatencyMs);
+        assert_eq!(serde_json::to_string(&o).unwrap(), "\"runtime_latency_ms\"");
     }
 
     #[test]
@@ -140,5 +156,11 @@ mod tests {
         assert!((Objective::ValTop1.value(&t).unwrap() - 0.1).abs() < 1e-12);
         assert_eq!(Objective::Params.value(&t).unwrap(), 7.0);
         assert!(Objective::Roofline("x".into()).value(&t).is_err());
+        assert!(Objective::RuntimeLatencyMs.value(&t).is_err());
+        let timed = Trial {
+            runtime_latency_ms: Some(1.5),
+            ..t
+        };
+        assert_eq!(Objective::RuntimeLatencyMs.value(&timed).unwrap(), 1.5);
     }
 }

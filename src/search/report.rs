@@ -87,6 +87,12 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
         Col::int("macs", all.iter().map(|t| t.macs as i64).collect()),
         Col::float("latency_ms", all.iter().map(|t| t.latency_ms).collect()),
     ];
+    if runtime_timed(&all) {
+        cols.push(Col::float(
+            "runtime_latency_ms",
+            all.iter().map(runtime_ms).collect(),
+        ));
+    }
     for p in &profiles {
         cols.push(Col::float(
             format!("roofline_{p}_ms"),
@@ -126,47 +132,49 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
             arch.to_toml_string().as_bytes(),
         )?;
     }
-    write_csv_parquet(
-        &mut frame(vec![
-            Col::int(
-                "index",
-                sorted_front.iter().map(|t| t.index as i64).collect(),
-            ),
-            Col::text(
-                "stage",
-                sorted_front.iter().map(|t| t.stage.to_string()).collect(),
-            ),
-            Col::float(
-                "val_top1",
-                sorted_front
-                    .iter()
-                    .map(|t| t.val_top1.unwrap_or(f64::NAN))
-                    .collect(),
-            ),
-            Col::int(
-                "params",
-                sorted_front.iter().map(|t| t.params as i64).collect(),
-            ),
-            Col::int("macs", sorted_front.iter().map(|t| t.macs as i64).collect()),
-            Col::float(
-                "latency_ms",
-                sorted_front.iter().map(|t| t.latency_ms).collect(),
-            ),
-            Col::text(
-                "arch_file",
-                sorted_front
-                    .iter()
-                    .map(|t| format!("pareto/t{:04}.toml", t.index))
-                    .collect(),
-            ),
-            Col::text(
-                "arch",
-                sorted_front.iter().map(|t| t.arch.clone()).collect(),
-            ),
-        ])?,
-        &out,
-        "pareto",
-    )?;
+    let timed = runtime_timed(&all);
+    let mut front_cols = vec![
+        Col::int(
+            "index",
+            sorted_front.iter().map(|t| t.index as i64).collect(),
+        ),
+        Col::text(
+            "stage",
+            sorted_front.iter().map(|t| t.stage.to_string()).collect(),
+        ),
+        Col::float(
+            "val_top1",
+            sorted_front
+                .iter()
+                .map(|t| t.val_top1.unwrap_or(f64::NAN))
+                .collect(),
+        ),
+        Col::int(
+            "params",
+            sorted_front.iter().map(|t| t.params as i64).collect(),
+        ),
+        Col::int("macs", sorted_front.iter().map(|t| t.macs as i64).collect()),
+        Col::float(
+            "latency_ms",
+            sorted_front.iter().map(|t| t.latency_ms).collect(),
+        ),
+        Col::text(
+            "arch_file",
+            sorted_front
+                .iter()
+                .map(|t| format!("pareto/t{:04}.toml", t.index))
+                .collect(),
+        ),
+        Col::text(
+            "arch",
+            sorted_front.iter().map(|t| t.arch.clone()).collect(),
+        ),
+    ];
+    if timed {
+        let ms = sorted_front.iter().map(|t| runtime_ms(t)).collect();
+        front_cols.insert(6, Col::float("runtime_latency_ms", ms));
+    }
+    write_csv_parquet(&mut frame(front_cols)?, &out, "pareto")?;
 
     // Pareto plot: accuracy against the second objective.
     let (x_label, scale) = cost.axis();
@@ -360,15 +368,23 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
         }
     )?;
     writeln!(md, "## Pareto front\n")?;
+    let (runtime_head, runtime_rule) = match timed {
+        true => (" ONNX runtime (ms) |", "---:|"),
+        false => ("", ""),
+    };
     writeln!(
         md,
-        "| trial | stage | epochs | val top-1 | params | MACs | latency (ms) | arch file |"
+        "| trial | stage | epochs | val top-1 | params | MACs | latency (ms) |{runtime_head} arch file |"
     )?;
-    writeln!(md, "|---:|---|---:|---:|---:|---:|---:|---|")?;
+    writeln!(md, "|---:|---|---:|---:|---:|---:|---:|{runtime_rule}---|")?;
     for t in &sorted_front {
+        let runtime_cell = match timed {
+            true => format!(" {:.3} |", runtime_ms(t)),
+            false => String::new(),
+        };
         writeln!(
             md,
-            "| {} | {} | {} | {:.2}%{} | {} | {:.2} M | {:.3} | `pareto/t{:04}.toml` |",
+            "| {} | {} | {} | {:.2}%{} | {} | {:.2} M | {:.3} |{runtime_cell} `pareto/t{:04}.toml` |",
             t.index,
             t.stage,
             t.epochs,
@@ -408,6 +424,16 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     writeln!(md, "Final hypervolume: {:.6} (reference point {:?}, fixed before the first trial). Files: `trials.csv` / `trials.parquet` (every trial), `pareto.csv` and `pareto/*.toml` (front members, ready for `mnv4-lab train` / `distill`), `hypervolume.csv`.", hv.last().map(|h| h.2).unwrap_or(0.0), r)?;
     atomic_write(&out.join("README.md"), md.as_bytes())?;
     Ok(out)
+}
+
+/// Whether any trial has an ONNX runtime latency (the study ranked on it).
+fn runtime_timed(trials: &[Trial]) -> bool {
+    trials.iter().any(|t| t.runtime_latency_ms.is_some())
+}
+
+/// A trial's ONNX runtime latency, NaN when it was not measured.
+fn runtime_ms(t: &Trial) -> f64 {
+    t.runtime_latency_ms.unwrap_or(f64::NAN)
 }
 
 /// The references table: each preset's validation accuracy at every budget candidates were

@@ -57,6 +57,10 @@ pub struct Trial {
     pub macs: u64,
     /// Measured latency on this machine: batch 1, median after warm-up, milliseconds.
     pub latency_ms: f64,
+    /// Batch-1 latency of the exported ONNX model in the tract runtime on this machine (median
+    /// after warm-up, milliseconds); measured only when an objective asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_latency_ms: Option<f64>,
     /// Roofline latency per hardware profile, milliseconds.
     pub roofline_ms: BTreeMap<String, f64>,
     /// Epochs trained.
