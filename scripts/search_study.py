@@ -49,6 +49,13 @@ def mean_std(values):
     return f"{statistics.mean(values):.4g} ± {sd:.2g}"
 
 
+def distill_text(state):
+    """The loss weights a study's candidates were distilled with, as the search report prints them."""
+    d = (state.get("study") or state["experiment"])["distill"]
+    return (f"{d['ce_weight']} · CE + {d['kd_weight']} · KD at T = {d['temperature']} + "
+            f"{d.get('feature_weight', 0)} · feature MSE at taps {d.get('feature_taps')}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -83,8 +90,8 @@ def main():
         f"Budget, identical for both: coarse stage {cfg['coarse']['trials']} candidates × {cfg['coarse']['epochs']} epochs "
         f"(widths and depths, every UIB an IB), fine stage {cfg['fine']['trials']} × {cfg['fine']['epochs']} epochs "
         "(start / middle depthwise kernels, expansion, MQA placement) seeded by the coarse front; each candidate "
-        "distilled (CE + KD, T = 4) on 4,000 training images from one conv-small-0.5 teacher shared by every run "
-        f"({100 * first['teacher_test_top1']:.1f} % test top-1), ranked on 2,000 validation images. Seeds {seeds_text}: the seed drives the strategy, the weights and the data order "
+        f"distilled ({distill_text(first)}) on 4,000 training images from one teacher shared by every run, "
+        f"{first['teacher']} ({100 * first['teacher_test_top1']:.1f} % test top-1), ranked on 2,000 validation images. Seeds {seeds_text}: the seed drives the strategy, the weights and the data order "
         "(the validation split is fixed). Objectives: validation top-1 (max) and MACs (min).",
         "",
         f"Hypervolume reference point (1 − top-1, MACs): {first['hv_reference']}, fixed from the space's largest "

@@ -21,6 +21,8 @@ EXP = "experiments/teacher_fashion_mnist.toml"
 RUN = "runs/teacher_fashion_mnist"
 OUT = "reports/teacher_fashion_mnist"
 BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
+# Mean test top-1 of the released conv-small, 16 epochs, 3 seeds (reports/train_fashion_mnist.md).
+CONV_SMALL_16_EPOCHS = 0.9221
 
 
 
@@ -36,7 +38,7 @@ def main():
     s = json.load(open(summary))
     epochs = list(csv.DictReader(open(os.path.join(RUN, "metrics.csv"))))
     best = json.load(open(os.path.join(RUN, "checkpoints", "best.json")))
-    weights = os.path.join(RUN, "checkpoints", best.get("weights", "best.safetensors"))
+    weights = os.path.join(RUN, "checkpoints", best["weights"])
     sha = hashlib.sha256(open(weights, "rb").read()).hexdigest() if os.path.exists(weights) else "?"
     os.makedirs(OUT, exist_ok=True)
     for name in ["accuracy.png", "accuracy.svg", "loss.png", "loss.svg", "metrics.csv"]:
@@ -55,6 +57,12 @@ def main():
         f"**Test top-1 {100 * s['test_top1']:.2f}%** (top-5 {100 * s['test_top5']:.2f}%), at the best validation epoch"
         f" {s['best_epoch']} of {s['epochs']} (validation top-1 {100 * s['best_val_top1']:.2f}%). One seed (0).",
         "",
+        (f"The target was 94.0 %: this teacher is {100 * (0.94 - s['test_top1']):.2f} points short of it. It is still"
+         " the strongest teacher the lab has trained on Fashion-MNIST"
+         f" ({100 * (s['test_top1'] - CONV_SMALL_16_EPOCHS):+.2f} points against the released conv-small's"
+         " 16-epoch runs); a longer schedule, a wider model or stronger augmentation are the next things to try."
+         if s["test_top1"] < 0.94 else "It meets the 94.0 % target."),
+        "",
         "| | |",
         "|---|---|",
         f"| model | conv-small ×1.0 with its first stride-2 block at stride 1 (`model.drop_downsamples = 1`), so a 32×32"
@@ -67,7 +75,7 @@ def main():
         "| selection | the best validation epoch, evaluated once on test |",
         f"| machine | 2 cores, 24 GiB, no GPU, {cpu_model()}; {minutes:.0f} minutes of training and validation"
         f" (sum of the epochs' times; other jobs shared the cores part of the time) |",
-        f"| weights | `{RUN}/checkpoints/best.safetensors`, SHA-256 `{sha[:16]}…` |",
+        f"| weights | `{weights}` (named by `{RUN}/checkpoints/best.json`), SHA-256 `{sha[:16]}…` |",
         "",
         "Why this architecture: the released conv-small reaches 92.2% in 16 epochs at 32×32"
         " (`reports/train_fashion_mnist.md`), where its last stage sees a 1×1 map. Keeping one more"
