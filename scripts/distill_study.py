@@ -8,8 +8,10 @@ finished run). Student and recipe: experiments/distill_fashion_mnist.toml, on th
 split. Arms (every other setting the same):
   none        cross-entropy only (`mnv4-lab train`)
   none+ls     cross-entropy with label smoothing matched to KD's soft targets: the smoothing that
-              gives the true class the mean probability the teacher gives it at T = 4 on the
-              augmented training images (`mnv4-lab eval --split train --temperature 4`)
+              gives the true class the mean probability the teacher gives it on the augmented
+              training images (`mnv4-lab eval --split train --temperature 1`). KD at T matches the
+              student's softmax(s/T) to the teacher's softmax(t/T); a student that matched exactly
+              would output the teacher's own distribution, softmax(t), so T = 1 is the matched mass.
   kd          CE + Hinton KD (T = 4)
   kd+feat8    CE + KD + feature KD at the stride-8 tap (4x4 at 32x32)
   kd+feat16   CE + KD + feature KD at the stride-16 tap (2x2 at 32x32)
@@ -69,8 +71,8 @@ def matched_smoothing(best):
     path = os.path.join("runs", "distill_fm-matched-ls.json")
     if os.path.exists(path):
         return json.load(open(path))
-    out = sh([BIN, "eval", best, "--experiment", EXP, "--split", "train", "--temperature", "4"])
-    m = re.search(r"true-class probability at T=4: ([0-9.]+); matched label smoothing: ([0-9.]+)", out)
+    out = sh([BIN, "eval", best, "--experiment", EXP, "--split", "train", "--temperature", "1"])
+    m = re.search(r"true-class probability at T=1: ([0-9.]+); matched label smoothing: ([0-9.]+)", out)
     got = {"p_true": float(m.group(1)), "smoothing": round(float(m.group(2)), 4)}
     json.dump(got, open(path, "w"))
     return got
@@ -162,8 +164,9 @@ def report(seeds, ls, wall_minutes):
         " test images), the same recipe and augmentation for every arm.",
         f"- **Seeds** {', '.join(map(str, seeds))} (weights, data order, augmentation). Selection (best epoch) on"
         " validation; test reported once, for that epoch.",
-        f"- **Matched label smoothing**: the teacher gives the true class a mean probability of {ls['p_true']:.4f} at"
-        f" T = 4 on the augmented training images; smoothing ε = {ls['smoothing']} gives it the same mass.",
+        f"- **Matched label smoothing**: the teacher gives the true class a mean probability of {ls['p_true']:.4f}"
+        f" on the augmented training images (T = 1, the distribution a student that matched KD's targets exactly"
+        f" would output); smoothing ε = {ls['smoothing']} gives it the same mass.",
         "",
         "| arm | loss | val top-1 (%) | test top-1 (%) | Δ test vs none, mean [95 % CI] (points) | verdict | wall s/run |",
         "|---|---|---:|---:|---:|---|---:|",
