@@ -18,10 +18,12 @@ split. Arms (every other setting the same):
   at          CE + attention transfer at the stride-8 tap
   dkd-bB      CE + Decoupled KD, alpha 1, beta B in {1, 2, 4, 8}, T 4
 Runs go seed by seed, so an interrupted study has whole seeds; finished runs (summary.json present)
-are not rerun, so the study can span several sittings. Every arm is compared with `none` as a
+are not rerun, so the study can span several sittings. Run names carry a hash of the two experiment
+files, so a change of settings starts fresh runs instead of reusing stale ones. Every arm is compared with `none` as a
 paired difference over seeds with a 95 % t interval. Only the standard library.
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -68,7 +70,7 @@ def ensure_teacher():
 
 
 def matched_smoothing(best):
-    path = os.path.join("runs", "distill_fm-matched-ls.json")
+    path = os.path.join("runs", f"distill_fm-{settings_tag()}-matched-ls.json")
     if os.path.exists(path):
         return json.load(open(path))
     out = sh([BIN, "eval", best, "--experiment", EXP, "--split", "train", "--temperature", "1"])
@@ -78,8 +80,17 @@ def matched_smoothing(best):
     return got
 
 
+def settings_tag():
+    """8 hex digits of the study's and the teacher's experiment files: runs made with other
+    settings are not reused."""
+    h = hashlib.sha256()
+    for path in (EXP, TEACHER_EXP):
+        h.update(open(path, "rb").read())
+    return h.hexdigest()[:8]
+
+
 def run_name(arm, seed, suffix=""):
-    return f"distill_fm-{arm.replace('+', '_')}-s{seed}{suffix}"
+    return f"distill_fm-{settings_tag()}-{arm.replace('+', '_')}-s{seed}{suffix}"
 
 
 def run(arm, seed, smoothing, suffix=""):
