@@ -1,5 +1,7 @@
-//! Tables (CSV + Parquet via polars), plots (PNG + SVG via plotters) and rank correlation.
+//! Tables (CSV + Parquet via polars), plots (PNG + SVG via plotters), rank correlation and the
+//! machine a measurement was taken on.
 
+pub mod machine;
 pub mod plot;
 pub mod spearman;
 pub mod table;

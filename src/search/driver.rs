@@ -143,6 +143,7 @@ fn open_state(eval: &Evaluator, space: &SearchSpace, resume: bool) -> Result<Sea
             teacher_test_top1: eval.teacher.as_ref().map(|t| t.test.top1),
             teacher_val_top1: eval.teacher.as_ref().map(|t| t.val.top1),
             teacher_seconds: eval.teacher.as_ref().map(|t| t.prepare_seconds),
+            machine: Some(crate::report::machine::describe()),
             storage: None,
         },
     };

@@ -356,7 +356,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     )?;
     writeln!(
         md,
-        "- time: {:.1} min of trial work over {} trials ({} infeasible, {} duplicates, {} failed){}\n",
+        "- time: {:.1} min of trial work over {} trials ({} infeasible, {} duplicates, {} failed){}",
         spent / 60.0,
         all.len(),
         all.iter().filter(|t| !t.feasible).count(),
@@ -366,6 +366,11 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
             Some(s) => format!("; {:.1} min finding or training the teacher", s / 60.0),
             None => String::new(),
         }
+    )?;
+    writeln!(
+        md,
+        "- machine: {} (latencies and times measured there)\n",
+        state.machine.as_deref().unwrap_or("not recorded")
     )?;
     writeln!(md, "## Pareto front\n")?;
     let (runtime_head, runtime_rule) = match timed {

@@ -105,6 +105,9 @@ pub struct SearchState {
     /// Seconds the first invocation spent finding or training the teacher.
     #[serde(default)]
     pub teacher_seconds: Option<f64>,
+    /// CPU model and cores of the machine the search started on (its latencies and times).
+    #[serde(default)]
+    pub machine: Option<String>,
     /// The trial store's URL (absent: `trials.jsonl` in the run folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
