@@ -11,12 +11,15 @@
 //! 3. **Horizontal flip** with probability ½ when `flip`.
 //! 4. **Channels** to the model's: 1 → 3 replicates, 3 → 1 takes Rec. 601 luma.
 //! 5. **Normalize** `(x − mean) / std` per output channel when `normalize`.
+//! 6. **Random erasing** (Zhong et al., 2020) with probability `erase`: a rectangle of
+//!    2–33 % of the image, aspect ratio 0.3–3.3 (log-uniform), is filled with uniform random
+//!    pixel values in `[0, 1]`, normalized like the image.
 //!
 //! Randomness comes only from the `StdRng` passed in, so a sample seeded from
 //! (seed, epoch, index) is augmented identically on every run and every thread.
 
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::dataset::Dataset;
@@ -56,7 +59,21 @@ pub struct AugmentConfig {
     pub mean: Option<Vec<f32>>,
     /// Std override (per source or output channel); default: the dataset's constants.
     pub std: Option<Vec<f32>>,
+    /// Probability of random erasing per training sample, in `[0, 1]` (default 0: off).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub erase: f32,
 }
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
+}
+
+/// Erased area as a fraction of the image: the range of Zhong et al. and timm.
+const ERASE_AREA: (f32, f32) = (0.02, 1.0 / 3.0);
+/// Erased rectangle's aspect ratio (height / width), drawn log-uniformly.
+const ERASE_ASPECT: (f32, f32) = (0.3, 3.3);
+/// Tries to place a rectangle inside the image before giving up on erasing this sample.
+const ERASE_ATTEMPTS: usize = 10;
 
 impl Default for AugmentConfig {
     fn default() -> Self {
@@ -69,6 +86,7 @@ impl Default for AugmentConfig {
             normalize: true,
             mean: None,
             std: None,
+            erase: 0.0,
         }
     }
 }
@@ -126,7 +144,7 @@ fn taps(len: usize, size: usize, mode: ResizeMode) -> Vec<Tap> {
         .collect()
 }
 
-/// Random choices for one sample: crop offsets in `0..=2·pad` and the flip.
+/// Random choices for one sample: crop offsets in `0..=2·pad`, the flip and the erasing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AugmentParams {
     /// Horizontal crop offset into the padded image.
@@ -135,6 +153,23 @@ pub struct AugmentParams {
     pub dy: usize,
     /// Mirror left–right.
     pub flip: bool,
+    /// The rectangle to erase, if any.
+    pub erase: Option<EraseBox>,
+}
+
+/// A rectangle of the output image filled with random pixel values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EraseBox {
+    /// Left column.
+    pub x: usize,
+    /// Top row.
+    pub y: usize,
+    /// Width in pixels.
+    pub w: usize,
+    /// Height in pixels.
+    pub h: usize,
+    /// Seed of the fill values, so the parameters stay small and `Copy`.
+    pub fill_seed: u64,
 }
 
 /// A ready-to-run preprocessing pipeline for one source geometry (see module docs).
@@ -169,6 +204,12 @@ impl Augmenter {
             return Err(DataError::Invalid(format!(
                 "augment.channels must be 1 or 3, not {}",
                 cfg.channels
+            )));
+        }
+        if !(0.0..=1.0).contains(&cfg.erase) {
+            return Err(DataError::Invalid(format!(
+                "augment.erase is a probability in [0, 1], not {}",
+                cfg.erase
             )));
         }
         if !matches!(src_channels, 1 | 3) || src_height == 0 || src_width == 0 {
@@ -244,17 +285,48 @@ impl Augmenter {
         self.cfg.channels * self.cfg.input_size * self.cfg.input_size
     }
 
-    /// Draws the random choices for one sample (always 3 draws: dx, dy, flip coin).
+    /// Draws the random choices for one sample: always dx, dy and the flip coin (3 draws),
+    /// then, only when `erase > 0`, the erasing coin and its rectangle.
     pub fn draw(&self, rng: &mut StdRng) -> AugmentParams {
         let p = self.cfg.pad;
         let dx = rng.random_range(0..=2 * p);
         let dy = rng.random_range(0..=2 * p);
         let coin = rng.random_bool(0.5);
+        let erase = if self.cfg.erase > 0.0 && rng.random::<f32>() < self.cfg.erase {
+            self.draw_erase(rng)
+        } else {
+            None
+        };
         AugmentParams {
             dx,
             dy,
             flip: self.cfg.flip && coin,
+            erase,
         }
+    }
+
+    /// A rectangle of random area and aspect ratio that fits the image, or `None` when
+    /// [`ERASE_ATTEMPTS`] draws all fell outside.
+    fn draw_erase(&self, rng: &mut StdRng) -> Option<EraseBox> {
+        let s = self.cfg.input_size;
+        let area = (s * s) as f32;
+        let (lo, hi) = (ERASE_ASPECT.0.ln(), ERASE_ASPECT.1.ln());
+        for _ in 0..ERASE_ATTEMPTS {
+            let target = area * rng.random_range(ERASE_AREA.0..ERASE_AREA.1);
+            let aspect = rng.random_range(lo..hi).exp();
+            let h = (target * aspect).sqrt().round() as usize;
+            let w = (target / aspect).sqrt().round() as usize;
+            if (1..s).contains(&h) && (1..s).contains(&w) {
+                return Some(EraseBox {
+                    x: rng.random_range(0..=s - w),
+                    y: rng.random_range(0..=s - h),
+                    w,
+                    h,
+                    fill_seed: rng.random(),
+                });
+            }
+        }
+        None
     }
 
     /// Training transform: random crop/flip drawn from `rng`, then channels and normalization.
@@ -272,6 +344,7 @@ impl Augmenter {
                 dx: pad,
                 dy: pad,
                 flip: false,
+                erase: None,
             },
             out,
         );
@@ -331,13 +404,29 @@ impl Augmenter {
                 }
             }
         }
+        if let Some(b) = params.erase {
+            self.erase(b, out);
+        }
+    }
+
+    /// 6. Fills the rectangle with uniform random pixels in `[0, 1]`, normalized per channel.
+    fn erase(&self, b: EraseBox, out: &mut [f32]) {
+        let s = self.cfg.input_size;
+        let mut rng = StdRng::seed_from_u64(b.fill_seed);
+        for co in 0..self.cfg.channels {
+            let (m, inv) = (self.mean[co], self.inv_std[co]);
+            for y in b.y..b.y + b.h {
+                for v in &mut out[co * s * s + y * s + b.x..co * s * s + y * s + b.x + b.w] {
+                    *v = (rng.random::<f32>() - m) * inv;
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     fn raw_cfg(
         size: usize,
@@ -355,6 +444,7 @@ mod tests {
             normalize: false,
             mean: None,
             std: None,
+            erase: 0.0,
         }
     }
 
@@ -394,6 +484,7 @@ mod tests {
                 dx: 2,
                 dy: 2,
                 flip: false,
+                erase: None,
             },
             &mut out,
         );
@@ -408,6 +499,7 @@ mod tests {
                 dx: 1,
                 dy: 1,
                 flip: true,
+                erase: None,
             },
             &mut out,
         );
@@ -509,5 +601,69 @@ mod tests {
         let ps: Vec<_> = (0..500).map(|_| a.draw(&mut rng)).collect();
         assert!(ps.iter().any(|p| p.dx == 0) && ps.iter().any(|p| p.dx == 8));
         assert!(ps.iter().any(|p| p.flip) && ps.iter().any(|p| !p.flip));
+    }
+
+    #[test]
+    fn erasing_is_off_by_default_and_keeps_the_old_stream() {
+        let a = Augmenter::new(&raw_cfg(8, 1, 2, true, ResizeMode::Pad), 1, 8, 8, None).unwrap();
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut three = StdRng::seed_from_u64(5);
+        for _ in 0..100 {
+            assert_eq!(a.draw(&mut rng).erase, None);
+            three.random_range(0..=4usize);
+            three.random_range(0..=4usize);
+            three.random_bool(0.5);
+        }
+        assert_eq!(rng.random::<u64>(), three.random::<u64>());
+        let json = serde_json::to_string(&AugmentConfig::default()).unwrap();
+        assert!(!json.contains("erase"), "{json}");
+        let mut cfg = raw_cfg(8, 1, 0, false, ResizeMode::Pad);
+        cfg.erase = 1.5;
+        let e = Augmenter::new(&cfg, 1, 8, 8, None).unwrap_err();
+        assert!(e.to_string().contains("augment.erase"), "{e}");
+    }
+
+    #[test]
+    fn erasing_fills_one_rectangle_with_normalized_random_pixels() {
+        let mut cfg = raw_cfg(32, 3, 0, false, ResizeMode::Pad);
+        cfg.normalize = true;
+        cfg.erase = 0.5;
+        let stats = NormStats::for_dataset("fashion-mnist").unwrap();
+        let a = Augmenter::new(&cfg, 1, 32, 32, Some(&stats)).unwrap();
+        let (lo, hi) = ((0.0 - 0.2860) / 0.3530, (1.0 - 0.2860) / 0.3530);
+        let src = vec![0u8; 32 * 32];
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut erased = 0;
+        for _ in 0..1000 {
+            let p = a.draw(&mut rng);
+            let Some(b) = p.erase else { continue };
+            erased += 1;
+            let frac = (b.w * b.h) as f32 / 1024.0;
+            assert!(b.x + b.w <= 32 && b.y + b.h <= 32, "{b:?}");
+            assert!((0.015..=0.36).contains(&frac), "{b:?} covers {frac}");
+            let mut out = vec![0.0; 3 * 1024];
+            a.apply_with(&src, p, &mut out);
+            let mut again = vec![0.0; 3 * 1024];
+            a.apply_with(&src, p, &mut again);
+            assert_eq!(out, again);
+            for (i, v) in out.iter().enumerate() {
+                let (y, x) = ((i % 1024) / 32, i % 32);
+                let inside = (b.y..b.y + b.h).contains(&y) && (b.x..b.x + b.w).contains(&x);
+                if inside {
+                    assert!((lo - 1e-5..=hi + 1e-5).contains(v), "{v} at {i}");
+                } else {
+                    assert!((v - lo).abs() < 1e-6, "pixel {i} outside the box changed");
+                }
+            }
+            let inside: Vec<f32> = (b.y..b.y + b.h).map(|y| out[y * 32 + b.x]).collect();
+            assert!(
+                inside.windows(2).any(|w| w[0] != w[1]),
+                "fill is not random"
+            );
+        }
+        assert!(
+            (420..=580).contains(&erased),
+            "erased {erased} of 1000 at p = 0.5"
+        );
     }
 }
