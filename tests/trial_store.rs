@@ -32,6 +32,7 @@ fn job(index: usize) -> Job {
         label: String::new(),
         arch: format!("arch{index}"),
         epochs: 1,
+        promote: None,
     }
 }
 
@@ -93,6 +94,34 @@ fn exercise(url: &str) {
         (1, 1),
         "after 2 attempts a trial fails"
     );
+    let failed = q.failures().unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, 0);
+    assert!(
+        failed[0].1.contains("gave up after 2 attempts"),
+        "{failed:?}"
+    );
+    // A promotion of a finished trial and a retry of a failed one go back to waiting with their
+    // new jobs; a trial already waiting is left as it is.
+    let promotion = Job {
+        epochs: 4,
+        promote: Some(Box::new(trial(1, 1))),
+        ..job(1)
+    };
+    let retry = Job {
+        epochs: 9,
+        ..job(0)
+    };
+    q.requeue(&[promotion.clone(), retry.clone(), job(2)])
+        .unwrap();
+    let c = q.counts().unwrap();
+    assert_eq!((c.waiting, c.done, c.failed), (3, 0, 0));
+    assert!(q.failures().unwrap().is_empty());
+    let jobs: Vec<Job> = (0..3)
+        .map(|_| q.claim("w3").unwrap().unwrap().job)
+        .collect();
+    assert_eq!(jobs, [retry, promotion.clone(), job(2)]);
+    assert!(promotion.finished_by(&trial(1, 4)) && !promotion.finished_by(&trial(1, 1)));
     assert!(!q.is_closed().unwrap());
     q.close().unwrap();
     assert!(q.is_closed().unwrap());

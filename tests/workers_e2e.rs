@@ -12,10 +12,9 @@ use rand::SeedableRng;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// A small study named `name` writing under `out`, and `n` sampled candidates to train for
-/// `epochs`.
-fn study(out: &Path, name: &str, n: usize, epochs: usize) -> (StudySpec, Vec<Job>) {
-    let sets: Vec<String> = [
+/// Settings of a small study named `name` writing under `out`: 256 training images, no teacher.
+fn small_study(out: &Path, name: &str) -> Vec<String> {
+    vec![
         format!("name=\"{name}\""),
         format!("output.dir=\"{}\"", out.display()),
         "data.train_limit=256".into(),
@@ -25,7 +24,12 @@ fn study(out: &Path, name: &str, n: usize, epochs: usize) -> (StudySpec, Vec<Job
         "distill.feature_weight=0".into(),
         "search.latency_repeats=2".into(),
     ]
-    .into();
+}
+
+/// A small study named `name` writing under `out`, and `n` sampled candidates to train for
+/// `epochs`.
+fn study(out: &Path, name: &str, n: usize, epochs: usize) -> (StudySpec, Vec<Job>) {
+    let sets = small_study(out, name);
     let exp = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quick.toml");
     let spec = mnv4_lab::experiment::Experiment::load(exp.as_ref(), &sets)
         .unwrap()
@@ -40,6 +44,7 @@ fn study(out: &Path, name: &str, n: usize, epochs: usize) -> (StudySpec, Vec<Job
             label: String::new(),
             arch: space.sample_coarse(&mut rng).to_block_string(),
             epochs,
+            promote: None,
         })
         .collect();
     (spec, jobs)
@@ -141,5 +146,130 @@ fn a_worker_killed_mid_trial_loses_nothing() {
     );
     let c = queue.counts().unwrap();
     assert_eq!((c.done, c.failed), (3, 0));
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// `mnv4-lab search --workers N` on a small study in `out`, one math thread per worker,
+/// ranking on MACs (from the spec) so that decisions depend on the trials' accuracies alone.
+fn search_with_workers(out: &Path, name: &str, workers: Option<&str>, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"));
+    c.arg("search")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/experiments/quick.toml"
+        ))
+        .arg("--quiet")
+        .args(extra);
+    if let Some(n) = workers {
+        c.args(["--workers", n, "--worker-threads", "1"]);
+    }
+    let report = out.join(format!("report-{name}"));
+    let sets = small_study(out, name).into_iter().chain([
+        format!("search.report_dir=\"{}\"", report.display()),
+        "search.objectives=[\"val_top1\", \"macs\"]".into(),
+        "search.population=3".into(),
+        "search.coarse={ trials = 4, epochs = 1 }".into(),
+        "search.fine={ trials = 3, epochs = 1, halving_keep = 0.5, halving_epochs = 2 }".into(),
+        "search.reference=[{ arch = \"conv-small\", width = 0.25 }]".into(),
+    ]);
+    for s in sets {
+        c.arg("--set").arg(s);
+    }
+    c.stdout(Stdio::null());
+    c
+}
+
+/// What a study decided and measured, per trial: index, stage, architecture hash, accuracies,
+/// epochs.
+type Outcome = (usize, Stage, String, Option<f64>, Option<f64>, usize);
+
+fn outcomes(url: &str, study: &str) -> Vec<Outcome> {
+    let store = open(url, study, OpenStudy::Existing).unwrap();
+    let trials = store.trials().unwrap().into_iter();
+    trials
+        .map(|t| {
+            (
+                t.index,
+                t.stage,
+                t.hash,
+                t.val_top1,
+                t.stage_val_top1,
+                t.epochs,
+            )
+        })
+        .collect()
+}
+
+/// `mnv4-lab import RUN --storage URL`.
+fn import_into(run: &Path, url: &str) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"));
+    c.arg("import").arg(run).args(["--storage", url]);
+    c.output().unwrap()
+}
+
+#[test]
+fn search_decisions_do_not_depend_on_the_number_of_workers() {
+    if !common::have_training_inputs() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("mnv4-generations-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let trials = |name: &str, workers: &str| {
+        let o = search_with_workers(&out, name, Some(workers), &[])
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{workers} workers: {log}");
+        let url = format!("sqlite:{}", out.join(name).join("trials.sqlite").display());
+        let store = open(&url, name, OpenStudy::Existing).unwrap();
+        let c = store.queue().unwrap().counts().unwrap();
+        assert_eq!((c.waiting, c.running, c.failed), (0, 0, 0));
+        outcomes(&url, name)
+    };
+    let one = trials("gen1", "1");
+    let two = trials("gen2", "2");
+    assert_eq!(one.len(), 4 + 3 + 1, "{one:?}");
+    assert_eq!(one, two, "1 and 2 workers decided differently");
+    assert!(
+        one.iter().any(|t| t.5 == 2),
+        "nothing was promoted: {one:?}"
+    );
+    assert!(one.iter().all(|t| t.3.is_some()), "{one:?}");
+
+    // Imported into a trial log, then from the log into another database: the same trials, and
+    // the run reads them from there.
+    let import = |url: &str| {
+        let o = import_into(&out.join("gen1"), url);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let state = mnv4_lab::search::study::SearchState::read(&out.join("gen1")).unwrap();
+        assert_eq!(state.storage.as_deref(), Some(url));
+        assert_eq!(outcomes(url, "gen1"), one, "{url}");
+    };
+    import(&out.join("gen1.jsonl").display().to_string());
+    import(&format!("sqlite:{}", out.join("copy.sqlite").display()));
+    let o = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"))
+        .arg("import")
+        .arg(out.join("gen1"))
+        .args([
+            "--storage",
+            &format!("sqlite:{}", out.join("copy.sqlite").display()),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("already uses this store"),
+        "{err}"
+    );
+
+    // A search started with workers is resumed with them: its decisions depend on it.
+    let o = search_with_workers(&out, "gen1", None, &["--resume"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("resume it the same way"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -53,6 +53,8 @@ pub enum Command {
     Report(search::ReportArgs),
     /// Train the waiting trials of a study in a database store until it is done.
     Worker(worker::WorkerArgs),
+    /// Copy a search run's trials into another store (e.g. its trials.jsonl into SQLite or PostgreSQL).
+    Import(search::ImportArgs),
     /// Per-layer table (shapes, params, MACs) and totals with roofline latency, from the spec alone.
     Inspect(inspect::InspectArgs),
     /// Time a training step or inference (images/s, ms/step, peak memory), or rank latency measures.
@@ -78,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Search(a) => search::run_search(&a),
         Command::Report(a) => search::run_report(&a),
         Command::Worker(a) => worker::run(&a),
+        Command::Import(a) => search::run_import(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Train(a) => train::run(&a),
         Command::Bench(a) => bench::run(&a),

@@ -16,6 +16,14 @@ pub struct SearchArgs {
     /// one a resumed run recorded, else runs/<name>/trials.jsonl).
     #[arg(long, value_name = "URL")]
     pub storage: Option<String>,
+    /// Train through the store's work queue, a generation at a time, with N local worker
+    /// processes (0: only workers started elsewhere, `mnv4-lab worker`). The decisions are the
+    /// same for any N. Default store with workers: runs/<name>/trials.sqlite.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Math threads of each local worker (default: the cores divided among the workers).
+    #[arg(long, value_name = "T", requires = "workers")]
+    pub worker_threads: Option<usize>,
     #[command(flatten)]
     pub run: super::RunFlags,
 }
@@ -33,6 +41,26 @@ pub struct ReportArgs {
     pub storage: Option<String>,
 }
 
+/// Arguments of `mnv4-lab import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A search run folder (runs/<name>/).
+    pub run_dir: PathBuf,
+    /// The store to copy its trials into: sqlite:PATH, postgres://USER@HOST/DB or a .jsonl path.
+    #[arg(long, value_name = "URL")]
+    pub storage: String,
+}
+
+pub fn run_import(args: &ImportArgs) -> Result<()> {
+    let n = crate::search::store::import_run(&args.run_dir, &args.storage)?;
+    println!(
+        "{}: copied {n} trial records; report and search --resume now use {}",
+        args.run_dir.display(),
+        args.storage
+    );
+    Ok(())
+}
+
 pub fn run_search(args: &SearchArgs) -> Result<()> {
     let exp = load_experiment(&args.experiment, &args.run.sets, super::Trains::Study)?;
     super::data::ensure_dataset(&exp.data)?;
@@ -43,6 +71,8 @@ pub fn run_search(args: &SearchArgs) -> Result<()> {
             resume: args.run.resume,
             quiet: args.run.quiet,
             storage: args.storage.clone(),
+            workers: args.workers,
+            worker_threads: args.worker_threads,
         },
     )?;
     let out = write_report(&run_dir, None, args.storage.as_deref())?;

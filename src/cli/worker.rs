@@ -22,6 +22,9 @@ pub struct WorkerArgs {
     /// No progress bars; log lines only.
     #[arg(long)]
     pub quiet: bool,
+    /// Stop claiming trials once the parent process is gone (set by `search --workers`).
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
 }
 
 /// Runs the worker until its study is closed and drained.
@@ -35,6 +38,7 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
     let mut opts = WorkerOptions::new(&args.storage, &args.study);
     opts.quiet = args.quiet;
     opts.stale_secs = args.stale_secs;
+    opts.exit_with_parent = args.exit_with_parent;
     opts.heartbeat_secs = opts.heartbeat_secs.min(args.stale_secs / 3.0);
     let trained = work(&opts)?;
     println!("{}: this worker trained {trained} trials", args.study);

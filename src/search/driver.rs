@@ -5,12 +5,14 @@
 //! retrains nothing and makes the same decisions as an uninterrupted run.
 
 use super::config::StageBudget;
-use super::evaluator::{diverged, measure_latency, Candidate, Evaluator};
+use super::evaluator::{measure_latency, needs_promotion, Candidate, Evaluator};
+use super::generations::WorkQueue;
 use super::objective::{trial_point, Objective};
 use super::pareto::ranks;
+use super::pool::LocalWorkers;
 use super::space::SearchSpace;
 use super::stage::StageRunner;
-use super::store::{self, OpenStudy, TrialStore};
+use super::store::{self, Job, OpenStudy, TrialStore};
 use super::strategy::StageMode;
 use super::study::{SearchState, StudySpec};
 use super::trials::{Stage, Trial};
@@ -19,11 +21,12 @@ use crate::data::build_splits;
 use crate::distill::teacher::prepare_teacher;
 use crate::fsutil::DirLock;
 use crate::space::Arch;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Options of a search invocation.
 #[derive(Debug, Clone, Default)]
@@ -31,8 +34,14 @@ pub struct SearchOptions {
     pub resume: bool,
     pub quiet: bool,
     /// Trial store URL (see [`store::StoreUrl`]); default: the one the run recorded, else
-    /// `trials.jsonl` in the run folder.
+    /// `trials.sqlite` in the run folder with workers, `trials.jsonl` without.
     pub storage: Option<String>,
+    /// Train through the store's work queue, a generation at a time, with this many local
+    /// worker processes (0: workers started elsewhere, e.g. by Slurm); `None`: in this process,
+    /// one trial at a time.
+    pub workers: Option<usize>,
+    /// Math threads of each local worker (default: the cores shared out among them).
+    pub worker_threads: Option<usize>,
 }
 
 /// Runs (or resumes) the study; returns its run folder.
@@ -52,9 +61,10 @@ pub fn search(study: &StudySpec, opts: &SearchOptions) -> Result<PathBuf> {
             study.name
         );
     }
+    check_schedule(&run_dir, opts)?;
     let eval = evaluator(study, opts.quiet)?;
-    let mut state = open_state(&eval, &space, opts.resume)?;
-    state.storage = Some(url);
+    let mut state = open_state(&eval, &space, opts)?;
+    state.storage = Some(url.clone());
     state.write(&run_dir)?;
     let overall = overall_bar(
         &eval.bars,
@@ -68,28 +78,163 @@ pub fn search(study: &StudySpec, opts: &SearchOptions) -> Result<PathBuf> {
         space: &space,
         overall: &overall,
     };
+    let schedule = match opts.workers {
+        None => Schedule::InProcess,
+        Some(n) => Schedule::Queue(work_queue(store.as_ref(), &url, study, n, opts, &overall)?),
+    };
     let t_start = Instant::now();
     let mut done: Vec<Trial> = Vec::new();
-    runner.run(Stage::Coarse, StageMode::Coarse, &cfg.coarse, &mut done)?;
-    halving(&eval, store.as_ref(), &mut done, Stage::Coarse, &cfg.coarse)?;
+    schedule.stage(
+        &runner,
+        Stage::Coarse,
+        StageMode::Coarse,
+        &cfg.coarse,
+        &mut done,
+    )?;
+    halving(&schedule, &runner, &mut done, Stage::Coarse, &cfg.coarse)?;
     if cfg.fine.trials > 0 {
         let seeds = front_archs(&done, &cfg.objectives)?;
         let seeds = match seeds.is_empty() {
             true => vec![space.corner(false)],
             false => seeds,
         };
-        runner.run(Stage::Fine, StageMode::Fine(seeds), &cfg.fine, &mut done)?;
-        halving(&eval, store.as_ref(), &mut done, Stage::Fine, &cfg.fine)?;
+        schedule.stage(
+            &runner,
+            Stage::Fine,
+            StageMode::Fine(seeds),
+            &cfg.fine,
+            &mut done,
+        )?;
+        halving(&schedule, &runner, &mut done, Stage::Fine, &cfg.fine)?;
     }
-    references(&eval, store.as_ref(), &recorded, &mut done, &overall)?;
+    references(&schedule, &runner, &mut done)?;
+    if let Schedule::Queue(work) = &schedule {
+        work.finish()?;
+    }
     overall.finish_and_clear();
     let secs = t_start.elapsed().as_secs_f64();
     tracing::info!("{}: {} trials in {secs:.0}s", study.name, done.len());
     Ok(run_dir)
 }
 
-/// The trial store: `--storage`, else the one a resumed run recorded, else `trials.jsonl` in
-/// the run folder.
+/// How trials are trained: one at a time in this process, or a generation at a time by workers
+/// through the store's queue.
+enum Schedule<'a> {
+    InProcess,
+    Queue(WorkQueue<'a>),
+}
+
+impl Schedule<'_> {
+    /// Runs one search stage.
+    fn stage(
+        &self,
+        runner: &StageRunner,
+        stage: Stage,
+        mode: StageMode,
+        budget: &StageBudget,
+        done: &mut Vec<Trial>,
+    ) -> Result<()> {
+        match self {
+            Schedule::InProcess => runner.run(stage, mode, budget, done),
+            Schedule::Queue(work) => runner.run_generations(work, stage, mode, budget, done),
+        }
+    }
+
+    /// Trains `done[i]` for each `i` in `which` on to `epochs`.
+    fn promote(
+        &self,
+        runner: &StageRunner,
+        done: &mut [Trial],
+        which: &[usize],
+        epochs: usize,
+    ) -> Result<()> {
+        match self {
+            Schedule::InProcess => {
+                for &i in which {
+                    if needs_promotion(&done[i], epochs) {
+                        runner.eval.promote(&mut done[i], epochs)?;
+                        runner.store.record(&done[i])?;
+                    }
+                }
+                Ok(())
+            }
+            Schedule::Queue(work) => work.promote(done, which, epochs),
+        }
+    }
+
+    /// Evaluates `fresh` candidates (their indices are not recorded yet) and returns them.
+    fn evaluate(&self, runner: &StageRunner, fresh: &[Candidate]) -> Result<Vec<Trial>> {
+        match self {
+            Schedule::InProcess => fresh
+                .iter()
+                .map(|c| {
+                    let t = runner.eval.evaluate(c)?;
+                    runner.store.record(&t)?;
+                    Ok(t)
+                })
+                .collect(),
+            Schedule::Queue(work) => {
+                let jobs: Vec<Job> = fresh.iter().map(Candidate::job).collect();
+                let mut got = work.run(&jobs)?;
+                Ok(fresh.iter().filter_map(|c| got.remove(&c.index)).collect())
+            }
+        }
+    }
+}
+
+/// The work queue of a `--workers` search, with its local workers started.
+fn work_queue<'a>(
+    store: &'a dyn TrialStore,
+    url: &str,
+    study: &StudySpec,
+    workers: usize,
+    opts: &SearchOptions,
+    overall: &'a ProgressBar,
+) -> Result<WorkQueue<'a>> {
+    let Some(queue) = store.queue() else {
+        bail!(
+            "{}: --workers needs a store with a work queue: sqlite:PATH or postgres://… \
+             (a .jsonl trial log has none)",
+            store.location()
+        );
+    };
+    let pool = match workers {
+        0 => None,
+        n => {
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            let threads = opts.worker_threads.unwrap_or((cores / n).max(1));
+            Some(LocalWorkers::start(n, threads, url, &study.name)?)
+        }
+    };
+    Ok(WorkQueue {
+        store,
+        queue,
+        pool: RefCell::new(pool),
+        poll: Duration::from_millis(500),
+        overall,
+    })
+}
+
+/// Refuses to resume a search with workers without them, or the other way round: its
+/// decisions depend on it.
+fn check_schedule(run_dir: &Path, opts: &SearchOptions) -> Result<()> {
+    if !opts.resume || !run_dir.join("search.json").exists() {
+        return Ok(());
+    }
+    let generations = SearchState::read(run_dir)?.generations;
+    if generations != opts.workers.is_some() {
+        bail!(
+            "{}: this search was started {} --workers; resume it the same way (its decisions \
+             depend on it)",
+            run_dir.display(),
+            if generations { "with" } else { "without" }
+        );
+    }
+    Ok(())
+}
+
+/// The trial store: `--storage`, else the one a resumed run recorded, else the run folder's
+/// `trials.sqlite` (with workers) or `trials.jsonl`.
 fn storage_url(study: &StudySpec, opts: &SearchOptions) -> Result<String> {
     let run_dir = study.run_dir();
     if let Some(url) = &opts.storage {
@@ -100,7 +245,10 @@ fn storage_url(study: &StudySpec, opts: &SearchOptions) -> Result<String> {
             return Ok(url);
         }
     }
-    Ok(store::default_url(&run_dir))
+    Ok(match opts.workers {
+        Some(_) => format!("sqlite:{}", run_dir.join("trials.sqlite").display()),
+        None => store::default_url(&run_dir),
+    })
 }
 
 /// The study's evaluator: data, hardware profiles and (when distilling) the teacher.
@@ -130,9 +278,9 @@ pub fn evaluator(study: &StudySpec, quiet: bool) -> Result<Evaluator<'_>> {
 
 /// The recorded state of a resumed study, or a new one with the hypervolume reference point
 /// fixed now; either way carrying the current settings.
-fn open_state(eval: &Evaluator, space: &SearchSpace, resume: bool) -> Result<SearchState> {
+fn open_state(eval: &Evaluator, space: &SearchSpace, opts: &SearchOptions) -> Result<SearchState> {
     let run_dir = eval.study.run_dir();
-    let mut state = match resume && run_dir.join("search.json").exists() {
+    let mut state = match opts.resume && run_dir.join("search.json").exists() {
         true => SearchState::read(&run_dir)?,
         false => SearchState {
             study: eval.study.clone(),
@@ -145,6 +293,7 @@ fn open_state(eval: &Evaluator, space: &SearchSpace, resume: bool) -> Result<Sea
             teacher_seconds: eval.teacher.as_ref().map(|t| t.prepare_seconds),
             machine: Some(crate::report::machine::describe()),
             storage: None,
+            generations: opts.workers.is_some(),
         },
     };
     state.study = eval.study.clone();
@@ -205,8 +354,8 @@ fn front_archs(done: &[Trial], objectives: &[Objective]) -> Result<Vec<Arch>> {
 
 /// Successive halving: the best `keep` fraction of the stage continues to `halving_epochs`.
 fn halving(
-    eval: &Evaluator,
-    store: &dyn TrialStore,
+    schedule: &Schedule,
+    runner: &StageRunner,
     done: &mut [Trial],
     stage: Stage,
     budget: &StageBudget,
@@ -222,66 +371,47 @@ fn halving(
     let keep = ((idx.len() as f64 * budget.halving_keep).ceil() as usize)
         .max(1)
         .min(idx.len());
-    for &i in &idx[..keep] {
-        promote(eval, store, &mut done[i], budget.halving_epochs)?;
-    }
-    Ok(())
+    schedule.promote(runner, done, &idx[..keep], budget.halving_epochs)
 }
 
 /// The reference presets, evaluated at the smallest budget and promoted through every larger
 /// one ([`SearchConfig::budgets`]), exactly as candidates are promoted.
-fn references(
-    eval: &Evaluator,
-    store: &dyn TrialStore,
-    recorded: &HashMap<usize, Trial>,
-    done: &mut Vec<Trial>,
-    overall: &ProgressBar,
-) -> Result<()> {
+fn references(schedule: &Schedule, runner: &StageRunner, done: &mut Vec<Trial>) -> Result<()> {
+    let eval = runner.eval;
     let cfg = &eval.study.search;
     let budgets = cfg.budgets();
     let Some((&first, later)) = budgets.split_first() else {
         return Ok(());
     };
-    for m in &cfg.reference {
-        let index = done.len();
-        let mut t = match recorded.get(&index) {
-            Some(t) => t.clone(),
-            None => {
-                let arch = m.to_arch(eval.splits.channels, eval.splits.num_classes)?;
-                let label = arch.name.clone().unwrap_or_else(|| m.arch.clone());
-                let t = eval.evaluate(&Candidate {
-                    index,
-                    stage: Stage::Reference,
-                    label,
-                    arch,
-                    epochs: first,
-                })?;
-                store.record(&t)?;
-                t
-            }
-        };
-        for &epochs in later {
-            promote(eval, store, &mut t, epochs)?;
+    let base = done.len();
+    let mut fresh = Vec::new();
+    for (j, m) in cfg.reference.iter().enumerate() {
+        if runner.recorded.contains_key(&(base + j)) {
+            continue;
         }
+        let arch = m.to_arch(eval.splits.channels, eval.splits.num_classes)?;
+        fresh.push(Candidate {
+            index: base + j,
+            stage: Stage::Reference,
+            label: arch.name.clone().unwrap_or_else(|| m.arch.clone()),
+            arch: eval.with_io(&arch),
+            epochs: first,
+        });
+    }
+    let mut evaluated = schedule.evaluate(runner, &fresh)?.into_iter();
+    for j in 0..cfg.reference.len() {
+        let t = match runner.recorded.get(&(base + j)) {
+            Some(t) => t.clone(),
+            None => evaluated
+                .next()
+                .ok_or_else(|| anyhow!("reference {j} was not evaluated"))?,
+        };
         done.push(t);
-        overall.inc(1);
+        runner.overall.inc(1);
+    }
+    let which: Vec<usize> = (base..done.len()).collect();
+    for &epochs in later {
+        schedule.promote(runner, done, &which, epochs)?;
     }
     Ok(())
-}
-
-/// Trains trial `t` on to `epochs` (unless it got there before an interruption, failed, or was
-/// not trained) and logs the new evaluation.
-fn promote(eval: &Evaluator, store: &dyn TrialStore, t: &mut Trial, epochs: usize) -> Result<()> {
-    if t.epochs >= epochs || t.failed.is_some() || t.val_top1.is_none() {
-        return Ok(());
-    }
-    let started = Instant::now();
-    let arch = Arch::from_block_string(&t.arch)?;
-    match diverged(eval.train(t.index, &arch, epochs, t.seed))? {
-        Ok(acc) => t.val_top1 = Some(acc),
-        Err(why) => t.failed = Some(why),
-    }
-    t.epochs = epochs;
-    t.wall_seconds += started.elapsed().as_secs_f64();
-    store.record(t)
 }

@@ -4,6 +4,7 @@
 
 use super::config::SearchConfig;
 use super::objective::Objective;
+use super::store::Job;
 use super::study::StudySpec;
 use super::trials::{Stage, Trial};
 use crate::cost::{cost, Profile};
@@ -31,6 +32,20 @@ pub struct Candidate {
     pub label: String,
     pub arch: Arch,
     pub epochs: usize,
+}
+
+impl Candidate {
+    /// The candidate as a queued job for a worker.
+    pub fn job(&self) -> Job {
+        Job {
+            index: self.index,
+            stage: self.stage,
+            label: self.label.clone(),
+            arch: self.arch.to_block_string(),
+            epochs: self.epochs,
+            promote: None,
+        }
+    }
 }
 
 /// Everything evaluating a candidate needs, fixed for the whole study.
@@ -74,6 +89,12 @@ pub fn diverged(result: Result<f64>) -> Result<Result<f64, String>> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Whether training trial `t` on to `epochs` would change it: it has fewer epochs, was trained,
+/// and did not fail.
+pub fn needs_promotion(t: &Trial, epochs: usize) -> bool {
+    t.epochs < epochs && t.failed.is_none() && t.val_top1.is_some()
 }
 
 /// Sum of relative budget excesses (0 when within every budget).
@@ -137,6 +158,39 @@ impl Evaluator<'_> {
         }
         trial.wall_seconds = started.elapsed().as_secs_f64();
         Ok(trial)
+    }
+
+    /// Trains trial `t` on to `epochs` (unless it got there before an interruption, failed, or
+    /// was not trained), adding the time to its wall seconds. Its `stage_val_top1` stays.
+    pub fn promote(&self, t: &mut Trial, epochs: usize) -> Result<()> {
+        if !needs_promotion(t, epochs) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let arch = Arch::from_block_string(&t.arch)?;
+        match diverged(self.train(t.index, &arch, epochs, t.seed))? {
+            Ok(acc) => t.val_top1 = Some(acc),
+            Err(why) => t.failed = Some(why),
+        }
+        t.epochs = epochs;
+        t.wall_seconds += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// A queued job's result: the evaluated candidate, or the promoted trial.
+    pub fn run_job(&self, job: &Job) -> Result<Trial> {
+        if let Some(t) = &job.promote {
+            let mut t = (**t).clone();
+            self.promote(&mut t, job.epochs)?;
+            return Ok(t);
+        }
+        self.evaluate(&Candidate {
+            index: job.index,
+            stage: job.stage,
+            label: job.label.clone(),
+            arch: Arch::from_block_string(&job.arch)?,
+            epochs: job.epochs,
+        })
     }
 
     /// Trains (or resumes) candidate `index` for `epochs`; returns its best validation top-1.

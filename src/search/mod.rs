@@ -10,6 +10,8 @@
 //! * [`evaluator`] — one candidate: cost, budgets, latency, training.
 //! * [`stage`] — one stage: ask, dedupe, replay or evaluate, log, tell.
 //! * [`driver`] — the stages in order, halving, references, resume.
+//! * [`generations`] — `search --workers`: a generation at a time through the work queue;
+//!   [`pool`] — local worker processes.
 //! * [`worker`] — `mnv4-lab worker`: claim, train, record, heartbeats.
 //! * [`report`] — tables, Pareto and hypervolume plots, README summary.
 //! * [`retrain`] — the front and the presets retrained at the full budget.
@@ -18,9 +20,11 @@
 pub mod config;
 pub mod driver;
 pub mod evaluator;
+pub mod generations;
 pub mod latency_rank;
 pub mod objective;
 pub mod pareto;
+pub mod pool;
 pub mod report;
 pub mod retrain;
 pub mod space;

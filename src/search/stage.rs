@@ -31,7 +31,7 @@ pub struct StageRunner<'a> {
 }
 
 impl StageRunner<'_> {
-    fn objectives(&self) -> &[Objective] {
+    pub(super) fn objectives(&self) -> &[Objective] {
         &self.eval.study.search.objectives
     }
 
@@ -43,34 +43,11 @@ impl StageRunner<'_> {
         budget: &StageBudget,
         done: &mut Vec<Trial>,
     ) -> Result<()> {
-        let cfg = &self.eval.study.search;
-        let stage_id = if stage == Stage::Coarse { 1 } else { 2 };
-        let seed = derive_seed(&[self.eval.study.seed, 0x5ea7c4, stage_id]);
-        // The first population is drawn from a stream every strategy shares (so strategies
-        // start from the same candidates); later proposals from a stream of the strategy's own.
-        let mut shared = StdRng::seed_from_u64(seed);
-        let own_seed = derive_seed(&[seed, cfg.strategy as u64 + 1]);
-        let mut own = StdRng::seed_from_u64(own_seed);
-        let mut strategy = make_strategy(
-            cfg.strategy,
-            self.space.clone(),
-            mode,
-            cfg.population,
-            cfg.tournament,
-        );
+        let (mut strategy, mut streams) = self.strategy(stage, mode);
         for k in 0..budget.trials {
-            let rng = if k < cfg.population {
-                &mut shared
-            } else {
-                &mut own
-            };
-            let arch = self.ask_new(strategy.as_mut(), rng, done);
+            let arch = self.ask_new(strategy.as_mut(), streams.next(k), done, &[]);
             let trial = self.trial_for(stage, &arch, budget.epochs, done)?;
-            // The strategy sees the accuracy at the stage's budget (before any promotion), so a
-            // replay after an interruption tells it exactly what the original run told it.
-            let mut seen = trial.clone();
-            seen.val_top1 = trial.stage_val_top1;
-            strategy.tell(arch, trial_point(&seen, self.objectives())?);
+            self.tell(strategy.as_mut(), arch, &trial)?;
             self.report(&trial)?;
             done.push(trial);
             self.show_front(done)?;
@@ -78,12 +55,54 @@ impl StageRunner<'_> {
         Ok(())
     }
 
-    /// Asks until the candidate is new (identical architectures are never trained twice).
-    fn ask_new(&self, strategy: &mut dyn Strategy, rng: &mut StdRng, done: &[Trial]) -> Arch {
+    /// The stage's strategy and its random streams.
+    pub(super) fn strategy(&self, stage: Stage, mode: StageMode) -> (Box<dyn Strategy>, Streams) {
+        let cfg = &self.eval.study.search;
+        let stage_id = if stage == Stage::Coarse { 1 } else { 2 };
+        let seed = derive_seed(&[self.eval.study.seed, 0x5ea7c4, stage_id]);
+        let own_seed = derive_seed(&[seed, cfg.strategy as u64 + 1]);
+        let strategy = make_strategy(
+            cfg.strategy,
+            self.space.clone(),
+            mode,
+            cfg.population,
+            cfg.tournament,
+        );
+        let streams = Streams {
+            shared: StdRng::seed_from_u64(seed),
+            own: StdRng::seed_from_u64(own_seed),
+            population: cfg.population,
+        };
+        (strategy, streams)
+    }
+
+    /// Tells the strategy the accuracy at the stage's budget (before any promotion), so a
+    /// replay after an interruption tells it exactly what the original run told it.
+    pub(super) fn tell(
+        &self,
+        strategy: &mut dyn Strategy,
+        arch: Arch,
+        trial: &Trial,
+    ) -> Result<()> {
+        let mut seen = trial.clone();
+        seen.val_top1 = trial.stage_val_top1;
+        strategy.tell(arch, trial_point(&seen, self.objectives())?);
+        Ok(())
+    }
+
+    /// Asks until the candidate is new (identical architectures are never trained twice):
+    /// neither in `done` nor among the `pending` hashes.
+    pub(super) fn ask_new(
+        &self,
+        strategy: &mut dyn Strategy,
+        rng: &mut StdRng,
+        done: &[Trial],
+        pending: &[String],
+    ) -> Arch {
         let mut arch = strategy.ask(rng);
         for _ in 0..MAX_REASKS {
             let hash = self.eval.with_io(&arch).hash_hex();
-            if !done.iter().any(|t| t.hash == hash) {
+            if !done.iter().any(|t| t.hash == hash) && !pending.contains(&hash) {
                 break;
             }
             arch = strategy.ask(rng);
@@ -96,24 +115,12 @@ impl StageRunner<'_> {
     fn trial_for(&self, stage: Stage, arch: &Arch, epochs: usize, done: &[Trial]) -> Result<Trial> {
         let index = done.len();
         let arch_io = self.eval.with_io(arch);
-        let hash = arch_io.hash_hex();
-        if let Some(t) = self.recorded.get(&index) {
-            ensure!(
-                t.hash == hash,
-                "resume: trial {index} in the log is {} but this run proposes {} — the experiment or space changed since the log was written",
-                t.arch,
-                arch_io.to_block_string()
-            );
-            return Ok(t.clone());
+        if let Some(t) = self.replayed(index, &arch_io)? {
+            return Ok(t);
         }
+        let hash = arch_io.hash_hex();
         let trial = match done.iter().find(|t| t.hash == hash) {
-            Some(prev) => Trial {
-                index,
-                stage,
-                duplicate_of: Some(prev.index),
-                wall_seconds: 0.0,
-                ..prev.clone()
-            },
+            Some(prev) => duplicate(index, stage, prev),
             None => self.eval.evaluate(&Candidate {
                 index,
                 stage,
@@ -126,7 +133,22 @@ impl StageRunner<'_> {
         Ok(trial)
     }
 
-    fn report(&self, trial: &Trial) -> Result<()> {
+    /// Trial `index` as recorded before an interruption, checked to be the architecture this
+    /// run proposes (`arch_io`, with the data's input and classes).
+    pub(super) fn replayed(&self, index: usize, arch_io: &Arch) -> Result<Option<Trial>> {
+        let Some(t) = self.recorded.get(&index) else {
+            return Ok(None);
+        };
+        ensure!(
+            t.hash == arch_io.hash_hex(),
+            "resume: trial {index} in the log is {} but this run proposes {} — the experiment or space changed since the log was written",
+            t.arch,
+            arch_io.to_block_string()
+        );
+        Ok(Some(t.clone()))
+    }
+
+    pub(super) fn report(&self, trial: &Trial) -> Result<()> {
         if self.eval.quiet {
             let cost = &self.objectives()[1];
             tracing::info!(
@@ -142,7 +164,7 @@ impl StageRunner<'_> {
         Ok(())
     }
 
-    fn show_front(&self, done: &[Trial]) -> Result<()> {
+    pub(super) fn show_front(&self, done: &[Trial]) -> Result<()> {
         let points = done
             .iter()
             .map(|t| trial_point(t, self.objectives()))
@@ -151,5 +173,35 @@ impl StageRunner<'_> {
         self.overall.set_message(format!("front {front}"));
         self.overall.inc(1);
         Ok(())
+    }
+}
+
+/// Trial `index` of `stage`: the same architecture as `prev`, reusing its results.
+pub(super) fn duplicate(index: usize, stage: Stage, prev: &Trial) -> Trial {
+    Trial {
+        index,
+        stage,
+        duplicate_of: Some(prev.index),
+        wall_seconds: 0.0,
+        ..prev.clone()
+    }
+}
+
+/// A stage's random streams: the first population is drawn from a stream every strategy
+/// shares (so strategies start from the same candidates), later proposals from the strategy's
+/// own.
+pub(super) struct Streams {
+    shared: StdRng,
+    own: StdRng,
+    population: usize,
+}
+
+impl Streams {
+    /// The stream of the stage's `k`-th proposal.
+    pub(super) fn next(&mut self, k: usize) -> &mut StdRng {
+        match k < self.population {
+            true => &mut self.shared,
+            false => &mut self.own,
+        }
     }
 }

@@ -11,6 +11,7 @@ use crate::train::recipe::TrainRecipe;
 use crate::train::run_dir::OutputConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// The settings a study runs on: the candidates' data, recipe and distillation, and the search.
@@ -68,7 +69,20 @@ impl StudySpec {
     /// The settings a trial store records for the study: this version and the spec, all a
     /// worker needs to train its candidates.
     pub fn settings(&self) -> serde_json::Value {
-        serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "study": self })
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "recipe_hash": self.recipe_hash(),
+            "study": self,
+        })
+    }
+
+    /// SHA-256 (first 16 hex digits) of the settings as this build writes them: a worker that
+    /// reads a study's settings back into a different recipe (a field it drops or defaults
+    /// differently) gets another hash.
+    pub fn recipe_hash(&self) -> String {
+        let text = serde_json::to_string(self).expect("a study's settings serialize");
+        let digest = format!("{:x}", Sha256::digest(text.as_bytes()));
+        digest[..16].to_string()
     }
 
     /// The spec from a store's settings, refused when another version of mnv4-lab wrote them
@@ -81,8 +95,19 @@ impl StudySpec {
                 env!("CARGO_PKG_VERSION")
             );
         }
-        serde_json::from_value(settings["study"].clone())
-            .with_context(|| format!("{location}: the study's settings are malformed"))
+        let spec: Self = serde_json::from_value(settings["study"].clone())
+            .with_context(|| format!("{location}: the study's settings are malformed"))?;
+        if let Some(recorded) = settings["recipe_hash"].as_str() {
+            let mine = spec.recipe_hash();
+            if mine != recorded {
+                bail!(
+                    "{location}: this build reads the study's recipe differently (recipe hash \
+                     {mine}, the study's {recorded}): run workers built from the same source \
+                     as the search"
+                );
+            }
+        }
+        Ok(spec)
     }
 }
 
@@ -111,6 +136,9 @@ pub struct SearchState {
     /// The trial store's URL (absent: `trials.jsonl` in the run folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// Trials were proposed a generation at a time and trained by workers (`search --workers`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generations: bool,
 }
 
 impl SearchState {
@@ -133,5 +161,40 @@ impl SearchState {
     /// The objectives the study ranks on.
     pub fn objectives(&self) -> &[Objective] {
         &self.study.search.objectives
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> StudySpec {
+        let exp = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quick.toml");
+        crate::experiment::Experiment::load(exp.as_ref(), &[])
+            .unwrap()
+            .study()
+            .unwrap()
+    }
+
+    #[test]
+    fn settings_round_trip_and_another_reading_of_the_recipe_is_refused() {
+        let s = spec();
+        let settings = s.settings();
+        let back = StudySpec::from_settings(&settings, "db").unwrap();
+        assert_eq!(back.recipe_hash(), s.recipe_hash());
+        assert_eq!(settings["recipe_hash"], s.recipe_hash());
+        // As if the study had been written by a build that knows a field this one drops.
+        let mut other = settings.clone();
+        other["study"]["train"]["lr"] = serde_json::json!(0.5);
+        let e = StudySpec::from_settings(&other, "db")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("recipe hash") && e.starts_with("db:"), "{e}");
+        let mut old = settings;
+        old["version"] = serde_json::json!("0.0.1");
+        let e = StudySpec::from_settings(&old, "db")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0.0.1"), "{e}");
     }
 }

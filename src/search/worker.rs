@@ -5,10 +5,8 @@
 //! put back to waiting by the next worker that looks, and failed after too many attempts.
 
 use super::driver::evaluator;
-use super::evaluator::Candidate;
 use super::store::{self, OpenStudy, TrialQueue, TrialStore};
 use super::study::StudySpec;
-use crate::space::Arch;
 use anyhow::{anyhow, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,6 +27,8 @@ pub struct WorkerOptions {
     pub max_attempts: u32,
     /// Seconds to wait before looking again when nothing is waiting.
     pub poll_secs: f64,
+    /// Stop claiming once the process that started this worker is gone (`search --workers`).
+    pub exit_with_parent: bool,
 }
 
 impl WorkerOptions {
@@ -42,6 +42,7 @@ impl WorkerOptions {
             stale_secs: 60.0,
             max_attempts: 3,
             poll_secs: 2.0,
+            exit_with_parent: false,
         }
     }
 }
@@ -59,10 +60,17 @@ pub fn work(opts: &WorkerOptions) -> Result<usize> {
     let store = store::open(&opts.storage, &opts.study, OpenStudy::Existing)?;
     let queue = queue_of(store.as_ref())?;
     let spec = StudySpec::from_settings(&queue.settings()?, &store.location())?;
-    let eval = evaluator(&spec, opts.quiet)?;
+    // Built at the first claim: by then the driver has prepared the teacher (it queues nothing
+    // before), so a worker started early never trains a teacher of its own.
+    let mut eval = None;
     let me = worker_id();
+    let parent = std::os::unix::process::parent_id();
     let mut trained = 0;
     loop {
+        if opts.exit_with_parent && std::os::unix::process::parent_id() != parent {
+            tracing::warn!("worker {me}: the search that started it is gone; stopping");
+            break;
+        }
         queue.requeue_stale(opts.stale_secs, opts.max_attempts)?;
         let Some(claim) = queue.claim(&me)? else {
             let c = queue.counts()?;
@@ -79,13 +87,10 @@ pub fn work(opts: &WorkerOptions) -> Result<usize> {
             claim.attempt
         );
         let beat = Heartbeat::start(opts, job.index, &me);
-        let trial = eval.evaluate(&Candidate {
-            index: job.index,
-            stage: job.stage,
-            label: job.label.clone(),
-            arch: Arch::from_block_string(&job.arch)?,
-            epochs: job.epochs,
-        });
+        if eval.is_none() {
+            eval = Some(evaluator(&spec, opts.quiet)?);
+        }
+        let trial = eval.as_ref().expect("built above").run_job(job);
         beat.stop();
         store.record(&trial?)?;
         tracing::info!("worker {me}: recorded trial {}", job.index);

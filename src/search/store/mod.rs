@@ -38,6 +38,19 @@ pub struct Job {
     /// The architecture as a one-line block string.
     pub arch: String,
     pub epochs: usize,
+    /// A promotion: the trial as it stands, to be trained on to `epochs` and recorded again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<Box<Trial>>,
+}
+
+impl Job {
+    /// Whether `record`, the latest record of this job's index, is this job's result.
+    pub fn finished_by(&self, record: &Trial) -> bool {
+        match &self.promote {
+            None => true,
+            Some(_) => record.epochs >= self.epochs || record.failed.is_some(),
+        }
+    }
 }
 
 /// A job claimed by one worker, and how many times it has been claimed (1 = first try).
@@ -81,6 +94,11 @@ pub trait TrialQueue {
     fn settings(&self) -> Result<serde_json::Value>;
     /// Adds waiting trials (an index already there is left as it is).
     fn enqueue(&self, jobs: &[Job]) -> Result<()>;
+    /// Puts finished or failed trials back to waiting with a new job (a promotion, a retry); a
+    /// trial that is waiting or running already is left as it is.
+    fn requeue(&self, jobs: &[Job]) -> Result<()>;
+    /// The trials given up on, with the reason, by index.
+    fn failures(&self) -> Result<Vec<(usize, String)>>;
     /// Atomically takes the lowest waiting trial for `worker`, if any.
     fn claim(&self, worker: &str) -> Result<Option<Claim>>;
     /// Marks `worker`'s running trial `index` alive now.
@@ -165,6 +183,38 @@ pub fn open_run(
         .or_else(|| state.storage.clone())
         .unwrap_or_else(|| default_url(run_dir));
     open(&url, &state.study.name, OpenStudy::Existing)
+}
+
+/// Copies a search run's trials into the store at `url` (every evaluation in the order it
+/// happened, where the source keeps them), and makes it the run's store in `search.json`, so
+/// that `report` and `search --resume` use it. Returns how many records were written.
+pub fn import_run(run_dir: &Path, url: &str) -> Result<usize> {
+    let _lock = crate::fsutil::DirLock::acquire(run_dir)?;
+    let mut state = SearchState::read(run_dir)?;
+    let from = open_run(run_dir, &state, None)?;
+    let to = open(
+        url,
+        &state.study.name,
+        OpenStudy::Create(&state.study.settings()),
+    )?;
+    if to.location() == from.location() {
+        bail!("{}: the run already uses this store", to.location());
+    }
+    let there = to.trials()?.len();
+    if there > 0 {
+        bail!(
+            "{}: study '{}' already holds {there} trials; import into an empty study",
+            to.location(),
+            state.study.name
+        );
+    }
+    let events = from.events()?;
+    for t in &events {
+        to.record(t)?;
+    }
+    state.storage = Some(url.to_string());
+    state.write(run_dir)?;
+    Ok(events.len())
 }
 
 /// The default store of a run folder: its trial log.

@@ -249,6 +249,38 @@ impl TrialQueue for PgStore {
         })
     }
 
+    fn requeue(&self, jobs: &[Job]) -> Result<()> {
+        self.write("requeueing promotions", |tx| {
+            for job in jobs {
+                tx.execute(
+                    "UPDATE trials SET status = 'waiting', job = $1, attempt = 0, worker = NULL,
+                     heartbeat = NULL, error = NULL
+                     WHERE study = $2 AND idx = $3 AND status IN ('done', 'failed')",
+                    &[
+                        &serde_json::to_string(job)?,
+                        &self.study,
+                        &(job.index as i64),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn failures(&self) -> Result<Vec<(usize, String)>> {
+        let rows = self.with_client("reading failed trials", |c| {
+            Ok(c.query(
+                "SELECT idx, COALESCE(error, '') FROM trials
+                 WHERE study = $1 AND status = 'failed' ORDER BY idx",
+                &[&self.study],
+            )?)
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as usize, r.get(1)))
+            .collect())
+    }
+
     fn claim(&self, worker: &str) -> Result<Option<Claim>> {
         let row = self.write("claiming a trial", |tx| {
             Ok(tx.query_opt(

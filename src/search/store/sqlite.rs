@@ -190,6 +190,35 @@ impl TrialQueue for SqliteStore {
         .with_context(|| self.context("enqueueing trials"))
     }
 
+    fn requeue(&self, jobs: &[Job]) -> Result<()> {
+        self.write(|tx| {
+            for job in jobs {
+                tx.execute(
+                    "UPDATE trials SET status = 'waiting', job = ?1, attempt = 0, worker = NULL,
+                     heartbeat = NULL, error = NULL
+                     WHERE study = ?2 AND idx = ?3 AND status IN ('done', 'failed')",
+                    params![serde_json::to_string(job)?, self.study, job.index as i64],
+                )?;
+            }
+            Ok(())
+        })
+        .with_context(|| self.context("requeueing promotions"))
+    }
+
+    fn failures(&self) -> Result<Vec<(usize, String)>> {
+        let conn = self.conn.borrow();
+        let mut q = conn.prepare(
+            "SELECT idx, COALESCE(error, '') FROM trials
+             WHERE study = ?1 AND status = 'failed' ORDER BY idx",
+        )?;
+        let rows = q
+            .query_map([&self.study], |r| {
+                Ok((r.get::<_, i64>(0)? as usize, r.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>();
+        rows.with_context(|| self.context("reading failed trials"))
+    }
+
     fn claim(&self, worker: &str) -> Result<Option<Claim>> {
         let loc = self.location();
         self.write(|tx| {
