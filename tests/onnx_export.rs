@@ -143,6 +143,23 @@ fn presets_match_in_tract() {
     );
 }
 
+#[test]
+fn layer_scales_are_folded_into_the_convs_unless_bn_is_kept() {
+    // hybrid-medium has layer scales after its UIB and attention blocks; `check` runs both
+    // forms against candle with random gammas.
+    let arch = preset("hybrid-medium", 1.0).unwrap().with_io(3, 10);
+    let net = Network::new(&arch, &Device::Cpu, 0).unwrap();
+    let has_gamma = |keep_bn: bool| {
+        let bytes = export_onnx(&net, (64, 64), &opts(keep_bn, false)).unwrap();
+        bytes.windows(6).any(|w| w == b".gamma")
+    };
+    assert!(!has_gamma(false), "a layer scale was left as its own Mul");
+    assert!(
+        has_gamma(true),
+        "keep_bn keeps the layer scales as they are"
+    );
+}
+
 /// A search-space sample varied beyond what `small.toml` draws: GELU, layer scale, 1 input
 /// channel, and stride-2 key/value down-sampling in MQA blocks.
 fn vary(mut arch: Arch, i: usize) -> Arch {

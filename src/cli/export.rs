@@ -50,7 +50,8 @@ pub struct ExportArgs {
     /// Seed of the random initial weights, when no checkpoint is given.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Keep BatchNormalization nodes (default: folded into the convolution before each).
+    /// Keep BatchNormalization nodes and layer-scale Muls (default: folded into the
+    /// convolution before each).
     #[arg(long)]
     pub keep_bn: bool,
     /// Also output the feature maps (feature0, feature1, …: the stem, every stage that ends

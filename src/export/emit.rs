@@ -2,7 +2,7 @@
 //! (folded or kept), activations, layer scales, residuals, pooling and the classifier. The
 //! weights are read by their timm names from the network's parameters.
 
-use super::fold::{fold_into_conv, BnParams};
+use super::fold::{fold_into_conv, scale_outputs, BnParams};
 use super::graph::{Attr, Graph};
 use crate::model::layers::BN_EPS;
 use crate::space::lower::{ConvBnSpec, ConvChain, ConvSpec, LayerScaleSpec};
@@ -88,19 +88,59 @@ impl Emitter {
 
     /// A bias-free convolution on its own (attention projections).
     pub fn plain_conv(&mut self, x: &str, spec: &ConvSpec) -> Result<String> {
-        let w = self.values(&format!("{}.weight", spec.weight), conv_len(spec))?;
+        self.plain_conv_scaled(x, spec, None)
+    }
+
+    /// [`Self::plain_conv`] with a following layer scale's `gamma` folded into its weight.
+    pub fn plain_conv_scaled(
+        &mut self,
+        x: &str,
+        spec: &ConvSpec,
+        gamma: Option<&[f32]>,
+    ) -> Result<String> {
+        let mut w = self.values(&format!("{}.weight", spec.weight), conv_len(spec))?;
+        if let Some(gamma) = gamma {
+            scale_outputs(&mut w, None, gamma);
+        }
         Ok(self.conv(x, spec, &w, None))
+    }
+
+    /// The gamma of `spec` when the export folds layer scales (every export but `keep_bn`).
+    pub fn foldable_gamma(
+        &self,
+        spec: &Option<LayerScaleSpec>,
+        c: usize,
+    ) -> Result<Option<Vec<f32>>> {
+        match spec {
+            Some(ls) if !self.keep_bn => Ok(Some(self.values(&format!("{}.gamma", ls.name), c)?)),
+            _ => Ok(None),
+        }
     }
 
     /// Conv + BN (folded into the conv, or a `BatchNormalization` node) + activation.
     pub fn conv_bn(&mut self, x: &str, spec: &ConvBnSpec) -> Result<String> {
+        self.conv_bn_scaled(x, spec, None)
+    }
+
+    /// [`Self::conv_bn`] with the per-channel `gamma` of a following layer scale folded into
+    /// the conv's weight and bias (`γ·(W x + b) = (γW) x + γb`); only for a folded BN and no
+    /// activation.
+    fn conv_bn_scaled(
+        &mut self,
+        x: &str,
+        spec: &ConvBnSpec,
+        gamma: Option<&[f32]>,
+    ) -> Result<String> {
         let c = &spec.conv;
         let w = self.values(&format!("{}.weight", c.weight), conv_len(c))?;
         let y = if self.keep_bn {
             let y = self.conv(x, c, &w, None);
             self.batch_norm(&y, &spec.bn, c.out_ch)?
         } else {
-            let (w, b) = fold_into_conv(&w, &self.bn_params(&spec.bn, c.out_ch)?, BN_EPS);
+            let (mut w, mut b) = fold_into_conv(&w, &self.bn_params(&spec.bn, c.out_ch)?, BN_EPS);
+            if let Some(gamma) = gamma {
+                scale_outputs(&mut w, Some(&mut b), gamma);
+            }
             self.conv(x, c, &w, Some(&b))
         };
         Ok(match spec.act {
@@ -161,12 +201,19 @@ impl Emitter {
     }
 
     /// A conv chain (`name`, `c` output channels): its convs, layer scale and residual.
+    /// The layer scale is folded into the last conv when that conv has no activation.
     pub fn chain(&mut self, x: &str, chain: &ConvChain, name: &str, c: usize) -> Result<String> {
+        let last_linear = chain.convs.last().is_some_and(|l| l.act.is_none());
+        let gamma = match last_linear {
+            true => self.foldable_gamma(&chain.layer_scale, c)?,
+            false => None,
+        };
         let mut y = x.to_string();
-        for conv in &chain.convs {
-            y = self.conv_bn(&y, conv)?;
+        for (i, conv) in chain.convs.iter().enumerate() {
+            let g = gamma.as_deref().filter(|_| i + 1 == chain.convs.len());
+            y = self.conv_bn_scaled(&y, conv, g)?;
         }
-        if let Some(ls) = &chain.layer_scale {
+        if let (Some(ls), None) = (&chain.layer_scale, &gamma) {
             y = self.layer_scale(&y, ls, c)?;
         }
         if chain.residual {

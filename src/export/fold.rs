@@ -37,9 +37,32 @@ pub fn fold_into_conv(weight: &[f32], bn: &BnParams, eps: f64) -> (Vec<f32>, Vec
     (folded, shift)
 }
 
+/// Multiplies each output channel of a convolution (weight `[out, …]`, optional bias `[out]`)
+/// by `gamma[out]`: a per-channel scale after the conv, folded into it.
+pub fn scale_outputs(weight: &mut [f32], bias: Option<&mut [f32]>, gamma: &[f32]) {
+    let per_out = weight.len() / gamma.len();
+    for (filter, &g) in weight.chunks_mut(per_out).zip(gamma) {
+        filter.iter_mut().for_each(|w| *w *= g);
+    }
+    if let Some(bias) = bias {
+        bias.iter_mut().zip(gamma).for_each(|(b, &g)| *b *= g);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_scale_multiplies_each_output_filter_and_its_bias() {
+        let mut w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut b = [1.0, -1.0];
+        scale_outputs(&mut w, Some(&mut b), &[2.0, 0.5]);
+        assert_eq!(w, [2.0, 4.0, 6.0, 2.0, 2.5, 3.0]);
+        assert_eq!(b, [2.0, -0.5]);
+        scale_outputs(&mut w, None, &[0.5, 2.0]);
+        assert_eq!(w, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
 
     #[test]
     fn folding_scales_each_output_filter_and_moves_the_shift_into_the_bias() {

@@ -73,8 +73,9 @@ impl Emitter {
         let o = self.reshape(&o, &format!("{a}.o_heads"), &[0, heads, l, vd]);
         let o = self.transpose(&o, &format!("{a}.o_t"), &[0, 1, 3, 2]);
         let o = self.reshape(&o, &format!("{a}.o"), &[0, heads * vd, h, w]);
-        let mut y = self.plain_conv(&o, &spec.output)?;
-        if let Some(ls) = &spec.layer_scale {
+        let gamma = self.foldable_gamma(&spec.layer_scale, c)?;
+        let mut y = self.plain_conv_scaled(&o, &spec.output, gamma.as_deref())?;
+        if let (Some(ls), None) = (&spec.layer_scale, &gamma) {
             y = self.layer_scale(&y, ls, c)?;
         }
         let name = format!("{}.residual", a.trim_end_matches(".attn"));
