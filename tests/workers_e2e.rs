@@ -236,6 +236,38 @@ fn search_decisions_do_not_depend_on_the_number_of_workers() {
     );
     assert!(one.iter().all(|t| t.3.is_some()), "{one:?}");
 
+    // The driver killed with SIGKILL while its workers train, then resumed: the same outcome.
+    let url = format!(
+        "sqlite:{}",
+        out.join("gen3").join("trials.sqlite").display()
+    );
+    let mut driver = search_with_workers(&out, "gen3", Some("2"), &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed().as_secs() < 300 {
+        let done = std::fs::metadata(out.join("gen3").join("trials.sqlite")).is_ok()
+            && open(&url, "gen3", OpenStudy::Existing)
+                .and_then(|s| s.trials())
+                .is_ok_and(|t| t.len() >= 2);
+        if done {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    driver.kill().unwrap();
+    driver.wait().unwrap();
+    let o = search_with_workers(&out, "gen3", Some("2"), &["--resume"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        outcomes(&url, "gen3"),
+        one,
+        "a killed and resumed driver decided differently"
+    );
+
     // Imported into a trial log, then from the log into another database: the same trials, and
     // the run reads them from there.
     let import = |url: &str| {
