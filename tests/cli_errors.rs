@@ -79,6 +79,29 @@ fn inapplicable_and_out_of_range_flags_are_errors() {
     );
 }
 
+#[test]
+fn bad_detector_inspections_are_errors() {
+    fails_with(&["inspect", "yolo11q"], "yolo11n, yolo11s");
+    fails_with(
+        &["inspect", "yolo11n", "--res", "100"],
+        "multiples of its stride 32",
+    );
+    fails_with(&["inspect", "yolo11n", "--width", "0.5"], "--backbone");
+    fails_with(
+        &["inspect", "conv-small", "--backbone", "small"],
+        "--backbone",
+    );
+    fails_with(
+        &["inspect", "yolo11n", "--classes", "0"],
+        "at least one class",
+    );
+    fails_with(&["inspect", "yolo11n", "--in-chans", "1"], "--in-chans");
+    fails_with(
+        &["inspect", "yolo11n", "--backbone", "small", "--width", "3"],
+        "0.25 … 2.0",
+    );
+}
+
 fn temp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mnv4-cli-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);

@@ -3,7 +3,7 @@
 
 pub mod plan;
 
-pub use plan::{plan, Layer};
+pub use plan::{plan, plan_layer, Layer};
 
 use crate::space::Arch;
 use anyhow::{Context, Result};
@@ -102,12 +102,16 @@ pub fn training_bytes(c: &Cost, batch: usize) -> u64 {
 
 /// Computes the totals and the roofline latency for each profile.
 pub fn cost(arch: &Arch, height: usize, width: usize, profiles: &[Profile]) -> Cost {
-    let layers = plan(arch, height, width);
+    totals(&plan(arch, height, width), profiles)
+}
+
+/// The totals and roofline latencies of any planned layers (a classifier's, a detector's).
+pub fn totals(layers: &[Layer], profiles: &[Profile]) -> Cost {
     Cost {
-        params: total(&layers, |l| l.params),
-        macs: total(&layers, |l| l.macs),
-        weight_elems: total(&layers, |l| l.weight_elems),
-        act_elems: total(&layers, |l| l.act_elems),
+        params: total(layers, |l| l.params),
+        macs: total(layers, |l| l.macs),
+        weight_elems: total(layers, |l| l.weight_elems),
+        act_elems: total(layers, |l| l.act_elems),
         roofline_ms: profiles
             .iter()
             .map(|p| {

@@ -30,18 +30,44 @@ pub struct Layer {
     pub act_elems: u64,
 }
 
+impl Layer {
+    /// A convolution's row from its `[input, output]` shapes, its `weights` (kernel elements),
+    /// its `extra` parameters (batch-norm affine or bias) and `stats` (batch-norm running
+    /// statistics, read but not trained). MACs: one per weight per output position.
+    pub fn conv(
+        name: String,
+        kind: String,
+        [input, out]: [[usize; 3]; 2],
+        weights: u64,
+        extra: u64,
+        stats: u64,
+    ) -> Layer {
+        Layer {
+            name,
+            kind,
+            in_shape: input,
+            out_shape: out,
+            params: sum(&[weights, extra]),
+            macs: prod(&[weights, out[1] as u64, out[2] as u64]),
+            weight_elems: sum(&[weights, extra, stats]),
+            act_elems: sum(&[numel(input), numel(out)]),
+        }
+    }
+}
+
 /// Saturating product: a count too large for `u64` stays at `u64::MAX` instead of wrapping, so
 /// an absurd configuration is refused by its budgets instead of looking cheap.
-fn prod(xs: &[u64]) -> u64 {
+pub(crate) fn prod(xs: &[u64]) -> u64 {
     xs.iter().fold(1u64, |a, &b| a.saturating_mul(b))
 }
 
 /// Saturating sum (see [`prod`]).
-fn sum(xs: &[u64]) -> u64 {
+pub(crate) fn sum(xs: &[u64]) -> u64 {
     xs.iter().fold(0u64, |a, &b| a.saturating_add(b))
 }
 
-fn numel(s: [usize; 3]) -> u64 {
+/// Elements of a (C, H, W) shape, saturating.
+pub(crate) fn numel(s: [usize; 3]) -> u64 {
     prod(&s.map(|v| v as u64))
 }
 
@@ -82,16 +108,8 @@ impl Planner {
             kind.push('+');
             kind.push_str(a.name());
         }
-        self.layers.push(Layer {
-            name: c.name.clone(),
-            kind,
-            in_shape: input,
-            out_shape: out,
-            params: sum(&[w, bn_params]),
-            macs: prod(&[w, out[1] as u64, out[2] as u64]),
-            weight_elems: sum(&[w, bn_params, bn_params]),
-            act_elems: sum(&[numel(input), numel(out)]),
-        });
+        let row = Layer::conv(c.name.clone(), kind, [input, out], w, bn_params, bn_params);
+        self.layers.push(row);
         out
     }
 
@@ -195,6 +213,13 @@ impl Planner {
             }
         }
     }
+}
+
+/// Plans one lowered layer for an input of shape `input`: its rows and its output shape.
+pub fn plan_layer(layer: &LayerSpec, input: [usize; 3]) -> (Vec<Layer>, [usize; 3]) {
+    let mut p = Planner { layers: Vec::new() };
+    let out = p.layer(layer, input);
+    (p.layers, out)
 }
 
 /// Plans every layer of `arch` for one `height`×`width` input image.

@@ -14,9 +14,9 @@ mod mqa;
 pub mod proto;
 pub mod runtime;
 
-use crate::model::network::tap_at;
 use crate::model::Network;
 use crate::space::lower;
+use crate::space::lower::tap_at;
 use crate::space::lower::{ConvChain, Op};
 use anyhow::{ensure, Context, Result};
 use emit::{conv_out, Emitter};

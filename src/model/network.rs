@@ -3,7 +3,7 @@
 use super::blocks::BlockModule;
 use super::layers::{dropout, Linear, Mode};
 use super::params::ParamStore;
-use crate::space::lower::{Op, Role};
+use crate::space::lower::{tap_at, Op};
 use crate::space::{lower, validate, Arch, LayerSpec};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -40,20 +40,6 @@ pub struct Output {
     pub logits: Tensor,
     /// Feature maps in the order of the requested tap indices.
     pub features: Vec<Tensor>,
-}
-
-/// The feature-tap position of the output of a layer with `role`: `Some(after_stage)` (see
-/// [`crate::space::FeatureTap::after_stage`]) for the stem, a stage's last block and the
-/// `features` conv; `None` for the head.
-pub fn tap_at(arch: &Arch, role: Role) -> Option<Option<usize>> {
-    match role {
-        Role::Stem => Some(None),
-        Role::Block { stage, index, .. } => {
-            (index + 1 == arch.stages[stage].blocks.len()).then_some(Some(stage))
-        }
-        Role::Features => Some(Some(arch.stages.len())),
-        Role::Head => None,
-    }
 }
 
 fn build(ps: &mut ParamStore, layer: &LayerSpec) -> Result<Module> {

@@ -112,6 +112,20 @@ pub struct LayerSpec {
     pub op: Op,
 }
 
+/// The feature-tap position of the output of a layer with `role`: `Some(after_stage)` (see
+/// [`super::FeatureTap::after_stage`]) for the stem, a stage's last block and the
+/// `features` conv; `None` for the head.
+pub fn tap_at(arch: &Arch, role: Role) -> Option<Option<usize>> {
+    match role {
+        Role::Stem => Some(None),
+        Role::Block { stage, index, .. } => {
+            (index + 1 == arch.stages[stage].blocks.len()).then_some(Some(stage))
+        }
+        Role::Features => Some(Some(arch.stages.len())),
+        Role::Head => None,
+    }
+}
+
 /// A UIB's depthwise convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UibDw {

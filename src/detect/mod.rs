@@ -1,0 +1,28 @@
+//! Object detectors as plain data (no candle): YOLO11 at any of its scales, with its own
+//! backbone or a MobileNetV4 one, lowered to a graph whose parameters and MACs are computed
+//! from the spec alone, like the classifier's in [`crate::cost`].
+//!
+//! [`DetectorSpec`] says what the detector is; [`DetectorSpec::lower`] turns it into a
+//! [`Detector`] (nodes in forward order); [`Detector::plan`] gives every node's rows at one
+//! input size. With YOLO11's own backbone the parameter counts equal Ultralytics' published
+//! yolo11n … yolo11x totals.
+
+pub mod blocks;
+pub mod graph;
+pub mod scale;
+pub mod sheet;
+pub mod spec;
+pub mod yolo11;
+
+pub use blocks::Block;
+pub use graph::{Detector, Node, NodeOp, NodePlan};
+pub use scale::Yolo11Scale;
+pub use spec::{Backbone, DetectorSpec};
+
+/// GFLOPs as Ultralytics reports them: two FLOPs per multiply-accumulate, in units of 10⁹.
+pub fn gflops(macs: u64) -> f64 {
+    2.0 * macs as f64 / 1e9
+}
+
+#[cfg(test)]
+mod tests;
