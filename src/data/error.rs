@@ -189,6 +189,17 @@ pub enum DataError {
         val_size: usize,
     },
 
+    /// A line of a detection label file or dataset file that cannot be used as it is.
+    #[error("{path}:{line}: {message}")]
+    BadLine {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+
     /// An invalid argument or configuration (batch size 0, unsupported channels, ...).
     #[error("invalid data configuration: {0}")]
     Invalid(String),

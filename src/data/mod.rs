@@ -13,6 +13,8 @@
 //! * [`loader`] — [`DataLoader`]: epoch batches as candle tensors, prefetched on a thread.
 //! * [`loaders`] — [`Splits`]: the train / validation / test loaders of a run.
 //! * [`seed`] — seed derivation from (seed, epoch, index).
+//! * [`yolo`] — the YOLO detection format (label files, dataset files) with located errors;
+//!   [`synth_detect`] — the embedded default detection set made from Fashion-MNIST.
 //! * [`error`] — [`DataError`], shared by all of the above.
 //!
 //! Typical use:
@@ -49,6 +51,8 @@ pub mod mnist;
 pub mod seed;
 pub mod split;
 pub mod stats;
+pub mod synth_detect;
+pub mod yolo;
 
 #[cfg(test)]
 mod testutil;

@@ -348,6 +348,7 @@ mod tests {
             with_cfg(&|c| c.teacher_res = Some(64)).unwrap(),
             with_data(&|d| d.augment.pad += 1),
             with_data(&|d| d.augment.flip = !d.augment.flip),
+            with_data(&|d| d.augment.erase = 0.25),
             with_data(&|d| d.augment.input_size = 28),
             with_data(&|d| d.train_limit = 100),
             with_data(&|d| d.val_size += 1),
