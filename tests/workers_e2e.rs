@@ -1,6 +1,8 @@
-//! Two `mnv4-lab worker` processes on one study in a throw-away PostgreSQL server: every queued
-//! trial is trained and recorded exactly once, and both exit when the study is done; a worker
-//! killed with SIGKILL mid-trial loses nothing: its trial goes stale and another retries it.
+//! Two and three `mnv4-lab worker` processes on one study in a throw-away PostgreSQL server:
+//! every queued trial is trained and recorded exactly once, and all exit when the study is done;
+//! a worker killed with SIGKILL mid-trial loses nothing: its trial goes stale and another
+//! retries it. `search --workers N` decides the same with 1, 2 and 8 workers, and after its
+//! driver is killed and resumed; a run's trials import into other stores.
 
 mod common;
 
@@ -60,24 +62,32 @@ fn worker(url: &str, name: &str, stale: &str) -> Command {
 }
 
 #[test]
-fn two_workers_finish_every_trial_exactly_once() {
+fn two_and_three_workers_finish_every_trial_exactly_once() {
     if !common::have_training_inputs() {
         return;
     }
     let Some(pg) = common::require(common::pg::start("workers"), "a PostgreSQL server") else {
         return;
     };
-    let out = std::env::temp_dir().join(format!("mnv4-workers-{}", std::process::id()));
+    for n in [2, 3] {
+        drain_with_workers(&pg.url, n);
+    }
+}
+
+/// `n` workers drain a study of 6 queued trials in the server at `url`.
+fn drain_with_workers(url: &str, n: usize) {
+    let out = std::env::temp_dir().join(format!("mnv4-workers-{n}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let (spec, jobs) = study(&out, "pool", 6, 1);
-    let store = open(&pg.url, &spec.name, OpenStudy::Create(&spec.settings())).unwrap();
+    let name = format!("pool{n}");
+    let (spec, jobs) = study(&out, &name, 6, 1);
+    let store = open(url, &spec.name, OpenStudy::Create(&spec.settings())).unwrap();
     let queue = store.queue().unwrap();
     queue.enqueue(&jobs).unwrap();
     queue.close().unwrap();
 
-    let workers: Vec<_> = (0..2)
+    let workers: Vec<_> = (0..n)
         .map(|_| {
-            worker(&pg.url, "pool", "60")
+            worker(url, &name, "60")
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -92,7 +102,10 @@ fn two_workers_finish_every_trial_exactly_once() {
     }
     for i in 0..6 {
         let times = log.matches(&format!("recorded trial {i}")).count(); // indices < 10
-        assert_eq!(times, 1, "trial {i} recorded {times} times:\n{log}");
+        assert_eq!(
+            times, 1,
+            "{n} workers: trial {i} recorded {times} times:\n{log}"
+        );
     }
     let trials = store.trials().unwrap();
     assert_eq!(trials.len(), 6);
@@ -227,9 +240,11 @@ fn search_decisions_do_not_depend_on_the_number_of_workers() {
         outcomes(&url, name)
     };
     let one = trials("gen1", "1");
-    let two = trials("gen2", "2");
     assert_eq!(one.len(), 4 + 3 + 1, "{one:?}");
-    assert_eq!(one, two, "1 and 2 workers decided differently");
+    for n in ["2", "8"] {
+        let other = trials(&format!("gen{n}"), n);
+        assert_eq!(one, other, "1 and {n} workers decided differently");
+    }
     assert!(
         one.iter().any(|t| t.5 == 2),
         "nothing was promoted: {one:?}"
