@@ -90,6 +90,7 @@ def main():
         ("Both runs trained the same architectures." if same else
          "The two schedules trained different architectures (a generation at a time proposes differently from"
          " one at a time), so the comparison is of similar, not identical, work: compare candidate-epochs per hour."),
+        "One run of each, one after the other; a second pair of runs would say how much of the ratio is noise.",
         "",
         "## Queue contention",
         "",
