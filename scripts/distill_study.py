@@ -32,7 +32,7 @@ import statistics
 import subprocess
 import sys
 
-from study_common import cpu_model
+from study_common import cpu_model, publish
 import time
 
 EXP = "experiments/distill_fashion_mnist.toml"
@@ -218,10 +218,7 @@ def report(seeds, ls, wall_minutes):
         f" {sum(r['cached'] for r in rows.values()) / max(1, sum(r['cached'] + r['live'] for r in rows.values())):.1%}).",
         "",
     ]
-    with open(REPORT + ".tmp", "w") as f:
-        f.write("\n".join(lines))
-    os.replace(REPORT + ".tmp", REPORT)
-    print("\n".join(lines))
+    publish(REPORT, lines)
 
 
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from study_common import cpu_model
+from study_common import cpu_model, publish
 
 BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
 EXP = "experiments/quick.toml"
@@ -104,10 +104,7 @@ def main():
         " being the limit at these rates.",
         "",
     ]
-    with open("reports/scale_out.md.tmp", "w") as f:
-        f.write("\n".join(lines))
-    os.replace("reports/scale_out.md.tmp", "reports/scale_out.md")
-    print("\n".join(lines))
+    publish("reports/scale_out.md", lines)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import argparse
 import csv
 import json
 import os
+
+from study_common import publish
 import statistics
 import subprocess
 import sys
@@ -129,10 +131,7 @@ def main():
         lines.append(f"- {s}: " + ", ".join(
             f"[seed {k}]({s}/seed{k}/README.md)" for k in a.seeds))
     lines += ["", f"![nsga2 seed {a.seeds[0]} Pareto front](nsga2/seed{a.seeds[0]}/pareto.png)", ""]
-    with open(os.path.join(OUT, "README.md.tmp"), "w") as f:
-        f.write("\n".join(lines))
-    os.replace(os.path.join(OUT, "README.md.tmp"), os.path.join(OUT, "README.md"))
-    print("\n".join(lines))
+    publish(os.path.join(OUT, "README.md"), lines)
 
 
 if __name__ == "__main__":

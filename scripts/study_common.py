@@ -1,4 +1,5 @@
 """Helpers shared by the study scripts."""
+import os
 
 
 def cpu_model():
@@ -7,3 +8,12 @@ def cpu_model():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "unknown CPU"
+
+
+def publish(path, lines):
+    """Writes a report's lines to `path` atomically (a temporary file renamed), then prints them."""
+    text = "\n".join(lines)
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+    print(text)

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 
-from study_common import cpu_model
+from study_common import cpu_model, publish
 
 EXP = "experiments/teacher_fashion_mnist.toml"
 RUN = "runs/teacher_fashion_mnist"
@@ -121,10 +121,7 @@ def main():
         lines.append(f"| {e['epoch']} | {float(e['lr']):.4f} | {float(e['train_loss']):.4f} | {100 * float(e['train_top1']):.2f} |"
                      f" {float(e['val_loss']):.4f} | {100 * float(e['val_top1']):.2f} | {float(e['images_per_sec']):.0f} | {float(e['seconds']):.0f} |")
     lines.append("")
-    with open("reports/teacher_fashion_mnist.md.tmp", "w") as f:
-        f.write("\n".join(lines))
-    os.replace("reports/teacher_fashion_mnist.md.tmp", "reports/teacher_fashion_mnist.md")
-    print("\n".join(lines))
+    publish("reports/teacher_fashion_mnist.md", lines)
 
 
 if __name__ == "__main__":
