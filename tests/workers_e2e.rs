@@ -213,6 +213,12 @@ fn outcomes(url: &str, study: &str) -> Vec<Outcome> {
         .collect()
 }
 
+/// The command failed and its error says `why`.
+fn assert_refused(o: &std::process::Output, why: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(why), "{err}");
+}
+
 /// `mnv4-lab import RUN --storage URL`.
 fn import_into(run: &Path, url: &str) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"));
@@ -294,29 +300,16 @@ fn search_decisions_do_not_depend_on_the_number_of_workers() {
     };
     import(&out.join("gen1.jsonl").display().to_string());
     import(&format!("sqlite:{}", out.join("copy.sqlite").display()));
-    let o = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"))
-        .arg("import")
-        .arg(out.join("gen1"))
-        .args([
-            "--storage",
-            &format!("sqlite:{}", out.join("copy.sqlite").display()),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("already uses this store"),
-        "{err}"
+    let again = import_into(
+        &out.join("gen1"),
+        &format!("sqlite:{}", out.join("copy.sqlite").display()),
     );
+    assert_refused(&again, "already uses this store");
 
     // A search started with workers is resumed with them: its decisions depend on it.
     let o = search_with_workers(&out, "gen1", None, &["--resume"])
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("resume it the same way"),
-        "{err}"
-    );
+    assert_refused(&o, "resume it the same way");
     std::fs::remove_dir_all(&out).unwrap();
 }
