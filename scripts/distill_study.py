@@ -3,8 +3,8 @@
 
     cargo build --release && python3 scripts/distill_study.py [--seeds 0 1 2]
 
-Teacher: experiments/teacher_fashion_mnist.toml (trained first if runs/teacher_fashion_mnist has no
-finished run). Student and recipe: experiments/distill_fashion_mnist.toml, on the full training
+Teacher: the ensemble of experiments/teacher_fashion_mnist.toml and teacher_fashion_mnist_erase.toml
+(each trained first if its run folder has no finished run). Student and recipe: experiments/distill_fashion_mnist.toml, on the full training
 split. Arms (every other setting the same):
   none        cross-entropy only (`mnv4-lab train`)
   none+ls     cross-entropy with label smoothing matched to KD's soft targets: the smoothing that
@@ -36,8 +36,9 @@ from study_common import cpu_model, publish
 import time
 
 EXP = "experiments/distill_fashion_mnist.toml"
-TEACHER_EXP = "experiments/teacher_fashion_mnist.toml"
-TEACHER_RUN = "runs/teacher_fashion_mnist"
+# The ensemble teacher's members: (experiment, run folder).
+TEACHERS = [("experiments/teacher_fashion_mnist.toml", "runs/teacher_fashion_mnist"),
+            ("experiments/teacher_fashion_mnist_erase.toml", "runs/teacher_fashion_mnist_erase")]
 BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
 REPORT = "reports/distill_fashion_mnist.md"
 FEATURES_OFF = ["distill.feature_weight=0"]
@@ -63,28 +64,49 @@ def sh(cmd):
 
 
 def ensure_teacher():
-    best = os.path.join(TEACHER_RUN, "checkpoints", "best.json")
-    if not os.path.exists(os.path.join(TEACHER_RUN, "summary.json")):
-        sh([BIN, "train", TEACHER_EXP, "--quiet"] + (["--resume"] if os.path.exists(best) else []))
-    return best
+    """Trains (or resumes) each member without a finished run; returns their best sidecars."""
+    sidecars = []
+    for exp, run_dir in TEACHERS:
+        last = os.path.join(run_dir, "checkpoints", "last.json")
+        if not os.path.exists(os.path.join(run_dir, "summary.json")):
+            sh([BIN, "train", exp, "--quiet"] + (["--resume"] if os.path.exists(last) else []))
+        sidecars.append(os.path.join(run_dir, "checkpoints", "best.json"))
+    return sidecars
 
 
-def matched_smoothing(best):
-    path = os.path.join("runs", f"distill_fm-{settings_tag()}-matched-ls.json")
+def cached_json(what, compute):
+    path = os.path.join("runs", f"distill_fm-{settings_tag()}-{what}.json")
     if os.path.exists(path):
         return json.load(open(path))
-    out = sh([BIN, "eval", best, "--experiment", EXP, "--split", "train", "--temperature", "1"])
-    m = re.search(r"true-class probability at T=1: ([0-9.]+); matched label smoothing: ([0-9.]+)", out)
-    got = {"p_true": float(m.group(1)), "smoothing": round(float(m.group(2)), 4)}
+    got = compute()
     json.dump(got, open(path, "w"))
     return got
+
+
+def matched_smoothing(sidecars):
+    def compute():
+        out = sh([BIN, "eval", *sidecars, "--experiment", EXP, "--split", "train", "--temperature", "1"])
+        m = re.search(r"true-class probability at T=1: ([0-9.]+); matched label smoothing: ([0-9.]+)", out)
+        return {"p_true": float(m.group(1)), "smoothing": round(float(m.group(2)), 4)}
+    return cached_json("matched-ls", compute)
+
+
+def teacher_accuracy(sidecars):
+    """The ensemble teacher's top-1 on the students' validation split and on test."""
+    def compute():
+        got = {}
+        for split in ("val", "test"):
+            out = sh([BIN, "eval", *sidecars, "--experiment", EXP, "--split", split])
+            got[split] = float(re.search(r"top-1 ([0-9.]+)%", out).group(1)) / 100
+        return got
+    return cached_json("teacher", compute)
 
 
 def settings_tag():
     """8 hex digits of the study's and the teacher's experiment files: runs made with other
     settings are not reused."""
     h = hashlib.sha256()
-    for path in (EXP, TEACHER_EXP):
+    for path in (EXP, *(exp for exp, _ in TEACHERS)):
         h.update(open(path, "rb").read())
     return h.hexdigest()[:8]
 
@@ -143,8 +165,9 @@ def verdict(ci):
     return "no significant difference"
 
 
-def report(seeds, ls, wall_minutes):
-    teacher = json.load(open(os.path.join(TEACHER_RUN, "summary.json")))
+def report(seeds, ls, acc, wall_minutes):
+    members = [json.load(open(os.path.join(run, "summary.json"))) for _, run in TEACHERS]
+    alone = ", ".join(f"{100 * m['test_top1']:.2f}%" for m in members)
     rows = {}
     for arm in ARMS:
         got = [load(run_name(arm, s)) for s in seeds]
@@ -164,12 +187,14 @@ def report(seeds, ls, wall_minutes):
         "",
         f"Reproduce: `cargo build --release && python3 scripts/distill_study.py --seeds {' '.join(map(str, seeds))}`"
         f" ({wall_minutes:.0f} minutes of wall time for the runs this report was made from, teacher excluded).",
-        f"Settings: `{EXP}` (student), `{TEACHER_EXP}` (teacher). Machine: 2 cores, 24 GiB, no GPU,"
+        f"Settings: `{EXP}` (student), {' and '.join(f'`{e}`' for e, _ in TEACHERS)} (the teacher's members)."
+        " Machine: 2 cores, 24 GiB, no GPU,"
         f" {cpu_model()}; the runs went one after another.",
         "",
-        f"- **Teacher**: {teacher['arch'].split('|')[0].strip()} … ({teacher['params']:,} parameters), trained for its own"
-        f" sake (see `reports/teacher_fashion_mnist.md`): test top-1 **{100 * teacher['test_top1']:.2f}%**,"
-        f" validation {100 * teacher['best_val_top1']:.2f}%.",
+        f"- **Teacher**: the ensemble of {len(members)} conv-small ×1.0 runs ({sum(m['params'] for m in members):,}"
+        " parameters in all; mean logits, feature maps side by side), trained for their own sake (see"
+        f" `reports/teacher_fashion_mnist.md`): test top-1 **{100 * acc['test']:.2f}%**, validation"
+        f" {100 * acc['val']:.2f}% (members alone: test {alone}).",
         f"- **Student**: conv-small ×0.5 ({student['params']:,} parameters) on the full training split"
         " (55,000 images; 5,000 held out for validation, the same split as the teacher's; the official 10,000"
         " test images), the same recipe and augmentation for every arm.",
@@ -205,7 +230,7 @@ def report(seeds, ls, wall_minutes):
         "",
         "## The offline distillation dataset",
         "",
-        f"Each view holds, per training sample, the teacher's 10 logits and its stride-8 map in f16:"
+        f"Each view holds, per training sample, the teacher's 10 logits and its stride-8 maps (both members') in f16:"
         f" {again_d.get('cache_bytes_per_sample', 0):,} bytes per sample, {again_d.get('cache_bytes_per_sample', 0) * 55000 / 1e6:.0f} MB per epoch.",
         f"kd+feat8, seed {seeds[0]}, filling it (teacher live for {fill_d['live_batches']} batches,"
         f" {fill_d['teacher_seconds']:.0f} s in the teacher): {fill_d['wall_seconds']:.0f} s."
@@ -228,8 +253,9 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
-    best = ensure_teacher()
-    ls = matched_smoothing(best)
+    sidecars = ensure_teacher()
+    ls = matched_smoothing(sidecars)
+    acc = teacher_accuracy(sidecars)
     t0 = time.time()
     if not args.report_only:
         for seed in args.seeds:
@@ -237,7 +263,7 @@ def main():
                 run(arm, seed, ls["smoothing"])
             if seed == args.seeds[0]:
                 run("kd+feat8", seed, ls["smoothing"], suffix="-again")
-    report(args.seeds, ls, (time.time() - t0) / 60)
+    report(args.seeds, ls, acc, (time.time() - t0) / 60)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ use candle_core::{DType, Device};
 use mnv4_lab::data::{AugmentConfig, Augmenter, DataLoader, Dataset, LoaderConfig};
 use mnv4_lab::distill::config::DistillConfig;
 use mnv4_lab::distill::objective::{adapter_shapes, DistillObjective};
-use mnv4_lab::model::Network;
+use mnv4_lab::model::{Ensemble, Network};
 use mnv4_lab::space::presets::{preset, PRESETS};
 use mnv4_lab::train::objective::{BatchLoss, Step};
 use mnv4_lab::train::optim::{Optimizer, OptimizerConfig};
@@ -110,9 +110,16 @@ fn tiny_loader(n: usize) -> DataLoader {
 fn a_distillation_step_leaves_the_teacher_bit_identical() {
     let dev = Device::Cpu;
     let arch = |w: f64| preset("conv-small", w).unwrap().with_io(1, 10);
-    let teacher = Network::new(&arch(0.5), &dev, 1).unwrap();
+    // An ensemble teacher of two networks: neither member gets a gradient or changes.
+    let members = vec![
+        Network::new(&arch(0.5), &dev, 1).unwrap(),
+        Network::new(&arch(0.35), &dev, 3).unwrap(),
+    ];
+    let teacher = Ensemble::new(members).unwrap();
     let student = Network::new(&arch(0.25), &dev, 2).unwrap();
-    let before = teacher.params.tensors();
+    let snapshot =
+        |t: &Ensemble| -> Vec<_> { t.members().iter().map(|m| m.params.tensors()).collect() };
+    let before = snapshot(&teacher);
     let cfg = DistillConfig {
         kd_weight: 1.0,
         feature_weight: 1.0,
@@ -150,23 +157,26 @@ fn a_distillation_step_leaves_the_teacher_bit_identical() {
         };
         let (loss, _) = obj.loss(&student, &batch.unwrap(), step).unwrap();
         let grads = loss.backward().unwrap();
-        for (name, var, _) in obj.teacher().params.trainable() {
-            assert!(grads.get(&var).is_none(), "teacher {name} got a gradient");
+        for m in obj.teacher().members() {
+            for (name, var, _) in m.params.trainable() {
+                assert!(grads.get(&var).is_none(), "teacher {name} got a gradient");
+            }
         }
         opt.step(&grads, 0.1, 1.0).unwrap();
     }
-    let teacher = obj.teacher();
-    for (name, t) in teacher.params.tensors() {
-        let a = before[&name]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(
-            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "teacher tensor {name} changed"
-        );
+    for (i, after) in snapshot(obj.teacher()).into_iter().enumerate() {
+        for (name, t) in after {
+            let a = before[i][&name]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let b = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "teacher tensor {name} changed"
+            );
+        }
     }
     // The student did move.
     let moved = student.params.tensors()["conv_stem.weight"].clone();
@@ -188,7 +198,7 @@ fn adapters_exist_for_every_preset_pair() {
     for s in PRESETS {
         for t in PRESETS {
             let (sa, ta) = (preset(s, 1.0).unwrap(), preset(t, 1.0).unwrap());
-            let shapes = adapter_shapes(&sa, &ta, &[0, 1, 2, 3, 4]).unwrap();
+            let shapes = adapter_shapes(&sa, &ta.feature_taps(), &[0, 1, 2, 3, 4]).unwrap();
             let (st, tt) = (sa.feature_taps(), ta.feature_taps());
             for (i, (cs, ct)) in shapes.into_iter().enumerate() {
                 assert_eq!(
@@ -201,7 +211,7 @@ fn adapters_exist_for_every_preset_pair() {
     }
     assert!(adapter_shapes(
         &preset("small", 1.0).unwrap(),
-        &preset("large", 1.0).unwrap(),
+        &preset("large", 1.0).unwrap().feature_taps(),
         &[5]
     )
     .is_err());

@@ -3,7 +3,7 @@
 
 use crate::data::{build_splits, DataConfig, DataLoader};
 use crate::experiment::{apply_overrides, Experiment};
-use crate::model::{Mode, Network};
+use crate::model::{Ensemble, Mode, Network};
 use crate::space::Arch;
 use crate::train::checkpoint::{read_sidecar, weights_path};
 use crate::train::evaluate::evaluate;
@@ -24,8 +24,10 @@ pub enum EvalSplit {
 /// Arguments of `mnv4-lab eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A checkpoint sidecar (runs/<name>/checkpoints/best.json or last.json), or a .safetensors file.
-    pub checkpoint: PathBuf,
+    /// A checkpoint sidecar (runs/<name>/checkpoints/best.json or last.json), or a .safetensors
+    /// file. Several are evaluated as one ensemble (mean logits), as an ensemble teacher answers.
+    #[arg(required = true, num_args = 1..)]
+    pub checkpoints: Vec<PathBuf>,
     /// For a bare .safetensors: the architecture (preset, arch file or block string); its input
     /// channels and classes are read from the file's tensors.
     #[arg(long)]
@@ -130,28 +132,44 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "--set '{s}': eval reads only [data] settings (data.KEY=VALUE)"
         );
     }
-    let (arch, weights, own) =
-        open_checkpoint(&args.checkpoint, args.model.as_deref(), args.width)?;
+    let mut opened = args
+        .checkpoints
+        .iter()
+        .map(|c| open_checkpoint(c, args.model.as_deref(), args.width))
+        .collect::<Result<Vec<_>>>()?;
+    let own = opened[0].2.clone();
     let data = data_settings(args, own)?;
     super::data::ensure_dataset(&data)?;
     let splits = build_splits(&data, 250, 500, 0)?;
-    if arch.num_classes != splits.num_classes || arch.in_chans != splits.channels {
-        bail!(
-            "the checkpoint's model takes {} channels and predicts {} classes, but the data has {} channels and {} classes",
-            arch.in_chans, arch.num_classes, splits.channels, splits.num_classes
-        );
+    let mut nets = Vec::new();
+    for ((arch, weights, _), path) in opened.drain(..).zip(&args.checkpoints) {
+        if arch.num_classes != splits.num_classes || arch.in_chans != splits.channels {
+            bail!(
+                "{}: the model takes {} channels and predicts {} classes, but the data has {} channels and {} classes",
+                path.display(), arch.in_chans, arch.num_classes, splits.channels, splits.num_classes
+            );
+        }
+        let net = Network::new(&arch, &Device::Cpu, 0)?;
+        net.params
+            .load_safetensors(&weights, &[])
+            .with_context(|| format!("loading {}", weights.display()))?;
+        nets.push(net);
     }
-    let net = Network::new(&arch, &Device::Cpu, 0)?;
-    net.params.load_safetensors(&weights, &[])?;
+    let net = Ensemble::new(nets)?;
     let (loader, split) = match args.split {
         EvalSplit::Test => (&splits.test, "test"),
         EvalSplit::Val => (&splits.val, "val"),
         EvalSplit::Train => (&splits.train, "train"),
     };
     let m = evaluate(&net, loader)?;
+    let names: Vec<String> = args
+        .checkpoints
+        .iter()
+        .map(|c| c.display().to_string())
+        .collect();
     println!(
         "{} on {} {split} ({} images): loss {:.4}, top-1 {:.2}%, top-5 {:.2}%",
-        args.checkpoint.display(),
+        names.join(" + "),
         data.dataset,
         loader.dataset().n,
         m.loss,
@@ -164,7 +182,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "--temperature must be positive, got {t}"
         );
         let p = mean_target_probability(&net, loader, t)?;
-        let k = arch.num_classes as f64;
+        let k = net.num_classes() as f64;
         println!(
             "mean true-class probability at T={t}: {p:.4}; matched label smoothing: {:.4}",
             (1.0 - p) * k / (k - 1.0)
@@ -174,7 +192,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 }
 
 /// Mean softmax probability of the true class at temperature `t` over `loader`.
-fn mean_target_probability(net: &Network, loader: &DataLoader, t: f64) -> Result<f64> {
+fn mean_target_probability(net: &Ensemble, loader: &DataLoader, t: f64) -> Result<f64> {
     let (mut sum, mut n) = (0f64, 0usize);
     for batch in loader.epoch(0) {
         let batch = batch?;

@@ -15,8 +15,9 @@ pub struct DistillConfig {
     pub teacher: ModelSpec,
     /// An experiment file whose `[model]` is the teacher, trained by its own `[data]`, `[train]`
     /// and seed into its own run folder (`mnv4-lab train` of that file makes the same run).
-    /// Replaces `teacher`, `teacher_epochs` and `teacher_lr`.
-    pub teacher_experiment: Option<PathBuf>,
+    /// A list of files makes the teacher an ensemble of their runs (mean logits, feature maps
+    /// side by side). Replaces `teacher`, `teacher_epochs` and `teacher_lr`.
+    pub teacher_experiment: Option<TeacherExperiments>,
     /// Teacher weights: an mnv4-lab sidecar (`.json`) or a safetensors file (ours or timm's).
     /// Absent: reuse a teacher trained earlier on the same data, or train one first.
     pub teacher_weights: Option<PathBuf>,
@@ -56,6 +57,27 @@ pub struct DistillConfig {
     pub cache: bool,
     /// Where the teacher cache lives.
     pub cache_dir: PathBuf,
+}
+
+/// `distill.teacher_experiment`: one experiment file, or a list of them (an ensemble teacher).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an experiment file, or a list of experiment files"
+)]
+pub enum TeacherExperiments {
+    One(PathBuf),
+    Ensemble(Vec<PathBuf>),
+}
+
+impl TeacherExperiments {
+    /// The experiment files, in order (the first is the ensemble's first member).
+    pub fn paths(&self) -> &[PathBuf] {
+        match self {
+            Self::One(p) => std::slice::from_ref(p),
+            Self::Ensemble(ps) => ps,
+        }
+    }
 }
 
 impl Default for DistillConfig {
@@ -149,6 +171,13 @@ impl DistillConfig {
                 || self.teacher_lr.is_some())
         {
             bail!("distill.teacher_experiment names the teacher and how it trains: drop distill.teacher, teacher_epochs and teacher_lr");
+        }
+        if self
+            .teacher_experiment
+            .as_ref()
+            .is_some_and(|t| t.paths().is_empty())
+        {
+            bail!("distill.teacher_experiment is an empty list: name at least one experiment file");
         }
         if self.teacher_res == Some(0) {
             bail!("distill.teacher_res must be positive");

@@ -7,8 +7,8 @@ use super::config::DistillConfig;
 use super::losses::{attention_transfer, dkd_loss, feature_mse, kd_loss};
 use crate::data::Batch;
 use crate::model::layers::{BatchNorm, Conv, ConvInit};
-use crate::model::{Mode, Network, ParamKind, ParamStore};
-use crate::space::Arch;
+use crate::model::{Ensemble, Mode, Network, ParamKind, ParamStore};
+use crate::space::{Arch, FeatureTap};
 use crate::train::loss::cross_entropy;
 use crate::train::objective::{BatchLoss, Step};
 use anyhow::{ensure, Result};
@@ -24,13 +24,14 @@ struct Adapter {
 }
 
 /// (student channels, teacher channels) of the adapter at each feature tap, checking that the
-/// tap exists in both networks and sits at the same stride.
+/// tap exists in both networks and that the teacher's map is not coarser than the student's.
+/// `teacher` is the teacher's taps ([`Arch::feature_taps`], or an ensemble's).
 pub fn adapter_shapes(
     student: &Arch,
-    teacher: &Arch,
+    teacher: &[FeatureTap],
     taps: &[usize],
 ) -> Result<Vec<(usize, usize)>> {
-    let (s, t) = (student.feature_taps(), teacher.feature_taps());
+    let (s, t) = (student.feature_taps(), teacher);
     taps.iter()
         .map(|&i| {
             ensure!(
@@ -63,7 +64,7 @@ struct CacheState {
 pub struct DistillObjective {
     cfg: DistillConfig,
     smoothing: f64,
-    teacher: Arc<Network>,
+    teacher: Arc<Ensemble>,
     /// Samples in the training set (rows of a cache view).
     train_samples: usize,
     adapters: Vec<Adapter>,
@@ -87,7 +88,7 @@ impl DistillObjective {
         cfg: &DistillConfig,
         smoothing: f64,
         student: &Network,
-        teacher: Arc<Network>,
+        teacher: Arc<Ensemble>,
         train_samples: usize,
         cache_key: Option<String>,
         seed: u64,
@@ -95,10 +96,10 @@ impl DistillObjective {
         let mut adapter_params = ParamStore::new(student.params.device(), seed ^ 0xada9);
         let mut adapters = Vec::new();
         if cfg.needs_features() {
-            adapter_shapes(&student.arch, &teacher.arch, &cfg.feature_taps)?;
+            adapter_shapes(&student.arch, &teacher.feature_taps(), &cfg.feature_taps)?;
         }
         if cfg.feature_weight > 0.0 {
-            let shapes = adapter_shapes(&student.arch, &teacher.arch, &cfg.feature_taps)?;
+            let shapes = adapter_shapes(&student.arch, &teacher.feature_taps(), &cfg.feature_taps)?;
             for (&i, (cs, ct)) in cfg.feature_taps.iter().zip(shapes) {
                 let p = format!("adapter.{i}");
                 adapters.push(Adapter {
@@ -146,15 +147,15 @@ impl DistillObjective {
         Some(view.bytes_per_sample())
     }
 
-    /// The teacher network.
-    pub fn teacher(&self) -> &Network {
+    /// The teacher (one network, or an ensemble).
+    pub fn teacher(&self) -> &Ensemble {
         &self.teacher
     }
 
     fn start_epoch(&mut self, epoch: usize) -> Result<()> {
         self.epoch = Some(epoch);
         let n = self.train_samples;
-        let k = self.teacher.arch.num_classes;
+        let k = self.teacher.num_classes();
         let taps = self.teacher_taps().len();
         if let Some(c) = &mut self.cache {
             let path = view_path(&c.dir, &c.key, epoch);
@@ -195,7 +196,7 @@ impl DistillObjective {
     /// teacher and storing them. Live outputs are rounded through f16 whether or not a cache is
     /// on, so a run reading the cache trains exactly like the run that filled it.
     fn teacher_outputs(&mut self, batch: &Batch, taps: &[usize]) -> Result<(Tensor, Vec<Tensor>)> {
-        let (b, k) = (batch.indices.len(), self.teacher.arch.num_classes);
+        let (b, k) = (batch.indices.len(), self.teacher.num_classes());
         let dev = batch.images.device();
         let view = self.cache.as_ref().and_then(|c| c.view.as_ref());
         if let Some((rows, shapes)) = view.and_then(|v| v.fetch(&batch.indices)) {

@@ -5,7 +5,7 @@
 use super::cache::{cache_key, file_sha256};
 use super::config::DistillConfig;
 use crate::data::{build_splits, DataConfig, Splits};
-use crate::model::Network;
+use crate::model::{Ensemble, Network};
 use crate::space::{Arch, ModelSpec};
 use crate::train::checkpoint::{read_sidecar, weights_path};
 use crate::train::evaluate::{evaluate, EvalMetrics};
@@ -32,6 +32,10 @@ pub struct TeacherPlan {
     /// Run name; `None`: `teacher-<arch>-<hash of arch, data, recipe and seed>`.
     pub name: Option<String>,
     pub checkpoint_every: usize,
+    /// Further members when the teacher is an ensemble (mean logits, feature maps side by
+    /// side), each trained as a run of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<TeacherPlan>,
 }
 
 impl TeacherPlan {
@@ -52,7 +56,13 @@ impl TeacherPlan {
             runs_dir: output.dir.clone(),
             name: None,
             checkpoint_every: output.checkpoint_every,
+            ensemble: Vec::new(),
         }
+    }
+
+    /// The runs that make the teacher: this one, then the ensemble's further members.
+    pub fn members(&self) -> Vec<&TeacherPlan> {
+        std::iter::once(self).chain(&self.ensemble).collect()
     }
 
     /// Refuses a teacher that trained on the students' validation images or sees other inputs:
@@ -140,16 +150,17 @@ impl<'a> TeacherRequest<'a> {
     }
 }
 
-/// A loaded teacher and where its weights came from.
+/// A loaded teacher (one network, or an ensemble) and where its weights came from.
 pub struct Teacher {
-    pub net: Network,
-    pub weights: PathBuf,
+    pub net: Ensemble,
+    /// Each member's weights file, in member order.
+    pub weights: Vec<PathBuf>,
     pub source: String,
 }
 
 /// A teacher ready to teach: frozen network, its test metrics and its logit-cache key.
 pub struct ReadyTeacher {
-    pub net: Arc<Network>,
+    pub net: Arc<Ensemble>,
     pub source: String,
     pub test: EvalMetrics,
     /// On the students' validation split: what a student must not reach to be taught.
@@ -160,18 +171,22 @@ pub struct ReadyTeacher {
     pub prepare_seconds: f64,
 }
 
-/// The key of the offline distillation dataset for teacher weights at `weights`: the weights'
-/// hash and everything that changes a view (the students' data and seed, the teacher's input
+/// The key of the offline distillation dataset for the teacher whose members' weights are
+/// `weights`: the weights' hashes and everything that changes a view (the students' data and seed, the teacher's input
 /// size, the tapped features, which a view holds whether or not this run's losses read them).
 /// `None` when the cache is off or cannot apply (teacher BN in train mode makes outputs depend
 /// on the batch).
-pub fn teacher_cache_key(req: &TeacherRequest, weights: &Path) -> Result<Option<String>> {
+pub fn teacher_cache_key(req: &TeacherRequest, weights: &[PathBuf]) -> Result<Option<String>> {
     let d = req.cfg;
     if !d.cache || d.teacher_train_bn {
         return Ok(None);
     }
     let settings = serde_json::to_string(&(req.data, req.seed, d.teacher_res, &d.feature_taps))?;
-    Ok(Some(cache_key(&file_sha256(weights)?, &settings)))
+    let hashes = weights
+        .iter()
+        .map(|w| file_sha256(w))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(cache_key(&hashes.join("+"), &settings)))
 }
 
 /// Resolves the teacher, evaluates it on test (refusing one whose outputs are not finite) and
@@ -245,22 +260,48 @@ fn load_given(w: &Path, arch: Arch, splits: &Splits, seed: u64) -> Result<Teache
         .load_safetensors(&weights, &[])
         .with_context(|| format!("loading teacher weights {}", weights.display()))?;
     Ok(Teacher {
-        net,
-        weights,
+        net: Ensemble::new(vec![net])?,
+        weights: vec![weights],
         source: format!("given weights {}", w.display()),
     })
 }
 
-/// Resolves the teacher (see the module docs).
+/// Resolves the teacher (see the module docs): given weights, or each member of the plan found
+/// or trained.
 pub fn resolve_teacher(req: &TeacherRequest, splits: &Splits) -> Result<Teacher> {
-    let arch = req
-        .plan
-        .model
-        .to_arch(splits.channels, splits.num_classes)?;
     if let Some(w) = &req.cfg.teacher_weights {
+        let arch = req
+            .plan
+            .model
+            .to_arch(splits.channels, splits.num_classes)?;
         return load_given(w, arch, splits, req.seed);
     }
-    let job = req.plan.job(&arch);
+    let (mut nets, mut weights, mut sources) = (Vec::new(), Vec::new(), Vec::new());
+    for member in req.plan.members() {
+        let (net, w, sidecar) = resolve_member(member, req, splits)?;
+        nets.push(net);
+        weights.push(w);
+        sources.push(sidecar.display().to_string());
+    }
+    let source = match sources.len() {
+        1 => format!("trained teacher {}", sources[0]),
+        n => format!("ensemble of {n} trained teachers {}", sources.join(" + ")),
+    };
+    Ok(Teacher {
+        net: Ensemble::new(nets)?,
+        weights,
+        source,
+    })
+}
+
+/// One member's network, weights file and sidecar: a finished run of its plan, or trained now.
+fn resolve_member(
+    plan: &TeacherPlan,
+    req: &TeacherRequest,
+    splits: &Splits,
+) -> Result<(Network, PathBuf, PathBuf)> {
+    let arch = plan.model.to_arch(splits.channels, splits.num_classes)?;
+    let job = plan.job(&arch);
     let sidecar = match find_trained(&job, &arch) {
         Some(p) => p,
         None => train_teacher(&job, &arch, req.quiet)?,
@@ -268,12 +309,10 @@ pub fn resolve_teacher(req: &TeacherRequest, splits: &Splits) -> Result<Teacher>
     let s = read_sidecar(&sidecar)?;
     let weights = weights_path(&sidecar, &s);
     let net = Network::new(&s.arch, &Device::Cpu, req.seed)?;
-    net.params.load_safetensors(&weights, &[])?;
-    Ok(Teacher {
-        net,
-        weights,
-        source: format!("trained teacher {}", sidecar.display()),
-    })
+    net.params
+        .load_safetensors(&weights, &[])
+        .with_context(|| format!("loading teacher weights {}", weights.display()))?;
+    Ok((net, weights, sidecar))
 }
 
 /// Trains the teacher as its own run, on its own data splits; returns its best sidecar.
@@ -309,8 +348,8 @@ mod tests {
     fn the_cache_key_changes_with_every_setting_a_view_depends_on() {
         let dir = std::env::temp_dir().join(format!("mnv4-key-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let weights = dir.join("w.safetensors");
-        std::fs::write(&weights, b"weights one").unwrap();
+        let weights = vec![dir.join("w.safetensors")];
+        std::fs::write(&weights[0], b"weights one").unwrap();
         let base_cfg = DistillConfig::default();
         let base_data = DataConfig::default();
         let plan = TeacherPlan::inline(
@@ -363,8 +402,20 @@ mod tests {
         assert!(with_cfg(&|c| c.cache = false).is_none());
         assert!(with_cfg(&|c| c.teacher_train_bn = true).is_none());
         // Other weights, other key.
-        std::fs::write(&weights, b"weights two").unwrap();
-        assert_ne!(key(&base_cfg, &base_data, 0).unwrap(), base);
+        std::fs::write(&weights[0], b"weights two").unwrap();
+        let two = key(&base_cfg, &base_data, 0).unwrap();
+        assert_ne!(two, base);
+        // An ensemble's key covers every member's weights.
+        let other = dir.join("other.safetensors");
+        std::fs::write(&other, b"member two").unwrap();
+        let pair = |weights: &[PathBuf]| {
+            let req = TeacherRequest::new(&base_cfg, &base_data, 0, &plan, true);
+            teacher_cache_key(&req, weights).unwrap().unwrap()
+        };
+        let ab = pair(&[weights[0].clone(), other.clone()]);
+        assert!(ab != two && ab != pair(&[other.clone(), weights[0].clone()]));
+        std::fs::write(&other, b"member two, retrained").unwrap();
+        assert_ne!(pair(&[weights[0].clone(), other]), ab);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

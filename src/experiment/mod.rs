@@ -89,13 +89,17 @@ impl Experiment {
         self.model.to_arch(channels, 2).context("in [model]")?;
         if self.distill.uses_teacher() && self.distill.teacher_weights.is_none() {
             let plan = self.teacher_plan()?;
-            let at = match &self.distill.teacher_experiment {
-                Some(p) => format!("in the teacher experiment {}", p.display()),
-                None => "in distill.teacher".into(),
-            };
-            plan.model
-                .to_arch(plan.data.augment.channels, 2)
-                .context(at)?;
+            let files = self.distill.teacher_experiment.as_ref();
+            for (i, member) in plan.members().into_iter().enumerate() {
+                let at = match files.and_then(|t| t.paths().get(i)) {
+                    Some(p) => format!("in the teacher experiment {}", p.display()),
+                    None => "in distill.teacher".into(),
+                };
+                member
+                    .model
+                    .to_arch(member.data.augment.channels, 2)
+                    .context(at)?;
+            }
         }
         Ok(())
     }
@@ -117,14 +121,30 @@ impl Experiment {
         }
     }
 
-    /// How this experiment's teacher is trained: by `distill.teacher_experiment` (checked to
-    /// hold out the students' validation images and to see their inputs), else inline.
+    /// How this experiment's teacher is trained: by `distill.teacher_experiment` (each file
+    /// checked to hold out the students' validation images and to see their inputs; several
+    /// make an ensemble), else inline.
     pub fn teacher_plan(&self) -> Result<TeacherPlan> {
         let d = &self.distill;
-        let Some(path) = &d.teacher_experiment else {
+        let Some(files) = &d.teacher_experiment else {
             let (data, train, seed) = (&self.data, &self.train, self.seed);
             return Ok(TeacherPlan::inline(d, data, train, seed, &self.output));
         };
+        let mut plans = files
+            .paths()
+            .iter()
+            .map(|p| self.member_plan(p))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter();
+        let mut plan = plans
+            .next()
+            .context("distill.teacher_experiment is empty")?;
+        plan.ensemble = plans.collect();
+        Ok(plan)
+    }
+
+    /// The plan of one teacher experiment file.
+    fn member_plan(&self, path: &Path) -> Result<TeacherPlan> {
         let at = || format!("distill.teacher_experiment = {}", path.display());
         let t = Experiment::load(path, &[]).with_context(at)?;
         if t.distill.teacher_experiment.is_some() {
@@ -141,8 +161,9 @@ impl Experiment {
             runs_dir: t.output.dir,
             name: Some(t.name),
             checkpoint_every: t.output.checkpoint_every,
+            ensemble: Vec::new(),
         };
-        plan.check_against(&self.data, d.teacher_res)
+        plan.check_against(&self.data, self.distill.teacher_res)
             .with_context(at)?;
         Ok(plan)
     }
@@ -249,5 +270,39 @@ mod tests {
             &["model.arch=\"conv-small\"", "model.width=0"],
             "[model]",
         );
+        bad("", &["distill.teacher_experiment=[]"], "empty list");
+        bad(
+            "",
+            &["distill.teacher_experiment=3"],
+            "a list of experiment files",
+        );
+    }
+
+    #[test]
+    fn a_list_of_teacher_experiments_makes_an_ensemble_teacher() {
+        let path = Path::new("experiments/distill_fashion_mnist.toml");
+        let e = Experiment::load(path, &[]).unwrap();
+        let plan = e.teacher_plan().unwrap();
+        let names: Vec<_> = plan.members().iter().map(|m| m.name.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                Some("teacher_fashion_mnist".to_string()),
+                Some("teacher_fashion_mnist_erase".to_string())
+            ]
+        );
+        // One file stays written as one path, as studies recorded before ensembles have it.
+        let one = ["distill.teacher_experiment=\"experiments/teacher_fashion_mnist.toml\"".into()];
+        let e = Experiment::load(path, &one).unwrap();
+        let json = serde_json::to_value(&e.distill).unwrap();
+        assert_eq!(
+            json["teacher_experiment"],
+            "experiments/teacher_fashion_mnist.toml"
+        );
+        assert!(e.teacher_plan().unwrap().ensemble.is_empty());
+        // A member that does not exist is named.
+        let missing = ["distill.teacher_experiment=[\"experiments/teacher_fashion_mnist.toml\", \"nope.toml\"]".into()];
+        let err = Experiment::load(path, &missing).unwrap_err();
+        assert!(format!("{err:#}").contains("nope.toml"), "{err:#}");
     }
 }

@@ -2,7 +2,7 @@
 
 use super::loss::{correct_topk, cross_entropy};
 use crate::data::DataLoader;
-use crate::model::{Mode, Network};
+use crate::model::{Classifier, Mode};
 use anyhow::Result;
 
 /// Loss, top-1 and top-5 (fractions) of a model on a loader.
@@ -25,16 +25,16 @@ impl EvalMetrics {
 }
 
 /// Evaluates `net` in eval mode over every batch of `loader`.
-pub fn evaluate(net: &Network, loader: &DataLoader) -> Result<EvalMetrics> {
+pub fn evaluate(net: &impl Classifier, loader: &DataLoader) -> Result<EvalMetrics> {
     let (mut loss, mut c1, mut c5, mut n) = (0f64, 0usize, 0usize, 0usize);
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let logits = net.forward(&batch.images, Mode::Eval)?;
+        let logits = net.logits(&batch.images, Mode::Eval)?;
         let b = batch.indices.len();
         loss += cross_entropy(&logits, &batch.labels, 0.0)?.to_scalar::<f32>()? as f64 * b as f64;
         let labels = batch.labels.to_vec1::<u32>()?;
         c1 += correct_topk(&logits, &labels, 1)?;
-        c5 += correct_topk(&logits, &labels, 5.min(net.arch.num_classes))?;
+        c5 += correct_topk(&logits, &labels, 5.min(net.classes()))?;
         n += b;
     }
     anyhow::ensure!(n > 0, "evaluation set is empty");
