@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod detect;
 pub mod distill;
 pub mod eval;
 pub mod export;
@@ -70,8 +71,10 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Retrain a search's Pareto front and the presets at the full budget over seeds; writes REPORT_DIR/retrain/.
     Retrain(retrain::RetrainArgs),
-    /// Datasets: `data fetch fashion-mnist`.
+    /// Datasets: `data fetch fashion-mnist`, `data make-detect`.
     Data(data::DataArgs),
+    /// Object detection with YOLO11 and MobileNetV4 backbones: `detect map` (COCO box mAP).
+    Detect(detect::DetectArgs),
 }
 
 /// Runs the parsed command.
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export::run(&a),
         Command::Data(a) => data::run(&a),
         Command::Retrain(a) => retrain::run(&a),
+        Command::Detect(a) => detect::run(&a),
     }
 }
 

@@ -8,7 +8,10 @@
 //! yolo11n … yolo11x totals.
 
 pub mod blocks;
+pub mod coco;
+pub mod coco_json;
 pub mod graph;
+pub mod nms;
 pub mod scale;
 pub mod sheet;
 pub mod spec;
