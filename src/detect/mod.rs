@@ -7,10 +7,13 @@
 //! input size. With YOLO11's own backbone the parameter counts equal Ultralytics' published
 //! yolo11n … yolo11x totals.
 
+pub mod assign;
+pub mod atan;
 pub mod blocks;
 pub mod coco;
 pub mod coco_json;
 pub mod graph;
+pub mod loss;
 pub mod nms;
 pub mod scale;
 pub mod sheet;
