@@ -9,14 +9,15 @@
 //! | the experiment file | [`experiment`] |
 //! | studies | [`search`] |
 //! | learning | [`distill`], [`train`] |
-//! | models | [`model`], [`export`] |
-//! | facts | [`space`], [`cost`], [`detect`], [`data`], [`report`], [`fsutil`] |
+//! | models | [`model`], [`detect`], [`export`] |
+//! | facts | [`space`], [`cost`], [`data`], [`report`], [`fsutil`] |
 //! | kernels | [`ops`] |
 //!
 //! * [`space`] — the architecture as plain data (no candle): `Arch`, presets, block strings.
 //! * [`cost`] — parameters, MACs, bytes and roofline latency computed from an `Arch` alone.
-//! * [`detect`] — YOLO11 detectors (own or MobileNetV4 backbone) as data, with exact parameters and MACs.
 //! * [`model`] — the one builder that turns any `Arch` into a candle network, timm-named weights.
+//! * [`detect`] — YOLO11 detectors (own or MobileNetV4 backbone) as data, with exact parameters and
+//!   MACs, and built as candle networks with Ultralytics' tensor names.
 //! * [`export`] — a built network as an ONNX file (BN folded, dynamic batch), from the lowered layers.
 //! * [`ops`] — CPU kernels as candle custom ops (convolutions, batch norm, activations).
 //! * [`data`] — datasets, splits, augmentation, background batching.

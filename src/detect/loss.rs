@@ -4,8 +4,9 @@
 
 use super::assign::{assign, AssignerConfig, Object, Predictions};
 use super::atan::atan;
+use super::decode::decode;
 use anyhow::{ensure, Result};
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 /// Loss gains (YOLO11's defaults: box 7.5, cls 0.5, dfl 1.5).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,31 +35,25 @@ pub struct LossParts {
 }
 
 /// The head's maps flattened over anchors: side distributions `[B, A, 4·reg_max]`, class logits
-/// `[B, A, C]`, anchor centres (grid units) and each anchor's stride.
+/// `[B, A, C]`, decoded boxes `[B, A, 4]` (`[x1, y1, x2, y2]` in grid units), anchor centres
+/// (grid units) and each anchor's stride.
 pub struct FlatHead {
     pub dist: Tensor,
     pub logits: Tensor,
+    pub boxes: Tensor,
     pub anchors: Vec<[f32; 2]>,
     pub strides: Vec<f32>,
     pub reg_max: usize,
 }
 
-/// Flattens per-level maps `[B, 4·reg_max + C, H, W]` (P3, P4, P5 at `strides`), anchors in
-/// row-major order within each level.
-pub fn flatten_head(maps: &[Tensor], strides: &[usize], reg_max: usize) -> Result<FlatHead> {
-    ensure!(
-        maps.len() == strides.len(),
-        "{} maps for {} strides",
-        maps.len(),
-        strides.len()
-    );
+/// Flattens per-level maps `[B, 4·reg_max + C, H, W]` (P3, P4, P5 at `strides`; anchors in
+/// row-major order within each level) and decodes their boxes with the DFL `bins`.
+pub fn flatten_head(maps: &[Tensor], strides: &[usize], bins: &Tensor) -> Result<FlatHead> {
+    let reg_max = bins.elem_count();
+    let pixels = decode(maps, bins, strides)?.boxes;
     let (mut flat, mut anchors, mut per_anchor) = (Vec::new(), Vec::new(), Vec::new());
     for (m, &s) in maps.iter().zip(strides) {
         let (b, c, h, w) = m.dims4()?;
-        ensure!(
-            c > 4 * reg_max,
-            "a head map has {c} channels, needs 4·{reg_max} + classes"
-        );
         flat.push(m.reshape((b, c, h * w))?);
         for y in 0..h {
             for x in 0..w {
@@ -69,30 +64,15 @@ pub fn flatten_head(maps: &[Tensor], strides: &[usize], reg_max: usize) -> Resul
     }
     let all = Tensor::cat(&flat, 2)?.transpose(1, 2)?.contiguous()?;
     let c = all.dim(2)?;
+    let per = Tensor::from_vec(per_anchor.clone(), (1, per_anchor.len(), 1), bins.device())?;
     Ok(FlatHead {
         dist: all.narrow(2, 0, 4 * reg_max)?,
         logits: all.narrow(2, 4 * reg_max, c - 4 * reg_max)?,
+        boxes: pixels.broadcast_div(&per)?,
         anchors,
         strides: per_anchor,
         reg_max,
     })
-}
-
-impl FlatHead {
-    /// Boxes `[B, A, 4]` as `[x1, y1, x2, y2]` in grid units: each side the expectation of its
-    /// softmax distribution over `0 … reg_max − 1`, measured from the anchor centre.
-    pub fn boxes(&self) -> Result<Tensor> {
-        let (b, a, _) = self.dist.dims3()?;
-        let r = self.reg_max;
-        let bins = Tensor::arange(0f32, r as f32, self.dist.device())?.reshape((1, 1, 1, r))?;
-        let probs = candle_nn::ops::softmax_last_dim(&self.dist.reshape((b, a, 4, r))?)?;
-        let ltrb = probs.broadcast_mul(&bins)?.sum(D::Minus1)?;
-        let flat: Vec<f32> = self.anchors.iter().flatten().copied().collect();
-        let centres = Tensor::from_vec(flat, (1, a, 2), self.dist.device())?;
-        let xy1 = centres.broadcast_sub(&ltrb.narrow(2, 0, 2)?)?;
-        let xy2 = centres.broadcast_add(&ltrb.narrow(2, 2, 2)?)?;
-        Ok(Tensor::cat(&[xy1, xy2], 2)?)
-    }
 }
 
 /// YOLO11's loss for a batch: `objects[i]` are image `i`'s objects in pixels.
@@ -108,8 +88,8 @@ pub fn detection_loss(
         "{} label lists for a batch of {b}",
         objects.len()
     );
-    let boxes = head.boxes()?;
-    let mut t = targets(head, &boxes, objects, assigner)?;
+    let boxes = &head.boxes;
+    let mut t = targets(head, boxes, objects, assigner)?;
     let dev = head.logits.device();
     let target_scores = Tensor::from_vec(std::mem::take(&mut t.scores), (b, a, classes), dev)?;
     let denom = (t.score_sum as f64).max(1.0);
@@ -272,6 +252,10 @@ mod tests {
 
     const R: usize = 16;
 
+    fn bins() -> Tensor {
+        Tensor::arange(0f32, R as f32, &Device::Cpu).unwrap()
+    }
+
     /// A 4×4 stride-8 head map (32×32 image) with `classes` classes: every side distribution and
     /// class logit at `low`, then the given anchors set to predict exactly.
     fn head_map(classes: usize, exact: &[(usize, [usize; 4], usize)]) -> Vec<f32> {
@@ -297,7 +281,7 @@ mod tests {
         // inside it: (1.5, 1.5) with sides l t r b = 1 1 2 1 and (2.5, 1.5) with 2 1 1 1.
         let map = head_map(2, &[(5, [1, 1, 2, 1], 1), (6, [2, 1, 1, 1], 1)]);
         let map = Tensor::from_vec(map, (1, 4 * R + 2, 4, 4), &Device::Cpu).unwrap();
-        let head = flatten_head(&[map], &[8], R).unwrap();
+        let head = flatten_head(&[map], &[8], &bins()).unwrap();
         let obj = vec![vec![Object {
             class: 1,
             xyxy: [4.0, 4.0, 28.0, 20.0],
@@ -316,7 +300,7 @@ mod tests {
             l.dfl,
             l.cls
         );
-        let b = head.boxes().unwrap().to_vec3::<f32>().unwrap();
+        let b = head.boxes.to_vec3::<f32>().unwrap();
         for (got, want) in b[0][5].iter().zip([0.5, 0.5, 3.5, 2.5]) {
             assert!((got - want).abs() < 1e-5, "{:?}", b[0][5]);
         }
@@ -344,7 +328,7 @@ mod tests {
             ],
         ];
         let step = |lr: f64| -> f32 {
-            let head = flatten_head(&[map.as_tensor().clone()], &[8], R).unwrap();
+            let head = flatten_head(&[map.as_tensor().clone()], &[8], &bins()).unwrap();
             let l = detection_loss(
                 &head,
                 &objects,

@@ -12,6 +12,21 @@ use candle_core::{DType, Tensor, Var, D};
 pub const BN_MOMENTUM: f64 = 0.1;
 pub const BN_EPS: f64 = 1e-5;
 
+/// A batch norm's epsilon and running-statistics momentum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BnHyper {
+    pub eps: f64,
+    pub momentum: f64,
+}
+
+impl BnHyper {
+    /// timm's MobileNetV4 values ([`BN_EPS`], [`BN_MOMENTUM`]).
+    pub const TIMM: BnHyper = BnHyper {
+        eps: BN_EPS,
+        momentum: BN_MOMENTUM,
+    };
+}
+
 /// Whether a forward pass trains (batch statistics, dropout) or evaluates (running statistics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -33,6 +48,8 @@ pub enum ConvInit {
     FanOut,
     /// Xavier-uniform, which timm uses for the attention projections.
     Xavier,
+    /// PyTorch's default (Kaiming-uniform with a = √5): Uniform(±1/sqrt(fan_in)).
+    Torch,
 }
 
 impl Conv {
@@ -53,6 +70,7 @@ impl Conv {
         let init = match init {
             ConvInit::FanOut => Init::Normal((2.0 / fan_out as f64).sqrt()),
             ConvInit::Xavier => Init::Uniform((6.0 / (fan_in + fan_out) as f64).sqrt()),
+            ConvInit::Torch => Init::Uniform(1.0 / (fan_in as f64).sqrt()),
         };
         let weight = ps.create(
             &format!("{prefix}.weight"),
@@ -101,6 +119,7 @@ pub struct BatchNorm {
     pub bias: Var,
     pub running_mean: Var,
     pub running_var: Var,
+    pub hyper: BnHyper,
 }
 
 fn per_channel(t: &Tensor, x: &Tensor) -> Result<Tensor> {
@@ -111,8 +130,13 @@ fn per_channel(t: &Tensor, x: &Tensor) -> Result<Tensor> {
 }
 
 impl BatchNorm {
-    /// Creates `{prefix}.weight/.bias/.running_mean/.running_var`.
+    /// Creates `{prefix}.weight/.bias/.running_mean/.running_var` with timm's epsilon and momentum.
     pub fn new(ps: &mut ParamStore, prefix: &str, c: usize) -> Result<Self> {
+        Self::with_hyper(ps, prefix, c, BnHyper::TIMM)
+    }
+
+    /// [`BatchNorm::new`] with another epsilon and momentum.
+    pub fn with_hyper(ps: &mut ParamStore, prefix: &str, c: usize, hyper: BnHyper) -> Result<Self> {
         Ok(Self {
             weight: ps.create(
                 &format!("{prefix}.weight"),
@@ -138,11 +162,12 @@ impl BatchNorm {
                 Init::Const(1.0),
                 ParamKind::Buffer,
             )?,
+            hyper,
         })
     }
 
     /// Train: normalize with batch statistics and update the running ones (unbiased variance,
-    /// momentum 0.1, as PyTorch). Eval: normalize with the running statistics.
+    /// the configured momentum, as PyTorch). Eval: normalize with the running statistics.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.forward_act(x, mode, None)
     }
@@ -172,7 +197,7 @@ impl BatchNorm {
                     x,
                     self.weight.as_tensor(),
                     self.bias.as_tensor(),
-                    BN_EPS,
+                    self.hyper.eps,
                     act,
                 )?;
                 let n = stats.count;
@@ -184,7 +209,8 @@ impl BatchNorm {
 
     /// `(scale, shift)` of eval mode: `weight / √(running_var + eps)`, `bias − running_mean · scale`.
     fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
-        let scale = (self.weight.as_tensor() / (self.running_var.as_tensor() + BN_EPS)?.sqrt()?)?;
+        let eps = self.hyper.eps;
+        let scale = (self.weight.as_tensor() / (self.running_var.as_tensor() + eps)?.sqrt()?)?;
         let shift = (self.bias.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
         Ok((scale, shift))
     }
@@ -192,7 +218,7 @@ impl BatchNorm {
     /// `running ← (1 − momentum) · running + momentum · batch`, the variance scaled by
     /// `var_factor` (n / (n − 1), for the unbiased estimate). Outside autograd.
     fn update_running(&self, mean: &[f32], var: &[f32], var_factor: f64) -> Result<()> {
-        let m = BN_MOMENTUM;
+        let m = self.hyper.momentum;
         for (running, batch, factor) in [
             (&self.running_mean, mean, 1.0),
             (&self.running_var, var, var_factor),
@@ -223,13 +249,13 @@ impl BatchNorm {
                 let mean = xt.mean(D::Minus1)?;
                 let centered = xt.broadcast_sub(&mean.unsqueeze(1)?)?;
                 let var = centered.sqr()?.mean(D::Minus1)?;
-                let inv_std = (var.clone() + BN_EPS)?.sqrt()?.recip()?;
+                let inv_std = (var.clone() + self.hyper.eps)?.sqrt()?.recip()?;
                 let scale = (self.weight.as_tensor() * &inv_std)?;
                 let shift = (self.bias.as_tensor() - (&mean * &scale)?)?;
                 let y = x
                     .broadcast_mul(&per_channel(&scale, x)?)?
                     .broadcast_add(&per_channel(&shift, x)?)?;
-                let m = BN_MOMENTUM;
+                let m = self.hyper.momentum;
                 let unbiased = (var.detach() * (n as f64 / (n.max(2) - 1) as f64))?;
                 self.running_mean
                     .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?)?;

@@ -35,6 +35,8 @@ pub struct ParamStore {
     entries: BTreeMap<String, (Var, ParamKind)>,
     device: Device,
     rng: StdRng,
+    /// Prepended to every name created (see [`ParamStore::scoped`]).
+    prefix: String,
 }
 
 impl ParamStore {
@@ -44,7 +46,17 @@ impl ParamStore {
             entries: BTreeMap::new(),
             device: device.clone(),
             rng: StdRng::seed_from_u64(seed),
+            prefix: String::new(),
         }
+    }
+
+    /// Runs `build` with every name it creates prefixed by `{prefix}.` (nested scopes stack).
+    pub fn scoped<R>(&mut self, prefix: &str, build: impl FnOnce(&mut Self) -> R) -> R {
+        let outer = self.prefix.clone();
+        self.prefix = format!("{outer}{prefix}.");
+        let built = build(self);
+        self.prefix = outer;
+        built
     }
 
     /// The device tensors live on.
@@ -69,7 +81,8 @@ impl ParamStore {
         }
     }
 
-    /// Creates the tensor `name` with `shape`, filled by `init`.
+    /// Creates the tensor `name` (under the current [`ParamStore::scoped`] prefix) with `shape`,
+    /// filled by `init`.
     pub fn create(
         &mut self,
         name: &str,
@@ -77,13 +90,14 @@ impl ParamStore {
         init: Init,
         kind: ParamKind,
     ) -> Result<Var> {
-        if self.entries.contains_key(name) {
+        let name = format!("{}{name}", self.prefix);
+        if self.entries.contains_key(&name) {
             bail!("parameter '{name}' defined twice");
         }
         let n = shape.iter().product();
         let data = self.sample(n, init);
         let var = Var::from_vec(data, shape, &self.device)?;
-        self.entries.insert(name.to_string(), (var.clone(), kind));
+        self.entries.insert(name, (var.clone(), kind));
         Ok(var)
     }
 
