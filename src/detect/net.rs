@@ -114,7 +114,12 @@ impl DetectNet {
     /// Boxes (xyxy, input pixels) and class scores at every anchor, from [`DetectNet::forward`]'s
     /// maps.
     pub fn decode(&self, maps: &[Tensor]) -> Result<Detections> {
-        decode(maps, &self.head.bins()?, &LEVEL_STRIDES)
+        decode(maps, &self.head_bins()?, &LEVEL_STRIDES)
+    }
+
+    /// The DFL bins `0 … reg_max − 1` the head's box distributions are read with.
+    pub fn head_bins(&self) -> Result<Tensor> {
+        self.head.bins()
     }
 }
 

@@ -222,3 +222,47 @@ fn sppf_max_pool_matches_a_direct_window_maximum() {
         }
     }
 }
+
+#[test]
+fn the_detection_loss_trains_the_whole_detector() {
+    use super::assign::{AssignerConfig, Object};
+    use super::loss::{detection_loss, flatten_head, LossGains};
+    let spec = DetectorSpec::mnv4(preset("conv-small", 0.25).unwrap(), Yolo11Scale::N, 3);
+    let net = build(&spec);
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let maps = net.forward(&x, Mode::Train).unwrap();
+    let head = flatten_head(&maps, &LEVEL_STRIDES, &net.head_bins().unwrap()).unwrap();
+    let objects = vec![
+        vec![Object {
+            class: 2,
+            xyxy: [4.0, 6.0, 40.0, 50.0],
+        }],
+        vec![],
+    ];
+    let loss = detection_loss(
+        &head,
+        &objects,
+        &LossGains::default(),
+        &AssignerConfig::default(),
+    )
+    .unwrap();
+    assert!(loss.boxes > 0.0 && loss.dfl > 0.0 && loss.cls > 0.0);
+    let grads = loss.total.backward().unwrap();
+    for name in ["backbone.conv_stem.weight", "model.23.cv2.0.2.weight"] {
+        let (_, var, _) = net
+            .params
+            .trainable()
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no tensor {name}"));
+        let g = grads.get(&var).expect(name);
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(norm > 0.0, "{name} got no gradient");
+    }
+}
