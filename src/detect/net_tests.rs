@@ -166,14 +166,7 @@ fn gradients_reach_every_trainable_tensor_from_the_head_maps() {
             let g = grads.get(var.as_tensor());
             assert!(g.is_some(), "{}: no gradient for {name}", spec.name());
         }
-        let g = grads.get(&net.params.tensors()[first]).unwrap();
-        let norm = g
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let norm = squared_norm(grads.get(&net.params.tensors()[first]).unwrap());
         assert!(norm > 0.0, "{}: {first} gets a zero gradient", spec.name());
     }
 }
@@ -255,14 +248,18 @@ fn the_detection_loss_trains_the_whole_detector() {
             .into_iter()
             .find(|(n, _, _)| n == name)
             .unwrap_or_else(|| panic!("no tensor {name}"));
-        let g = grads.get(&var).expect(name);
-        let norm = g
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(norm > 0.0, "{name} got no gradient");
+        assert!(
+            squared_norm(grads.get(&var).expect(name)) > 0.0,
+            "{name} got no gradient"
+        );
     }
+}
+
+fn squared_norm(g: &Tensor) -> f32 {
+    g.sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
