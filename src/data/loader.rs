@@ -5,21 +5,19 @@
 //! * Augmentation of sample `i` uses `StdRng` seeded from `derive_seed(&[seed, epoch, i])`
 //!   (`i` = index in the dataset), so results do not depend on batch size, thread count or
 //!   scheduling: the same seed gives identical batches run after run.
-//! * A producer thread fills a bounded `sync_channel` (depth `prefetch`) while the consumer
-//!   trains; samples within a batch are processed in parallel with rayon.
+//! * A producer thread ([`super::epoch`]) fills a bounded channel (depth `prefetch`) while the
+//!   consumer trains; samples within a batch are processed in parallel with rayon.
 
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::augment::Augmenter;
 use super::dataset::Dataset;
+use super::epoch::{batch_count, epoch_order, spawn_epoch, DeviceBatch, EpochBatches};
 use super::error::DataError;
 use super::seed::derive_seed;
 
@@ -134,12 +132,7 @@ impl DataLoader {
 
     /// Batches per epoch.
     pub fn len(&self) -> usize {
-        let (n, b) = (self.dataset.n, self.cfg.batch_size);
-        if self.cfg.drop_last {
-            n / b
-        } else {
-            n.div_ceil(b)
-        }
+        batch_count(self.dataset.n, self.cfg.batch_size, self.cfg.drop_last)
     }
 
     /// True when an epoch yields no batch.
@@ -149,56 +142,28 @@ impl DataLoader {
 
     /// Sample order of `epoch` (dataset indices; truncated to whole batches when `drop_last`).
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.dataset.n).collect();
-        if self.cfg.shuffle {
-            order.shuffle(&mut StdRng::seed_from_u64(derive_seed(&[
-                self.cfg.seed,
-                epoch,
-            ])));
-        }
-        order.truncate(
-            self.len()
-                .saturating_mul(self.cfg.batch_size)
-                .min(self.dataset.n),
-        );
-        order
+        let c = &self.cfg;
+        epoch_order(
+            self.dataset.n,
+            c.batch_size,
+            c.shuffle,
+            c.drop_last,
+            (c.seed, epoch),
+        )
     }
 
     /// Starts producing the batches of `epoch` on a background thread.
     pub fn epoch(&self, epoch: u64) -> EpochBatches {
-        let order = self.epoch_order(epoch);
-        let expected = self.len();
-        let (tx, rx) = sync_channel(self.cfg.prefetch.clamp(1, 8));
         let ds = Arc::clone(&self.dataset);
         let aug = Arc::clone(&self.augmenter);
-        let (bs, augment, seed) = (self.cfg.batch_size, self.cfg.augment, self.cfg.seed);
-        let spawned = std::thread::Builder::new()
-            .name(format!("data-loader-e{epoch}"))
-            .spawn(move || {
-                for chunk in order.chunks(bs) {
-                    let batch = build_batch(&ds, &aug, chunk, seed, epoch, augment);
-                    if tx.send(batch).is_err() {
-                        break; // consumer dropped the iterator
-                    }
-                }
-            });
-        let (handle, pending) = match spawned {
-            Ok(h) => (Some(h), None),
-            Err(e) => (
-                None,
-                Some(DataError::Invalid(format!(
-                    "cannot start data loader thread: {e}"
-                ))),
-            ),
-        };
-        EpochBatches {
-            rx: Some(rx),
-            handle,
-            pending,
-            device: self.device.clone(),
-            received: 0,
-            expected,
-        }
+        let (augment, seed) = (self.cfg.augment, self.cfg.seed);
+        spawn_epoch(
+            format!("data-loader-e{epoch}"),
+            self.epoch_order(epoch),
+            (self.cfg.batch_size, self.cfg.prefetch),
+            self.device.clone(),
+            move |chunk| build_batch(&ds, &aug, chunk, seed, epoch, augment),
+        )
     }
 }
 
@@ -234,88 +199,13 @@ fn build_batch(
     })
 }
 
-/// Moves a CPU batch to `device`.
-fn to_device(b: Batch, device: &Device) -> Result<Batch, DataError> {
-    Ok(Batch {
-        images: b.images.to_device(device)?,
-        labels: b.labels.to_device(device)?,
-        indices: b.indices,
-    })
-}
-
-/// Iterator over one epoch's batches. Dropping it stops the producer thread.
-///
-/// Yields `Err` if a batch cannot be built or moved to the device, or if the producer
-/// thread dies before delivering every batch (never a silently short epoch).
-pub struct EpochBatches {
-    rx: Option<Receiver<Result<Batch, DataError>>>,
-    handle: Option<JoinHandle<()>>,
-    pending: Option<DataError>,
-    device: Device,
-    received: usize,
-    expected: usize,
-}
-
-impl Iterator for EpochBatches {
-    type Item = Result<Batch, DataError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.pending.take() {
-            self.rx = None;
-            return Some(Err(e));
-        }
-        let rx = self.rx.as_ref()?;
-        match rx.recv() {
-            Ok(Ok(batch)) => {
-                self.received += 1;
-                Some(if self.device.is_cpu() {
-                    Ok(batch)
-                } else {
-                    to_device(batch, &self.device)
-                })
-            }
-            Ok(Err(e)) => {
-                self.received += 1;
-                Some(Err(e))
-            }
-            Err(_) => {
-                // Producer finished (or died). Check it delivered everything.
-                self.rx = None;
-                let panicked = self
-                    .handle
-                    .take()
-                    .map(|h| h.join().is_err())
-                    .unwrap_or(false);
-                if panicked || self.received < self.expected {
-                    Some(Err(DataError::Invalid(format!(
-                        "data loader thread stopped after {} of {} batches{}",
-                        self.received,
-                        self.expected,
-                        if panicked { " (it panicked)" } else { "" }
-                    ))))
-                } else {
-                    None
-                }
-            }
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        if self.rx.is_none() && self.pending.is_none() {
-            return (0, Some(0));
-        }
-        let left = self.expected.saturating_sub(self.received);
-        (left, Some(left + 1))
-    }
-}
-
-impl Drop for EpochBatches {
-    fn drop(&mut self) {
-        // Dropping the receiver makes the producer's next send fail, so it exits.
-        self.rx = None;
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+impl DeviceBatch for Batch {
+    fn to_device(self, device: &Device) -> Result<Self, DataError> {
+        Ok(Batch {
+            images: self.images.to_device(device)?,
+            labels: self.labels.to_device(device)?,
+            indices: self.indices,
+        })
     }
 }
 

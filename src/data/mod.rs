@@ -1,4 +1,4 @@
-//! Datasets, splits, augmentation and batching for image classification.
+//! Datasets, splits, augmentation and batching for image classification and detection.
 //!
 //! * [`dataset`] — [`Dataset`]: u8 N×C×H×W images + u32 labels in memory.
 //! * [`idx`] — MNIST-style idx files (raw or gzip, detected by magic bytes).
@@ -11,10 +11,15 @@
 //! * [`stats`] — per-dataset normalization constants.
 //! * [`augment`] — [`AugmentConfig`] and the seeded CPU [`Augmenter`].
 //! * [`loader`] — [`DataLoader`]: epoch batches as candle tensors, prefetched on a thread.
+//! * [`epoch`] — the epoch order and the producer thread both loaders share ([`EpochBatches`]).
 //! * [`loaders`] — [`Splits`]: the train / validation / test loaders of a run.
 //! * [`seed`] — seed derivation from (seed, epoch, index).
 //! * [`yolo`] — the YOLO detection format (label files, dataset files) with located errors;
 //!   [`synth_detect`] — the embedded default detection set made from Fashion-MNIST.
+//! * Detection batches: [`detect_set`] — [`DetectSet`], one split in memory;
+//!   [`detect_image`] — [`DetectImage`], [`PixelBox`]; [`mod@letterbox`] — the square network input;
+//!   [`detect_augment`] — [`DetectAugment`], scale / translate / flip with box filtering;
+//!   [`detect_loader`] — [`DetectLoader`], [`DetectBatch`]; `bilinear` — the sampling both use.
 //! * [`error`] — [`DataError`], shared by all of the above.
 //!
 //! Typical use:
@@ -39,12 +44,19 @@
 //! ```
 
 pub mod augment;
+mod bilinear;
 pub mod cifar;
 pub mod config;
 pub mod dataset;
+pub mod detect_augment;
+pub mod detect_image;
+pub mod detect_loader;
+pub mod detect_set;
+pub mod epoch;
 pub mod error;
 pub mod folder;
 pub mod idx;
+pub mod letterbox;
 pub mod loader;
 pub mod loaders;
 pub mod mnist;
@@ -61,10 +73,16 @@ pub use augment::{AugmentConfig, AugmentParams, Augmenter, ResizeMode};
 pub use cifar::{load_cifar10, load_cifar100, load_cifar_bin};
 pub use config::{DataConfig, DatasetKind};
 pub use dataset::Dataset;
+pub use detect_augment::{DetectAugment, DetectWarp};
+pub use detect_image::{DetectImage, PixelBox};
+pub use detect_loader::{DetectBatch, DetectLoader, DetectLoaderConfig};
+pub use detect_set::{DetectSet, DetectSplit};
+pub use epoch::{DeviceBatch, EpochBatches};
 pub use error::DataError;
 pub use folder::{load_image_file, load_image_folder, load_image_folder_splits};
 pub use idx::{load_idx_pair, read_idx_images, read_idx_labels};
-pub use loader::{Batch, DataLoader, EpochBatches, LoaderConfig};
+pub use letterbox::letterbox;
+pub use loader::{Batch, DataLoader, LoaderConfig};
 pub use loaders::{build_splits, Splits};
 pub use mnist::{load_fashion_mnist, load_mnist, locate_fashion_mnist, DEBIAN_FASHION_MNIST_DIR};
 pub use seed::derive_seed;

@@ -2,6 +2,9 @@
 //! that live outside the repository.
 
 use std::path::{Path, PathBuf};
+
+use super::dataset::Dataset;
+use super::synth_detect::{write_synthetic_detection, SynthDetectConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -47,4 +50,31 @@ pub fn require_input(path: &Path, why: &str) -> bool {
     }
     println!("skipped: needs {why}: {} is missing", path.display());
     false
+}
+
+/// The default detection set (96×96 canvases), `train` + `val` images, written under `dir` from
+/// made-up 28×28 items (bright rectangles, 10 classes) instead of Fashion-MNIST. Returns the
+/// dataset file.
+pub fn synthetic_detect_set(dir: &Path, train: usize, val: usize) -> PathBuf {
+    let items = |n: usize| {
+        let mut px = vec![0u8; n * 28 * 28];
+        for (k, item) in px.chunks_mut(28 * 28).enumerate() {
+            let m = 2 + k % 7;
+            for y in m..28 - m {
+                for x in m / 2 + 1..28 - m {
+                    item[y * 28 + x] = 100 + (k * 13 % 100 + (x * y) % 50) as u8;
+                }
+            }
+        }
+        let labels = (0..n as u32).map(|k| k % 10).collect();
+        Dataset::new("items", px, labels, 1, 28, 28, 10, vec![]).unwrap()
+    };
+    let cfg = SynthDetectConfig {
+        train,
+        val,
+        ..Default::default()
+    };
+    let out = dir.join("det");
+    write_synthetic_detection(&items(30), &items(20), &cfg, &out).unwrap();
+    out.join("dataset.yaml")
 }
