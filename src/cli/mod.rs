@@ -73,7 +73,7 @@ pub enum Command {
     Retrain(retrain::RetrainArgs),
     /// Datasets: `data fetch fashion-mnist`, `data make-detect`.
     Data(data::DataArgs),
-    /// Object detection with YOLO11 and MobileNetV4 backbones: `detect map` (COCO box mAP).
+    /// Object detection with YOLO11 and MobileNetV4 backbones: `detect train`, `detect map` (COCO box mAP).
     Detect(detect::DetectArgs),
 }
 

@@ -67,7 +67,7 @@ pub mod synth_detect;
 pub mod yolo;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use augment::{AugmentConfig, AugmentParams, Augmenter, ResizeMode};
 pub use cifar::{load_cifar10, load_cifar100, load_cifar_bin};

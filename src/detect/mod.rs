@@ -16,6 +16,7 @@ pub mod atan;
 pub mod blocks;
 pub mod coco;
 pub mod coco_json;
+pub mod config;
 pub mod decode;
 pub mod graph;
 pub mod head;

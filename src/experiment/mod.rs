@@ -5,6 +5,7 @@
 //! when the file loads, before any work. The commands turn it into the narrow jobs the layers
 //! below take ([`TrainJob`], [`TeacherRequest`], [`StudySpec`]); nothing below reads it.
 
+pub mod detect;
 mod overrides;
 
 pub use overrides::apply_overrides;

@@ -103,6 +103,11 @@ pub fn prune(dir: &Path, keep: &[&Sidecar]) -> Result<()> {
         .iter()
         .flat_map(|s| [s.weights.as_str(), s.state.as_str()])
         .collect();
+    prune_files(dir, &keep)
+}
+
+/// Removes the epoch files (`e….safetensors`) in `dir` other than `keep`.
+pub fn prune_files(dir: &Path, keep: &[&str]) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let name = path

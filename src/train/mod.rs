@@ -11,8 +11,10 @@
 //! * [`history`] — the metrics table and learning curves.
 //! * [`checkpoint`] — weights, optimizer state and their sidecar.
 //! * [`optim`], [`schedule`], [`loss`], [`ema`] — the pieces of a step.
+//! * [`detector`] — the same for YOLO11 detectors: job, loop, COCO mAP, checkpoints.
 
 pub mod checkpoint;
+pub mod detector;
 pub mod ema;
 pub mod epoch;
 pub mod evaluate;

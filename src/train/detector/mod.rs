@@ -1,0 +1,13 @@
+//! Training and evaluating YOLO11 detectors: the job, the loop (YOLO11's loss, SGD or AdamW
+//! with warm-up and cosine decay), COCO mAP on validation every epoch, resumable checkpoints.
+//!
+//! * [`job`] — [`job::DetectTrainJob`].
+//! * [`trainer`] — [`trainer::train_detector`].
+//! * [`evaluate`] — predictions (confidence, NMS) and COCO mAP.
+//! * [`checkpoint`], [`metrics`] — what a run writes.
+
+pub mod checkpoint;
+pub mod evaluate;
+pub mod job;
+pub mod metrics;
+pub mod trainer;

@@ -1,0 +1,317 @@
+//! One detector training run: seeded, resumable after `kill -9` from its last epoch, evaluated
+//! on validation (COCO mAP) every epoch; the best epoch by mAP50-95 is kept as `best.json`.
+
+use super::checkpoint::{read_detect_sidecar, save, sidecar_for, DetectSidecar};
+use super::evaluate::{predict, MapAccumulator};
+use super::job::DetectTrainJob;
+use super::metrics::{write_rows, DetectRow};
+use crate::data::{DetectBatch, DetectLoader};
+use crate::detect::assign::{AssignerConfig, Object};
+use crate::detect::loss::{detection_loss, flatten_head};
+use crate::detect::{DetectNet, LEVEL_STRIDES};
+use crate::model::Mode;
+use crate::train::optim::Optimizer;
+use crate::train::schedule::CosineSchedule;
+use anyhow::{ensure, Context, Result};
+use std::time::Instant;
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone)]
+pub struct DetectSummary {
+    pub rows: Vec<DetectRow>,
+    pub best_epoch: usize,
+    pub best_map: f64,
+    pub best_map50: f64,
+    pub wall_seconds: f64,
+}
+
+/// Options of a run that do not change its result.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DetectRunOptions {
+    /// Continue from the run folder's `last.json`.
+    pub resume: bool,
+    /// Stop after this many epochs (checkpointed), as if interrupted.
+    pub stop_after: Option<usize>,
+}
+
+/// Trains `net` as `job` says on `train`, validating on `val`.
+pub fn train_detector(
+    job: &DetectTrainJob,
+    net: &DetectNet,
+    train: &DetectLoader,
+    val: &DetectLoader,
+    opts: DetectRunOptions,
+) -> Result<DetectSummary> {
+    let started = Instant::now();
+    let dir = job.run_dir.join("checkpoints");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let r = &job.recipe;
+    let mut opt = Optimizer::new(r.optimizer.clone(), net.params.trainable());
+    let steps = train.len() as u64;
+    ensure!(
+        steps > 0,
+        "the training set has fewer images than one batch of {}",
+        r.batch_size
+    );
+    let schedule = CosineSchedule {
+        base_lr: r.lr,
+        min_lr: r.min_lr,
+        warmup_steps: (r.warmup_epochs * steps as f64).round() as u64,
+        total_steps: r.epochs as u64 * steps,
+    };
+    let (mut rows, mut best) = match opts.resume {
+        true => restore(job, net, &mut opt)?,
+        false => (Vec::new(), None),
+    };
+    let last = opts.stop_after.map_or(r.epochs, |n| n.min(r.epochs));
+    for epoch in rows.len()..last {
+        let t0 = Instant::now();
+        let mut row = train_epoch(job, net, train, &mut opt, &schedule, epoch)?;
+        let m = validate(job, net, val)?;
+        row.val_map = m.0;
+        row.val_map50 = m.1;
+        row.seconds = t0.elapsed().as_secs_f64();
+        tracing::info!(
+            "{} epoch {}/{}: loss box {:.4} cls {:.4} dfl {:.4} | val mAP50-95 {:.4} mAP50 {:.4} | {:.1}s",
+            job.name, epoch + 1, r.epochs, row.box_loss, row.cls_loss, row.dfl_loss,
+            row.val_map, row.val_map50, row.seconds
+        );
+        let is_best = best
+            .as_ref()
+            .is_none_or(|b: &DetectSidecar| row.val_map > b.best_map);
+        let mut s = sidecar_for(job, epoch + 1, opt.step);
+        s.metrics = row.as_map();
+        rows.push(row.clone());
+        write_rows(&job.run_dir.join("metrics.csv"), &rows)?;
+        (s.best_map, s.best_epoch) = match (&best, is_best) {
+            (Some(b), false) => (b.best_map, b.best_epoch),
+            _ => (row.val_map, epoch + 1),
+        };
+        save(&dir, &net.params, &opt.state_tensors(), &s, is_best)?;
+        if is_best {
+            best = Some(s);
+        }
+    }
+    let b = best.context("no epoch was trained")?;
+    let best_row = &rows[b.best_epoch - 1];
+    Ok(DetectSummary {
+        best_map50: best_row.val_map50,
+        rows,
+        best_epoch: b.best_epoch,
+        best_map: b.best_map,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// One epoch of optimizer steps; returns the epoch's row with mean loss parts.
+fn train_epoch(
+    job: &DetectTrainJob,
+    net: &DetectNet,
+    loader: &DetectLoader,
+    opt: &mut Optimizer,
+    schedule: &CosineSchedule,
+    epoch: usize,
+) -> Result<DetectRow> {
+    let (mut parts, mut n, mut images) = ([0f64; 3], 0usize, 0usize);
+    let bins = net.head_bins()?;
+    let mut lr = 0.0;
+    for batch in loader.epoch(epoch as u64) {
+        let batch = batch?;
+        let maps = net.forward(&batch.images, Mode::Train)?;
+        let head = flatten_head(&maps, &LEVEL_STRIDES, &bins)?;
+        let l = detection_loss(
+            &head,
+            &objects(&batch),
+            &job.gains,
+            &AssignerConfig::default(),
+        )?;
+        let total = l.total.to_scalar::<f32>()?;
+        ensure!(
+            total.is_finite(),
+            "{}: the loss became {total} in epoch {}",
+            job.name,
+            epoch + 1
+        );
+        let grads = l.total.backward()?;
+        let norm = opt.grad_norm(&grads)?;
+        let clip = job.recipe.grad_clip;
+        let scale = if clip > 0.0 && norm > clip {
+            clip / norm
+        } else {
+            1.0
+        };
+        lr = schedule.lr(opt.step);
+        opt.step(&grads, lr, scale)?;
+        parts[0] += f64::from(l.boxes);
+        parts[1] += f64::from(l.cls);
+        parts[2] += f64::from(l.dfl);
+        n += 1;
+        images += batch.indices.len();
+    }
+    let k = n.max(1) as f64;
+    Ok(DetectRow {
+        epoch: epoch + 1,
+        lr,
+        box_loss: parts[0] / k,
+        cls_loss: parts[1] / k,
+        dfl_loss: parts[2] / k,
+        images,
+        ..DetectRow::default()
+    })
+}
+
+/// The batch's labels as the loss reads them.
+fn objects(batch: &DetectBatch) -> Vec<Vec<Object>> {
+    batch
+        .objects
+        .iter()
+        .map(|o| {
+            o.iter()
+                .map(|b| Object {
+                    class: b.class,
+                    xyxy: b.xyxy,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// mAP50-95 and mAP50 on `val` (0 where no class has labels).
+pub fn validate(job: &DetectTrainJob, net: &DetectNet, val: &DetectLoader) -> Result<(f64, f64)> {
+    let mut acc = MapAccumulator::default();
+    for batch in val.epoch(0) {
+        let batch = batch?;
+        let dets = predict(net, &batch.images, &job.predict)?;
+        for (objs, d) in batch.objects.iter().zip(&dets) {
+            acc.add(objs, d);
+        }
+    }
+    let m = acc.finish(job.spec.num_classes);
+    Ok((m.map.unwrap_or(0.0), m.map50.unwrap_or(0.0)))
+}
+
+/// Restores weights and optimizer from `last.json`; refuses a run made with other settings.
+fn restore(
+    job: &DetectTrainJob,
+    net: &DetectNet,
+    opt: &mut Optimizer,
+) -> Result<(Vec<DetectRow>, Option<DetectSidecar>)> {
+    let dir = job.run_dir.join("checkpoints");
+    let last = dir.join("last.json");
+    if !last.exists() {
+        tracing::warn!(
+            "--resume: no checkpoint in {}; starting fresh",
+            dir.display()
+        );
+        return Ok((Vec::new(), None));
+    }
+    let s = read_detect_sidecar(&last)?;
+    ensure!(
+        s.spec == job.spec && s.settings == job.settings() && s.seed == job.seed,
+        "cannot resume: {} was made with other settings (detector, recipe, data or seed)",
+        last.display()
+    );
+    net.params.load_safetensors(&s.weights_path(&last), &[])?;
+    let state = candle_core::safetensors::load(dir.join(&s.state), &candle_core::Device::Cpu)
+        .with_context(|| format!("reading {}", s.state))?;
+    opt.load_state(&state, s.optimizer_step)?;
+    let rows = super::metrics::read_rows(&job.run_dir.join("metrics.csv"), s.epoch)?;
+    let best = read_detect_sidecar(&dir.join("best.json"))?;
+    tracing::info!("resuming {} after epoch {}", job.name, s.epoch);
+    Ok((rows, Some(best)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::testutil::{synthetic_detect_set, TempDir};
+    use crate::data::{DetectLoaderConfig, DetectSet, DetectSplit};
+    use crate::detect::loss::LossGains;
+    use crate::detect::{DetectorSpec, Yolo11Scale};
+    use crate::space::presets::preset;
+    use crate::train::detector::evaluate::PredictConfig;
+    use crate::train::recipe::TrainRecipe;
+    use candle_core::Device;
+
+    fn job(dir: &std::path::Path, name: &str) -> DetectTrainJob {
+        let arch = preset("conv-small", 0.25).unwrap();
+        DetectTrainJob {
+            name: name.into(),
+            seed: 3,
+            spec: DetectorSpec::mnv4(arch, Yolo11Scale::N, 10),
+            recipe: TrainRecipe {
+                epochs: 2,
+                batch_size: 4,
+                lr: 0.002,
+                warmup_epochs: 0.5,
+                optimizer: crate::train::optim::OptimizerConfig::Adamw {
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: 5e-4,
+                },
+                ..TrainRecipe::default()
+            },
+            predict: PredictConfig::default(),
+            gains: LossGains::default(),
+            data: serde_json::json!({"imgsz": 64}),
+            run_dir: dir.join(name),
+        }
+    }
+
+    fn run(j: &DetectTrainJob, yaml: &std::path::Path, opts: DetectRunOptions) -> DetectSummary {
+        let net = DetectNet::new(&j.spec.lower().unwrap(), &Device::Cpu, j.seed).unwrap();
+        let open = |s| DetectSet::open(yaml, s).unwrap();
+        let train = DetectLoader::new(
+            open(DetectSplit::Train),
+            DetectLoaderConfig::train(64, 4, j.seed),
+        )
+        .unwrap();
+        let val =
+            DetectLoader::new(open(DetectSplit::Val), DetectLoaderConfig::val(64, 4)).unwrap();
+        train_detector(j, &net, &train, &val, opts).unwrap()
+    }
+
+    fn weights(j: &DetectTrainJob) -> Vec<u8> {
+        let dir = j.run_dir.join("checkpoints");
+        let s = read_detect_sidecar(&dir.join("last.json")).unwrap();
+        std::fs::read(dir.join(&s.weights)).unwrap()
+    }
+
+    #[test]
+    fn a_resumed_detector_run_equals_an_uninterrupted_one() {
+        let tmp = TempDir::new("detect-train");
+        let yaml = synthetic_detect_set(tmp.path(), 8, 4);
+        let a = job(tmp.path(), "a");
+        let straight = run(&a, &yaml, DetectRunOptions::default());
+        assert_eq!(straight.rows.len(), 2);
+        assert!(straight
+            .rows
+            .iter()
+            .all(|r| (0.0..=1.0).contains(&r.val_map)));
+        assert!(straight.rows[1].box_loss.is_finite() && straight.rows[1].images == 8);
+        let b = job(tmp.path(), "b");
+        let stop = DetectRunOptions {
+            stop_after: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(run(&b, &yaml, stop).rows.len(), 1);
+        let resume = DetectRunOptions {
+            resume: true,
+            ..Default::default()
+        };
+        let resumed = run(&b, &yaml, resume);
+        assert_eq!(resumed.rows[1].box_loss, straight.rows[1].box_loss);
+        assert_eq!(weights(&b), weights(&a), "resumed weights differ");
+        // Other settings are refused on resume.
+        let mut other = job(tmp.path(), "b");
+        other.recipe.lr = 0.01;
+        let net = DetectNet::new(&other.spec.lower().unwrap(), &Device::Cpu, 3).unwrap();
+        let set = |s| DetectSet::open(&yaml, s).unwrap();
+        let l = DetectLoader::new(set(DetectSplit::Train), DetectLoaderConfig::train(64, 4, 3))
+            .unwrap();
+        let v = DetectLoader::new(set(DetectSplit::Val), DetectLoaderConfig::val(64, 4)).unwrap();
+        let e = train_detector(&other, &net, &l, &v, resume).err().unwrap();
+        assert!(e.to_string().contains("other settings"), "{e}");
+    }
+}
