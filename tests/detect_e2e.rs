@@ -1,0 +1,76 @@
+//! `mnv4-lab detect train` end to end on a tiny default-style detection set: it trains, writes
+//! its metrics, checkpoints and summary, and bad settings are refused with the field named.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+fn mnv4(args: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_mnv4-lab"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    (o.status.success(), text)
+}
+
+#[test]
+fn detect_train_runs_end_to_end_on_a_tiny_set() {
+    if !common::have_fashion_mnist() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("mnv4-detect-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let set = out.join("set");
+    let set_s = set.display().to_string();
+    let (ok, text) = mnv4(&[
+        "data",
+        "make-detect",
+        "--out",
+        &set_s,
+        "--train",
+        "16",
+        "--val",
+        "8",
+    ]);
+    assert!(ok, "{text}");
+    let exp = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/detect_quick.toml");
+    let dataset = format!("data.dataset=\"{}\"", set.join("dataset.yaml").display());
+    let dir = format!("output.dir=\"{}\"", out.display());
+    let sets = [
+        "--set",
+        &dataset,
+        "--set",
+        &dir,
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "data.imgsz=64",
+        "--set",
+        "model.width=0.25",
+        "--quiet",
+    ];
+    let mut args = vec!["detect", "train", exp];
+    args.extend(sets);
+    let (ok, text) = mnv4(&args);
+    assert!(ok, "{text}");
+    assert!(text.contains("val mAP50-95"), "{text}");
+    let run = out.join("detect_quick");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let map = summary["val_map50_95"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&map), "{summary}");
+    assert_eq!(summary["detector"], "yolo11n+conv-small-w0.25");
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(Path::new(&run.join("checkpoints/best.json")).exists());
+    // A bad value names its field.
+    let mut bad = args.clone();
+    bad.extend(["--set", "data.imgsz=100"]);
+    let (ok, text) = mnv4(&bad);
+    assert!(!ok && text.contains("data.imgsz"), "{text}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
