@@ -67,6 +67,10 @@ fn detect_train_runs_end_to_end_on_a_tiny_set() {
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(Path::new(&run.join("checkpoints/best.json")).exists());
+    // The checkpoint evaluates to the mAP the run recorded for its best epoch.
+    let best = run.join("checkpoints/best.json").display().to_string();
+    let (ok, text) = mnv4(&["detect", "eval", &best]);
+    assert!(ok && text.contains(&format!("mAP50-95 {map:.4}")), "{text}");
     // A bad value names its field.
     let mut bad = args.clone();
     bad.extend(["--set", "data.imgsz=100"]);

@@ -10,8 +10,10 @@ use crate::detect::coco_json::{read_ground_truth, read_results};
 use crate::detect::loss::LossGains;
 use crate::detect::DetectNet;
 use crate::experiment::detect::{DetectDataSection, DetectExperiment};
+use crate::train::detector::checkpoint::read_detect_sidecar;
+use crate::train::detector::evaluate::PredictConfig;
 use crate::train::detector::job::DetectTrainJob;
-use crate::train::detector::trainer::{train_detector, DetectRunOptions};
+use crate::train::detector::trainer::{train_detector, validate, DetectRunOptions};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
@@ -35,6 +37,24 @@ pub enum DetectAction {
         #[command(flatten)]
         run: RunFlags,
     },
+    /// COCO box mAP of a detector checkpoint on its dataset's validation (or test) split, with
+    /// the thresholds it was trained with unless given.
+    Eval {
+        /// A detector checkpoint sidecar (runs/<name>/checkpoints/best.json or last.json).
+        checkpoint: PathBuf,
+        /// Another YOLO dataset file (default: the one the checkpoint trained on).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Which split.
+        #[arg(long, value_enum, default_value = "val")]
+        split: EvalSplitArg,
+        /// Minimum class score of a detection (default: the checkpoint's).
+        #[arg(long)]
+        conf: Option<f32>,
+        /// NMS IoU threshold (default: the checkpoint's).
+        #[arg(long)]
+        iou: Option<f32>,
+    },
     /// Box mAP50-95, mAP50 and mAP75 of a COCO results file against a COCO ground-truth file
     /// (101-point interpolation, up to 100 detections per image and class), per class too.
     Map {
@@ -50,9 +70,23 @@ pub enum DetectAction {
     },
 }
 
+/// The split `detect eval` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalSplitArg {
+    Val,
+    Test,
+}
+
 pub fn run(args: &DetectArgs) -> Result<()> {
     match &args.action {
         DetectAction::Train { experiment, run } => run_train(experiment, run),
+        DetectAction::Eval {
+            checkpoint,
+            data,
+            split,
+            conf,
+            iou,
+        } => run_eval(checkpoint, data.as_deref(), *split, *conf, *iou),
         DetectAction::Map { gt, pred, json } => {
             let truth = read_ground_truth(gt)?;
             let dets = read_results(pred, &truth)?;
@@ -166,5 +200,50 @@ fn ensure_default_set(data: &DetectDataSection) -> Result<()> {
     tracing::info!("making the default detection set in {}", out.display());
     let (train, test) = load_fashion_mnist(&super::data::fetch_fashion_mnist(None)?)?;
     write_synthetic_detection(&train, &test, &SynthDetectConfig::default(), out)?;
+    Ok(())
+}
+
+/// `detect eval`: the checkpoint's detector and weights, scored on a split of its dataset.
+fn run_eval(
+    sidecar: &Path,
+    data: Option<&Path>,
+    split: EvalSplitArg,
+    conf: Option<f32>,
+    iou: Option<f32>,
+) -> Result<()> {
+    let s = read_detect_sidecar(sidecar)?;
+    let recorded: DetectDataSection = serde_json::from_value(s.settings["data"].clone())
+        .with_context(|| format!("{}: no data settings", sidecar.display()))?;
+    let mut predict: PredictConfig = serde_json::from_value(s.settings["predict"].clone())
+        .with_context(|| format!("{}: no prediction settings", sidecar.display()))?;
+    predict.conf = conf.unwrap_or(predict.conf);
+    predict.iou = iou.unwrap_or(predict.iou);
+    predict.check()?;
+    let dataset = data.map_or(recorded.dataset.clone(), Path::to_path_buf);
+    let which = match split {
+        EvalSplitArg::Val => DetectSplit::Val,
+        EvalSplitArg::Test => DetectSplit::Test,
+    };
+    let set = DetectSet::open(&dataset, which)?;
+    anyhow::ensure!(
+        set.names().len() == s.spec.num_classes,
+        "{} has {} classes, the detector {}",
+        dataset.display(),
+        set.names().len(),
+        s.spec.num_classes
+    );
+    let n = set.len();
+    let loader = DetectLoader::new(set, DetectLoaderConfig::val(recorded.imgsz, 50))?;
+    let net = DetectNet::new(&s.spec.lower()?, &Device::Cpu, s.seed)?;
+    net.params.load_safetensors(&s.weights_path(sidecar), &[])?;
+    let (map, map50) = validate(&net, &loader, &predict, s.spec.num_classes)?;
+    println!(
+        "{} ({}, epoch {}) on {} {} ({n} images): mAP50-95 {map:.4}, mAP50 {map50:.4}",
+        sidecar.display(),
+        s.spec.name(),
+        s.epoch,
+        dataset.display(),
+        which.key()
+    );
     Ok(())
 }

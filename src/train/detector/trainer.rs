@@ -2,7 +2,7 @@
 //! on validation (COCO mAP) every epoch; the best epoch by mAP50-95 is kept as `best.json`.
 
 use super::checkpoint::{read_detect_sidecar, save, sidecar_for, DetectSidecar};
-use super::evaluate::{predict, MapAccumulator};
+use super::evaluate::{predict, MapAccumulator, PredictConfig};
 use super::job::DetectTrainJob;
 use super::metrics::{write_rows, DetectRow};
 use crate::data::{DetectBatch, DetectLoader};
@@ -67,7 +67,7 @@ pub fn train_detector(
     for epoch in rows.len()..last {
         let t0 = Instant::now();
         let mut row = train_epoch(job, net, train, &mut opt, &schedule, epoch)?;
-        let m = validate(job, net, val)?;
+        let m = validate(net, val, &job.predict, job.spec.num_classes)?;
         row.val_map = m.0;
         row.val_map50 = m.1;
         row.seconds = t0.elapsed().as_secs_f64();
@@ -176,17 +176,22 @@ fn objects(batch: &DetectBatch) -> Vec<Vec<Object>> {
         .collect()
 }
 
-/// mAP50-95 and mAP50 on `val` (0 where no class has labels).
-pub fn validate(job: &DetectTrainJob, net: &DetectNet, val: &DetectLoader) -> Result<(f64, f64)> {
+/// mAP50-95 and mAP50 of `net` on `val` over `classes` classes (0 where none has labels).
+pub fn validate(
+    net: &DetectNet,
+    val: &DetectLoader,
+    cfg: &PredictConfig,
+    classes: usize,
+) -> Result<(f64, f64)> {
     let mut acc = MapAccumulator::default();
     for batch in val.epoch(0) {
         let batch = batch?;
-        let dets = predict(net, &batch.images, &job.predict)?;
+        let dets = predict(net, &batch.images, cfg)?;
         for (objs, d) in batch.objects.iter().zip(&dets) {
             acc.add(objs, d);
         }
     }
-    let m = acc.finish(job.spec.num_classes);
+    let m = acc.finish(classes);
     Ok((m.map.unwrap_or(0.0), m.map50.unwrap_or(0.0)))
 }
 
