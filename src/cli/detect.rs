@@ -10,7 +10,7 @@ use crate::detect::coco_json::{read_ground_truth, read_results};
 use crate::detect::loss::LossGains;
 use crate::detect::DetectNet;
 use crate::experiment::detect::{DetectDataSection, DetectExperiment};
-use crate::train::detector::checkpoint::read_detect_sidecar;
+use crate::train::detector::checkpoint::{read_detect_sidecar, DetectSidecar};
 use crate::train::detector::evaluate::PredictConfig;
 use crate::train::detector::job::DetectTrainJob;
 use crate::train::detector::trainer::{train_detector, validate, DetectRunOptions};
@@ -55,6 +55,21 @@ pub enum DetectAction {
         #[arg(long)]
         iou: Option<f32>,
     },
+    /// A detector checkpoint's boxes on image files: PNG copies with the boxes drawn (one colour
+    /// per class) and a COCO results file `predictions.json` (boxes in each image's pixels).
+    Predict {
+        /// A detector checkpoint sidecar (runs/<name>/checkpoints/best.json).
+        checkpoint: PathBuf,
+        /// Image files (PNG or JPEG, any size; letterboxed to the detector's input).
+        #[arg(required = true, num_args = 1..)]
+        images: Vec<PathBuf>,
+        /// Output folder.
+        #[arg(long, default_value = "predictions")]
+        out: PathBuf,
+        /// Minimum class score of a drawn box.
+        #[arg(long, default_value_t = 0.25)]
+        conf: f32,
+    },
     /// Box mAP50-95, mAP50 and mAP75 of a COCO results file against a COCO ground-truth file
     /// (101-point interpolation, up to 100 detections per image and class), per class too.
     Map {
@@ -87,6 +102,12 @@ pub fn run(args: &DetectArgs) -> Result<()> {
             conf,
             iou,
         } => run_eval(checkpoint, data.as_deref(), *split, *conf, *iou),
+        DetectAction::Predict {
+            checkpoint,
+            images,
+            out,
+            conf,
+        } => super::detect_predict::run_predict(checkpoint, images, out, *conf),
         DetectAction::Map { gt, pred, json } => {
             let truth = read_ground_truth(gt)?;
             let dets = read_results(pred, &truth)?;
@@ -211,11 +232,12 @@ fn run_eval(
     conf: Option<f32>,
     iou: Option<f32>,
 ) -> Result<()> {
-    let s = read_detect_sidecar(sidecar)?;
-    let recorded: DetectDataSection = serde_json::from_value(s.settings["data"].clone())
-        .with_context(|| format!("{}: no data settings", sidecar.display()))?;
-    let mut predict: PredictConfig = serde_json::from_value(s.settings["predict"].clone())
-        .with_context(|| format!("{}: no prediction settings", sidecar.display()))?;
+    let Loaded {
+        sidecar: s,
+        data: recorded,
+        mut predict,
+        net,
+    } = load_detector(sidecar)?;
     predict.conf = conf.unwrap_or(predict.conf);
     predict.iou = iou.unwrap_or(predict.iou);
     predict.check()?;
@@ -234,8 +256,6 @@ fn run_eval(
     );
     let n = set.len();
     let loader = DetectLoader::new(set, DetectLoaderConfig::val(recorded.imgsz, 50))?;
-    let net = DetectNet::new(&s.spec.lower()?, &Device::Cpu, s.seed)?;
-    net.params.load_safetensors(&s.weights_path(sidecar), &[])?;
     let (map, map50) = validate(&net, &loader, &predict, s.spec.num_classes)?;
     println!(
         "{} ({}, epoch {}) on {} {} ({n} images): mAP50-95 {map:.4}, mAP50 {map50:.4}",
@@ -246,4 +266,31 @@ fn run_eval(
         which.key()
     );
     Ok(())
+}
+
+/// A detector checkpoint opened: its sidecar, recorded data and prediction settings, network.
+pub(super) struct Loaded {
+    pub sidecar: DetectSidecar,
+    pub data: DetectDataSection,
+    pub predict: PredictConfig,
+    pub net: DetectNet,
+}
+
+/// Opens a detector checkpoint: the sidecar, the settings it trained with, its weights.
+pub(super) fn load_detector(path: &Path) -> Result<Loaded> {
+    let sidecar = read_detect_sidecar(path)?;
+    let setting = |key: &str| sidecar.settings[key].clone();
+    let data: DetectDataSection = serde_json::from_value(setting("data"))
+        .with_context(|| format!("{}: no data settings", path.display()))?;
+    let predict: PredictConfig = serde_json::from_value(setting("predict"))
+        .with_context(|| format!("{}: no prediction settings", path.display()))?;
+    let net = DetectNet::new(&sidecar.spec.lower()?, &Device::Cpu, sidecar.seed)?;
+    net.params
+        .load_safetensors(&sidecar.weights_path(path), &[])?;
+    Ok(Loaded {
+        sidecar,
+        data,
+        predict,
+        net,
+    })
 }

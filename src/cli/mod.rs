@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod data;
 pub mod detect;
+mod detect_predict;
 pub mod distill;
 pub mod eval;
 pub mod export;

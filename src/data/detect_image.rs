@@ -23,3 +23,15 @@ pub struct DetectImage {
     pub rgb: Vec<u8>,
     pub objects: Vec<PixelBox>,
 }
+
+impl DetectImage {
+    /// The pixels as planar RGB scaled to `[0, 1]` into `out` (`3 × height × width`).
+    pub fn write_planar(&self, out: &mut [f32]) {
+        let plane = self.width * self.height;
+        for (p, px) in self.rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * plane + p] = px[c] as f32 / 255.0;
+            }
+        }
+    }
+}

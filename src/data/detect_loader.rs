@@ -188,11 +188,7 @@ impl DetectLoader {
             .zip(indices.par_iter())
             .map(|(out, &i)| {
                 let view = self.view(i, epoch);
-                for (p, px) in view.rgb.chunks_exact(3).enumerate() {
-                    for c in 0..3 {
-                        out[c * plane + p] = px[c] as f32 / 255.0;
-                    }
-                }
+                view.write_planar(out);
                 view.objects
             })
             .collect();

@@ -9,15 +9,58 @@ use super::detect_image::{DetectImage, PixelBox};
 /// The grey of letterbox padding and of warp borders (Ultralytics' 114).
 pub const PAD_VALUE: u8 = 114;
 
+/// Where a `width × height` image lands in its `size × size` letterbox: its resized sides, the
+/// padding before it, and the per-axis scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LetterboxFit {
+    pub w: usize,
+    pub h: usize,
+    pub left: usize,
+    pub top: usize,
+    pub rx: f32,
+    pub ry: f32,
+}
+
+impl LetterboxFit {
+    /// The fit of a `width × height` image in a `size × size` square.
+    pub fn new(width: usize, height: usize, size: usize) -> Self {
+        let long = width.max(height);
+        let (w, h) = (
+            (width * size).div_ceil(long),
+            (height * size).div_ceil(long),
+        );
+        LetterboxFit {
+            w,
+            h,
+            left: (size - w) / 2,
+            top: (size - h) / 2,
+            rx: w as f32 / width as f32,
+            ry: h as f32 / height as f32,
+        }
+    }
+
+    /// A box in the square's pixels, back in the original image's pixels.
+    pub fn to_original(&self, xyxy: [f32; 4]) -> [f32; 4] {
+        let (dx, dy) = (self.left as f32, self.top as f32);
+        [
+            (xyxy[0] - dx) / self.rx,
+            (xyxy[1] - dy) / self.ry,
+            (xyxy[2] - dx) / self.rx,
+            (xyxy[3] - dy) / self.ry,
+        ]
+    }
+}
+
 /// `img` letterboxed to `size × size`; the identity for an image of that size.
 pub fn letterbox(img: &DetectImage, size: usize) -> DetectImage {
-    let long = img.width.max(img.height);
-    let (w, h) = (
-        (img.width * size).div_ceil(long),
-        (img.height * size).div_ceil(long),
-    );
-    let (left, top) = ((size - w) / 2, (size - h) / 2);
-    let (rx, ry) = (w as f32 / img.width as f32, h as f32 / img.height as f32);
+    let LetterboxFit {
+        w,
+        h,
+        left,
+        top,
+        rx,
+        ry,
+    } = LetterboxFit::new(img.width, img.height, size);
     let resized = resize(img, w, h);
     let mut rgb = vec![PAD_VALUE; size * size * 3];
     for y in 0..h {

@@ -81,7 +81,7 @@ pub use epoch::{DeviceBatch, EpochBatches};
 pub use error::DataError;
 pub use folder::{load_image_file, load_image_folder, load_image_folder_splits};
 pub use idx::{load_idx_pair, read_idx_images, read_idx_labels};
-pub use letterbox::letterbox;
+pub use letterbox::{letterbox, LetterboxFit};
 pub use loader::{Batch, DataLoader, LoaderConfig};
 pub use loaders::{build_splits, Splits};
 pub use mnist::{load_fashion_mnist, load_mnist, locate_fashion_mnist, DEBIAN_FASHION_MNIST_DIR};
