@@ -24,6 +24,7 @@ import argparse
 import os
 
 import torch
+from fixture_common import is_batch_norm, normal_, randomize_batch_norm, round_to_float16
 import ultralytics
 from safetensors.torch import save_file
 from ultralytics.nn.tasks import DetectionModel
@@ -32,38 +33,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "yolo11n_nc10.safetensors")
 
 
-def uniform_(t, lo, hi, gen):
-    t.copy_(torch.rand(t.shape, generator=gen) * (hi - lo) + lo)
-
-
-def normal_(t, std, gen):
-    t.copy_(torch.randn(t.shape, generator=gen) * std)
-
-
 @torch.no_grad()
 def randomize(model, gen):
     """Draws BN statistics and affine parameters and conv biases (see the docstring)."""
     for _, module in model.named_modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            uniform_(module.weight, 0.75, 1.25, gen)
-            normal_(module.bias, 0.05, gen)
-            normal_(module.running_mean, 0.1, gen)
-            uniform_(module.running_var, 0.5, 2.0, gen)
+        if is_batch_norm(module):
+            randomize_batch_norm(module, gen)
         elif isinstance(module, torch.nn.Conv2d) and module.bias is not None:
             normal_(module.bias, 0.05, gen)
-
-
-@torch.no_grad()
-def round_to_float16(model):
-    """Rounds every float tensor of the state dict to float16 in place; returns the float16 dict."""
-    out = {}
-    for key, t in model.state_dict().items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        half = t.detach().to(torch.float16).contiguous()
-        t.copy_(half.to(t.dtype))
-        out[key] = half
-    return out
 
 
 @torch.no_grad()

@@ -33,6 +33,8 @@ import os
 
 import timm
 import torch
+from fixture_common import (is_batch_norm, normal_, randomize_batch_norm,
+                            round_to_float16, uniform_)
 from safetensors.torch import save_file
 
 MODELS = ["mobilenetv4_conv_small", "mobilenetv4_conv_medium", "mobilenetv4_hybrid_medium"]
@@ -41,42 +43,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS_DTYPE = "float16 (expected outputs computed in float32 from these rounded weights)"
 
 
-def uniform_(t, lo, hi, gen):
-    t.copy_(torch.rand(t.shape, generator=gen) * (hi - lo) + lo)
-
-
-def normal_(t, std, gen):
-    t.copy_(torch.randn(t.shape, generator=gen) * std)
-
-
 @torch.no_grad()
 def randomize(model, gen):
     """Draws BN statistics and affine parameters, layer-scale gammas and biases (see the docstring)."""
     for _, module in model.named_modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            uniform_(module.weight, 0.75, 1.25, gen)
-            normal_(module.bias, 0.05, gen)
-            normal_(module.running_mean, 0.1, gen)
-            uniform_(module.running_var, 0.5, 2.0, gen)
+        if is_batch_norm(module):
+            randomize_batch_norm(module, gen)
             continue
         for name, p in module.named_parameters(recurse=False):
             if name == "gamma":
                 uniform_(p, 0.5, 1.0, gen)
             elif name == "bias":
                 normal_(p, 0.05, gen)
-
-
-@torch.no_grad()
-def round_to_float16(model):
-    """Rounds every float tensor of the state dict to float16 in place; returns the float16 dict."""
-    out = {}
-    for key, t in model.state_dict().items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        half = t.detach().to(torch.float16).contiguous()
-        t.copy_(half.to(t.dtype))
-        out[key] = half
-    return out
 
 
 @torch.no_grad()

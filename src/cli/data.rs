@@ -73,7 +73,6 @@ pub fn run(args: &DataArgs) -> Result<()> {
             canvas,
             seed,
         } => {
-            let (train_src, test_src) = load_fashion_mnist(&fetch_fashion_mnist(None)?)?;
             let cfg = SynthDetectConfig {
                 canvas: *canvas,
                 train: *train,
@@ -81,7 +80,7 @@ pub fn run(args: &DataArgs) -> Result<()> {
                 seed: *seed,
                 ..Default::default()
             };
-            write_synthetic_detection(&train_src, &test_src, &cfg, out)?;
+            make_detection_set(&cfg, out)?;
             println!(
                 "{}: {train} + {val} images, {canvas}×{canvas}, dataset.yaml",
                 out.display()
@@ -89,6 +88,14 @@ pub fn run(args: &DataArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Writes the default-style detection set `cfg` describes into `out` from Fashion-MNIST items
+/// (fetched when missing).
+pub fn make_detection_set(cfg: &SynthDetectConfig, out: &Path) -> Result<()> {
+    let (train_src, test_src) = load_fashion_mnist(&fetch_fashion_mnist(None)?)?;
+    write_synthetic_detection(&train_src, &test_src, cfg, out)?;
+    Ok(())
 }
 
 /// Makes sure the experiment's dataset is on this machine: the default dataset is fetched when

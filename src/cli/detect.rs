@@ -3,8 +3,8 @@
 //! against COCO-format ground truth, as pycocotools does.
 
 use super::RunFlags;
-use crate::data::synth_detect::{write_synthetic_detection, SynthDetectConfig};
-use crate::data::{load_fashion_mnist, DetectLoader, DetectLoaderConfig, DetectSet, DetectSplit};
+use crate::data::synth_detect::SynthDetectConfig;
+use crate::data::{DetectLoader, DetectLoaderConfig, DetectSet, DetectSplit};
 use crate::detect::coco::evaluate;
 use crate::detect::coco_json::{read_ground_truth, read_results};
 use crate::detect::loss::LossGains;
@@ -219,9 +219,7 @@ fn ensure_default_set(data: &DetectDataSection) -> Result<()> {
         .parent()
         .context("the default dataset path has no folder")?;
     tracing::info!("making the default detection set in {}", out.display());
-    let (train, test) = load_fashion_mnist(&super::data::fetch_fashion_mnist(None)?)?;
-    write_synthetic_detection(&train, &test, &SynthDetectConfig::default(), out)?;
-    Ok(())
+    super::data::make_detection_set(&SynthDetectConfig::default(), out)
 }
 
 /// `detect eval`: the checkpoint's detector and weights, scored on a split of its dataset.
