@@ -1,29 +1,25 @@
 #!/usr/bin/env python3
-"""Peer measurement for `mnv4-lab bench`: the same step in PyTorch + timm (and ONNX Runtime
-for inference). Prints one JSON object per line, with the same fields as `mnv4-lab bench --json`.
+"""Peer measurement for `mnv4-lab bench`: the same step in PyTorch + timm, in the default NCHW
+layout or channels_last. Prints one JSON object, with the same fields as `mnv4-lab bench --json`;
+`idle_rss_bytes` is the resident size after importing torch and timm, before the model exists.
+`export` writes timm's model as ONNX (opset 17, eval mode) for benches/peer_ort.py.
 
     python3 benches/peer_torch.py train --model mobilenetv4_conv_small --res 32 --batch 128 \
-        --in-chans 1 --num-classes 10 --steps 5 --threads 2
+        --in-chans 1 --num-classes 10 --steps 5 --threads 2 [--channels-last]
+    python3 benches/peer_torch.py export --model mobilenetv4_conv_small --res 224 --out /tmp/t.onnx
 
-Needs torch and timm (and onnxruntime + onnx for --onnx); they are measuring tools only,
-never a dependency of mnv4-lab.
+Needs torch and timm (and onnx for export); they are measuring tools only, never a dependency
+of mnv4-lab.
 """
 import argparse
-import json
-import resource
-import statistics
 import sys
-import tempfile
-import time
 
-
-def peak_rss_bytes():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from peer_common import rss_bytes, time_and_print
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["train", "infer"])
+    p.add_argument("kind", choices=["train", "infer", "export"])
     p.add_argument("--model", default="mobilenetv4_conv_small")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--res", type=int, default=224)
@@ -33,12 +29,16 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--onnx", action="store_true", help="inference through ONNX Runtime")
+    p.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
+    p.add_argument("--out", help="export: where to write the ONNX file")
     a = p.parse_args()
+    if a.kind == "export" and not a.out:
+        p.error("export needs --out FILE")
 
     import torch
     import timm
 
+    idle = rss_bytes()
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
     kwargs = dict(in_chans=a.in_chans, num_classes=a.num_classes)
@@ -46,6 +46,15 @@ def main():
     x = torch.rand(a.batch, a.in_chans, a.res, a.res) * 2 - 1
     y = torch.randint(0, a.num_classes, (a.batch,))
     impl = "pytorch-eager"
+    if a.kind == "export":
+        model.eval()
+        torch.onnx.export(model, x, a.out, input_names=["x"], output_names=["y"], opset_version=17,
+                          dynamo=False)
+        return 0
+    if a.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        impl = "pytorch-eager-channels-last"
 
     if a.kind == "train":
         model.train()
@@ -57,21 +66,6 @@ def main():
             loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
-    elif a.onnx:
-        import onnxruntime as ort
-
-        model.eval()
-        impl = "onnxruntime"
-        path = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False).name
-        torch.onnx.export(model, x, path, input_names=["x"], output_names=["y"], opset_version=17, dynamo=False)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = a.threads
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        xn = x.numpy()
-
-        def step():
-            sess.run(None, {"x": xn})
     else:
         model.eval()
 
@@ -79,33 +73,8 @@ def main():
             with torch.inference_mode():
                 model(x).sum().item()
 
-    for _ in range(a.warmup):
-        step()
-    times = []
-    for _ in range(a.steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    med = times[len(times) // 2]
-    print(json.dumps({
-        "impl": impl,
-        "kind": a.kind,
-        "model": a.model,
-        "res": [a.res, a.res],
-        "batch": a.batch,
-        "in_chans": a.in_chans,
-        "num_classes": a.num_classes,
-        "steps": a.steps,
-        "images_per_sec": a.batch / med,
-        "ms_per_step": med * 1e3,
-        "ms_min": times[0] * 1e3,
-        "ms_max": times[-1] * 1e3,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "threads": a.threads,
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-    }))
+    time_and_print(step, a, idle, impl=impl, kind=a.kind, model=a.model, num_classes=a.num_classes,
+                   torch=torch.__version__, timm=timm.__version__)
 
 
 if __name__ == "__main__":

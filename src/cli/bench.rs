@@ -4,7 +4,9 @@
 
 use super::inspect::{parse_res, resolve_arch};
 use super::latency_rank::{self, LatencyRankArgs};
+use crate::export::runtime::RuntimeModel;
 use crate::model::{Mode, Network};
+use crate::space::Arch;
 use crate::train::loss::cross_entropy;
 use crate::train::optim::{Optimizer, OptimizerConfig};
 use anyhow::Result;
@@ -65,15 +67,38 @@ pub struct BenchArgs {
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Print one JSON object (images_per_sec, ms_per_step, peak_rss_bytes, …).
+    /// What runs the network: candle (this lab's training and search path) or the exported
+    /// ONNX model in the tract runtime (inference only, one thread).
+    #[arg(long, value_enum, default_value_t = Engine::Candle)]
+    pub engine: Engine,
+    /// Print one JSON object (images_per_sec, ms_per_step, peak_rss_bytes, idle_rss_bytes, …).
     #[arg(long)]
     pub json: bool,
 }
 
+/// What runs the network in `bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// candle tensors, as training and the search run them.
+    Candle,
+    /// The model exported to ONNX and run in tract.
+    Tract,
+}
+
 /// Peak resident set size of this process (Linux `VmHWM`), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+/// Resident set size of this process now (Linux `VmRSS`), in bytes.
+fn rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+/// A `kB` field of `/proc/self/status`, in bytes.
+fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -95,36 +120,57 @@ fn run_steps(kind: BenchKind, args: &BenchArgs) -> Result<()> {
         args.threads,
         crate::train::recipe::MAX_THREADS
     );
-    super::set_threads(args.threads);
     anyhow::ensure!(
         args.batch > 0 && args.steps > 0,
         "--batch and --steps must be positive"
     );
+    anyhow::ensure!(
+        kind == BenchKind::Infer || args.engine == Engine::Candle,
+        "--engine tract times inference only; use `bench infer`"
+    );
+    super::set_threads(args.threads);
+    let idle_rss = rss_bytes();
     let arch = resolve_arch(
         &args.model,
         args.width,
         Some(args.in_chans),
         Some(args.num_classes),
     )?;
-    let (h, w) = args.res;
-    let dev = Device::Cpu;
-    let net = Network::new(&arch, &dev, 0)?;
-    let mut rng = StdRng::seed_from_u64(0);
-    let n = args.batch * args.in_chans * h * w;
-    let x = Tensor::from_vec(
-        (0..n)
-            .map(|_| rng.random_range(-1.0f32..1.0))
-            .collect::<Vec<_>>(),
-        (args.batch, args.in_chans, h, w),
-        &dev,
-    )?;
-    let y = Tensor::from_vec(
-        (0..args.batch)
-            .map(|_| rng.random_range(0..args.num_classes as u32))
-            .collect::<Vec<_>>(),
-        args.batch,
-        &dev,
-    )?;
+    let net = Network::new(&arch, &Device::Cpu, 0)?;
+    let mut step = step_fn(kind, args, &net)?;
+    for _ in 0..args.warmup {
+        step()?;
+    }
+    let mut times = Vec::with_capacity(args.steps);
+    for _ in 0..args.steps {
+        let t0 = Instant::now();
+        step()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    report(kind, args, &arch, &times, idle_rss);
+    Ok(())
+}
+
+/// One untimed-setup, timed-call step of `kind` on `net` with synthetic inputs of `args`' shape.
+fn step_fn<'a>(
+    kind: BenchKind,
+    args: &BenchArgs,
+    net: &'a Network,
+) -> Result<Box<dyn FnMut() -> Result<()> + 'a>> {
+    let (x, y) = synthetic_batch(args)?;
+    if args.engine == Engine::Tract {
+        let mut model = RuntimeModel::new(net, args.batch, args.res)?;
+        return Ok(Box::new(move || model.run()));
+    }
+    if kind == BenchKind::Infer {
+        return Ok(Box::new(move || {
+            let logits = net.forward(&x, Mode::Eval)?;
+            // Materialize the result so lazy work cannot escape the timer.
+            logits.sum_all()?.to_scalar::<f32>()?;
+            Ok(())
+        }));
+    }
     let mut opt = Optimizer::new(
         OptimizerConfig::Sgd {
             momentum: 0.9,
@@ -133,43 +179,48 @@ fn run_steps(kind: BenchKind, args: &BenchArgs) -> Result<()> {
         },
         net.params.trainable(),
     );
-    let mut step = |timed: bool| -> Result<f64> {
-        let t0 = Instant::now();
-        match kind {
-            BenchKind::Train => crate::ops::on_workers(|| -> Result<()> {
-                // As the trainer does: the whole step on the worker pool.
-                let logits = net.forward(&x, Mode::Train)?;
-                let loss = cross_entropy(&logits, &y, 0.1)?;
-                let grads = loss.backward()?;
-                opt.step(&grads, 1e-3, 1.0)
-            })?,
-            BenchKind::Infer => {
-                let logits = net.forward(&x, Mode::Eval)?;
-                // Materialize the result so lazy work cannot escape the timer.
-                logits.sum_all()?.to_scalar::<f32>()?;
-            }
-        }
-        let s = t0.elapsed().as_secs_f64();
-        if timed {
-            tracing::debug!("step {:.2} ms", s * 1e3);
-        }
-        Ok(s)
-    };
-    for _ in 0..args.warmup {
-        step(false)?;
-    }
-    let mut times: Vec<f64> = (0..args.steps).map(|_| step(true)).collect::<Result<_>>()?;
-    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(Box::new(move || {
+        // As the trainer does: the whole step on the worker pool.
+        crate::ops::on_workers(|| -> Result<()> {
+            let logits = net.forward(&x, Mode::Train)?;
+            let loss = cross_entropy(&logits, &y, 0.1)?;
+            let grads = loss.backward()?;
+            opt.step(&grads, 1e-3, 1.0)
+        })
+    }))
+}
+
+/// Seeded uniform images in [-1, 1) and random labels of `args`' shape.
+fn synthetic_batch(args: &BenchArgs) -> Result<(Tensor, Tensor)> {
+    let (h, w) = args.res;
+    let mut rng = StdRng::seed_from_u64(0);
+    let n = args.batch * args.in_chans * h * w;
+    let pixels: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let x = Tensor::from_vec(pixels, (args.batch, args.in_chans, h, w), &Device::Cpu)?;
+    let labels: Vec<u32> = (0..args.batch)
+        .map(|_| rng.random_range(0..args.num_classes as u32))
+        .collect();
+    let y = Tensor::from_vec(labels, args.batch, &Device::Cpu)?;
+    Ok((x, y))
+}
+
+/// Prints the step times (`times` sorted, in seconds) as JSON or as one line.
+fn report(kind: BenchKind, args: &BenchArgs, arch: &Arch, times: &[f64], idle_rss: Option<u64>) {
+    let (h, w) = args.res;
     let median = times[times.len() / 2];
     let ips = args.batch as f64 / median;
     let kind = match kind {
         BenchKind::Train => "train",
         BenchKind::Infer => "infer",
     };
+    let (engine, threads) = match args.engine {
+        Engine::Candle => ("mnv4-lab", rayon::current_num_threads()),
+        Engine::Tract => ("mnv4-lab-tract", 1),
+    };
     let rss = peak_rss_bytes();
     if args.json {
         let out = serde_json::json!({
-            "impl": "mnv4-lab",
+            "impl": engine,
             "kind": kind,
             "model": arch.name,
             "width": args.width,
@@ -183,23 +234,28 @@ fn run_steps(kind: BenchKind, args: &BenchArgs) -> Result<()> {
             "ms_min": times[0] * 1e3,
             "ms_max": times[times.len() - 1] * 1e3,
             "peak_rss_bytes": rss,
-            "threads": rayon::current_num_threads(),
+            "idle_rss_bytes": idle_rss,
+            "threads": threads,
         });
         println!("{out}");
-    } else {
-        println!(
-            "{kind} {} {}×{} batch {}: {:.1} img/s, {:.2} ms/step (median of {}; min {:.2}, max {:.2}), peak RSS {}",
-            arch.name.as_deref().unwrap_or("arch"),
-            h,
-            w,
-            args.batch,
-            ips,
-            median * 1e3,
-            args.steps,
-            times[0] * 1e3,
-            times[times.len() - 1] * 1e3,
-            rss.map(|b| format!("{:.0} MiB", b as f64 / 1048576.0)).unwrap_or_else(|| "n/a".into())
-        );
+        return;
     }
-    Ok(())
+    let mib = |b: Option<u64>| {
+        b.map(|b| format!("{:.0} MiB", b as f64 / 1048576.0))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    println!(
+        "{kind} ({engine}) {} {}×{} batch {}: {:.1} img/s, {:.2} ms/step (median of {}; min {:.2}, max {:.2}), peak RSS {} ({} before the model)",
+        arch.name.as_deref().unwrap_or("arch"),
+        h,
+        w,
+        args.batch,
+        ips,
+        median * 1e3,
+        args.steps,
+        times[0] * 1e3,
+        times[times.len() - 1] * 1e3,
+        mib(rss),
+        mib(idle_rss),
+    );
 }

@@ -21,14 +21,14 @@ pub const WARMUP_RUNS: usize = 3;
 pub fn runtime_latency(arch: &Arch, size: usize, repeats: usize) -> Result<f64> {
     ensure!(size > 0, "the input size must be positive, got {size}");
     let what = || format!("runtime latency of {}", arch.to_block_string());
-    let model = load(arch, size).with_context(what)?;
-    let input: Tensor = tract_ndarray::Array4::<f32>::zeros((1, arch.in_chans, size, size)).into();
-    let input = input.into_tvalue();
-    let mut state = model.spawn().with_context(what)?;
+    let net = Network::new(arch, &Device::Cpu, 0)
+        .context("building the network")
+        .with_context(what)?;
+    let mut model = RuntimeModel::new(&net, 1, (size, size)).with_context(what)?;
     let mut times = Vec::with_capacity(repeats.max(1));
     for i in 0..repeats.max(1) + WARMUP_RUNS {
         let t0 = Instant::now();
-        state.run(tvec![input.clone()]).with_context(what)?;
+        model.run().with_context(what)?;
         if i >= WARMUP_RUNS {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
@@ -36,20 +36,46 @@ pub fn runtime_latency(arch: &Arch, size: usize, repeats: usize) -> Result<f64> 
     Ok(median(&mut times))
 }
 
-/// `arch` exported at `size`×`size` and planned by tract for a batch-1 input.
-fn load(arch: &Arch, size: usize) -> Result<Arc<TypedRunnableModel>> {
-    let net = Network::new(arch, &Device::Cpu, 0).context("building the network")?;
-    let bytes = export_onnx(&net, (size, size), &ExportOptions::default())?;
-    let shape = tvec![1, arch.in_chans, size, size];
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .context("reading the exported model in tract")?
-        .with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?
-        .into_optimized()
-        .context("optimizing the model in tract")?
-        .into_runnable()
-        .context("planning the model in tract")?;
-    Ok(model)
+/// A network exported to ONNX and planned by tract for one fixed input shape, with a zero input
+/// ready to run.
+pub struct RuntimeModel {
+    state: TypedSimpleState,
+    input: TValue,
+}
+
+impl RuntimeModel {
+    /// `net` exported at `res` = (H, W) and planned for a `[batch, C, H, W]` input.
+    pub fn new(net: &Network, batch: usize, res: (usize, usize)) -> Result<Self> {
+        ensure!(
+            batch > 0 && res.0 > 0 && res.1 > 0,
+            "the batch and input size must be positive, got batch {batch} at {}×{}",
+            res.0,
+            res.1
+        );
+        let chans = net.arch.in_chans;
+        let bytes = export_onnx(net, res, &ExportOptions::default())?;
+        let shape = tvec![batch, chans, res.0, res.1];
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .context("reading the exported model in tract")?
+            .with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?
+            .into_optimized()
+            .context("optimizing the model in tract")?
+            .into_runnable()
+            .context("planning the model in tract")?;
+        let input: Tensor =
+            tract_ndarray::Array4::<f32>::zeros((batch, chans, res.0, res.1)).into();
+        Ok(Self {
+            state: model.spawn()?,
+            input: input.into_tvalue(),
+        })
+    }
+
+    /// One forward pass.
+    pub fn run(&mut self) -> Result<()> {
+        self.state.run(tvec![self.input.clone()])?;
+        Ok(())
+    }
 }
 
 /// The median of a non-empty sample (the upper one of an even count), sorting it.
@@ -68,6 +94,16 @@ mod tests {
         let arch = preset("conv-small", 1.0).unwrap().with_io(3, 10);
         let ms = runtime_latency(&arch, 32, 3).unwrap();
         assert!(ms.is_finite() && ms > 0.0, "{ms}");
+    }
+
+    #[test]
+    fn a_planned_model_runs_a_batch_at_a_rectangular_size_and_refuses_an_empty_batch() {
+        let arch = preset("conv-small", 0.5).unwrap().with_io(1, 7);
+        let net = Network::new(&arch, &Device::Cpu, 0).unwrap();
+        let mut model = RuntimeModel::new(&net, 2, (40, 56)).unwrap();
+        model.run().unwrap();
+        let e = RuntimeModel::new(&net, 0, (40, 56)).err().unwrap();
+        assert!(e.to_string().contains("must be positive"), "{e}");
     }
 
     #[test]
