@@ -38,9 +38,12 @@ pub enum DataAction {
         /// Training images.
         #[arg(long, default_value_t = 4000)]
         train: usize,
-        /// Validation images (items from Fashion-MNIST's test split).
+        /// Validation images (items from the first half of Fashion-MNIST's test split).
         #[arg(long, default_value_t = 1000)]
         val: usize,
+        /// Test images (items from the second half of Fashion-MNIST's test split).
+        #[arg(long, default_value_t = 1000)]
+        test: usize,
         /// Canvas side, pixels.
         #[arg(long, default_value_t = 96)]
         canvas: usize,
@@ -70,6 +73,7 @@ pub fn run(args: &DataArgs) -> Result<()> {
             out,
             train,
             val,
+            test,
             canvas,
             seed,
         } => {
@@ -77,12 +81,13 @@ pub fn run(args: &DataArgs) -> Result<()> {
                 canvas: *canvas,
                 train: *train,
                 val: *val,
+                test: *test,
                 seed: *seed,
                 ..Default::default()
             };
             make_detection_set(&cfg, out)?;
             println!(
-                "{}: {train} + {val} images, {canvas}×{canvas}, dataset.yaml",
+                "{}: {train} + {val} + {test} images (train, val, test), {canvas}×{canvas}, dataset.yaml",
                 out.display()
             );
             Ok(())

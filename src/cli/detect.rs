@@ -209,10 +209,20 @@ fn run_train(path: &Path, flags: &RunFlags) -> Result<()> {
     Ok(())
 }
 
-/// Makes the default detection set when the experiment names it and it is not there yet.
+/// Makes the default detection set when the experiment names it and it is not there yet; refuses
+/// a default set made before it had a test split (its validation items were drawn differently).
 fn ensure_default_set(data: &DetectDataSection) -> Result<()> {
     let default = DetectDataSection::default().dataset;
-    if data.dataset != default || data.dataset.exists() {
+    if data.dataset != default {
+        return Ok(());
+    }
+    if data.dataset.exists() {
+        let has_test = data.dataset.with_file_name("images").join("test").is_dir();
+        anyhow::ensure!(
+            has_test,
+            "{} was made by an earlier mnv4-lab, without a test split and with other validation items: delete its folder and it is made again",
+            data.dataset.display()
+        );
         return Ok(());
     }
     let out = default

@@ -1,8 +1,10 @@
 //! The embedded default detection dataset: Fashion-MNIST items placed at several scales on
 //! larger black canvases, 1 to `max_items` per image (they may overlap), with unlabelled
 //! clutter (faint fragments of other items), written in the YOLO format so that it can be
-//! opened and checked by eye. Training canvases draw items from Fashion-MNIST's training split,
-//! validation canvases from its test split. Every canvas is seeded from (seed, split, index).
+//! opened and checked by eye. Training canvases draw items from Fashion-MNIST's training split;
+//! validation canvases from the first half of its test split and test canvases from the second
+//! half, so no item is seen in both the split a model is selected on and the one it is reported
+//! on. Every canvas is seeded from (seed, split, index).
 
 use super::dataset::Dataset;
 use super::error::DataError;
@@ -24,6 +26,7 @@ pub struct SynthDetectConfig {
     pub canvas: usize,
     pub train: usize,
     pub val: usize,
+    pub test: usize,
     /// Items per canvas: 1 ..= max_items.
     pub max_items: usize,
     /// Item side as a multiple of 28 pixels, drawn uniformly from this range.
@@ -39,6 +42,7 @@ impl Default for SynthDetectConfig {
             canvas: 96,
             train: 4000,
             val: 1000,
+            test: 1000,
             max_items: 4,
             scale: (0.6, 1.8),
             clutter: 3,
@@ -56,8 +60,8 @@ impl SynthDetectConfig {
                 self.canvas
             ));
         }
-        if self.max_items == 0 || self.train == 0 || self.val == 0 {
-            return bad("max_items, train and val must be positive".into());
+        if self.max_items == 0 || self.train == 0 || self.val == 0 || self.test == 0 {
+            return bad("max_items, train, val and test must be positive".into());
         }
         let (lo, hi) = self.scale;
         if !(lo > 0.0 && lo <= hi && (28.0 * hi) as usize <= self.canvas) {
@@ -168,16 +172,34 @@ fn ink_bounds(item: &[u8], side: usize) -> Option<(usize, usize, usize, usize)> 
     ))
 }
 
-/// Writes the dataset into `out` (which must not exist): `images/{train,val}/NNNNNN.png`,
-/// `labels/{train,val}/NNNNNN.txt` and `dataset.yaml`. It is written into a sibling temporary
-/// folder and renamed at the end, so an interrupted run leaves no half dataset behind.
+/// The held-out items split in two disjoint halves: (validation pool, test pool).
+pub fn held_out_pools(held_out: &Dataset) -> (Dataset, Dataset) {
+    let half = held_out.len() / 2;
+    let indices: Vec<usize> = (0..held_out.len()).collect();
+    (
+        held_out.subset(&indices[..half]),
+        held_out.subset(&indices[half..]),
+    )
+}
+
+/// Writes the dataset into `out` (which must not exist):
+/// `images/{train,val,test}/NNNNNN.png`, `labels/{train,val,test}/NNNNNN.txt` and
+/// `dataset.yaml`. Validation and test canvases draw their items from the two halves of
+/// `held_out` ([`held_out_pools`]). It is written into a sibling temporary folder and renamed at
+/// the end, so an interrupted run leaves no half dataset behind.
 pub fn write_synthetic_detection(
     train_src: &Dataset,
-    val_src: &Dataset,
+    held_out: &Dataset,
     cfg: &SynthDetectConfig,
     out: &Path,
 ) -> Result<DetectDatasetFile, DataError> {
     cfg.check()?;
+    if held_out.len() < 2 {
+        return Err(DataError::Invalid(format!(
+            "the held-out items ({}) must number at least 2, one for each of val and test",
+            held_out.len()
+        )));
+    }
     if out.exists() {
         return Err(DataError::Invalid(format!(
             "{} exists: remove it or choose another folder",
@@ -189,9 +211,11 @@ pub fn write_synthetic_detection(
         let path = path.to_path_buf();
         move |source| DataError::Io { path, source }
     };
+    let (val_pool, test_pool) = held_out_pools(held_out);
     for (split, src, n, id) in [
         ("train", train_src, cfg.train, 1),
-        ("val", val_src, cfg.val, 2),
+        ("val", &val_pool, cfg.val, 2),
+        ("test", &test_pool, cfg.test, 3),
     ] {
         let (images, labels) = (
             tmp.join("images").join(split),
@@ -219,7 +243,7 @@ pub fn write_synthetic_detection(
         path: None,
         train: "images/train".into(),
         val: "images/val".into(),
-        test: None,
+        test: Some("images/test".into()),
         names: train_src.class_names.clone(),
     };
     let yaml = tmp.join("dataset.yaml");
@@ -240,6 +264,7 @@ mod tests {
             canvas: 64,
             train: 12,
             val: 4,
+            test: 3,
             ..Default::default()
         }
     }
@@ -261,7 +286,7 @@ mod tests {
             file
         );
         let mut objects = 0;
-        for (split, n) in [("train", 12), ("val", 4)] {
+        for (split, n) in [("train", 12), ("val", 4), ("test", 3)] {
             for i in 0..n {
                 let rel = format!("labels/{split}/{i:06}.txt");
                 let text = std::fs::read_to_string(tmp.join("a").join(&rel)).unwrap();
@@ -292,7 +317,10 @@ mod tests {
                 objects += boxes.len();
             }
         }
-        assert!((16..=64).contains(&objects), "{objects} objects");
+        assert!((19..=76).contains(&objects), "{objects} objects");
+        let first =
+            |split: &str| std::fs::read(tmp.join("a/images").join(split).join("000000.png"));
+        assert_ne!(first("val").unwrap(), first("test").unwrap());
         let e = write_synthetic_detection(&train, &test, &small(), &tmp.join("a")).unwrap_err();
         assert!(e.to_string().contains("exists"), "{e}");
         let bad = SynthDetectConfig {
@@ -302,5 +330,18 @@ mod tests {
         };
         let e = write_synthetic_detection(&train, &test, &bad, &tmp.join("c")).unwrap_err();
         assert!(e.to_string().contains("fit the 40 canvas"), "{e}");
+    }
+
+    #[test]
+    fn validation_and_test_items_come_from_disjoint_halves_of_the_held_out_split() {
+        let n = 7;
+        let images: Vec<u8> = (0..n as u8).flat_map(|k| [k; 4]).collect();
+        let labels = (0..n as u32).map(|k| k % 3).collect();
+        let held = Dataset::new("held", images, labels, 1, 2, 2, 3, vec![]).unwrap();
+        let (val, test) = held_out_pools(&held);
+        assert_eq!((val.len(), test.len()), (3, 4));
+        let firsts = |d: &Dataset| (0..d.len()).map(|i| d.image(i)[0]).collect::<Vec<_>>();
+        assert_eq!(firsts(&val), [0, 1, 2]);
+        assert_eq!(firsts(&test), [3, 4, 5, 6]);
     }
 }

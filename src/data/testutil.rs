@@ -72,6 +72,7 @@ pub fn synthetic_detect_set(dir: &Path, train: usize, val: usize) -> PathBuf {
     let cfg = SynthDetectConfig {
         train,
         val,
+        test: val,
         ..Default::default()
     };
     let out = dir.join("det");
