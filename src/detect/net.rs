@@ -34,6 +34,8 @@ struct Built {
 /// A YOLO11 detector (with its own or a MobileNetV4 backbone) as candle modules.
 pub struct DetectNet {
     pub params: ParamStore,
+    /// What was built.
+    detector: Detector,
     in_chans: usize,
     body: Vec<Built>,
     head: DetectHead,
@@ -73,11 +75,17 @@ impl DetectNet {
         let head = DetectHead::new(&mut ps, &last.name, &levels, classes, reg_max)?;
         Ok(DetectNet {
             params: ps,
+            detector: detector.clone(),
             in_chans: detector.in_chans,
             body,
             head,
             head_inputs: last.inputs.clone(),
         })
+    }
+
+    /// The detector this network was built from.
+    pub fn detector(&self) -> &Detector {
+        &self.detector
     }
 
     /// The raw head maps for a batch `[B, C, H, W]` (sides multiples of 32): one

@@ -1,5 +1,9 @@
 //! One detector training run: seeded, resumable after `kill -9` from its last epoch, evaluated
 //! on validation (COCO mAP) every epoch; the best epoch by mAP50-95 is kept as `best.json`.
+//!
+//! With `train.ema_decay`, the weights are averaged as YOLO11 does (the decay ramped up over
+//! about [`EMA_RAMP_UPDATES`] steps); the average is what is validated and what the checkpoint's
+//! weights file holds, and the trained weights travel in its state file as `raw.*`.
 
 use super::checkpoint::{read_detect_sidecar, save, sidecar_for, DetectSidecar};
 use super::evaluate::{predict, MapAccumulator, PredictConfig};
@@ -10,10 +14,42 @@ use crate::detect::assign::{AssignerConfig, Object};
 use crate::detect::loss::{detection_loss, flatten_head};
 use crate::detect::{DetectNet, LEVEL_STRIDES};
 use crate::model::Mode;
+use crate::train::ema::Ema;
 use crate::train::optim::Optimizer;
 use crate::train::schedule::CosineSchedule;
 use anyhow::{ensure, Context, Result};
+use candle_core::Tensor;
+use std::collections::HashMap;
 use std::time::Instant;
+
+/// The EMA decay's ramp τ in optimizer steps: after u steps the decay is d·(1 − e^(−u/τ)).
+pub const EMA_RAMP_UPDATES: f64 = 2000.0;
+
+/// A run's trainable state: the network, its optimizer and the optional weight average.
+struct Learner<'a> {
+    net: &'a DetectNet,
+    opt: Optimizer,
+    ema: Option<Ema<DetectNet>>,
+}
+
+impl Learner<'_> {
+    /// The network that is validated and saved: the average when there is one.
+    fn evaluated(&self) -> &DetectNet {
+        self.ema.as_ref().map_or(self.net, |e| &e.twin)
+    }
+
+    /// Optimizer moments, and the trained weights as `raw.*` when the weights file holds the
+    /// average.
+    fn state(&self) -> HashMap<String, Tensor> {
+        let mut state = self.opt.state_tensors();
+        if self.ema.is_some() {
+            for (k, v) in self.net.params.tensors() {
+                state.insert(format!("raw.{k}"), v);
+            }
+        }
+        state
+    }
+}
 
 /// What a finished (or stopped) run reports.
 #[derive(Debug, Clone)]
@@ -46,7 +82,11 @@ pub fn train_detector(
     let dir = job.run_dir.join("checkpoints");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let r = &job.recipe;
-    let mut opt = Optimizer::new(r.optimizer.clone(), net.params.trainable());
+    let mut learner = Learner {
+        net,
+        opt: Optimizer::new(r.optimizer.clone(), net.params.trainable()),
+        ema: Ema::new(r.ema_decay, net, job.seed)?.map(|e| e.with_ramp(EMA_RAMP_UPDATES)),
+    };
     let steps = train.len() as u64;
     ensure!(
         steps > 0,
@@ -60,14 +100,14 @@ pub fn train_detector(
         total_steps: r.epochs as u64 * steps,
     };
     let (mut rows, mut best) = match opts.resume {
-        true => restore(job, net, &mut opt)?,
+        true => restore(job, &mut learner)?,
         false => (Vec::new(), None),
     };
     let last = opts.stop_after.map_or(r.epochs, |n| n.min(r.epochs));
     for epoch in rows.len()..last {
         let t0 = Instant::now();
-        let mut row = train_epoch(job, net, train, &mut opt, &schedule, epoch)?;
-        let m = validate(net, val, &job.predict, job.spec.num_classes)?;
+        let mut row = train_epoch(job, &mut learner, train, &schedule, epoch)?;
+        let m = validate(learner.evaluated(), val, &job.predict, job.spec.num_classes)?;
         row.val_map = m.0;
         row.val_map50 = m.1;
         row.seconds = t0.elapsed().as_secs_f64();
@@ -79,7 +119,7 @@ pub fn train_detector(
         let is_best = best
             .as_ref()
             .is_none_or(|b: &DetectSidecar| row.val_map > b.best_map);
-        let mut s = sidecar_for(job, epoch + 1, opt.step);
+        let mut s = sidecar_for(job, epoch + 1, learner.opt.step);
         s.metrics = row.as_map();
         rows.push(row.clone());
         write_rows(&job.run_dir.join("metrics.csv"), &rows)?;
@@ -87,7 +127,13 @@ pub fn train_detector(
             (Some(b), false) => (b.best_map, b.best_epoch),
             _ => (row.val_map, epoch + 1),
         };
-        save(&dir, &net.params, &opt.state_tensors(), &s, is_best)?;
+        save(
+            &dir,
+            &learner.evaluated().params,
+            &learner.state(),
+            &s,
+            is_best,
+        )?;
         if is_best {
             best = Some(s);
         }
@@ -106,12 +152,12 @@ pub fn train_detector(
 /// One epoch of optimizer steps; returns the epoch's row with mean loss parts.
 fn train_epoch(
     job: &DetectTrainJob,
-    net: &DetectNet,
+    learner: &mut Learner,
     loader: &DetectLoader,
-    opt: &mut Optimizer,
     schedule: &CosineSchedule,
     epoch: usize,
 ) -> Result<DetectRow> {
+    let (net, opt) = (learner.net, &mut learner.opt);
     let (mut parts, mut n, mut images) = ([0f64; 3], 0usize, 0usize);
     let bins = net.head_bins()?;
     let mut lr = 0.0;
@@ -142,6 +188,9 @@ fn train_epoch(
         };
         lr = schedule.lr(opt.step);
         opt.step(&grads, lr, scale)?;
+        if let Some(ema) = &learner.ema {
+            ema.update(net)?;
+        }
         parts[0] += f64::from(l.boxes);
         parts[1] += f64::from(l.cls);
         parts[2] += f64::from(l.dfl);
@@ -195,11 +244,11 @@ pub fn validate(
     Ok((m.map.unwrap_or(0.0), m.map50.unwrap_or(0.0)))
 }
 
-/// Restores weights and optimizer from `last.json`; refuses a run made with other settings.
+/// Restores weights, optimizer and average from `last.json`; refuses a run made with other
+/// settings.
 fn restore(
     job: &DetectTrainJob,
-    net: &DetectNet,
-    opt: &mut Optimizer,
+    learner: &mut Learner,
 ) -> Result<(Vec<DetectRow>, Option<DetectSidecar>)> {
     let dir = job.run_dir.join("checkpoints");
     let last = dir.join("last.json");
@@ -216,10 +265,22 @@ fn restore(
         "cannot resume: {} was made with other settings (detector, recipe, data or seed)",
         last.display()
     );
-    net.params.load_safetensors(&s.weights_path(&last), &[])?;
     let state = candle_core::safetensors::load(dir.join(&s.state), &candle_core::Device::Cpu)
         .with_context(|| format!("reading {}", s.state))?;
-    opt.load_state(&state, s.optimizer_step)?;
+    let weights = s.weights_path(&last);
+    learner.evaluated().params.load_safetensors(&weights, &[])?;
+    if let Some(ema) = &learner.ema {
+        let raw: HashMap<String, Tensor> = state
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("raw.").map(|k| (k.to_string(), v.clone())))
+            .collect();
+        learner
+            .net
+            .params
+            .load_map(&raw, &[], "the trained weights (raw.*)")?;
+        ema.set_updates(s.optimizer_step);
+    }
+    learner.opt.load_state(&state, s.optimizer_step)?;
     let rows = super::metrics::read_rows(&job.run_dir.join("metrics.csv"), s.epoch)?;
     let best = read_detect_sidecar(&dir.join("best.json"))?;
     tracing::info!("resuming {} after epoch {}", job.name, s.epoch);
@@ -318,5 +379,43 @@ mod tests {
         let v = DetectLoader::new(set(DetectSplit::Val), DetectLoaderConfig::val(64, 4)).unwrap();
         let e = train_detector(&other, &net, &l, &v, resume).err().unwrap();
         assert!(e.to_string().contains("other settings"), "{e}");
+    }
+
+    #[test]
+    fn an_averaged_run_saves_the_average_and_resumes_bit_for_bit() {
+        let tmp = TempDir::new("detect-ema");
+        let yaml = synthetic_detect_set(tmp.path(), 8, 4);
+        let with_ema = |name: &str| {
+            let mut j = job(tmp.path(), name);
+            j.recipe.ema_decay = Some(0.9);
+            j
+        };
+        let a = with_ema("a");
+        let straight = run(&a, &yaml, DetectRunOptions::default());
+        let b = with_ema("b");
+        let stop = DetectRunOptions {
+            stop_after: Some(1),
+            ..Default::default()
+        };
+        run(&b, &yaml, stop);
+        let resume = DetectRunOptions {
+            resume: true,
+            ..Default::default()
+        };
+        let resumed = run(&b, &yaml, resume);
+        assert_eq!(resumed.rows[1].box_loss, straight.rows[1].box_loss);
+        assert_eq!(resumed.rows[1].val_map, straight.rows[1].val_map);
+        assert_eq!(weights(&b), weights(&a), "resumed averages differ");
+        // The weights file holds the average, not the trained weights (kept as raw.*).
+        let dir = a.run_dir.join("checkpoints");
+        let s = read_detect_sidecar(&dir.join("last.json")).unwrap();
+        let avg = candle_core::safetensors::load(dir.join(&s.weights), &Device::Cpu).unwrap();
+        let state = candle_core::safetensors::load(dir.join(&s.state), &Device::Cpu).unwrap();
+        let differs = avg.iter().any(|(k, v)| {
+            let raw = &state[&format!("raw.{k}")];
+            let d = (v - raw).unwrap().abs().unwrap().max_all().unwrap();
+            d.to_scalar::<f32>().unwrap() > 0.0
+        });
+        assert!(differs, "the saved weights equal the trained ones");
     }
 }
