@@ -2,6 +2,7 @@
 //! update) or of inference, after warm-up, on synthetic data of the requested shape; or how the
 //! latency measures rank a search space ([`super::latency_rank`]).
 
+use super::bench_detect::{self, BenchDetectArgs};
 use super::inspect::{parse_res, resolve_arch};
 use super::latency_rank::{self, LatencyRankArgs};
 use crate::export::runtime::RuntimeModel;
@@ -23,6 +24,8 @@ pub enum BenchCommand {
     Train(BenchArgs),
     /// Forward in eval mode.
     Infer(BenchArgs),
+    /// A whole YOLO11 detector (its own or a MobileNetV4 backbone) in eval mode.
+    Detect(BenchDetectArgs),
     /// Spearman's ρ between candle latency, ONNX runtime latency, MACs and every roofline
     /// profile over architectures sampled from a search space.
     LatencyRank(LatencyRankArgs),
@@ -108,6 +111,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Train(a) => run_steps(BenchKind::Train, a),
         BenchCommand::Infer(a) => run_steps(BenchKind::Infer, a),
+        BenchCommand::Detect(a) => bench_detect::run(a),
         BenchCommand::LatencyRank(a) => latency_rank::run(a),
     }
 }
@@ -137,19 +141,33 @@ fn run_steps(kind: BenchKind, args: &BenchArgs) -> Result<()> {
         Some(args.num_classes),
     )?;
     let net = Network::new(&arch, &Device::Cpu, 0)?;
-    let mut step = step_fn(kind, args, &net)?;
-    for _ in 0..args.warmup {
+    let times = time_steps(args.warmup, args.steps, step_fn(kind, args, &net)?)?;
+    report(kind, args, &arch, &times, idle_rss);
+    Ok(())
+}
+
+/// Runs `step` `warmup` times untimed, then `steps` times timed; the times in seconds, sorted.
+pub fn time_steps(
+    warmup: usize,
+    steps: usize,
+    mut step: impl FnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
+    for _ in 0..warmup {
         step()?;
     }
-    let mut times = Vec::with_capacity(args.steps);
-    for _ in 0..args.steps {
+    let mut times = Vec::with_capacity(steps);
+    for _ in 0..steps {
         let t0 = Instant::now();
         step()?;
         times.push(t0.elapsed().as_secs_f64());
     }
     times.sort_by(|a, b| a.total_cmp(b));
-    report(kind, args, &arch, &times, idle_rss);
-    Ok(())
+    Ok(times)
+}
+
+/// This process's resident size now and its peak so far, in bytes.
+pub fn idle_and_peak_rss() -> (Option<u64>, Option<u64>) {
+    (rss_bytes(), peak_rss_bytes())
 }
 
 /// One untimed-setup, timed-call step of `kind` on `net` with synthetic inputs of `args`' shape.

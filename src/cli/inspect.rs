@@ -142,20 +142,27 @@ fn detector_spec(args: &InspectArgs, scale: Yolo11Scale) -> Result<DetectorSpec>
         "--in-chans is not supported for detectors (they read 3-channel images)"
     );
     let classes = args.num_classes.unwrap_or(80);
-    match &args.backbone {
+    detector_from(scale, args.backbone.as_deref(), args.width, classes)
+}
+
+/// YOLO11 at `scale` for `classes` classes, on its own backbone or on the MobileNetV4 `backbone`
+/// (preset, arch file or block string) scaled by `width`.
+pub fn detector_from(
+    scale: Yolo11Scale,
+    backbone: Option<&str>,
+    width: f64,
+    classes: usize,
+) -> Result<DetectorSpec> {
+    match backbone {
         None => {
             ensure!(
-                args.width == 1.0,
+                width == 1.0,
                 "--width scales a MobileNetV4 backbone (with --backbone); YOLO11's own backbone \
                  is scaled by the model's letter (yolo11n … yolo11x)"
             );
             Ok(DetectorSpec::yolo11(scale, classes))
         }
-        Some(b) => Ok(DetectorSpec::mnv4(
-            Arch::resolve(b, args.width)?,
-            scale,
-            classes,
-        )),
+        Some(b) => Ok(DetectorSpec::mnv4(Arch::resolve(b, width)?, scale, classes)),
     }
 }
 

@@ -2,6 +2,7 @@
 //! hands narrow jobs to the layers below and prints.
 
 pub mod bench;
+pub mod bench_detect;
 pub mod data;
 pub mod detect;
 mod detect_predict;
