@@ -23,6 +23,7 @@ files, so a change of settings starts fresh runs instead of reusing stale ones. 
 paired difference over seeds with a 95 % t interval. Only the standard library.
 """
 import argparse
+import csv
 import hashlib
 import json
 import math
@@ -33,7 +34,6 @@ import subprocess
 import sys
 
 from study_common import cpu_model, publish
-import time
 
 EXP = "experiments/distill_fashion_mnist.toml"
 # The ensemble teacher's members: (experiment, run folder).
@@ -140,6 +140,13 @@ def load(name):
     return s, d
 
 
+def run_seconds(name):
+    """Seconds of the run's epochs (training and validation) summed from metrics.csv, so a run
+    resumed over several sittings counts every epoch once."""
+    with open(os.path.join("runs", name, "metrics.csv")) as f:
+        return sum(float(r["seconds"]) for r in csv.DictReader(f))
+
+
 def ms(values):
     if len(values) < 2:
         return f"{100 * values[0]:.2f}"
@@ -165,7 +172,7 @@ def verdict(ci):
     return "no significant difference"
 
 
-def report(seeds, ls, acc, wall_minutes):
+def report(seeds, ls, acc):
     members = [json.load(open(os.path.join(run, "summary.json"))) for _, run in TEACHERS]
     alone = ", ".join(f"{100 * m['test_top1']:.2f}%" for m in members)
     rows = {}
@@ -174,22 +181,28 @@ def report(seeds, ls, acc, wall_minutes):
         rows[arm] = {
             "val": [s["best_val_top1"] for s, _ in got],
             "test": [s["test_top1"] for s, _ in got],
-            "wall": [d.get("wall_seconds", s["wall_seconds_this_invocation"]) for s, d in got],
+            "wall": [run_seconds(run_name(arm, s)) for s in seeds],
             "cached": sum(d.get("cached_batches", 0) for _, d in got),
             "live": sum(d.get("live_batches", 0) for _, d in got),
             "loss": got[0][1].get("loss", "cross-entropy" + (f", label smoothing {ls['smoothing']}" if arm == "none+ls" else "")),
         }
     student = load(run_name("none", seeds[0]))[0]
-    fill_s, fill_d = load(run_name("kd+feat8", seeds[0]))
-    again_s, again_d = load(run_name("kd+feat8", seeds[0], "-again"))
+    fill_s, fill_d = load(run_name("kd", seeds[0]))
+    again_s, again_d = load(run_name("kd", seeds[0], "-again"))
+    total = sum(sum(r["wall"]) for r in rows.values()) / 60
     lines = [
         "# Distillation on Fashion-MNIST",
         "",
         f"Reproduce: `cargo build --release && python3 scripts/distill_study.py --seeds {' '.join(map(str, seeds))}`"
-        f" ({wall_minutes:.0f} minutes of wall time for the runs this report was made from, teacher excluded).",
+        f" ({total:.0f} minutes of epochs in all for the {len(rows) * len(seeds)} runs in the table, teacher"
+        " excluded).",
         f"Settings: `{EXP}` (student), {' and '.join(f'`{e}`' for e, _ in TEACHERS)} (the teacher's members)."
         " Machine: 2 cores, 24 GiB, no GPU,"
-        f" {cpu_model()}; the runs went one after another.",
+        f" {cpu_model()}; the runs went one after another, over several sittings (a run cut off by the end of"
+        " one resumed from its last epoch in the next).",
+        "Times are upper bounds: during parts of the study the machine also built and tested code, and it was"
+        " paused (SIGSTOP) for a few minutes while a benchmark ran, which counts in the epoch that held the pause."
+        " Compare them loosely; the accuracies do not depend on them.",
         "",
         f"- **Teacher**: the ensemble of {len(members)} conv-small ×1.0 runs ({sum(m['params'] for m in members):,}"
         " parameters in all; mean logits, feature maps side by side), trained for their own sake (see"
@@ -204,7 +217,7 @@ def report(seeds, ls, acc, wall_minutes):
         f" on the augmented training images (T = 1, the distribution a student that matched KD's targets exactly"
         f" would output); smoothing ε = {ls['smoothing']} gives it the same mass.",
         "",
-        "| arm | loss | val top-1 (%) | test top-1 (%) | Δ test vs none, mean [95 % CI] (points) | verdict | wall s/run |",
+        "| arm | loss | val top-1 (%) | test top-1 (%) | Δ test vs none, mean [95 % CI] (points) | verdict | epoch s/run |",
         "|---|---|---:|---:|---:|---|---:|",
     ]
     for arm, r in rows.items():
@@ -232,7 +245,7 @@ def report(seeds, ls, acc, wall_minutes):
         "",
         f"Each view holds, per training sample, the teacher's 10 logits and its stride-8 maps (both members') in f16:"
         f" {again_d.get('cache_bytes_per_sample', 0):,} bytes per sample, {again_d.get('cache_bytes_per_sample', 0) * 55000 / 1e6:.0f} MB per epoch.",
-        f"kd+feat8, seed {seeds[0]}, filling it (teacher live for {fill_d['live_batches']} batches,"
+        f"kd, seed {seeds[0]}, the seed's first run, filling it (teacher live for {fill_d['live_batches']} batches,"
         f" {fill_d['teacher_seconds']:.0f} s in the teacher): {fill_d['wall_seconds']:.0f} s."
         f" The same run again, every batch from the cache ({again_d['cached_batches']} hits, {again_d['live_batches']} misses):"
         f" {again_d['wall_seconds']:.0f} s, a **{fill_d['wall_seconds'] / again_d['wall_seconds']:.2f}×** speed-up."
@@ -256,14 +269,13 @@ def main():
     sidecars = ensure_teacher()
     ls = matched_smoothing(sidecars)
     acc = teacher_accuracy(sidecars)
-    t0 = time.time()
     if not args.report_only:
         for seed in args.seeds:
             for arm in ARMS:
                 run(arm, seed, ls["smoothing"])
             if seed == args.seeds[0]:
-                run("kd+feat8", seed, ls["smoothing"], suffix="-again")
-    report(args.seeds, ls, acc, (time.time() - t0) / 60)
+                run("kd", seed, ls["smoothing"], suffix="-again")
+    report(args.seeds, ls, acc)
 
 
 if __name__ == "__main__":
