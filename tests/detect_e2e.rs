@@ -85,6 +85,41 @@ fn detect_train_runs_end_to_end_on_a_tiny_set() {
     assert!(results
         .iter()
         .all(|r| r["bbox"].as_array().unwrap().len() == 4));
+    // The trained detector as the teacher of a smaller one: the student's table holds both
+    // distillation terms, and its checkpoint records the teacher.
+    let teacher = format!("distill.teacher=\"{best}\"");
+    let mut student = args.clone();
+    student.extend([
+        "--set",
+        "name=\"student\"",
+        "--set",
+        "model.backbone=\"yolo11\"",
+        "--set",
+        "model.width=1.0",
+        "--set",
+        &teacher,
+    ]);
+    let (ok, text) = mnv4(&student);
+    assert!(ok, "{text}");
+    let csv = std::fs::read_to_string(out.join("student/metrics.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let row: Vec<f64> = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    for term in ["kd_cls_loss", "kd_feature_loss"] {
+        let i = header.iter().position(|h| *h == term).unwrap();
+        assert!(row[i] > 0.0, "{term} = {}: {csv}", row[i]);
+    }
+    let sidecar = std::fs::read_to_string(out.join("student/checkpoints/last.json")).unwrap();
+    assert!(sidecar.contains("teacher_weights_sha256"), "{sidecar}");
+    let mut missing = student.clone();
+    missing.extend(["--set", "distill.teacher=\"/nonexistent/best.json\""]);
+    let (ok, text) = mnv4(&missing);
+    assert!(!ok && text.contains("distill.teacher"), "{text}");
     // A bad value names its field.
     let mut bad = args.clone();
     bad.extend(["--set", "data.imgsz=100"]);

@@ -9,10 +9,11 @@ use crate::detect::coco::evaluate;
 use crate::detect::coco_json::{read_ground_truth, read_results};
 use crate::detect::loss::LossGains;
 use crate::detect::DetectNet;
+use crate::distill::cache::file_sha256;
 use crate::experiment::detect::{DetectDataSection, DetectExperiment};
 use crate::train::detector::checkpoint::{read_detect_sidecar, DetectSidecar};
 use crate::train::detector::evaluate::PredictConfig;
-use crate::train::detector::job::DetectTrainJob;
+use crate::train::detector::job::{DetectDistillJob, DetectTrainJob};
 use crate::train::detector::trainer::{train_detector, validate, DetectRunOptions};
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -166,6 +167,19 @@ fn run_train(path: &Path, flags: &RunFlags) -> Result<()> {
     )?;
     let spec = exp.model.to_spec(classes)?;
     let net = DetectNet::new(&spec.lower()?, &Device::Cpu, exp.seed)?;
+    let (teacher, distill) = match &exp.distill.teacher {
+        None => (None, None),
+        Some(path) => {
+            let t = load_detector(path)
+                .with_context(|| format!("distill.teacher = {}", path.display()))?;
+            let job = DetectDistillJob {
+                weights: exp.distill.weights(),
+                teacher: path.clone(),
+                teacher_weights_sha256: file_sha256(&t.sidecar.weights_path(path))?,
+            };
+            (Some(t.net), Some(job))
+        }
+    };
     let job = DetectTrainJob {
         name: exp.name.clone(),
         seed: exp.seed,
@@ -175,12 +189,13 @@ fn run_train(path: &Path, flags: &RunFlags) -> Result<()> {
         gains: LossGains::default(),
         data: serde_json::to_value(&exp.data)?,
         run_dir: exp.run_dir(),
+        distill,
     };
     let opts = DetectRunOptions {
         resume: flags.resume,
         stop_after: None,
     };
-    let s = train_detector(&job, &net, &train, &val, opts)?;
+    let s = train_detector(&job, &net, teacher.as_ref(), &train, &val, opts)?;
     let summary = serde_json::json!({
         "name": job.name,
         "detector": job.spec.name(),
@@ -188,6 +203,7 @@ fn run_train(path: &Path, flags: &RunFlags) -> Result<()> {
         "best_epoch": s.best_epoch,
         "val_map50_95": s.best_map,
         "val_map50": s.best_map50,
+        "teacher": job.distill.as_ref().map(|d| d.teacher.display().to_string()),
         "wall_seconds_this_invocation": s.wall_seconds,
         "machine": crate::report::machine::describe(),
     });

@@ -193,7 +193,7 @@ fn targets(
 
 /// Element-wise binary cross-entropy of logits `x` against targets `z` in [0, 1], stable form
 /// `max(x, 0) − x·z + log(1 + e^−|x|)`.
-fn bce_with_logits(x: &Tensor, z: &Tensor) -> Result<Tensor> {
+pub(crate) fn bce_with_logits(x: &Tensor, z: &Tensor) -> Result<Tensor> {
     let soft = x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
     Ok(((x.relu()? - x.mul(z)?)? + soft)?)
 }

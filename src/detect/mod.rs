@@ -20,6 +20,7 @@ pub mod config;
 pub mod decode;
 pub mod graph;
 pub mod head;
+pub mod kd;
 pub mod loss;
 pub mod modules;
 pub mod net;

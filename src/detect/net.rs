@@ -41,6 +41,10 @@ pub struct DetectNet {
     head: DetectHead,
     /// The nodes the head reads (P3, P4, P5).
     head_inputs: Vec<usize>,
+    /// Their channels.
+    level_channels: Vec<usize>,
+    /// Classes the head scores.
+    classes: usize,
 }
 
 impl DetectNet {
@@ -80,6 +84,8 @@ impl DetectNet {
             body,
             head,
             head_inputs: last.inputs.clone(),
+            level_channels: levels,
+            classes,
         })
     }
 
@@ -92,6 +98,15 @@ impl DetectNet {
     /// `[B, 4·reg_max + classes, H/s, W/s]` map per level s = 8, 16, 32.
     /// The pass runs on the kernels' worker pool ([`crate::ops::on_workers`]).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Vec<Tensor>> {
+        Ok(self.forward_with_levels(x, mode)?.0)
+    }
+
+    /// [`DetectNet::forward`]'s head maps and the P3, P4, P5 feature maps the head read.
+    pub fn forward_with_levels(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
         let (_, c, h, w) = x.dims4()?;
         ensure!(
             c == self.in_chans,
@@ -105,7 +120,17 @@ impl DetectNet {
         crate::ops::on_workers(|| self.forward_inner(x, mode))
     }
 
-    fn forward_inner(&self, x: &Tensor, mode: Mode) -> Result<Vec<Tensor>> {
+    /// Channels of the P3, P4, P5 feature maps.
+    pub fn level_channels(&self) -> &[usize] {
+        &self.level_channels
+    }
+
+    /// Number of classes the head scores.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn forward_inner(&self, x: &Tensor, mode: Mode) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.body.len());
         for node in &self.body {
             let inputs: Vec<&Tensor> = match node.inputs.is_empty() {
@@ -116,7 +141,7 @@ impl DetectNet {
             outs.push(y);
         }
         let levels: Vec<Tensor> = self.head_inputs.iter().map(|&j| outs[j].clone()).collect();
-        self.head.forward(&levels, mode)
+        Ok((self.head.forward(&levels, mode)?, levels))
     }
 
     /// Boxes (xyxy, input pixels) and class scores at every anchor, from [`DetectNet::forward`]'s

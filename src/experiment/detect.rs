@@ -1,11 +1,13 @@
 //! A detection experiment file (`mnv4-lab detect train EXP.toml`): `name`, `seed`, `[data]`
 //! (a YOLO dataset file, input size, augmentation), `[model]` (backbone and YOLO11 scale),
-//! `[train]` (the shared recipe), `[predict]` (validation thresholds), `[output]`. Unknown keys
-//! are refused by name; `--set section.key=value` overrides any field.
+//! `[train]` (the shared recipe), `[predict]` (validation thresholds), `[distill]` (an optional
+//! teacher detector), `[output]`. Unknown keys are refused by name; `--set section.key=value`
+//! overrides any field.
 
 use super::apply_overrides;
 use crate::data::{DetectAugment, DetectLoaderConfig};
 use crate::detect::config::DetectModelConfig;
+use crate::train::detector::distill::DetectDistillWeights;
 use crate::train::detector::evaluate::PredictConfig;
 use crate::train::recipe::TrainRecipe;
 use crate::train::run_dir::OutputConfig;
@@ -53,6 +55,44 @@ impl DetectDataSection {
     }
 }
 
+/// `[distill]` of a detection experiment: a trained detector to distil into the one trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectDistillSection {
+    /// The teacher's checkpoint sidecar (`runs/<name>/checkpoints/best.json`); none: no
+    /// distillation.
+    pub teacher: Option<PathBuf>,
+    /// Weight of the class-score divergence (per-class Bernoulli KL).
+    pub cls_weight: f64,
+    /// Weight of the P3–P5 feature regression through 1×1 adapters.
+    pub feature_weight: f64,
+    /// Temperature of the class scores.
+    pub temperature: f64,
+}
+
+impl Default for DetectDistillSection {
+    fn default() -> Self {
+        let w = DetectDistillWeights::default();
+        Self {
+            teacher: None,
+            cls_weight: w.cls_weight,
+            feature_weight: w.feature_weight,
+            temperature: w.temperature,
+        }
+    }
+}
+
+impl DetectDistillSection {
+    /// The loss weights.
+    pub fn weights(&self) -> DetectDistillWeights {
+        DetectDistillWeights {
+            cls_weight: self.cls_weight,
+            feature_weight: self.feature_weight,
+            temperature: self.temperature,
+        }
+    }
+}
+
 /// A whole detection experiment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,6 +104,7 @@ pub struct DetectExperiment {
     pub model: DetectModelConfig,
     pub train: TrainRecipe,
     pub predict: PredictConfig,
+    pub distill: DetectDistillSection,
     pub output: OutputConfig,
 }
 
@@ -98,6 +139,7 @@ impl DetectExperiment {
         self.model.to_spec(1).context("in [model]")?;
         self.train.check()?;
         self.predict.check()?;
+        self.distill.weights().check()?;
         self.output.check()
     }
 

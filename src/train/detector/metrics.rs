@@ -14,6 +14,9 @@ pub struct DetectRow {
     pub box_loss: f64,
     pub cls_loss: f64,
     pub dfl_loss: f64,
+    /// Distillation terms, unweighted (0 without a teacher).
+    pub kd_cls_loss: f64,
+    pub kd_feature_loss: f64,
     pub val_map: f64,
     pub val_map50: f64,
     /// Training images seen.
@@ -22,10 +25,12 @@ pub struct DetectRow {
     pub seconds: f64,
 }
 
-const HEADER: &str = "epoch,lr,box_loss,cls_loss,dfl_loss,val_map50_95,val_map50,images,seconds";
+const HEADER: &str = "epoch,lr,box_loss,cls_loss,dfl_loss,val_map50_95,val_map50,images,seconds,kd_cls_loss,kd_feature_loss";
+/// Columns of the table before the distillation terms were added (still read).
+const OLD_COLUMNS: usize = 9;
 
 impl DetectRow {
-    fn values(&self) -> [f64; 9] {
+    fn values(&self) -> [f64; 11] {
         [
             self.epoch as f64,
             self.lr,
@@ -36,6 +41,8 @@ impl DetectRow {
             self.val_map50,
             self.images as f64,
             self.seconds,
+            self.kd_cls_loss,
+            self.kd_feature_loss,
         ]
     }
 
@@ -55,8 +62,8 @@ pub fn write_rows(path: &Path, rows: &[DetectRow]) -> Result<()> {
     for r in rows {
         let v = r.values();
         text += &format!(
-            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.6},{},{:.2}\n",
-            r.epoch, v[1], v[2], v[3], v[4], v[5], v[6], r.images, v[8]
+            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.6},{},{:.2},{:.6},{:.6}\n",
+            r.epoch, v[1], v[2], v[3], v[4], v[5], v[6], r.images, v[8], v[9], v[10]
         );
     }
     atomic_write(path, text.as_bytes())
@@ -74,11 +81,12 @@ pub fn read_rows(path: &Path, epochs: usize) -> Result<Vec<DetectRow>> {
             .collect::<Result<_, _>>()
             .with_context(|| format!("{}:{}: not a metrics row", path.display(), i + 2))?;
         ensure!(
-            v.len() == 9,
-            "{}:{}: {} columns, expected 9",
+            v.len() == OLD_COLUMNS || v.len() == HEADER.split(',').count(),
+            "{}:{}: {} columns, expected {}",
             path.display(),
             i + 2,
-            v.len()
+            v.len(),
+            HEADER.split(',').count()
         );
         rows.push(DetectRow {
             epoch: v[0] as usize,
@@ -90,6 +98,8 @@ pub fn read_rows(path: &Path, epochs: usize) -> Result<Vec<DetectRow>> {
             val_map50: v[6],
             images: v[7] as usize,
             seconds: v[8],
+            kd_cls_loss: v.get(9).copied().unwrap_or(0.0),
+            kd_feature_loss: v.get(10).copied().unwrap_or(0.0),
         });
     }
     ensure!(

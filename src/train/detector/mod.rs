@@ -4,9 +4,11 @@
 //! * [`job`] — [`job::DetectTrainJob`].
 //! * [`trainer`] — [`trainer::train_detector`].
 //! * [`evaluate`] — predictions (confidence, NMS) and COCO mAP.
+//! * [`distill`] — a frozen teacher detector's class scores and P3–P5 maps as extra targets.
 //! * [`checkpoint`], [`metrics`] — what a run writes.
 
 pub mod checkpoint;
+pub mod distill;
 pub mod evaluate;
 pub mod job;
 pub mod metrics;

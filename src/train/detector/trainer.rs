@@ -6,6 +6,7 @@
 //! weights file holds, and the trained weights travel in its state file as `raw.*`.
 
 use super::checkpoint::{read_detect_sidecar, save, sidecar_for, DetectSidecar};
+use super::distill::Distiller;
 use super::evaluate::{predict, MapAccumulator, PredictConfig};
 use super::job::DetectTrainJob;
 use super::metrics::{write_rows, DetectRow};
@@ -25,11 +26,13 @@ use std::time::Instant;
 /// The EMA decay's ramp τ in optimizer steps: after u steps the decay is d·(1 − e^(−u/τ)).
 pub const EMA_RAMP_UPDATES: f64 = 2000.0;
 
-/// A run's trainable state: the network, its optimizer and the optional weight average.
+/// A run's trainable state: the network, its optimizer, the optional weight average and the
+/// optional teacher with its adapters.
 struct Learner<'a> {
     net: &'a DetectNet,
     opt: Optimizer,
     ema: Option<Ema<DetectNet>>,
+    distiller: Option<Distiller<'a>>,
 }
 
 impl Learner<'_> {
@@ -38,10 +41,11 @@ impl Learner<'_> {
         self.ema.as_ref().map_or(self.net, |e| &e.twin)
     }
 
-    /// Optimizer moments, and the trained weights as `raw.*` when the weights file holds the
-    /// average.
+    /// Optimizer moments, the distillation adapters (`adapter.*`), and the trained weights as
+    /// `raw.*` when the weights file holds the average.
     fn state(&self) -> HashMap<String, Tensor> {
         let mut state = self.opt.state_tensors();
+        state.extend(self.distiller.iter().flat_map(Distiller::state));
         if self.ema.is_some() {
             for (k, v) in self.net.params.tensors() {
                 state.insert(format!("raw.{k}"), v);
@@ -70,10 +74,12 @@ pub struct DetectRunOptions {
     pub stop_after: Option<usize>,
 }
 
-/// Trains `net` as `job` says on `train`, validating on `val`.
+/// Trains `net` as `job` says on `train`, validating on `val`; with a `teacher` (and
+/// `job.distill`), distils it into `net` as well.
 pub fn train_detector(
     job: &DetectTrainJob,
     net: &DetectNet,
+    teacher: Option<&DetectNet>,
     train: &DetectLoader,
     val: &DetectLoader,
     opts: DetectRunOptions,
@@ -82,10 +88,21 @@ pub fn train_detector(
     let dir = job.run_dir.join("checkpoints");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let r = &job.recipe;
+    ensure!(
+        teacher.is_some() == job.distill.is_some(),
+        "a distillation job needs a teacher network, and a teacher needs distillation settings"
+    );
+    let distiller = match (teacher, &job.distill) {
+        (Some(t), Some(d)) => Some(Distiller::new(t, net, d.weights, job.seed)?),
+        _ => None,
+    };
+    let mut trainable = net.params.trainable();
+    trainable.extend(distiller.iter().flat_map(|d| d.adapters.trainable()));
     let mut learner = Learner {
         net,
-        opt: Optimizer::new(r.optimizer.clone(), net.params.trainable()),
+        opt: Optimizer::new(r.optimizer.clone(), trainable),
         ema: Ema::new(r.ema_decay, net, job.seed)?.map(|e| e.with_ramp(EMA_RAMP_UPDATES)),
+        distiller,
     };
     let steps = train.len() as u64;
     ensure!(
@@ -158,12 +175,12 @@ fn train_epoch(
     epoch: usize,
 ) -> Result<DetectRow> {
     let (net, opt) = (learner.net, &mut learner.opt);
-    let (mut parts, mut n, mut images) = ([0f64; 3], 0usize, 0usize);
+    let (mut parts, mut n, mut images) = ([0f64; 5], 0usize, 0usize);
     let bins = net.head_bins()?;
     let mut lr = 0.0;
     for batch in loader.epoch(epoch as u64) {
         let batch = batch?;
-        let maps = net.forward(&batch.images, Mode::Train)?;
+        let (maps, levels) = net.forward_with_levels(&batch.images, Mode::Train)?;
         let head = flatten_head(&maps, &LEVEL_STRIDES, &bins)?;
         let l = detection_loss(
             &head,
@@ -171,14 +188,22 @@ fn train_epoch(
             &job.gains,
             &AssignerConfig::default(),
         )?;
-        let total = l.total.to_scalar::<f32>()?;
+        let mut loss = l.total;
+        if let Some(d) = &learner.distiller {
+            // Scaled by the batch size, as YOLO11 scales its own loss.
+            let t = d.terms(&batch.images, &levels, &head)?;
+            loss = (loss + (t.total * batch.indices.len() as f64)?)?;
+            parts[3] += f64::from(t.cls);
+            parts[4] += f64::from(t.feature);
+        }
+        let total = loss.to_scalar::<f32>()?;
         ensure!(
             total.is_finite(),
             "{}: the loss became {total} in epoch {}",
             job.name,
             epoch + 1
         );
-        let grads = l.total.backward()?;
+        let grads = loss.backward()?;
         let norm = opt.grad_norm(&grads)?;
         let clip = job.recipe.grad_clip;
         let scale = if clip > 0.0 && norm > clip {
@@ -204,6 +229,8 @@ fn train_epoch(
         box_loss: parts[0] / k,
         cls_loss: parts[1] / k,
         dfl_loss: parts[2] / k,
+        kd_cls_loss: parts[3] / k,
+        kd_feature_loss: parts[4] / k,
         images,
         ..DetectRow::default()
     })
@@ -280,6 +307,9 @@ fn restore(
             .load_map(&raw, &[], "the trained weights (raw.*)")?;
         ema.set_updates(s.optimizer_step);
     }
+    if let Some(d) = &learner.distiller {
+        d.load_state(&state)?;
+    }
     learner.opt.load_state(&state, s.optimizer_step)?;
     let rows = super::metrics::read_rows(&job.run_dir.join("metrics.csv"), s.epoch)?;
     let best = read_detect_sidecar(&dir.join("best.json"))?;
@@ -296,6 +326,7 @@ mod tests {
     use crate::detect::{DetectorSpec, Yolo11Scale};
     use crate::space::presets::preset;
     use crate::train::detector::evaluate::PredictConfig;
+    use crate::train::detector::metrics::DetectRow;
     use crate::train::recipe::TrainRecipe;
     use candle_core::Device;
 
@@ -322,10 +353,20 @@ mod tests {
             gains: LossGains::default(),
             data: serde_json::json!({"imgsz": 64}),
             run_dir: dir.join(name),
+            distill: None,
         }
     }
 
     fn run(j: &DetectTrainJob, yaml: &std::path::Path, opts: DetectRunOptions) -> DetectSummary {
+        run_with(j, yaml, opts, None)
+    }
+
+    fn run_with(
+        j: &DetectTrainJob,
+        yaml: &std::path::Path,
+        opts: DetectRunOptions,
+        teacher: Option<&DetectNet>,
+    ) -> DetectSummary {
         let net = DetectNet::new(&j.spec.lower().unwrap(), &Device::Cpu, j.seed).unwrap();
         let open = |s| DetectSet::open(yaml, s).unwrap();
         let train = DetectLoader::new(
@@ -335,7 +376,7 @@ mod tests {
         .unwrap();
         let val =
             DetectLoader::new(open(DetectSplit::Val), DetectLoaderConfig::val(64, 4)).unwrap();
-        train_detector(j, &net, &train, &val, opts).unwrap()
+        train_detector(j, &net, teacher, &train, &val, opts).unwrap()
     }
 
     fn weights(j: &DetectTrainJob) -> Vec<u8> {
@@ -377,7 +418,9 @@ mod tests {
         let l = DetectLoader::new(set(DetectSplit::Train), DetectLoaderConfig::train(64, 4, 3))
             .unwrap();
         let v = DetectLoader::new(set(DetectSplit::Val), DetectLoaderConfig::val(64, 4)).unwrap();
-        let e = train_detector(&other, &net, &l, &v, resume).err().unwrap();
+        let e = train_detector(&other, &net, None, &l, &v, resume)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("other settings"), "{e}");
     }
 
@@ -417,5 +460,81 @@ mod tests {
             d.to_scalar::<f32>().unwrap() > 0.0
         });
         assert!(differs, "the saved weights equal the trained ones");
+    }
+
+    #[test]
+    fn a_distilled_run_keeps_its_teacher_bit_identical_and_resumes_bit_for_bit() {
+        use crate::train::detector::distill::DetectDistillWeights;
+        use crate::train::detector::job::DetectDistillJob;
+        let tmp = TempDir::new("detect-kd");
+        let yaml = synthetic_detect_set(tmp.path(), 8, 4);
+        let spec = DetectorSpec::mnv4(preset("conv-small", 0.5).unwrap(), Yolo11Scale::N, 10);
+        let teacher = DetectNet::new(&spec.lower().unwrap(), &Device::Cpu, 9).unwrap();
+        let before = teacher.params.tensors();
+        let distilled = |name: &str| {
+            let mut j = job(tmp.path(), name);
+            j.distill = Some(DetectDistillJob {
+                weights: DetectDistillWeights::default(),
+                teacher: "teacher.json".into(),
+                teacher_weights_sha256: "0".repeat(64),
+            });
+            j
+        };
+        let a = distilled("a");
+        let straight = run_with(&a, &yaml, DetectRunOptions::default(), Some(&teacher));
+        assert!(straight
+            .rows
+            .iter()
+            .all(|r| r.kd_cls_loss > 0.0 && r.kd_feature_loss > 0.0));
+        let b = distilled("b");
+        let stop = DetectRunOptions {
+            stop_after: Some(1),
+            ..Default::default()
+        };
+        run_with(&b, &yaml, stop, Some(&teacher));
+        let resume = DetectRunOptions {
+            resume: true,
+            ..Default::default()
+        };
+        let resumed = run_with(&b, &yaml, resume, Some(&teacher));
+        assert_eq!(
+            resumed.rows[1],
+            DetectRow {
+                seconds: resumed.rows[1].seconds,
+                ..straight.rows[1].clone()
+            }
+        );
+        assert_eq!(weights(&b), weights(&a), "resumed weights differ");
+        for (name, t) in teacher.params.tensors() {
+            let d = (&t - &before[&name])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert_eq!(
+                d.to_scalar::<f32>().unwrap(),
+                0.0,
+                "teacher tensor {name} changed"
+            );
+        }
+        // A teacher without settings, or settings without a teacher, is refused.
+        let net = DetectNet::new(&a.spec.lower().unwrap(), &Device::Cpu, 3).unwrap();
+        let set = |s| DetectSet::open(&yaml, s).unwrap();
+        let l = DetectLoader::new(set(DetectSplit::Train), DetectLoaderConfig::train(64, 4, 3))
+            .unwrap();
+        let v = DetectLoader::new(set(DetectSplit::Val), DetectLoaderConfig::val(64, 4)).unwrap();
+        let plain = job(tmp.path(), "c");
+        let e = train_detector(
+            &plain,
+            &net,
+            Some(&teacher),
+            &l,
+            &v,
+            DetectRunOptions::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("needs a teacher"), "{e}");
     }
 }
