@@ -41,7 +41,8 @@ pub struct SearchConfig {
     pub space: PathBuf,
     pub strategy: StrategyKind,
     /// Objectives of the front: `val_top1` (maximized) first, then any of `params`, `macs`,
-    /// `latency_ms` (measured here), `runtime_latency_ms` (the exported ONNX model in the tract
+    /// `latency_ms` (measured here), `latency_ratio` (measured here, relative to a reference
+    /// network timed alongside), `runtime_latency_ms` (the exported ONNX model in the tract
     /// runtime, measured here) or `roofline:<profile>` (minimized).
     pub objectives: Vec<Objective>,
     /// Budgets: candidates over any of these are recorded as infeasible without training.

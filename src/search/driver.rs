@@ -5,8 +5,9 @@
 //! retrains nothing and makes the same decisions as an uninterrupted run.
 
 use super::config::StageBudget;
-use super::evaluator::{measure_latency, needs_promotion, Candidate, Evaluator};
+use super::evaluator::{needs_promotion, Candidate, Evaluator};
 use super::generations::WorkQueue;
+use super::latency::measure_latency;
 use super::objective::{trial_point, Objective};
 use super::pareto::ranks;
 use super::pool::LocalWorkers;
@@ -305,11 +306,13 @@ fn hv_reference(eval: &Evaluator, space: &SearchSpace) -> Result<Vec<f64>> {
     let corner = eval.with_io(&space.corner(true));
     let size = eval.splits.input_size;
     let c = cost(&corner, size, size, &eval.profiles);
+    let latency = measure_latency(&corner, size, eval.study.search.latency_repeats)?;
     let proto = Trial {
         val_top1: Some(0.0),
         params: c.params,
         macs: c.macs,
-        latency_ms: measure_latency(&corner, size, eval.study.search.latency_repeats)?,
+        latency_ms: latency.ms,
+        latency_ratio: Some(latency.ratio),
         runtime_latency_ms: eval.runtime_latency(&corner)?,
         roofline_ms: c.roofline_ms.into_iter().collect(),
         ..Trial::default()

@@ -3,6 +3,7 @@
 //! → a finished [`Trial`].
 
 use super::config::SearchConfig;
+use super::latency::measure_latency;
 use super::objective::Objective;
 use super::store::Job;
 use super::study::StudySpec;
@@ -12,13 +13,13 @@ use crate::data::{derive_seed, Splits};
 use crate::distill::objective::DistillObjective;
 use crate::distill::teacher::ReadyTeacher;
 use crate::export::runtime::runtime_latency;
-use crate::model::{Mode, Network};
+use crate::model::Network;
 use crate::space::Arch;
 use crate::train::epoch::Diverged;
 use crate::train::objective::{BatchLoss, CrossEntropy};
 use crate::train::trainer::{train_network, RunOptions, TrainJob};
 use anyhow::Result;
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use indicatif::MultiProgress;
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,26 +57,6 @@ pub struct Evaluator<'a> {
     pub teacher: Option<ReadyTeacher>,
     pub bars: Option<MultiProgress>,
     pub quiet: bool,
-}
-
-/// Measured latency: batch 1, eval mode, median of `repeats` after 3 warm-up runs, in ms.
-pub fn measure_latency(arch: &Arch, size: usize, repeats: usize) -> Result<f64> {
-    let net = Network::new(arch, &Device::Cpu, 0)?;
-    let x = Tensor::zeros(
-        (1, arch.in_chans, size, size),
-        candle_core::DType::F32,
-        &Device::Cpu,
-    )?;
-    let mut times = Vec::with_capacity(repeats);
-    for i in 0..repeats.max(1) + 3 {
-        let t0 = Instant::now();
-        net.forward(&x, Mode::Eval)?.sum_all()?.to_scalar::<f32>()?;
-        if i >= 3 {
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    times.sort_by(|a, b| a.total_cmp(b));
-    Ok(times[times.len() / 2])
 }
 
 /// Splits a training result into a candidate's outcome — its accuracy, or why it diverged — and
@@ -130,7 +111,7 @@ impl Evaluator<'_> {
         let arch = self.with_io(&c.arch);
         let cost = cost(&arch, size, size, &self.profiles);
         let latency = measure_latency(&arch, size, cfg.latency_repeats)?;
-        let violation = violation(cfg, cost.params, cost.macs, latency);
+        let violation = violation(cfg, cost.params, cost.macs, latency.ms);
         let seed = derive_seed(&[self.study.seed, c.index as u64]);
         let mut trial = Trial {
             index: c.index,
@@ -143,7 +124,9 @@ impl Evaluator<'_> {
             violation,
             params: cost.params,
             macs: cost.macs,
-            latency_ms: latency,
+            latency_ms: latency.ms,
+            latency_ratio: Some(latency.ratio),
+            latency_ratio_ci: Some(latency.ratio_ci),
             runtime_latency_ms: self.runtime_latency(&arch)?,
             roofline_ms: cost.roofline_ms.into_iter().collect(),
             seed,

@@ -3,7 +3,7 @@
 //! next to its MACs and its roofline latency on every hardware profile; then Spearman's ρ
 //! between every pair of measures.
 
-use super::evaluator::measure_latency;
+use super::latency::measure_latency;
 use super::space::SearchSpace;
 use crate::cost::{cost, Profile};
 use crate::export::runtime::runtime_latency;
@@ -53,7 +53,9 @@ fn sample(space: &SearchSpace, rng: &mut StdRng, s: &RankSettings) -> Arch {
 fn measure_one(arch: &Arch, s: &RankSettings, profiles: &[Profile]) -> Result<Vec<f64>> {
     let c = cost(arch, s.size, s.size, profiles);
     let mut row = vec![
-        measure_latency(arch, s.size, s.repeats).context("candle latency")?,
+        measure_latency(arch, s.size, s.repeats)
+            .context("candle latency")?
+            .ms,
         runtime_latency(arch, s.size, s.repeats)?,
         c.macs as f64,
     ];

@@ -7,7 +7,8 @@
 //! * [`study`] — a study's settings and its recorded state (`search.json`).
 //! * [`trials`] — what a trial records; [`store`] — where trials live (JSONL, SQLite,
 //!   PostgreSQL) and the work queue of workers.
-//! * [`evaluator`] — one candidate: cost, budgets, latency, training.
+//! * [`evaluator`] — one candidate: cost, budgets, latency, training; [`latency`] — latency
+//!   measured in pairs with a reference network.
 //! * [`stage`] — one stage: ask, dedupe, replay or evaluate, log, tell.
 //! * [`driver`] — the stages in order, halving, references, resume.
 //! * [`generations`] — `search --workers`: a generation at a time through the work queue;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod driver;
 pub mod evaluator;
 pub mod generations;
+pub mod latency;
 pub mod latency_rank;
 pub mod objective;
 pub mod pareto;

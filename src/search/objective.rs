@@ -21,6 +21,9 @@ pub enum Objective {
     Macs,
     /// Measured batch-1 latency on this machine.
     LatencyMs,
+    /// Measured batch-1 latency relative to a reference network timed in interleaved pairs
+    /// (stable in rank on one machine).
+    LatencyRatio,
     /// Batch-1 latency of the exported ONNX model in the tract runtime on this machine.
     RuntimeLatencyMs,
     /// Roofline latency on a named hardware profile.
@@ -36,12 +39,13 @@ impl FromStr for Objective {
             "params" => Objective::Params,
             "macs" => Objective::Macs,
             "latency_ms" => Objective::LatencyMs,
+            "latency_ratio" => Objective::LatencyRatio,
             "runtime_latency_ms" => Objective::RuntimeLatencyMs,
             other => match other.strip_prefix("roofline:") {
                 Some(p) if !p.is_empty() => Objective::Roofline(p.to_string()),
                 _ => {
                     return Err(format!(
-                        "unknown objective '{other}' (val_top1, params, macs, latency_ms, runtime_latency_ms, roofline:<profile>)"
+                        "unknown objective '{other}' (val_top1, params, macs, latency_ms, latency_ratio, runtime_latency_ms, roofline:<profile>)"
                     ))
                 }
             },
@@ -69,6 +73,7 @@ impl fmt::Display for Objective {
             Objective::Params => f.write_str("params"),
             Objective::Macs => f.write_str("macs"),
             Objective::LatencyMs => f.write_str("latency_ms"),
+            Objective::LatencyRatio => f.write_str("latency_ratio"),
             Objective::RuntimeLatencyMs => f.write_str("runtime_latency_ms"),
             Objective::Roofline(p) => write!(f, "roofline:{p}"),
         }
@@ -83,6 +88,9 @@ impl Objective {
             Objective::Params => t.params as f64,
             Objective::Macs => t.macs as f64,
             Objective::LatencyMs => t.latency_ms,
+            Objective::LatencyRatio => t
+                .latency_ratio
+                .with_context(|| format!("trial {} has no latency ratio", t.index))?,
             Objective::RuntimeLatencyMs => t
                 .runtime_latency_ms
                 .with_context(|| format!("trial {} has no ONNX runtime latency", t.index))?,
@@ -99,6 +107,11 @@ impl Objective {
             Objective::Params => ("parameters (millions)".into(), 1e-6),
             Objective::Macs => ("MACs per image (millions)".into(), 1e-6),
             Objective::LatencyMs => ("measured latency, batch 1, this machine (ms)".into(), 1.0),
+            Objective::LatencyRatio => {
+                let (name, width) = super::latency::REFERENCE;
+                let what = format!("latency relative to {name} ×{width}, batch 1, this machine");
+                (what, 1.0)
+            }
             Objective::RuntimeLatencyMs => (
                 "ONNX runtime (tract) latency, batch 1, this machine (ms)".into(),
                 1.0,
@@ -131,6 +144,7 @@ mod tests {
             "params",
             "macs",
             "latency_ms",
+            "latency_ratio",
             "runtime_latency_ms",
             "roofline:pixel6-cpu",
         ] {
@@ -157,10 +171,13 @@ mod tests {
         assert_eq!(Objective::Params.value(&t).unwrap(), 7.0);
         assert!(Objective::Roofline("x".into()).value(&t).is_err());
         assert!(Objective::RuntimeLatencyMs.value(&t).is_err());
+        assert!(Objective::LatencyRatio.value(&t).is_err());
         let timed = Trial {
             runtime_latency_ms: Some(1.5),
+            latency_ratio: Some(0.8),
             ..t
         };
         assert_eq!(Objective::RuntimeLatencyMs.value(&timed).unwrap(), 1.5);
+        assert_eq!(Objective::LatencyRatio.value(&timed).unwrap(), 0.8);
     }
 }

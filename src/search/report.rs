@@ -2,6 +2,7 @@
 //! `mnv4-lab report RUN_DIR`: trial tables, the Pareto set (CSV + one arch TOML per member),
 //! Pareto and hypervolume plots (PNG + SVG), and a README summary.
 
+use super::latency::REFERENCE;
 use super::objective::trial_point;
 use super::pareto::{hypervolume_2d, hypervolume_3d, ranks, Point};
 use super::study::SearchState;
@@ -86,6 +87,18 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
         Col::int("params", all.iter().map(|t| t.params as i64).collect()),
         Col::int("macs", all.iter().map(|t| t.macs as i64).collect()),
         Col::float("latency_ms", all.iter().map(|t| t.latency_ms).collect()),
+        Col::float(
+            "latency_ratio",
+            all.iter().map(|t| ratio_part(t, 0)).collect(),
+        ),
+        Col::float(
+            "latency_ratio_lo",
+            all.iter().map(|t| ratio_part(t, 1)).collect(),
+        ),
+        Col::float(
+            "latency_ratio_hi",
+            all.iter().map(|t| ratio_part(t, 2)).collect(),
+        ),
     ];
     if runtime_timed(&all) {
         cols.push(Col::float(
@@ -158,6 +171,10 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
             "latency_ms",
             sorted_front.iter().map(|t| t.latency_ms).collect(),
         ),
+        Col::float(
+            "latency_ratio",
+            sorted_front.iter().map(|t| ratio_part(t, 0)).collect(),
+        ),
         Col::text(
             "arch_file",
             sorted_front
@@ -172,7 +189,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     ];
     if timed {
         let ms = sorted_front.iter().map(|t| runtime_ms(t)).collect();
-        front_cols.insert(6, Col::float("runtime_latency_ms", ms));
+        front_cols.insert(7, Col::float("runtime_latency_ms", ms));
     }
     write_csv_parquet(&mut frame(front_cols)?, &out, "pareto")?;
 
@@ -379,7 +396,9 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     };
     writeln!(
         md,
-        "| trial | stage | epochs | val top-1 | params | MACs | latency (ms) |{runtime_head} arch file |"
+        "| trial | stage | epochs | val top-1 | params | MACs | latency (ms; × {} ×{} [95 % CI]) |{runtime_head} arch file |",
+        REFERENCE.0,
+        REFERENCE.1
     )?;
     writeln!(md, "|---:|---|---:|---:|---:|---:|---:|{runtime_rule}---|")?;
     for t in &sorted_front {
@@ -389,7 +408,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
         };
         writeln!(
             md,
-            "| {} | {} | {} | {:.2}%{} | {} | {:.2} M | {:.3} |{runtime_cell} `pareto/t{:04}.toml` |",
+            "| {} | {} | {} | {:.2}%{} | {} | {:.2} M | {} |{runtime_cell} `pareto/t{:04}.toml` |",
             t.index,
             t.stage,
             t.epochs,
@@ -400,8 +419,17 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
             },
             t.params,
             t.macs as f64 / 1e6,
-            t.latency_ms,
+            latency_cell(t),
             t.index
+        )?;
+    }
+    if let Some(noise) = latency_noise(&all) {
+        writeln!(
+            md,
+            "\nLatency noise: a candidate's ratio to {} ×{} (timed in interleaved pairs) is known to ±{:.1} % (median half-width of the 95 % intervals); smaller latency differences are not resolved.",
+            REFERENCE.0,
+            REFERENCE.1,
+            100.0 * noise
         )?;
     }
     if !refs.is_empty() {
@@ -429,6 +457,40 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     writeln!(md, "Final hypervolume: {:.6} (reference point {:?}, fixed before the first trial). Files: `trials.csv` / `trials.parquet` (every trial), `pareto.csv` and `pareto/*.toml` (front members, ready for `mnv4-lab train` / `distill`), `hypervolume.csv`.", hv.last().map(|h| h.2).unwrap_or(0.0), r)?;
     atomic_write(&out.join("README.md"), md.as_bytes())?;
     Ok(out)
+}
+
+/// A trial's latency ratio (part 0), its interval's low (1) or high (2) end; NaN when absent.
+fn ratio_part(t: &Trial, part: usize) -> f64 {
+    match (part, t.latency_ratio, t.latency_ratio_ci) {
+        (0, Some(r), _) => r,
+        (1, _, Some(ci)) => ci[0],
+        (2, _, Some(ci)) => ci[1],
+        _ => f64::NAN,
+    }
+}
+
+/// Milliseconds, and the ratio to the reference with its interval when measured.
+fn latency_cell(t: &Trial) -> String {
+    match (t.latency_ratio, t.latency_ratio_ci) {
+        (Some(r), Some([lo, hi])) => {
+            format!("{:.3} ({r:.2}× [{lo:.2}, {hi:.2}])", t.latency_ms)
+        }
+        _ => format!("{:.3}", t.latency_ms),
+    }
+}
+
+/// Median over measured trials of the 95 % interval's half-width relative to the ratio.
+fn latency_noise(trials: &[Trial]) -> Option<f64> {
+    let mut widths: Vec<f64> = trials
+        .iter()
+        .filter_map(|t| Some((t.latency_ratio?, t.latency_ratio_ci?)))
+        .map(|(r, [lo, hi])| (hi - lo) / 2.0 / r)
+        .collect();
+    if widths.is_empty() {
+        return None;
+    }
+    widths.sort_by(|a, b| a.total_cmp(b));
+    Some(widths[widths.len() / 2])
 }
 
 /// Whether any trial has an ONNX runtime latency (the study ranked on it).

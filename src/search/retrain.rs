@@ -2,7 +2,7 @@
 //! every member and preset × arm (distilled from the study's teacher, and not) × seed, each a
 //! resumable run tested once on its best-on-validation weights. Writes `REPORT/retrain/`.
 
-use super::evaluator::measure_latency;
+use super::latency::measure_latency;
 use super::study::StudySpec;
 use crate::cost::cost;
 use crate::data::{build_splits, Splits};
@@ -124,7 +124,7 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<()> {
     for ((label, arch), is_preset) in models {
         let arch = arch.clone().with_io(splits.channels, splits.num_classes);
         let c = cost(&arch, splits.input_size, splits.input_size, &[]);
-        let latency_ms = measure_latency(&arch, splits.input_size, s.search.latency_repeats)?;
+        let latency_ms = measure_latency(&arch, splits.input_size, s.search.latency_repeats)?.ms;
         for &distilled in arms {
             for k in 0..plan.seeds as u64 {
                 let test_top1 = run_one(

@@ -57,6 +57,12 @@ pub struct Trial {
     pub macs: u64,
     /// Measured latency on this machine: batch 1, median after warm-up, milliseconds.
     pub latency_ms: f64,
+    /// Latency relative to the reference network ([`super::latency::REFERENCE`]), measured in
+    /// interleaved pairs: the median ratio and its 95 % interval. Absent in older trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ratio_ci: Option<[f64; 2]>,
     /// Batch-1 latency of the exported ONNX model in the tract runtime on this machine (median
     /// after warm-up, milliseconds); measured only when an objective asks for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
