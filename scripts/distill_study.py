@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Distillation study on Fashion-MNIST: every method against no KD, paired over seeds.
 
-    cargo build --release && python3 scripts/distill_study.py [--seeds 0 1 2]
+    cargo build --release && python3 scripts/distill_study.py [--seeds 0 1 2] [--width 1.0]
 
 Teacher: the ensemble of experiments/teacher_fashion_mnist.toml and teacher_fashion_mnist_erase.toml
-(each trained first if its run folder has no finished run). Student and recipe: experiments/distill_fashion_mnist.toml, on the full training
-split. Arms (every other setting the same):
+(each trained first if its run folder has no finished run). Student and recipe:
+experiments/distill_fashion_mnist.toml on the full training split, the student conv-small at
+--width (default 0.5: reports/distill_fashion_mnist.md; another width writes
+reports/distill_fashion_mnist_w<W>.md). Arms (every other setting the same):
   none        cross-entropy only (`mnv4-lab train`)
   none+ls     cross-entropy with label smoothing matched to KD's soft targets: the smoothing that
               gives the true class the mean probability the teacher gives it on the augmented
@@ -40,7 +42,9 @@ EXP = "experiments/distill_fashion_mnist.toml"
 TEACHERS = [("experiments/teacher_fashion_mnist.toml", "runs/teacher_fashion_mnist"),
             ("experiments/teacher_fashion_mnist_erase.toml", "runs/teacher_fashion_mnist_erase")]
 BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
-REPORT = "reports/distill_fashion_mnist.md"
+# The student is conv-small at this width (--width); the experiment file's own width is 0.5.
+DEFAULT_WIDTH = 0.5
+WIDTH = DEFAULT_WIDTH
 FEATURES_OFF = ["distill.feature_weight=0"]
 ARMS = {
     "none": None,
@@ -112,14 +116,20 @@ def settings_tag():
 
 
 def run_name(arm, seed, suffix=""):
-    return f"distill_fm-{settings_tag()}-{arm.replace('+', '_')}-s{seed}{suffix}"
+    student = "" if WIDTH == DEFAULT_WIDTH else f"-w{WIDTH}"
+    return f"distill_fm-{settings_tag()}{student}-{arm.replace('+', '_')}-s{seed}{suffix}"
+
+
+def report_path():
+    student = "" if WIDTH == DEFAULT_WIDTH else f"_w{WIDTH}"
+    return f"reports/distill_fashion_mnist{student}.md"
 
 
 def run(arm, seed, smoothing, suffix=""):
     name = run_name(arm, seed, suffix)
     if os.path.exists(os.path.join("runs", name, "summary.json")):
         return
-    sets = [f'name="{name}"', f"seed={seed}"]
+    sets = [f'name="{name}"', f"seed={seed}", f"model.width={WIDTH}"]
     if ARMS[arm] is None:
         cmd = [BIN, "train", EXP, "--quiet"]
         if arm == "none+ls":
@@ -208,7 +218,7 @@ def report(seeds, ls, acc):
         " parameters in all; mean logits, feature maps side by side), trained for their own sake (see"
         f" `reports/teacher_fashion_mnist.md`): test top-1 **{100 * acc['test']:.2f}%**, validation"
         f" {100 * acc['val']:.2f}% (members alone: test {alone}).",
-        f"- **Student**: conv-small ×0.5 ({student['params']:,} parameters) on the full training split"
+        f"- **Student**: conv-small ×{WIDTH} ({student['params']:,} parameters) on the full training split"
         " (55,000 images; 5,000 held out for validation, the same split as the teacher's; the official 10,000"
         " test images), the same recipe and augmentation for every arm.",
         f"- **Seeds** {', '.join(map(str, seeds))} (weights, data order, augmentation). Selection (best epoch) on"
@@ -256,7 +266,7 @@ def report(seeds, ls, acc):
         f" {sum(r['cached'] for r in rows.values()) / max(1, sum(r['cached'] + r['live'] for r in rows.values())):.1%}).",
         "",
     ]
-    publish(REPORT, lines)
+    publish(report_path(), lines)
 
 
 
@@ -265,7 +275,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--width", type=float, default=DEFAULT_WIDTH, help="the student's conv-small width")
     args = ap.parse_args()
+    global WIDTH
+    WIDTH = args.width
     sidecars = ensure_teacher()
     ls = matched_smoothing(sidecars)
     acc = teacher_accuracy(sidecars)
