@@ -164,6 +164,7 @@ stride = 2
         &[
             "search.coarse={ trials = 3, epochs = 1 }".into(),
             "search.strategy=\"random\"".into(),
+            "search.repeat_front=0".into(),
         ],
     );
     let trials = t.as_array().unwrap();

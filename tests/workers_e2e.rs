@@ -246,7 +246,9 @@ fn search_decisions_do_not_depend_on_the_number_of_workers() {
         outcomes(&url, name)
     };
     let one = trials("gen1", "1");
-    assert_eq!(one.len(), 4 + 3 + 1, "{one:?}");
+    let repeats = one.iter().filter(|t| t.1 == Stage::Repeat).count();
+    assert!((1..=2).contains(&repeats), "{one:?}");
+    assert_eq!(one.len(), 4 + 3 + 1 + repeats, "{one:?}");
     for n in ["2", "8"] {
         let other = trials(&format!("gen{n}"), n);
         assert_eq!(one, other, "1 and {n} workers decided differently");

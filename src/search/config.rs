@@ -58,6 +58,9 @@ pub struct SearchConfig {
     pub latency_repeats: usize,
     pub coarse: StageBudget,
     pub fine: StageBudget,
+    /// Front members trained again with another weight seed after the search, to measure the
+    /// noise floor the report states (0: none).
+    pub repeat_front: usize,
     /// Presets trained with the fine stage's budget and drawn as labelled reference points.
     pub reference: Vec<ModelSpec>,
     /// Where the report goes (default `reports/<name>`).
@@ -80,6 +83,7 @@ impl Default for SearchConfig {
             coarse: StageBudget::default(),
             fine: StageBudget::default(),
             reference: Vec::new(),
+            repeat_front: 2,
             report_dir: None,
         }
     }

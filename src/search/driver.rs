@@ -69,7 +69,7 @@ pub fn search(study: &StudySpec, opts: &SearchOptions) -> Result<PathBuf> {
     state.write(&run_dir)?;
     let overall = overall_bar(
         &eval.bars,
-        cfg.coarse.trials + cfg.fine.trials + cfg.reference.len(),
+        cfg.coarse.trials + cfg.fine.trials + cfg.reference.len() + cfg.repeat_front,
     );
     let recorded: HashMap<usize, Trial> = recorded.into_iter().map(|t| (t.index, t)).collect();
     let runner = StageRunner {
@@ -109,6 +109,7 @@ pub fn search(study: &StudySpec, opts: &SearchOptions) -> Result<PathBuf> {
         halving(&schedule, &runner, &mut done, Stage::Fine, &cfg.fine)?;
     }
     references(&schedule, &runner, &mut done)?;
+    repeats(&schedule, &runner, &mut done)?;
     if let Schedule::Queue(work) = &schedule {
         work.finish()?;
     }
@@ -339,19 +340,9 @@ fn overall_bar(bars: &Option<MultiProgress>, planned: usize) -> ProgressBar {
 
 /// Architectures on the first front of the feasible, trained trials so far.
 fn front_archs(done: &[Trial], objectives: &[Objective]) -> Result<Vec<Arch>> {
-    let trained: Vec<&Trial> = done
+    front_trials(done, objectives)?
         .iter()
-        .filter(|t| t.feasible && t.val_top1.is_some() && t.stage != Stage::Reference)
-        .collect();
-    let points = trained
-        .iter()
-        .map(|t| trial_point(t, objectives))
-        .collect::<Result<Vec<_>>>()?;
-    trained
-        .iter()
-        .zip(ranks(&points))
-        .filter(|(_, r)| *r == 0)
-        .map(|(t, _)| Arch::from_block_string(&t.arch))
+        .map(|t| Arch::from_block_string(&t.arch))
         .collect()
 }
 
@@ -375,6 +366,61 @@ fn halving(
         .max(1)
         .min(idx.len());
     schedule.promote(runner, done, &idx[..keep], budget.halving_epochs)
+}
+
+/// Up to `search.repeat_front` front members (the most accurate first) trained again with
+/// another weight seed at their own budget: the report's measured noise floor.
+fn repeats(schedule: &Schedule, runner: &StageRunner, done: &mut Vec<Trial>) -> Result<()> {
+    let cfg = &runner.eval.study.search;
+    let front = front_trials(done, &cfg.objectives)?;
+    let base = done.len();
+    let mut fresh = Vec::new();
+    let mut recorded = Vec::new();
+    for (j, m) in front.iter().take(cfg.repeat_front).enumerate() {
+        match runner.recorded.get(&(base + j)) {
+            Some(t) => recorded.push(t.clone()),
+            None => fresh.push(Candidate {
+                index: base + j,
+                stage: Stage::Repeat,
+                label: format!("t{:04}", m.index),
+                arch: Arch::from_block_string(&m.arch)?,
+                epochs: m.epochs,
+            }),
+        }
+    }
+    let evaluated = schedule.evaluate(runner, &fresh)?;
+    let mut all: Vec<Trial> = recorded.into_iter().chain(evaluated).collect();
+    all.sort_by_key(|t| t.index);
+    for t in all {
+        done.push(t);
+        runner.overall.inc(1);
+    }
+    Ok(())
+}
+
+/// The trained, feasible front of the searched candidates, most accurate first.
+fn front_trials(done: &[Trial], objectives: &[Objective]) -> Result<Vec<Trial>> {
+    let trained: Vec<&Trial> = done
+        .iter()
+        .filter(|t| t.feasible && t.val_top1.is_some() && t.stage.is_candidate())
+        .filter(|t| t.duplicate_of.is_none())
+        .collect();
+    let points = trained
+        .iter()
+        .map(|t| trial_point(t, objectives))
+        .collect::<Result<Vec<_>>>()?;
+    let mut front: Vec<Trial> = trained
+        .iter()
+        .zip(ranks(&points))
+        .filter(|(_, r)| *r == 0)
+        .map(|(t, _)| (*t).clone())
+        .collect();
+    front.sort_by(|a, b| {
+        b.val_top1
+            .unwrap_or(0.0)
+            .total_cmp(&a.val_top1.unwrap_or(0.0))
+    });
+    Ok(front)
 }
 
 /// The reference presets, evaluated at the smallest budget and promoted through every larger

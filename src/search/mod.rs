@@ -14,7 +14,8 @@
 //! * [`generations`] — `search --workers`: a generation at a time through the work queue;
 //!   [`pool`] — local worker processes.
 //! * [`worker`] — `mnv4-lab worker`: claim, train, record, heartbeats.
-//! * [`report`] — tables, Pareto and hypervolume plots, README summary.
+//! * [`report`] — tables, Pareto and hypervolume plots, README summary; [`noise`] — the
+//!   noise floor from repeated front members.
 //! * [`retrain`] — the front and the presets retrained at the full budget.
 //! * [`latency_rank`] — how candle, the ONNX runtime, MACs and the rooflines rank a space.
 
@@ -24,6 +25,7 @@ pub mod evaluator;
 pub mod generations;
 pub mod latency;
 pub mod latency_rank;
+pub mod noise;
 pub mod objective;
 pub mod pareto;
 pub mod pool;

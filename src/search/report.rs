@@ -3,6 +3,7 @@
 //! Pareto and hypervolume plots (PNG + SVG), and a README summary.
 
 use super::latency::REFERENCE;
+use super::noise::NoiseFloor;
 use super::objective::trial_point;
 use super::pareto::{hypervolume_2d, hypervolume_3d, ranks, Point};
 use super::study::SearchState;
@@ -39,7 +40,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     // Rank the searched candidates (references are drawn, not ranked).
     let searched: Vec<&Trial> = all
         .iter()
-        .filter(|t| t.stage != Stage::Reference && t.duplicate_of.is_none())
+        .filter(|t| t.stage.is_candidate() && t.duplicate_of.is_none())
         .collect();
     let points: Vec<Point> = searched
         .iter()
@@ -358,7 +359,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     if let Some(tv) = state.teacher_val_top1 {
         let above = all
             .iter()
-            .filter(|t| t.stage != Stage::Reference && t.val_top1.is_some_and(|v| v >= tv))
+            .filter(|t| t.stage.is_candidate() && t.val_top1.is_some_and(|v| v >= tv))
             .count();
         writeln!(
             md,
@@ -401,18 +402,27 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
         REFERENCE.1
     )?;
     writeln!(md, "|---:|---|---:|---:|---:|---:|---:|{runtime_rule}---|")?;
+    let noise = NoiseFloor::from_trials(&all);
+    let mut previous: Option<f64> = None;
     for t in &sorted_front {
+        let val = t.val_top1.unwrap_or(0.0);
+        let unresolved = match (&noise, previous) {
+            (Some(n), Some(p)) => (val - p).abs() < n.resolved_gap(),
+            _ => false,
+        };
+        previous = Some(val);
         let runtime_cell = match timed {
             true => format!(" {:.3} |", runtime_ms(t)),
             false => String::new(),
         };
         writeln!(
             md,
-            "| {} | {} | {} | {:.2}%{} | {} | {:.2} M | {} |{runtime_cell} `pareto/t{:04}.toml` |",
+            "| {} | {} | {} | {:.2}%{}{} | {} | {:.2} M | {} |{runtime_cell} `pareto/t{:04}.toml` |",
             t.index,
             t.stage,
             t.epochs,
-            100.0 * t.val_top1.unwrap_or(0.0),
+            100.0 * val,
+            if unresolved { " ≈" } else { "" },
             match (state.teacher_val_top1, t.val_top1) {
                 (Some(tv), Some(v)) if v >= tv => " ⚠",
                 _ => "",
@@ -422,6 +432,9 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
             latency_cell(t),
             t.index
         )?;
+    }
+    if let Some(n) = &noise {
+        md.push_str(&n.markdown());
     }
     if let Some(noise) = latency_noise(&all) {
         writeln!(
@@ -551,11 +564,7 @@ fn hypervolume_curve(
 ) -> Result<Vec<(usize, usize, f64)>> {
     let mut current: std::collections::BTreeMap<usize, &Trial> = Default::default();
     let mut curve = Vec::new();
-    for (n, t) in events
-        .iter()
-        .filter(|t| t.stage != Stage::Reference)
-        .enumerate()
-    {
+    for (n, t) in events.iter().filter(|t| t.stage.is_candidate()).enumerate() {
         let index = t.index;
         current.insert(index, t);
         let pts = current

@@ -17,6 +17,16 @@ pub enum Stage {
     Fine,
     /// A MobileNetV4 preset trained with the candidates' budget, for comparison.
     Reference,
+    /// A front member trained again with another weight seed, to measure the noise; its label
+    /// names the member (`t0007`).
+    Repeat,
+}
+
+impl Stage {
+    /// Whether trials of this stage are searched candidates (ranked on the front).
+    pub fn is_candidate(self) -> bool {
+        matches!(self, Stage::Coarse | Stage::Fine)
+    }
 }
 
 impl fmt::Display for Stage {
@@ -25,6 +35,7 @@ impl fmt::Display for Stage {
             Stage::Coarse => "coarse",
             Stage::Fine => "fine",
             Stage::Reference => "reference",
+            Stage::Repeat => "repeat",
         })
     }
 }
@@ -77,4 +88,14 @@ pub struct Trial {
     /// Why training failed (it diverged), when it did; such a trial is a result, never retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+}
+
+impl Trial {
+    /// The index of the front member a [`Stage::Repeat`] trial repeats.
+    pub fn repeat_of(&self) -> Option<usize> {
+        if self.stage != Stage::Repeat {
+            return None;
+        }
+        self.label.strip_prefix('t')?.parse().ok()
+    }
 }
