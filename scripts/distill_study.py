@@ -172,6 +172,13 @@ def paired(a, b):
     return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)
 
 
+def paired_on_seeds(a, b):
+    """`paired` over the seeds both rows finished."""
+    common = [s for s in a["seeds"] if s in b["seeds"]]
+    pick = lambda r: [r["test"][r["seeds"].index(s)] for s in common]
+    return paired(pick(a), pick(b))
+
+
 def verdict(ci):
     if ci is None:
         return "one seed: no interval"
@@ -187,11 +194,14 @@ def report(seeds, ls, acc):
     alone = ", ".join(f"{100 * m['test_top1']:.2f}%" for m in members)
     rows = {}
     for arm in ARMS:
-        got = [load(run_name(arm, s)) for s in seeds]
+        # Seeds whose run finished (a study cut short reports what it has, seed by seed).
+        done = [s for s in seeds if os.path.exists(os.path.join("runs", run_name(arm, s), "summary.json"))]
+        got = [load(run_name(arm, s)) for s in done]
         rows[arm] = {
+            "seeds": done,
             "val": [s["best_val_top1"] for s, _ in got],
             "test": [s["test_top1"] for s, _ in got],
-            "wall": [run_seconds(run_name(arm, s)) for s in seeds],
+            "wall": [run_seconds(run_name(arm, s)) for s in done],
             "cached": sum(d.get("cached_batches", 0) for _, d in got),
             "live": sum(d.get("live_batches", 0) for _, d in got),
             "loss": got[0][1].get("loss", "cross-entropy" + (f", label smoothing {ls['smoothing']}" if arm == "none+ls" else "")),
@@ -231,20 +241,21 @@ def report(seeds, ls, acc):
         f" on the augmented training images (T = 1, the distribution a student that matched KD's targets exactly"
         f" would output); smoothing ε = {ls['smoothing']} gives it the same mass.",
         "",
-        "| arm | loss | val top-1 (%) | test top-1 (%) | Δ test vs none, mean [95 % CI] (points) | verdict | epoch s/run |",
-        "|---|---|---:|---:|---:|---|---:|",
+        "| arm | loss | val top-1 (%) | test top-1 (%) | Δ test vs none, mean [95 % CI] (points) | verdict | seeds | epoch s/run |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
     ]
     for arm, r in rows.items():
         if arm == "none":
             delta, v = "–", "baseline"
         else:
-            m, ci = paired(r["test"], rows["none"]["test"])
+            m, ci = paired_on_seeds(r, rows["none"])
             delta = f"{m:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
             v = verdict(ci)
         lines.append(
-            f"| {arm} | {r['loss']} | {ms(r['val'])} | {ms(r['test'])} | {delta} | {v} | {statistics.mean(r['wall']):.0f} |"
+            f"| {arm} | {r['loss']} | {ms(r['val'])} | {ms(r['test'])} | {delta} | {v} | {len(r['seeds'])} |"
+            f" {statistics.mean(r['wall']):.0f} |"
         )
-    m, ci = paired(rows["kd+feat8"]["test"], rows["kd+feat16"]["test"])
+    m, ci = paired_on_seeds(rows["kd+feat8"], rows["kd+feat16"])
     lines += [
         "",
         "Values are mean ± sample standard deviation over the seeds; Δ is the mean of the per-seed differences with",
