@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 
-from study_common import cpu_model, publish
+from study_common import cpu_model, paired, publish, verdict
 
 EXP = "experiments/detect_quick.toml"
 BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
@@ -43,8 +43,6 @@ DETECTORS = [
     ("yolo11n + conv-small x0.75", "conv-small", 0.75),
     ("yolo11n + conv-small x1.0", "conv-small", 1.0),
 ]
-# Two-sided 95 % Student-t quantiles by degrees of freedom (tables, not results).
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def sh(cmd):
@@ -124,24 +122,6 @@ def mean_sd(values, scale=1.0):
     if len(values) < 2:
         return f"{scale * values[0]:.3f}"
     return f"{scale * statistics.mean(values):.3f} ± {scale * statistics.stdev(values):.3f}"
-
-
-def paired(a, b):
-    d = [x - y for x, y in zip(a, b)]
-    if len(d) < 2:
-        return statistics.mean(d), None
-    half = T975[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d))
-    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)
-
-
-def verdict(ci):
-    if ci is None:
-        return "one seed: no interval"
-    if ci[0] > 0:
-        return "better"
-    if ci[1] < 0:
-        return "worse"
-    return "no significant difference"
 
 
 def report(seeds, lat):

@@ -28,14 +28,13 @@ import argparse
 import csv
 import hashlib
 import json
-import math
 import os
 import re
 import statistics
 import subprocess
 import sys
 
-from study_common import cpu_model, publish
+from study_common import cpu_model, paired, publish, verdict
 
 EXP = "experiments/distill_fashion_mnist.toml"
 # The ensemble teacher's members: (experiment, run folder).
@@ -58,8 +57,6 @@ ARMS = {
         for b in (1, 2, 4, 8)
     },
 }
-# Two-sided 95 % Student-t quantiles by degrees of freedom (tables, not results).
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def sh(cmd):
@@ -163,30 +160,11 @@ def ms(values):
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
-def paired(a, b):
-    """Mean difference a − b in points with its 95 % t interval (None when n < 2)."""
-    d = [100 * (x - y) for x, y in zip(a, b)]
-    if len(d) < 2:
-        return statistics.mean(d), None
-    half = T975[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d))
-    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)
-
-
 def paired_on_seeds(a, b):
     """`paired` over the seeds both rows finished."""
     common = [s for s in a["seeds"] if s in b["seeds"]]
     pick = lambda r: [r["test"][r["seeds"].index(s)] for s in common]
-    return paired(pick(a), pick(b))
-
-
-def verdict(ci):
-    if ci is None:
-        return "one seed: no interval"
-    if ci[0] > 0:
-        return "better"
-    if ci[1] < 0:
-        return "worse"
-    return "no significant difference"
+    return paired(pick(a), pick(b), scale=100)
 
 
 def report(seeds, ls, acc):

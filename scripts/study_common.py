@@ -1,5 +1,30 @@
 """Helpers shared by the study scripts."""
+import math
 import os
+import statistics
+
+# Two-sided 95 % Student-t quantiles by degrees of freedom (tables, not results).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def paired(a, b, scale=1.0):
+    """Mean difference scale·(a − b) over paired values with its 95 % t interval (None when n < 2)."""
+    d = [scale * (x - y) for x, y in zip(a, b)]
+    if len(d) < 2:
+        return statistics.mean(d), None
+    half = T975[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d))
+    return statistics.mean(d), (statistics.mean(d) - half, statistics.mean(d) + half)
+
+
+def verdict(ci):
+    """How a paired difference reads: better, worse, or no significant difference (the interval holds 0)."""
+    if ci is None:
+        return "one seed: no interval"
+    if ci[0] > 0:
+        return "better"
+    if ci[1] < 0:
+        return "worse"
+    return "no significant difference"
 
 
 def cpu_model():
