@@ -174,6 +174,8 @@ def report(seeds, ls, acc):
     for arm in ARMS:
         # Seeds whose run finished (a study cut short reports what it has, seed by seed).
         done = [s for s in seeds if os.path.exists(os.path.join("runs", run_name(arm, s), "summary.json"))]
+        if not done:
+            continue  # an arm left out of this study (--arms)
         got = [load(run_name(arm, s)) for s in done]
         rows[arm] = {
             "seeds": done,
@@ -184,6 +186,9 @@ def report(seeds, ls, acc):
             "live": sum(d.get("live_batches", 0) for _, d in got),
             "loss": got[0][1].get("loss", "cross-entropy" + (f", label smoothing {ls['smoothing']}" if arm == "none+ls" else "")),
         }
+    left_out = [a for a in ARMS if a not in rows]
+    flags = (f" --width {WIDTH}" if WIDTH != DEFAULT_WIDTH else "") + (
+        f" --arms {' '.join(rows)}" if left_out else "")
     student = load(run_name("none", seeds[0]))[0]
     # Per seed: kd fills the seed's cache (the teacher runs live), kd+feat8 then reads it (same
     # taps, same views); it also computes the feature loss, so its time bounds the speed-up below.
@@ -195,8 +200,8 @@ def report(seeds, ls, acc):
     lines = [
         "# Distillation on Fashion-MNIST",
         "",
-        f"Reproduce: `cargo build --release && python3 scripts/distill_study.py --seeds {' '.join(map(str, seeds))}`"
-        f" ({total:.0f} minutes of epochs in all for the {len(rows) * len(seeds)} runs in the table, teacher"
+        f"Reproduce: `cargo build --release && python3 scripts/distill_study.py --seeds {' '.join(map(str, seeds))}{flags}`"
+        f" ({total:.0f} minutes of epochs in all for the {sum(len(r['seeds']) for r in rows.values())} runs in the table, teacher"
         " excluded).",
         f"Settings: `{EXP}` (student), {' and '.join(f'`{e}`' for e, _ in TEACHERS)} (the teacher's members)."
         " Machine: 2 cores, 24 GiB, no GPU,"
@@ -233,16 +238,23 @@ def report(seeds, ls, acc):
             f"| {arm} | {r['loss']} | {ms(r['val'])} | {ms(r['test'])} | {delta} | {v} | {len(r['seeds'])} |"
             f" {statistics.mean(r['wall']):.0f} |"
         )
-    m, ci = paired_on_seeds(rows["kd+feat8"], rows["kd+feat16"])
     lines += [
         "",
         "Values are mean ± sample standard deviation over the seeds; Δ is the mean of the per-seed differences with",
         "its 95 % Student-t interval; \"no significant difference\" when the interval holds 0.",
-        "",
-        "## Which feature tap",
-        "",
-        f"At 32×32 the stride-16 map is 2×2 and the stride-8 map 4×4. Stride 8 minus stride 16: {m:+.2f} points"
-        + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}] ({verdict(ci)})." if ci else "."),
+    ]
+    if left_out:
+        lines.append(f"Arms not run for this student: {', '.join(left_out)}.")
+    if "kd+feat16" in rows:
+        m, ci = paired_on_seeds(rows["kd+feat8"], rows["kd+feat16"])
+        lines += [
+            "",
+            "## Which feature tap",
+            "",
+            f"At 32×32 the stride-16 map is 2×2 and the stride-8 map 4×4. Stride 8 minus stride 16: {m:+.2f} points"
+            + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}] ({verdict(ci)})." if ci else "."),
+        ]
+    lines += [
         "",
         "## The offline distillation dataset",
         "",
@@ -272,6 +284,8 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--width", type=float, default=DEFAULT_WIDTH, help="the student's conv-small width")
+    ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
+                    help="the arms to run (default all); `none` is always run, as every arm's baseline")
     args = ap.parse_args()
     global WIDTH
     WIDTH = args.width
@@ -279,8 +293,9 @@ def main():
     ls = matched_smoothing(sidecars)
     acc = teacher_accuracy(sidecars)
     if not args.report_only:
+        arms = ["none"] + [a for a in args.arms if a != "none"]
         for seed in args.seeds:
-            for arm in ARMS:
+            for arm in arms:
                 run(arm, seed, ls["smoothing"])
     report(args.seeds, ls, acc)
 
