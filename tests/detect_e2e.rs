@@ -127,3 +127,101 @@ fn detect_train_runs_end_to_end_on_a_tiny_set() {
     assert!(!ok && text.contains("data.imgsz"), "{text}");
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// A detection study on a tiny set: every candidate is trained as a YOLO11n backbone and scored
+/// by box mAP, costed as the whole detector, and the report says so; settings that do not fit
+/// a detection study are refused by name.
+#[test]
+fn a_detection_search_ranks_backbones_by_map() {
+    if !common::have_fashion_mnist() || !common::have_plot_font() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("mnv4-detect-search-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let set = out.join("set").display().to_string();
+    let (ok, text) = mnv4(&[
+        "data",
+        "make-detect",
+        "--out",
+        &set,
+        "--train",
+        "16",
+        "--val",
+        "8",
+    ]);
+    assert!(ok, "{text}");
+    let exp = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/experiments/detect_search.toml"
+    );
+    let sets = [
+        format!("search.detect.data.dataset=\"{set}/dataset.yaml\""),
+        format!("output.dir=\"{}\"", out.display()),
+        format!("search.report_dir=\"{}\"", out.join("report").display()),
+        "search.detect.data.imgsz=64".into(),
+        "search.coarse={ trials = 2, epochs = 1 }".into(),
+        "search.fine={ trials = 1, epochs = 1 }".into(),
+        "search.population=2".into(),
+        "search.latency_repeats=2".into(),
+        "search.repeat_front=0".into(),
+        "search.reference=[{ arch = \"conv-small\", width = 0.25 }]".into(),
+        "train.batch_size=8".into(),
+    ];
+    let mut args = vec!["search", exp, "--quiet"];
+    for s in &sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    let (ok, text) = mnv4(&args);
+    assert!(ok, "{text}");
+    let report = std::fs::read_to_string(out.join("report/README.md")).unwrap();
+    assert!(report.contains("| val mAP50-95 |"), "{report}");
+    assert!(
+        report.contains("backbone of a YOLO11n detector"),
+        "{report}"
+    );
+    let csv = std::fs::read_to_string(out.join("report/trials.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains(",val_map,"), "{csv}");
+    // Each trial is a detector: trained with box mAP validation, costed as the whole detector.
+    let log = std::fs::read_to_string(out.join("detect_search/trials.jsonl")).unwrap();
+    let trials: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(trials.len(), 4, "{log}");
+    for t in &trials {
+        let arch = mnv4_lab::space::Arch::from_block_string(t["arch"].as_str().unwrap()).unwrap();
+        let spec = mnv4_lab::detect::DetectorSpec::mnv4(arch, mnv4_lab::detect::Yolo11Scale::N, 10);
+        assert_eq!(t["params"].as_u64(), Some(spec.params().unwrap()), "{t}");
+        let map = t["val_top1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&map), "{t}");
+        let dir = out.join(format!(
+            "detect_search/trials/t{:04}",
+            t["index"].as_u64().unwrap()
+        ));
+        let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+        assert!(
+            metrics.lines().next().unwrap().contains("val_map"),
+            "{metrics}"
+        );
+    }
+    // Settings a detection study cannot use are refused, naming them.
+    let refused = [
+        (
+            "search.objectives=[\"val_top1\", \"latency_ms\"]",
+            "val_map",
+        ),
+        (
+            "search.objectives=[\"val_map\", \"runtime_latency_ms\"]",
+            "runtime_latency_ms",
+        ),
+        ("distill.kd_weight=0.5", "[distill]"),
+        ("search.detect.data.imgsz=100", "search.detect.data.imgsz"),
+    ];
+    for (set, named) in refused {
+        let mut bad = args.clone();
+        bad.extend(["--set", set]);
+        let (ok, text) = mnv4(&bad);
+        assert!(!ok && text.contains(named), "{set}: {text}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}

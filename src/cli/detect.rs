@@ -4,13 +4,14 @@
 
 use super::RunFlags;
 use crate::data::synth_detect::SynthDetectConfig;
+use crate::data::DetectDataSection;
 use crate::data::{DetectLoader, DetectLoaderConfig, DetectSet, DetectSplit};
 use crate::detect::coco::evaluate;
 use crate::detect::coco_json::{read_ground_truth, read_results};
 use crate::detect::loss::LossGains;
 use crate::detect::DetectNet;
 use crate::distill::cache::file_sha256;
-use crate::experiment::detect::{DetectDataSection, DetectExperiment};
+use crate::experiment::detect::DetectExperiment;
 use crate::train::detector::checkpoint::{read_detect_sidecar, DetectSidecar};
 use crate::train::detector::evaluate::PredictConfig;
 use crate::train::detector::job::{DetectDistillJob, DetectTrainJob};
@@ -227,7 +228,7 @@ fn run_train(path: &Path, flags: &RunFlags) -> Result<()> {
 
 /// Makes the default detection set when the experiment names it and it is not there yet; refuses
 /// a default set made before it had a test split (its validation items were drawn differently).
-fn ensure_default_set(data: &DetectDataSection) -> Result<()> {
+pub(super) fn ensure_default_set(data: &DetectDataSection) -> Result<()> {
     let default = DetectDataSection::default().dataset;
     if data.dataset != default {
         return Ok(());

@@ -136,13 +136,19 @@ fn check_memory(exp: &Experiment, trains: Trains) -> Result<()> {
         memory::check_fits(&exp.model.to_arch(ch, 10)?, "[model]", size, batch)?;
     }
     let d = &exp.distill;
-    if trains != Trains::Model && d.uses_teacher() && d.teacher_weights.is_none() {
+    let study_teacher = exp.search.detect.is_none() || trains != Trains::Study;
+    if trains != Trains::Model && study_teacher && d.uses_teacher() && d.teacher_weights.is_none() {
         let res = d.teacher_res.unwrap_or(size);
         memory::check_fits(&d.teacher.to_arch(ch, 10)?, "distill.teacher", res, batch)?;
     }
     if trains == Trains::Study {
         let corner = SearchSpace::load(&exp.search.space)?.corner(true);
         let what = "the search space's largest candidate";
+        // A detection study checks the backbone at the detector's input (the neck is small).
+        let (size, ch) = match &exp.search.detect {
+            Some(d) => (d.data.imgsz, crate::search::detection::DETECT_CHANNELS),
+            None => (size, ch),
+        };
         memory::check_fits(&corner.with_io(ch, 10), what, size, batch)?;
     }
     Ok(())

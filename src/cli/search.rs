@@ -63,7 +63,10 @@ pub fn run_import(args: &ImportArgs) -> Result<()> {
 
 pub fn run_search(args: &SearchArgs) -> Result<()> {
     let exp = load_experiment(&args.experiment, &args.run.sets, super::Trains::Study)?;
-    super::data::ensure_dataset(&exp.data)?;
+    match &exp.search.detect {
+        Some(d) => super::detect::ensure_default_set(&d.data)?,
+        None => super::data::ensure_dataset(&exp.data)?,
+    }
     let started = std::time::Instant::now();
     let run_dir = search(
         &exp.study()?,

@@ -5,55 +5,15 @@
 //! overrides any field.
 
 use super::apply_overrides;
-use crate::data::{DetectAugment, DetectLoaderConfig};
+pub use crate::data::DetectDataSection;
 use crate::detect::config::DetectModelConfig;
 use crate::train::detector::distill::DetectDistillWeights;
 use crate::train::detector::evaluate::PredictConfig;
 use crate::train::recipe::TrainRecipe;
 use crate::train::run_dir::OutputConfig;
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// `[data]` of a detection experiment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectDataSection {
-    /// The YOLO dataset file (`train`, `val`, `names`).
-    pub dataset: PathBuf,
-    /// Side of the square network input (letterboxed), a multiple of 32.
-    pub imgsz: usize,
-    /// Training augmentation: scale gain, translation (fraction of the side), flip probability.
-    pub scale: f32,
-    pub translate: f32,
-    pub fliplr: f32,
-}
-
-impl Default for DetectDataSection {
-    fn default() -> Self {
-        let a = DetectAugment::default();
-        Self {
-            dataset: PathBuf::from("data/fashion-mnist-det/dataset.yaml"),
-            imgsz: 96,
-            scale: a.scale,
-            translate: a.translate,
-            fliplr: a.fliplr,
-        }
-    }
-}
-
-impl DetectDataSection {
-    /// The training loader's settings for `batch` images and `seed`.
-    pub fn train_loader(&self, batch: usize, seed: u64) -> DetectLoaderConfig {
-        let mut c = DetectLoaderConfig::train(self.imgsz, batch, seed);
-        c.augment = Some(DetectAugment {
-            scale: self.scale,
-            translate: self.translate,
-            fliplr: self.fliplr,
-        });
-        c
-    }
-}
 
 /// `[distill]` of a detection experiment: a trained detector to distil into the one trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,25 +90,12 @@ impl DetectExperiment {
 
     /// Checks every section.
     pub fn check(&self) -> Result<()> {
-        ensure!(
-            self.data.imgsz > 0 && self.data.imgsz.is_multiple_of(32),
-            "data.imgsz must be a positive multiple of 32, got {}",
-            self.data.imgsz
-        );
-        self.train_loader_augment()?;
+        self.data.check("data")?;
         self.model.to_spec(1).context("in [model]")?;
         self.train.check()?;
         self.predict.check()?;
         self.distill.weights().check()?;
         self.output.check()
-    }
-
-    fn train_loader_augment(&self) -> Result<()> {
-        let c = self.data.train_loader(1, 0);
-        if let Some(a) = c.augment {
-            a.check().map_err(|e| anyhow::anyhow!("[data]: {e}"))?;
-        }
-        Ok(())
     }
 
     /// The run folder.

@@ -19,7 +19,7 @@ use crate::space::ModelSpec;
 use crate::train::recipe::TrainRecipe;
 use crate::train::run_dir::OutputConfig;
 use crate::train::trainer::TrainJob;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -86,9 +86,18 @@ impl Experiment {
         self.output.check()?;
         self.distill.check()?;
         self.search.check()?;
+        if self.search.detect.is_some() {
+            ensure!(
+                self.distill == DistillConfig::default(),
+                "[distill] has no effect in a detection study ([search.detect]): its detectors train without a teacher; remove [distill]"
+            );
+        }
         let channels = self.data.augment.channels;
         self.model.to_arch(channels, 2).context("in [model]")?;
-        if self.distill.uses_teacher() && self.distill.teacher_weights.is_none() {
+        if self.search.detect.is_none()
+            && self.distill.uses_teacher()
+            && self.distill.teacher_weights.is_none()
+        {
             let plan = self.teacher_plan()?;
             let files = self.distill.teacher_experiment.as_ref();
             for (i, member) in plan.members().into_iter().enumerate() {

@@ -1,5 +1,6 @@
 //! `[search]`: the space, the strategy, the objectives and budgets, and each stage's budget.
 
+use super::detection::DetectTask;
 use super::objective::Objective;
 use super::strategy::StrategyKind;
 use crate::cost::load_profiles;
@@ -40,7 +41,8 @@ pub struct SearchConfig {
     /// Search space file.
     pub space: PathBuf,
     pub strategy: StrategyKind,
-    /// Objectives of the front: `val_top1` (maximized) first, then any of `params`, `macs`,
+    /// Objectives of the front: the score first (`val_top1`, or `val_map` in a detection study;
+    /// maximized), then any of `params`, `macs`,
     /// `latency_ms` (measured here), `latency_ratio` (measured here, relative to a reference
     /// network timed alongside), `runtime_latency_ms` (the exported ONNX model in the tract
     /// runtime, measured here) or `roofline:<profile>` (minimized).
@@ -65,6 +67,9 @@ pub struct SearchConfig {
     pub reference: Vec<ModelSpec>,
     /// Where the report goes (default `reports/<name>`).
     pub report_dir: Option<PathBuf>,
+    /// `[search.detect]`: rank backbones by the box mAP of a YOLO11 detector built on each
+    /// (trained on this detection data with `[train]`) instead of classification top-1.
+    pub detect: Option<DetectTask>,
 }
 
 impl Default for SearchConfig {
@@ -85,6 +90,7 @@ impl Default for SearchConfig {
             reference: Vec::new(),
             repeat_front: 2,
             report_dir: None,
+            detect: None,
         }
     }
 }
@@ -117,6 +123,14 @@ impl StageBudget {
 }
 
 impl SearchConfig {
+    /// The score the study ranks on: detection mAP with `[search.detect]`, else top-1.
+    pub fn score(&self) -> Objective {
+        match self.detect {
+            Some(_) => Objective::ValMap,
+            None => Objective::ValTop1,
+        }
+    }
+
     /// Every budget (epochs) a candidate of this search can be evaluated at, ascending. The
     /// reference presets are trained at each, by the same promotions, so that every candidate
     /// has references at its own budget.
@@ -136,14 +150,26 @@ impl SearchConfig {
     /// roofline profiles named by objectives, and that every reference preset resolves.
     pub fn check(&self) -> Result<()> {
         let o = &self.objectives;
+        let score = self.score();
         ensure!(
-            (2..=3).contains(&o.len()) && o[0] == Objective::ValTop1,
-            "search.objectives must be val_top1 followed by one or two costs, got {o:?}"
+            (2..=3).contains(&o.len()) && o[0] == score,
+            "search.objectives must be {score} followed by one or two costs{}, got {o:?}",
+            match &self.detect {
+                Some(_) => " (a detection study, [search.detect], ranks on val_map)",
+                None => " (val_map ranks detectors: add [search.detect])",
+            }
         );
         for (i, a) in o.iter().enumerate().skip(1) {
             ensure!(
-                *a != Objective::ValTop1 && !o[..i].contains(a),
-                "search.objectives: '{a}' is listed twice"
+                !a.is_score() && !o[..i].contains(a),
+                "search.objectives: '{a}' is listed twice or is a second score"
+            );
+        }
+        if let Some(d) = &self.detect {
+            d.check()?;
+            ensure!(
+                !o.contains(&Objective::RuntimeLatencyMs),
+                "search.objectives: runtime_latency_ms times the exported classifier; a detection study ranks the whole detector by latency_ms or latency_ratio"
             );
         }
         let profiles = load_profiles(self.profiles.as_deref())?;

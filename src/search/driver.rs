@@ -5,9 +5,9 @@
 //! retrains nothing and makes the same decisions as an uninterrupted run.
 
 use super::config::StageBudget;
-use super::evaluator::{needs_promotion, Candidate, Evaluator};
+use super::detection::DetectData;
+use super::evaluator::{needs_promotion, Candidate, Evaluator, TaskData};
 use super::generations::WorkQueue;
-use super::latency::measure_latency;
 use super::objective::{trial_point, Objective};
 use super::pareto::ranks;
 use super::pool::LocalWorkers;
@@ -17,7 +17,7 @@ use super::store::{self, Job, OpenStudy, TrialStore};
 use super::strategy::StageMode;
 use super::study::{SearchState, StudySpec};
 use super::trials::{Stage, Trial};
-use crate::cost::{cost, load_profiles};
+use crate::cost::load_profiles;
 use crate::data::build_splits;
 use crate::distill::teacher::prepare_teacher;
 use crate::fsutil::DirLock;
@@ -253,24 +253,32 @@ fn storage_url(study: &StudySpec, opts: &SearchOptions) -> Result<String> {
     })
 }
 
-/// The study's evaluator: data, hardware profiles and (when distilling) the teacher.
+/// The study's evaluator: data, hardware profiles and (when distilling) the teacher. A
+/// detection study opens its detection data and trains without a teacher.
 pub fn evaluator(study: &StudySpec, quiet: bool) -> Result<Evaluator<'_>> {
     let t = &study.train;
-    let splits = build_splits(&study.data, t.batch_size, t.eval_batch_size, study.seed)?;
     let profiles = load_profiles(study.search.profiles.as_deref())?;
-    let teacher = match study.distill.uses_teacher() {
-        true => {
-            let plan = study.teacher_plan();
-            Some(prepare_teacher(
-                &study.teacher_request(&plan, quiet),
-                &splits,
-            )?)
+    let (data, teacher) = match &study.search.detect {
+        Some(task) => {
+            let d = DetectData::open(task, t, study.seed)?;
+            (TaskData::Detect(Box::new(d)), None)
         }
-        false => None,
+        None => {
+            let splits = build_splits(&study.data, t.batch_size, t.eval_batch_size, study.seed)?;
+            let teacher = match study.distill.uses_teacher() {
+                true => {
+                    let plan = study.teacher_plan();
+                    let request = study.teacher_request(&plan, quiet);
+                    Some(prepare_teacher(&request, &splits)?)
+                }
+                false => None,
+            };
+            (TaskData::Classify(splits), teacher)
+        }
     };
     Ok(Evaluator {
         study,
-        splits,
+        data,
         profiles,
         teacher,
         bars: (!quiet).then(MultiProgress::new),
@@ -288,7 +296,7 @@ fn open_state(eval: &Evaluator, space: &SearchSpace, opts: &SearchOptions) -> Re
             study: eval.study.clone(),
             space: space.clone(),
             hv_reference: hv_reference(eval, space)?,
-            input_size: eval.splits.input_size,
+            input_size: eval.data.input_size(),
             teacher: eval.teacher.as_ref().map(|t| t.source.clone()),
             teacher_test_top1: eval.teacher.as_ref().map(|t| t.test.top1),
             teacher_val_top1: eval.teacher.as_ref().map(|t| t.val.top1),
@@ -305,9 +313,7 @@ fn open_state(eval: &Evaluator, space: &SearchSpace, opts: &SearchOptions) -> Re
 /// Error 1 and 1.1 × each cost of the space's largest corner.
 fn hv_reference(eval: &Evaluator, space: &SearchSpace) -> Result<Vec<f64>> {
     let corner = eval.with_io(&space.corner(true));
-    let size = eval.splits.input_size;
-    let c = cost(&corner, size, size, &eval.profiles);
-    let latency = measure_latency(&corner, size, eval.study.search.latency_repeats)?;
+    let (c, latency) = eval.cost_and_latency(&corner)?;
     let proto = Trial {
         val_top1: Some(0.0),
         params: c.params,
@@ -438,7 +444,8 @@ fn references(schedule: &Schedule, runner: &StageRunner, done: &mut Vec<Trial>) 
         if runner.recorded.contains_key(&(base + j)) {
             continue;
         }
-        let arch = m.to_arch(eval.splits.channels, eval.splits.num_classes)?;
+        let (channels, classes) = eval.data.io();
+        let arch = m.to_arch(channels, classes)?;
         fresh.push(Candidate {
             index: base + j,
             stage: Stage::Reference,

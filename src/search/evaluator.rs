@@ -1,14 +1,15 @@
 //! Evaluating one candidate: cost from the spec → budget check → measured latency (and the ONNX
-//! runtime's, when an objective asks for it) → training (distilled when the study has a teacher)
-//! → a finished [`Trial`].
+//! runtime's, when an objective asks for it) → training (distilled when the study has a teacher;
+//! as a detector's backbone in a detection study) → a finished [`Trial`].
 
 use super::config::SearchConfig;
-use super::latency::measure_latency;
+use super::detection::{DetectData, DetectTrial, DETECT_CHANNELS};
+use super::latency::{measure_latency, LatencyMeasure};
 use super::objective::Objective;
 use super::store::Job;
 use super::study::StudySpec;
 use super::trials::{Stage, Trial};
-use crate::cost::{cost, Profile};
+use crate::cost::{cost, Cost, Profile};
 use crate::data::{derive_seed, Splits};
 use crate::distill::objective::DistillObjective;
 use crate::distill::teacher::ReadyTeacher;
@@ -17,6 +18,7 @@ use crate::model::Network;
 use crate::space::Arch;
 use crate::train::epoch::Diverged;
 use crate::train::objective::{BatchLoss, CrossEntropy};
+use crate::train::recipe::TrainRecipe;
 use crate::train::trainer::{train_network, RunOptions, TrainJob};
 use anyhow::Result;
 use candle_core::Device;
@@ -49,10 +51,37 @@ impl Candidate {
     }
 }
 
+/// What candidates are trained and scored on.
+pub enum TaskData {
+    /// Classification splits: candidates are classifiers, scored by validation top-1.
+    Classify(Splits),
+    /// A detection study's loaders: candidates are backbones of a YOLO11 detector, scored by
+    /// validation box mAP50-95.
+    Detect(Box<DetectData>),
+}
+
+impl TaskData {
+    /// Side of the (square) network input.
+    pub fn input_size(&self) -> usize {
+        match self {
+            TaskData::Classify(s) => s.input_size,
+            TaskData::Detect(d) => d.input_size(),
+        }
+    }
+
+    /// Input channels and classes of a candidate's architecture.
+    pub fn io(&self) -> (usize, usize) {
+        match self {
+            TaskData::Classify(s) => (s.channels, s.num_classes),
+            TaskData::Detect(d) => (DETECT_CHANNELS, d.classes),
+        }
+    }
+}
+
 /// Everything evaluating a candidate needs, fixed for the whole study.
 pub struct Evaluator<'a> {
     pub study: &'a StudySpec,
-    pub splits: Splits,
+    pub data: TaskData,
     pub profiles: Vec<Profile>,
     pub teacher: Option<ReadyTeacher>,
     pub bars: Option<MultiProgress>,
@@ -89,8 +118,22 @@ fn violation(cfg: &SearchConfig, params: u64, macs: u64, latency: f64) -> f64 {
 impl Evaluator<'_> {
     /// `arch` with the data's input channels and classes.
     pub fn with_io(&self, arch: &Arch) -> Arch {
-        arch.clone()
-            .with_io(self.splits.channels, self.splits.num_classes)
+        let (channels, classes) = self.data.io();
+        arch.clone().with_io(channels, classes)
+    }
+
+    /// The cost and measured latency of `arch` (already with the data's input and classes):
+    /// of the classifier, or of the whole detector in a detection study.
+    pub fn cost_and_latency(&self, arch: &Arch) -> Result<(Cost, LatencyMeasure)> {
+        let repeats = self.study.search.latency_repeats;
+        match &self.data {
+            TaskData::Classify(s) => {
+                let n = s.input_size;
+                let c = cost(arch, n, n, &self.profiles);
+                Ok((c, measure_latency(arch, n, repeats)?))
+            }
+            TaskData::Detect(d) => Ok((d.cost(arch, &self.profiles)?, d.latency(arch, repeats)?)),
+        }
     }
 
     /// The ONNX runtime latency of `arch` (already with the data's input and classes) at the
@@ -100,17 +143,15 @@ impl Evaluator<'_> {
         if !cfg.objectives.contains(&Objective::RuntimeLatencyMs) {
             return Ok(None);
         }
-        runtime_latency(arch, self.splits.input_size, cfg.latency_repeats).map(Some)
+        runtime_latency(arch, self.data.input_size(), cfg.latency_repeats).map(Some)
     }
 
     /// Costs, budgets, then (when feasible) training: one finished trial.
     pub fn evaluate(&self, c: &Candidate) -> Result<Trial> {
         let started = Instant::now();
         let cfg = &self.study.search;
-        let size = self.splits.input_size;
         let arch = self.with_io(&c.arch);
-        let cost = cost(&arch, size, size, &self.profiles);
-        let latency = measure_latency(&arch, size, cfg.latency_repeats)?;
+        let (cost, latency) = self.cost_and_latency(&arch)?;
         let violation = violation(cfg, cost.params, cost.macs, latency.ms);
         let seed = derive_seed(&[self.study.seed, c.index as u64]);
         let mut trial = Trial {
@@ -176,18 +217,34 @@ impl Evaluator<'_> {
         })
     }
 
-    /// Trains (or resumes) candidate `index` for `epochs`; returns its best validation top-1.
+    /// Trains (or resumes) candidate `index` for `epochs` with weight seed `seed`; returns its
+    /// best validation score (top-1, or the detector's box mAP50-95).
     pub fn train(&self, index: usize, arch: &Arch, epochs: usize, seed: u64) -> Result<f64> {
         let s = self.study;
         let name = format!("t{index:04}");
+        let run_dir = s.run_dir().join("trials").join(&name);
+        let recipe = TrainRecipe {
+            epochs,
+            ..s.train.clone()
+        };
+        let splits = match &self.data {
+            TaskData::Classify(splits) => splits,
+            TaskData::Detect(d) => {
+                let trial = DetectTrial {
+                    name,
+                    run_dir,
+                    recipe,
+                    seed,
+                    arch,
+                };
+                return d.train(trial);
+            }
+        };
         let job = TrainJob {
-            run_dir: s.run_dir().join("trials").join(&name),
+            run_dir,
             name,
             seed: s.seed,
-            recipe: crate::train::recipe::TrainRecipe {
-                epochs,
-                ..s.train.clone()
-            },
+            recipe,
             data: s.data.clone(),
             checkpoint_every: s.output.checkpoint_every,
         };
@@ -199,12 +256,12 @@ impl Evaluator<'_> {
             bars: self.bars.clone(),
             ..Default::default()
         };
-        let mut loss = self.objective(&net)?;
-        Ok(train_network(&job, &net, &self.splits, loss.as_mut(), &opts)?.best_val_top1)
+        let mut loss = self.objective(&net, splits)?;
+        Ok(train_network(&job, &net, splits, loss.as_mut(), &opts)?.best_val_top1)
     }
 
     /// Distillation from the study's teacher, or plain cross-entropy without one.
-    fn objective(&self, student: &Network) -> Result<Box<dyn BatchLoss>> {
+    fn objective(&self, student: &Network, splits: &Splits) -> Result<Box<dyn BatchLoss>> {
         let smoothing = self.study.train.label_smoothing;
         Ok(match &self.teacher {
             Some(t) => Box::new(DistillObjective::new(
@@ -212,7 +269,7 @@ impl Evaluator<'_> {
                 smoothing,
                 student,
                 Arc::clone(&t.net),
-                self.splits.train.dataset().n,
+                splits.train.dataset().n,
                 t.cache_key.clone(),
                 self.study.seed,
             )?),

@@ -38,23 +38,37 @@ pub fn measure_latency(arch: &Arch, size: usize, repeats: usize) -> Result<Laten
         Network::new(&reference, &Device::Cpu, 0)?,
     ];
     let x = Tensor::zeros((1, arch.in_chans, size, size), DType::F32, &Device::Cpu)?;
-    let time = |net: &Network| -> Result<f64> {
-        let t0 = Instant::now();
+    let run = |net: &Network| -> Result<()> {
         net.forward(&x, Mode::Eval)?.sum_all()?.to_scalar::<f32>()?;
+        Ok(())
+    };
+    time_pairs(&|| run(&nets[0]), &|| run(&nets[1]), repeats)
+}
+
+/// Times `candidate` against `reference` in `repeats` interleaved pairs (at least one) after
+/// warm-up: the candidate's median time and the median per-pair ratio with its interval.
+pub fn time_pairs(
+    candidate: &dyn Fn() -> Result<()>,
+    reference: &dyn Fn() -> Result<()>,
+    repeats: usize,
+) -> Result<LatencyMeasure> {
+    let time = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+        let t0 = Instant::now();
+        f()?;
         Ok(t0.elapsed().as_secs_f64() * 1e3)
     };
     for _ in 0..WARMUP_RUNS {
-        time(&nets[0])?;
-        time(&nets[1])?;
+        time(candidate)?;
+        time(reference)?;
     }
     let (mut ms, mut ratios) = (Vec::new(), Vec::new());
     for i in 0..repeats.max(1) {
-        // Alternate which network goes first, so neither always runs on a warmer cache.
+        // Alternate which runs first, so neither always runs on a warmer cache.
         let (a, b) = match i % 2 {
-            0 => (time(&nets[0])?, time(&nets[1])?),
+            0 => (time(candidate)?, time(reference)?),
             _ => {
-                let b = time(&nets[1])?;
-                (time(&nets[0])?, b)
+                let b = time(reference)?;
+                (time(candidate)?, b)
             }
         };
         ms.push(a);

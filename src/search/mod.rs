@@ -20,6 +20,7 @@
 //! * [`latency_rank`] — how candle, the ONNX runtime, MACs and the rooflines rank a space.
 
 pub mod config;
+pub mod detection;
 pub mod driver;
 pub mod evaluator;
 pub mod generations;

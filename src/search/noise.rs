@@ -38,17 +38,21 @@ impl NoiseFloor {
         1.96 * std::f64::consts::SQRT_2 * self.sigma
     }
 
-    /// The report's noise section (Markdown).
-    pub fn markdown(&self) -> String {
+    /// The report's noise section (Markdown); `score` names the validation score
+    /// (`val top-1`, `val mAP50-95`).
+    pub fn markdown(&self, score: &str) -> String {
         let mut md = String::from("\n## Noise floor\n\n");
         let _ = writeln!(
             md,
-            "{} front member(s) trained again with another weight seed (same data order and budget): one evaluation's validation top-1 varies by σ = {:.2} points, so two single evaluations closer than 1.96·√2·σ = {:.2} points are not resolved (marked ≈ in the front table, against the next cheaper member). With this few repeats σ itself is uncertain.\n",
+            "{} front member(s) trained again with another weight seed (same data order and budget): one evaluation's {score} varies by σ = {:.2} points, so two single evaluations closer than 1.96·√2·σ = {:.2} points are not resolved (marked ≈ in the front table, against the next cheaper member). With this few repeats σ itself is uncertain.\n",
             self.pairs.len(),
             100.0 * self.sigma,
             100.0 * self.resolved_gap()
         );
-        md.push_str("| member | val top-1 | again | difference |\n|---:|---:|---:|---:|\n");
+        let _ = writeln!(
+            md,
+            "| member | {score} | again | difference |\n|---:|---:|---:|---:|"
+        );
         for (i, a, b) in &self.pairs {
             let _ = writeln!(
                 md,
@@ -90,7 +94,9 @@ mod tests {
         let want = ((0.02f64.powi(2) + 0.04f64.powi(2)) / 4.0).sqrt();
         assert!((n.sigma - want).abs() < 1e-12);
         assert!((n.resolved_gap() - 1.96 * 2f64.sqrt() * want).abs() < 1e-12);
-        assert!(n.markdown().contains("| 3 | 80.00% | 78.00% | -2.00 |"));
+        assert!(n
+            .markdown("val top-1")
+            .contains("| 3 | 80.00% | 78.00% | -2.00 |"));
         assert_eq!(NoiseFloor::from_trials(&trials[..2]), None);
     }
 }

@@ -15,6 +15,9 @@ use std::str::FromStr;
 pub enum Objective {
     /// Best validation top-1 (ranked as the error 1 − top-1).
     ValTop1,
+    /// Best validation box mAP50-95 of a YOLO11 detector on the candidate backbone, in a
+    /// detection study (ranked as 1 − mAP).
+    ValMap,
     /// Trainable parameters.
     Params,
     /// Multiply-accumulates per image.
@@ -36,6 +39,7 @@ impl FromStr for Objective {
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(match s {
             "val_top1" => Objective::ValTop1,
+            "val_map" => Objective::ValMap,
             "params" => Objective::Params,
             "macs" => Objective::Macs,
             "latency_ms" => Objective::LatencyMs,
@@ -45,7 +49,7 @@ impl FromStr for Objective {
                 Some(p) if !p.is_empty() => Objective::Roofline(p.to_string()),
                 _ => {
                     return Err(format!(
-                        "unknown objective '{other}' (val_top1, params, macs, latency_ms, latency_ratio, runtime_latency_ms, roofline:<profile>)"
+                        "unknown objective '{other}' (val_top1, val_map, params, macs, latency_ms, latency_ratio, runtime_latency_ms, roofline:<profile>)"
                     ))
                 }
             },
@@ -70,6 +74,7 @@ impl fmt::Display for Objective {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Objective::ValTop1 => f.write_str("val_top1"),
+            Objective::ValMap => f.write_str("val_map"),
             Objective::Params => f.write_str("params"),
             Objective::Macs => f.write_str("macs"),
             Objective::LatencyMs => f.write_str("latency_ms"),
@@ -81,10 +86,16 @@ impl fmt::Display for Objective {
 }
 
 impl Objective {
+    /// Whether this is a study's score (maximized, stored as the trial's validation score)
+    /// rather than a cost.
+    pub fn is_score(&self) -> bool {
+        matches!(self, Objective::ValTop1 | Objective::ValMap)
+    }
+
     /// The trial's value in minimized form (validation accuracy becomes the error).
     pub fn value(&self, t: &Trial) -> Result<f64> {
         Ok(match self {
-            Objective::ValTop1 => 1.0 - t.val_top1.unwrap_or(0.0),
+            Objective::ValTop1 | Objective::ValMap => 1.0 - t.val_top1.unwrap_or(0.0),
             Objective::Params => t.params as f64,
             Objective::Macs => t.macs as f64,
             Objective::LatencyMs => t.latency_ms,
@@ -101,7 +112,17 @@ impl Objective {
         })
     }
 
-    /// Axis label and display scale of a cost objective.
+    /// Short name of a score in tables (`val top-1`, `val mAP50-95`); the objective's key for
+    /// a cost.
+    pub fn short_name(&self) -> String {
+        match self {
+            Objective::ValTop1 => "val top-1".into(),
+            Objective::ValMap => "val mAP50-95".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Axis label and display scale of an objective.
     pub fn axis(&self) -> (String, f64) {
         match self {
             Objective::Params => ("parameters (millions)".into(), 1e-6),
@@ -118,6 +139,7 @@ impl Objective {
             ),
             Objective::Roofline(p) => (format!("{p} roofline latency (ms)"), 1.0),
             Objective::ValTop1 => ("validation top-1 (%)".into(), 100.0),
+            Objective::ValMap => ("validation box mAP50-95 (%)".into(), 100.0),
         }
     }
 }

@@ -23,6 +23,8 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     let state = SearchState::read(run_dir)?;
     let exp = &state.study;
     let cfg = &exp.search;
+    let score = cfg.score();
+    let score_name = score.short_name();
     let out = out.map_or_else(|| exp.report_dir(), Path::to_path_buf);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // The study's settings travel with the report, for `mnv4-lab retrain`.
@@ -82,7 +84,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
                 .collect(),
         ),
         Col::float(
-            "val_top1",
+            score.to_string(),
             all.iter().map(|t| t.val_top1.unwrap_or(f64::NAN)).collect(),
         ),
         Col::int("params", all.iter().map(|t| t.params as i64).collect()),
@@ -157,7 +159,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
             sorted_front.iter().map(|t| t.stage.to_string()).collect(),
         ),
         Col::float(
-            "val_top1",
+            score.to_string(),
             sorted_front
                 .iter()
                 .map(|t| t.val_top1.unwrap_or(f64::NAN))
@@ -196,6 +198,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
 
     // Pareto plot: accuracy against the second objective.
     let (x_label, scale) = cost.axis();
+    let (y_label, _) = score.axis();
     let xy = |t: &Trial| -> Option<(f64, f64)> {
         Some((cost.value(t).ok()? * scale, 100.0 * t.val_top1?))
     };
@@ -210,7 +213,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     let chart = Chart {
         title: &title,
         x_label: &x_label,
-        y_label: "validation top-1 (%)",
+        y_label: &y_label,
         series: vec![
             Series {
                 label: "coarse stage (widths, depths)".into(),
@@ -272,7 +275,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
         &Chart {
             title: &hv_title,
             x_label: "evaluation (a promotion counts as a new one)",
-            y_label: "hypervolume of (1 − val top-1, costs)",
+            y_label: &format!("hypervolume of (1 − {score_name}, costs)"),
             series: vec![Series {
                 label: all[0].strategy.to_string(),
                 points: hv.iter().map(|h| (h.0 as f64, h.2)).collect(),
@@ -345,7 +348,10 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
         cfg.fine.epochs,
         halving(&cfg.fine)
     )?;
-    writeln!(md, "- data: {} at {}×{} ({} channels), validation {} images (split seed {}), training subset {}; seed {}", exp.data.dataset, state.input_size, state.input_size, exp.data.augment.channels, exp.data.val_size, exp.data.split_seed, if exp.data.train_limit == 0 { "all".to_string() } else { exp.data.train_limit.to_string() }, exp.seed)?;
+    match &cfg.detect {
+        Some(d) => writeln!(md, "- detection study: each candidate is the backbone of a YOLO11{} detector (its neck and head), trained from scratch with the study's recipe on {} at {}×{}; seed {}", d.scale, d.data.dataset.display(), state.input_size, state.input_size, exp.seed)?,
+        None => writeln!(md, "- data: {} at {}×{} ({} channels), validation {} images (split seed {}), training subset {}; seed {}", exp.data.dataset, state.input_size, state.input_size, exp.data.augment.channels, exp.data.val_size, exp.data.split_seed, if exp.data.train_limit == 0 { "all".to_string() } else { exp.data.train_limit.to_string() }, exp.seed)?,
+    }
     match (&state.teacher, state.teacher_test_top1) {
         (Some(t), Some(acc)) => writeln!(
             md,
@@ -354,6 +360,9 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
             100.0 * acc,
             exp.distill.describe()
         )?,
+        _ if cfg.detect.is_some() => {
+            writeln!(md, "- no distillation (YOLO11's detection loss only)")?
+        }
         _ => writeln!(md, "- no distillation (cross-entropy only)")?,
     }
     if let Some(tv) = state.teacher_val_top1 {
@@ -370,7 +379,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     }
     writeln!(
         md,
-        "- candidates are ranked on validation accuracy; the test set is not used by the search"
+        "- candidates are ranked on their {score_name}; the test set is not used by the search"
     )?;
     writeln!(
         md,
@@ -397,7 +406,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
     };
     writeln!(
         md,
-        "| trial | stage | epochs | val top-1 | params | MACs | latency (ms; × {} ×{} [95 % CI]) |{runtime_head} arch file |",
+        "| trial | stage | epochs | {score_name} | params | MACs | latency (ms; × {} ×{} [95 % CI]) |{runtime_head} arch file |",
         REFERENCE.0,
         REFERENCE.1
     )?;
@@ -434,7 +443,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
         )?;
     }
     if let Some(n) = &noise {
-        md.push_str(&n.markdown());
+        md.push_str(&n.markdown(&score_name));
     }
     if let Some(noise) = latency_noise(&all) {
         writeln!(
@@ -446,7 +455,7 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
         )?;
     }
     if !refs.is_empty() {
-        write_references(&mut md, &events, &cfg.budgets(), &refs)?;
+        write_references(&mut md, &events, &cfg.budgets(), &refs, &score_name)?;
     }
     let failed: Vec<&Trial> = all.iter().filter(|t| t.failed.is_some()).collect();
     if !failed.is_empty() {
@@ -523,6 +532,7 @@ fn write_references(
     events: &[Trial],
     budgets: &[usize],
     refs: &[&Trial],
+    score: &str,
 ) -> Result<()> {
     let at = |t: &Trial, epochs: usize| {
         events
@@ -533,7 +543,7 @@ fn write_references(
     };
     let heads: String = budgets
         .iter()
-        .map(|b| format!(" val top-1 at {b} epochs |"))
+        .map(|b| format!(" {score} at {b} epochs |"))
         .collect();
     writeln!(md, "\n## Reference presets, at every candidate budget\n")?;
     writeln!(md, "| preset |{heads} params | MACs | latency (ms) |")?;

@@ -14,7 +14,7 @@ use crate::report::table::{frame, write_csv_parquet, Col};
 use crate::space::{presets::preset, Arch};
 use crate::train::objective::{BatchLoss, CrossEntropy};
 use crate::train::trainer::{train_network, RunOptions, TrainJob};
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use candle_core::Device;
 use plotters::style::RGBColor;
 use std::fmt::Write;
@@ -98,6 +98,10 @@ pub fn preset_curve(study: &StudySpec, widths: &[f64]) -> Result<Vec<(String, Ar
 /// Runs (or resumes) every retraining run and writes the tables and plot into `report/retrain/`.
 pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<()> {
     let s = &plan.study;
+    ensure!(
+        s.search.detect.is_none(),
+        "retrain trains classifiers; a detection study's front members are retrained as detectors with `mnv4-lab detect train` (model.backbone = the member's arch file)"
+    );
     let t = &s.train;
     let splits = build_splits(&s.data, t.batch_size, t.eval_batch_size, s.seed)?;
     let teacher = match s.distill.uses_teacher() {

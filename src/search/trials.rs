@@ -60,9 +60,11 @@ pub struct Trial {
     pub violation: f64,
     /// Index of the earlier trial with the same architecture, whose results this one reuses.
     pub duplicate_of: Option<usize>,
-    /// Best validation top-1 (fraction) after all training; absent when not trained.
+    /// Best validation score (fraction) after all training: top-1, or box mAP50-95 in a
+    /// detection study (`search.detect`); absent when not trained.
     pub val_top1: Option<f64>,
-    /// Validation top-1 at the stage's budget, before successive halving — what the strategy saw.
+    /// The validation score at the stage's budget, before successive halving — what the
+    /// strategy saw.
     pub stage_val_top1: Option<f64>,
     pub params: u64,
     pub macs: u64,
