@@ -15,6 +15,24 @@ fn mnv4(args: &[&str]) -> (bool, String) {
     (o.status.success(), text)
 }
 
+/// `detect train` of experiments/detect_quick.toml shrunk to one epoch of a ×0.25 backbone at
+/// 64×64 on the set at `set`, its run under `out`.
+fn tiny_train(set: &Path, out: &Path) -> Vec<String> {
+    let exp = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/detect_quick.toml");
+    let mut args: Vec<String> = ["detect", "train", exp, "--quiet"].map(String::from).into();
+    for s in [
+        format!("data.dataset=\"{}\"", set.join("dataset.yaml").display()),
+        format!("output.dir=\"{}\"", out.display()),
+        "train.epochs=1".into(),
+        "train.batch_size=8".into(),
+        "data.imgsz=64".into(),
+        "model.width=0.25".into(),
+    ] {
+        args.extend(["--set".into(), s]);
+    }
+    args
+}
+
 #[test]
 fn detect_train_runs_end_to_end_on_a_tiny_set() {
     if !common::have_fashion_mnist() {
@@ -35,26 +53,8 @@ fn detect_train_runs_end_to_end_on_a_tiny_set() {
         "8",
     ]);
     assert!(ok, "{text}");
-    let exp = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/detect_quick.toml");
-    let dataset = format!("data.dataset=\"{}\"", set.join("dataset.yaml").display());
-    let dir = format!("output.dir=\"{}\"", out.display());
-    let sets = [
-        "--set",
-        &dataset,
-        "--set",
-        &dir,
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "train.batch_size=8",
-        "--set",
-        "data.imgsz=64",
-        "--set",
-        "model.width=0.25",
-        "--quiet",
-    ];
-    let mut args = vec!["detect", "train", exp];
-    args.extend(sets);
+    let tiny = tiny_train(&set, &out);
+    let args: Vec<&str> = tiny.iter().map(String::as_str).collect();
     let (ok, text) = mnv4(&args);
     assert!(ok, "{text}");
     assert!(text.contains("val mAP50-95"), "{text}");
@@ -204,6 +204,42 @@ fn a_detection_search_ranks_backbones_by_map() {
             "{metrics}"
         );
     }
+    // With a teacher detector (a one-epoch run on the same set), every candidate is distilled.
+    let mut teacher = tiny_train(Path::new(&set), &out);
+    teacher.extend(["--set".into(), "name=\"teacher\"".into()]);
+    let (ok, text) = mnv4(&teacher.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{text}");
+    let teacher = format!(
+        "search.detect.teacher=\"{}\"",
+        out.join("teacher/checkpoints/best.json").display()
+    );
+    let mut distilled = args.clone();
+    distilled.extend([
+        "--set",
+        &teacher,
+        "--set",
+        "name=\"distilled\"",
+        "--set",
+        "search.coarse={ trials = 1, epochs = 1 }",
+        "--set",
+        "search.fine={ trials = 0 }",
+        "--set",
+        "search.reference=[]",
+    ]);
+    let (ok, text) = mnv4(&distilled);
+    assert!(ok, "{text}");
+    let metrics = std::fs::read_to_string(out.join("distilled/trials/t0000/metrics.csv")).unwrap();
+    let header: Vec<&str> = metrics.lines().next().unwrap().split(',').collect();
+    let row: Vec<&str> = metrics.lines().nth(1).unwrap().split(',').collect();
+    for term in ["kd_cls_loss", "kd_feature_loss"] {
+        let i = header.iter().position(|h| *h == term).expect(term);
+        assert!(row[i].parse::<f64>().unwrap() > 0.0, "{term}: {metrics}");
+    }
+    let report = std::fs::read_to_string(out.join("report/README.md")).unwrap();
+    assert!(
+        report.contains("distillation from the detector"),
+        "{report}"
+    );
     // Settings a detection study cannot use are refused, naming them.
     let refused = [
         (
@@ -216,6 +252,10 @@ fn a_detection_search_ranks_backbones_by_map() {
         ),
         ("distill.kd_weight=0.5", "[distill]"),
         ("search.detect.data.imgsz=100", "search.detect.data.imgsz"),
+        (
+            "search.detect.teacher=\"/nonexistent/best.json\"",
+            "search.detect.teacher",
+        ),
     ];
     for (set, named) in refused {
         let mut bad = args.clone();

@@ -12,8 +12,7 @@ use crate::detect::loss::LossGains;
 use crate::detect::DetectNet;
 use crate::distill::cache::file_sha256;
 use crate::experiment::detect::DetectExperiment;
-use crate::train::detector::checkpoint::{read_detect_sidecar, DetectSidecar};
-use crate::train::detector::evaluate::PredictConfig;
+use crate::train::detector::checkpoint::{load_detector, LoadedDetector};
 use crate::train::detector::job::{DetectDistillJob, DetectTrainJob};
 use crate::train::detector::trainer::{train_detector, validate, DetectRunOptions};
 use anyhow::{Context, Result};
@@ -257,7 +256,7 @@ fn run_eval(
     conf: Option<f32>,
     iou: Option<f32>,
 ) -> Result<()> {
-    let Loaded {
+    let LoadedDetector {
         sidecar: s,
         data: recorded,
         mut predict,
@@ -291,31 +290,4 @@ fn run_eval(
         which.key()
     );
     Ok(())
-}
-
-/// A detector checkpoint opened: its sidecar, recorded data and prediction settings, network.
-pub(super) struct Loaded {
-    pub sidecar: DetectSidecar,
-    pub data: DetectDataSection,
-    pub predict: PredictConfig,
-    pub net: DetectNet,
-}
-
-/// Opens a detector checkpoint: the sidecar, the settings it trained with, its weights.
-pub(super) fn load_detector(path: &Path) -> Result<Loaded> {
-    let sidecar = read_detect_sidecar(path)?;
-    let setting = |key: &str| sidecar.settings[key].clone();
-    let data: DetectDataSection = serde_json::from_value(setting("data"))
-        .with_context(|| format!("{}: no data settings", path.display()))?;
-    let predict: PredictConfig = serde_json::from_value(setting("predict"))
-        .with_context(|| format!("{}: no prediction settings", path.display()))?;
-    let net = DetectNet::new(&sidecar.spec.lower()?, &Device::Cpu, sidecar.seed)?;
-    net.params
-        .load_safetensors(&sidecar.weights_path(path), &[])?;
-    Ok(Loaded {
-        sidecar,
-        data,
-        predict,
-        net,
-    })
 }

@@ -2,10 +2,10 @@
 //! copies (one colour per class) and listed in a COCO results file (`predictions.json`, boxes
 //! in each image's own pixels), which `detect map` can score.
 
-use super::detect::{load_detector, Loaded};
 use crate::data::{letterbox, DetectImage, LetterboxFit};
 use crate::detect::nms::Scored;
 use crate::fsutil::atomic_write;
+use crate::train::detector::checkpoint::{load_detector, LoadedDetector};
 use crate::train::detector::evaluate::predict;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -18,7 +18,7 @@ pub fn run_predict(
     out: &Path,
     conf: f32,
 ) -> Result<()> {
-    let Loaded {
+    let LoadedDetector {
         data,
         predict: mut cfg,
         net,

@@ -89,7 +89,7 @@ impl Experiment {
         if self.search.detect.is_some() {
             ensure!(
                 self.distill == DistillConfig::default(),
-                "[distill] has no effect in a detection study ([search.detect]): its detectors train without a teacher; remove [distill]"
+                "[distill] has no effect in a detection study ([search.detect]): its candidates learn from a teacher detector named by search.detect.teacher; remove [distill]"
             );
         }
         let channels = self.data.augment.channels;

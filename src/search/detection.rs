@@ -1,23 +1,27 @@
 //! A detection study (`[search.detect]`): each candidate backbone is ranked by the box mAP50-95
 //! of a YOLO11 detector built on it (the study's YOLO11 scale, trained from scratch on the
-//! detection data with the study's `[train]` recipe for the stage's epochs), against the cost
-//! and the measured latency of the whole detector.
+//! detection data with the study's `[train]` recipe for the stage's epochs, distilled from a
+//! teacher detector when one is named), against the cost and the measured latency of the whole
+//! detector.
 
 use super::latency::{time_pairs, LatencyMeasure, REFERENCE};
 use crate::cost::{Cost, Profile};
 use crate::data::{DetectDataSection, DetectLoader, DetectLoaderConfig, DetectSet, DetectSplit};
 use crate::detect::loss::LossGains;
 use crate::detect::{DetectNet, DetectorSpec, Yolo11Scale};
+use crate::distill::cache::file_sha256;
 use crate::model::Mode;
 use crate::space::Arch;
+use crate::train::detector::checkpoint::load_detector;
+use crate::train::detector::distill::DetectDistillWeights;
 use crate::train::detector::evaluate::PredictConfig;
-use crate::train::detector::job::DetectTrainJob;
+use crate::train::detector::job::{DetectDistillJob, DetectTrainJob};
 use crate::train::detector::trainer::{train_detector, DetectRunOptions};
 use crate::train::recipe::TrainRecipe;
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Channels of a detection image (the loader gives RGB).
 pub const DETECT_CHANNELS: usize = 3;
@@ -32,6 +36,11 @@ pub struct DetectTask {
     pub scale: Yolo11Scale,
     /// How validation predictions are made (score and NMS thresholds, detections per image).
     pub predict: PredictConfig,
+    /// A trained detector (`runs/<name>/checkpoints/best.json`) distilled into every candidate
+    /// through its class scores and P3–P5 maps; none: candidates learn from the labels alone.
+    pub teacher: Option<PathBuf>,
+    /// The distillation's weights and class temperature (with a teacher).
+    pub distill: DetectDistillWeights,
 }
 
 impl Default for DetectTask {
@@ -40,6 +49,8 @@ impl Default for DetectTask {
             data: DetectDataSection::default(),
             scale: Yolo11Scale::N,
             predict: PredictConfig::default(),
+            teacher: None,
+            distill: DetectDistillWeights::default(),
         }
     }
 }
@@ -48,6 +59,14 @@ impl DetectTask {
     /// Checks the data settings and thresholds.
     pub fn check(&self) -> Result<()> {
         self.data.check("search.detect.data")?;
+        self.distill.check().context("in search.detect.distill")?;
+        if let Some(t) = &self.teacher {
+            ensure!(
+                t.is_file(),
+                "search.detect.teacher = {}: no such file (name a detector checkpoint, runs/<name>/checkpoints/best.json)",
+                t.display()
+            );
+        }
         self.predict.check().context("in search.detect.predict")
     }
 }
@@ -62,13 +81,15 @@ pub struct DetectTrial<'a> {
     pub arch: &'a Arch,
 }
 
-/// A detection study's data, opened once for all its candidates.
+/// A detection study's data (and teacher), opened once for all its candidates.
 pub struct DetectData {
     pub task: DetectTask,
     pub train: DetectLoader,
     pub val: DetectLoader,
     /// Classes of the dataset (`names` in its YAML file).
     pub classes: usize,
+    /// The teacher network and what each distilled run records about it.
+    pub teacher: Option<(DetectNet, DetectDistillJob)>,
 }
 
 impl DetectData {
@@ -89,6 +110,11 @@ impl DetectData {
             train,
             val: DetectLoader::new(val_set, val_cfg)?,
             classes,
+            teacher: task
+                .teacher
+                .as_deref()
+                .map(|p| open_teacher(p, task, classes))
+                .transpose()?,
         })
     }
 
@@ -142,12 +168,35 @@ impl DetectData {
             gains: LossGains::default(),
             data: serde_json::to_value(&self.task.data)?,
             run_dir: trial.run_dir,
-            distill: None,
+            distill: self.teacher.as_ref().map(|(_, job)| job.clone()),
         };
         let opts = DetectRunOptions {
             resume: job.run_dir.join("checkpoints/last.json").exists(),
             stop_after: None,
         };
-        Ok(train_detector(&job, &net, None, &self.train, &self.val, opts)?.best_map)
+        let teacher = self.teacher.as_ref().map(|(net, _)| net);
+        Ok(train_detector(&job, &net, teacher, &self.train, &self.val, opts)?.best_map)
     }
+}
+
+/// The teacher detector at `path`, refused unless it detects the study's classes.
+fn open_teacher(
+    path: &Path,
+    task: &DetectTask,
+    classes: usize,
+) -> Result<(DetectNet, DetectDistillJob)> {
+    let at = || format!("search.detect.teacher = {}", path.display());
+    let t = load_detector(path).with_context(at)?;
+    ensure!(
+        t.sidecar.spec.num_classes == classes,
+        "{}: the teacher detects {} classes, the study's data has {classes}",
+        at(),
+        t.sidecar.spec.num_classes
+    );
+    let job = DetectDistillJob {
+        weights: task.distill,
+        teacher: path.to_path_buf(),
+        teacher_weights_sha256: file_sha256(&t.sidecar.weights_path(path))?,
+    };
+    Ok((t.net, job))
 }

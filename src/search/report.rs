@@ -360,10 +360,11 @@ pub fn write_report(run_dir: &Path, out: Option<&Path>, storage: Option<&str>) -
             100.0 * acc,
             exp.distill.describe()
         )?,
-        _ if cfg.detect.is_some() => {
-            writeln!(md, "- no distillation (YOLO11's detection loss only)")?
-        }
-        _ => writeln!(md, "- no distillation (cross-entropy only)")?,
+        _ => match cfg.detect.as_ref().map(|d| (&d.teacher, d.distill)) {
+            Some((Some(t), w)) => writeln!(md, "- distillation from the detector {} into every candidate: class scores (Bernoulli KL at T = {}, weight {}) and P3–P5 maps (MSE through 1×1 adapters, weight {}), added to YOLO11's loss", t.display(), w.temperature, w.cls_weight, w.feature_weight)?,
+            Some((None, _)) => writeln!(md, "- no distillation (YOLO11's detection loss only)")?,
+            None => writeln!(md, "- no distillation (cross-entropy only)")?,
+        },
     }
     if let Some(tv) = state.teacher_val_top1 {
         let above = all

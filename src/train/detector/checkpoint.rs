@@ -1,13 +1,16 @@
 //! A detector run's checkpoints: weights and optimizer state per epoch, and the `last.json` /
 //! `best.json` sidecars that name them (written after the files, atomically).
 
+use super::evaluate::PredictConfig;
 use super::job::DetectTrainJob;
+use crate::data::DetectDataSection;
+use crate::detect::DetectNet;
 use crate::detect::DetectorSpec;
 use crate::fsutil::atomic_write_with;
 use crate::model::ParamStore;
 use crate::train::checkpoint::{epoch_files, prune_files};
 use anyhow::{ensure, Context, Result};
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -56,6 +59,33 @@ pub fn read_detect_sidecar(path: &Path) -> Result<DetectSidecar> {
         s.format
     );
     Ok(s)
+}
+
+/// A detector checkpoint opened: its sidecar, recorded data and prediction settings, network.
+pub struct LoadedDetector {
+    pub sidecar: DetectSidecar,
+    pub data: DetectDataSection,
+    pub predict: PredictConfig,
+    pub net: DetectNet,
+}
+
+/// Opens a detector checkpoint: the sidecar, the settings it trained with, its weights.
+pub fn load_detector(path: &Path) -> Result<LoadedDetector> {
+    let sidecar = read_detect_sidecar(path)?;
+    let setting = |key: &str| sidecar.settings[key].clone();
+    let data: DetectDataSection = serde_json::from_value(setting("data"))
+        .with_context(|| format!("{}: no data settings", path.display()))?;
+    let predict: PredictConfig = serde_json::from_value(setting("predict"))
+        .with_context(|| format!("{}: no prediction settings", path.display()))?;
+    let net = DetectNet::new(&sidecar.spec.lower()?, &Device::Cpu, sidecar.seed)?;
+    net.params
+        .load_safetensors(&sidecar.weights_path(path), &[])?;
+    Ok(LoadedDetector {
+        sidecar,
+        data,
+        predict,
+        net,
+    })
 }
 
 /// The sidecar of `job` after `epoch` (files named for that epoch).
