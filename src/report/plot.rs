@@ -76,6 +76,32 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// The corner for the legend: the one whose box (the outer 45 % of the width, 35 % of the
+/// height) covers the fewest points, so it hides as little as it can; lower left on a tie.
+fn legend_corner(points: &[(f64, f64)], x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+    let (fx, fy) = (
+        |v: f64| (v - x.0) / (x.1 - x.0),
+        |v: f64| (v - y.0) / (y.1 - y.0),
+    );
+    let corners = [
+        (SeriesLabelPosition::LowerLeft, false, false),
+        (SeriesLabelPosition::LowerRight, true, false),
+        (SeriesLabelPosition::UpperLeft, false, true),
+        (SeriesLabelPosition::UpperRight, true, true),
+    ];
+    let covered = |right: bool, upper: bool| {
+        let inside = |&&(px, py): &&(f64, f64)| {
+            let (u, v) = (fx(px), fy(py));
+            (if right { u > 0.55 } else { u < 0.45 }) && (if upper { v > 0.65 } else { v < 0.35 })
+        };
+        points.iter().filter(inside).count()
+    };
+    corners
+        .into_iter()
+        .min_by_key(|&(_, right, upper)| covered(right, upper))
+        .map_or(SeriesLabelPosition::LowerLeft, |c| c.0)
+}
+
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -87,6 +113,9 @@ where
         x1 += 0.18 * (x1 - x0); // room for the labels right of their points
     }
     let (y0, y1) = bounds(pts().map(|p| p.1));
+    let mut marks: Vec<(f64, f64)> = pts().copied().collect();
+    marks.extend(chart.annotations.iter().map(|a| (a.0, a.1)));
+    let corner = legend_corner(&marks, (x0, x1), (y0, y1));
     let mut builder = ChartBuilder::on(&root);
     builder
         .caption(chart.title, ("sans-serif", 26))
@@ -139,7 +168,7 @@ where
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .label_font(("sans-serif", 14))
-                .position(SeriesLabelPosition::LowerLeft)
+                .position(corner)
                 .draw()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         }};
@@ -178,4 +207,22 @@ pub fn write_png_svg(chart: &Chart, dir: &Path, stem: &str) -> Result<()> {
     )
     .with_context(|| format!("drawing {}", png.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_legend_goes_to_the_emptiest_corner() {
+        let (x, y) = ((0.0, 10.0), (0.0, 10.0));
+        let lower_left = [(1.0, 1.0), (2.0, 2.0), (9.0, 9.0)];
+        let c = legend_corner(&lower_left, x, y);
+        assert!(matches!(c, SeriesLabelPosition::LowerRight), "{c:?}");
+        let all_but_upper_left = [(1.0, 1.0), (9.0, 1.0), (9.0, 9.0)];
+        let c = legend_corner(&all_but_upper_left, x, y);
+        assert!(matches!(c, SeriesLabelPosition::UpperLeft), "{c:?}");
+        let c = legend_corner(&[], x, y);
+        assert!(matches!(c, SeriesLabelPosition::LowerLeft), "{c:?}");
+    }
 }
