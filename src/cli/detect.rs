@@ -152,6 +152,28 @@ pub fn run(args: &DetectArgs) -> Result<()> {
 fn run_train(path: &Path, flags: &RunFlags) -> Result<()> {
     let exp = DetectExperiment::load(path, &flags.sets)?;
     super::set_threads(exp.train.threads);
+    train_experiment(&exp, flags.resume)
+}
+
+/// The best checkpoint of detection experiment `path`'s run, training it first when the run has
+/// not finished (resuming it when it has a last checkpoint): the teacher of a detection study
+/// (`search.detect.teacher_experiment`).
+pub(super) fn finished_run(path: &Path) -> Result<PathBuf> {
+    let exp = DetectExperiment::load(path, &[])?;
+    let run = exp.run_dir();
+    if !run.join("summary.json").exists() {
+        tracing::info!(
+            "training the detection study's teacher {} first",
+            path.display()
+        );
+        let resume = run.join("checkpoints/last.json").exists();
+        train_experiment(&exp, resume).with_context(|| format!("training {}", path.display()))?;
+    }
+    Ok(run.join("checkpoints/best.json"))
+}
+
+/// Trains (or resumes) a detection experiment and writes its summary.
+fn train_experiment(exp: &DetectExperiment, resume: bool) -> Result<()> {
     ensure_default_set(&exp.data)?;
     let open = |split| {
         DetectSet::open(&exp.data.dataset, split)
@@ -192,7 +214,7 @@ fn run_train(path: &Path, flags: &RunFlags) -> Result<()> {
         distill,
     };
     let opts = DetectRunOptions {
-        resume: flags.resume,
+        resume,
         stop_after: None,
     };
     let s = train_detector(&job, &net, teacher.as_ref(), &train, &val, opts)?;

@@ -62,12 +62,17 @@ pub fn run_import(args: &ImportArgs) -> Result<()> {
 }
 
 pub fn run_search(args: &SearchArgs) -> Result<()> {
-    let exp = load_experiment(&args.experiment, &args.run.sets, super::Trains::Study)?;
-    match &exp.search.detect {
-        Some(d) => super::detect::ensure_default_set(&d.data)?,
+    let mut exp = load_experiment(&args.experiment, &args.run.sets, super::Trains::Study)?;
+    let started = std::time::Instant::now();
+    match &mut exp.search.detect {
+        Some(d) => {
+            super::detect::ensure_default_set(&d.data)?;
+            if let Some(path) = d.teacher_experiment.take() {
+                d.teacher = Some(super::detect::finished_run(&path)?);
+            }
+        }
         None => super::data::ensure_dataset(&exp.data)?,
     }
-    let started = std::time::Instant::now();
     let run_dir = search(
         &exp.study()?,
         &SearchOptions {

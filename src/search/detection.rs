@@ -39,6 +39,9 @@ pub struct DetectTask {
     /// A trained detector (`runs/<name>/checkpoints/best.json`) distilled into every candidate
     /// through its class scores and P3–P5 maps; none: candidates learn from the labels alone.
     pub teacher: Option<PathBuf>,
+    /// A detection experiment whose best checkpoint is the teacher, trained first when its run
+    /// has not finished (instead of `teacher`).
+    pub teacher_experiment: Option<PathBuf>,
     /// The distillation's weights and class temperature (with a teacher).
     pub distill: DetectDistillWeights,
 }
@@ -50,6 +53,7 @@ impl Default for DetectTask {
             scale: Yolo11Scale::N,
             predict: PredictConfig::default(),
             teacher: None,
+            teacher_experiment: None,
             distill: DetectDistillWeights::default(),
         }
     }
@@ -60,6 +64,17 @@ impl DetectTask {
     pub fn check(&self) -> Result<()> {
         self.data.check("search.detect.data")?;
         self.distill.check().context("in search.detect.distill")?;
+        ensure!(
+            self.teacher.is_none() || self.teacher_experiment.is_none(),
+            "search.detect: name the teacher by `teacher` (a checkpoint) or by `teacher_experiment`, not both"
+        );
+        if let Some(t) = &self.teacher_experiment {
+            ensure!(
+                t.is_file(),
+                "search.detect.teacher_experiment = {}: no such file",
+                t.display()
+            );
+        }
         if let Some(t) = &self.teacher {
             ensure!(
                 t.is_file(),

@@ -16,6 +16,7 @@ use crate::detect::loss::{detection_loss, flatten_head};
 use crate::detect::{DetectNet, LEVEL_STRIDES};
 use crate::model::Mode;
 use crate::train::ema::Ema;
+use crate::train::epoch::Diverged;
 use crate::train::optim::Optimizer;
 use crate::train::schedule::CosineSchedule;
 use anyhow::{ensure, Context, Result};
@@ -178,7 +179,7 @@ fn train_epoch(
     let (mut parts, mut n, mut images) = ([0f64; 5], 0usize, 0usize);
     let bins = net.head_bins()?;
     let mut lr = 0.0;
-    for batch in loader.epoch(epoch as u64) {
+    for (b, batch) in loader.epoch(epoch as u64).enumerate() {
         let batch = batch?;
         let (maps, levels) = net.forward_with_levels(&batch.images, Mode::Train)?;
         let head = flatten_head(&maps, &LEVEL_STRIDES, &bins)?;
@@ -197,12 +198,14 @@ fn train_epoch(
             parts[4] += f64::from(t.feature);
         }
         let total = loss.to_scalar::<f32>()?;
-        ensure!(
-            total.is_finite(),
-            "{}: the loss became {total} in epoch {}",
-            job.name,
-            epoch + 1
-        );
+        if !total.is_finite() {
+            let why = Diverged {
+                loss: f64::from(total),
+                epoch: epoch + 1,
+                batch: b + 1,
+            };
+            return Err(anyhow::Error::new(why).context(job.name.clone()));
+        }
         let grads = loss.backward()?;
         let norm = opt.grad_norm(&grads)?;
         let clip = job.recipe.grad_clip;
