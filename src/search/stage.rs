@@ -150,12 +150,13 @@ impl StageRunner<'_> {
 
     pub(super) fn report(&self, trial: &Trial) -> Result<()> {
         if self.eval.quiet {
-            let cost = &self.objectives()[1];
+            let (score, cost) = (&self.objectives()[0], &self.objectives()[1]);
             tracing::info!(
-                "{} #{}: {} val {:.2}% {} {:.3}",
+                "{} #{}: {} {} {:.2}% {} {:.3}",
                 trial.stage,
                 trial.index,
                 if trial.feasible { "" } else { "INFEASIBLE" },
+                score.short_name(),
                 100.0 * trial.val_top1.unwrap_or(0.0),
                 cost,
                 cost.value(trial)?
