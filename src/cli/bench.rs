@@ -3,6 +3,7 @@
 //! latency measures rank a search space ([`super::latency_rank`]).
 
 use super::bench_detect::{self, BenchDetectArgs};
+use super::bench_timing::{peak_rss_bytes, rss_bytes, time_steps};
 use super::inspect::{parse_res, resolve_arch};
 use super::latency_rank::{self, LatencyRankArgs};
 use crate::export::runtime::RuntimeModel;
@@ -15,7 +16,6 @@ use candle_core::{Device, Tensor};
 use clap::{Args, Subcommand};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::time::Instant;
 
 /// What `mnv4-lab bench` measures.
 #[derive(Debug, Subcommand)]
@@ -88,24 +88,6 @@ pub enum Engine {
     Tract,
 }
 
-/// Peak resident set size of this process (Linux `VmHWM`), in bytes.
-pub fn peak_rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmHWM:")
-}
-
-/// Resident set size of this process now (Linux `VmRSS`), in bytes.
-fn rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmRSS:")
-}
-
-/// A `kB` field of `/proc/self/status`, in bytes.
-fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// Runs one `bench` sub-command.
 pub fn run(cmd: &BenchCommand) -> Result<()> {
     match cmd {
@@ -144,30 +126,6 @@ fn run_steps(kind: BenchKind, args: &BenchArgs) -> Result<()> {
     let times = time_steps(args.warmup, args.steps, step_fn(kind, args, &net)?)?;
     report(kind, args, &arch, &times, idle_rss);
     Ok(())
-}
-
-/// Runs `step` `warmup` times untimed, then `steps` times timed; the times in seconds, sorted.
-pub fn time_steps(
-    warmup: usize,
-    steps: usize,
-    mut step: impl FnMut() -> Result<()>,
-) -> Result<Vec<f64>> {
-    for _ in 0..warmup {
-        step()?;
-    }
-    let mut times = Vec::with_capacity(steps);
-    for _ in 0..steps {
-        let t0 = Instant::now();
-        step()?;
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    times.sort_by(|a, b| a.total_cmp(b));
-    Ok(times)
-}
-
-/// This process's resident size now and its peak so far, in bytes.
-pub fn idle_and_peak_rss() -> (Option<u64>, Option<u64>) {
-    (rss_bytes(), peak_rss_bytes())
 }
 
 /// One untimed-setup, timed-call step of `kind` on `net` with synthetic inputs of `args`' shape.

@@ -1,7 +1,7 @@
 //! `mnv4-lab bench detect`: batch latency of a whole YOLO11 detector (its own or a MobileNetV4
 //! backbone, neck and head) in eval mode, optionally with box decoding and NMS.
 
-use super::bench::{idle_and_peak_rss, time_steps};
+use super::bench_timing::{idle_and_peak_rss, time_steps};
 use super::inspect::{detector_from, parse_res};
 use crate::detect::{gflops, DetectNet, Yolo11Scale};
 use crate::model::Mode;

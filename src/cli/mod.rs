@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_detect;
+mod bench_timing;
 pub mod data;
 pub mod detect;
 mod detect_predict;

@@ -90,7 +90,7 @@ pub(super) fn spawn_epoch<B: DeviceBatch>(
 ///
 /// Yields `Err` if a batch cannot be built or moved to the device, or if the producer
 /// thread dies before delivering every batch (never a silently short epoch).
-pub struct EpochBatches<B = super::loader::Batch> {
+pub struct EpochBatches<B> {
     rx: Option<Receiver<Result<B, DataError>>>,
     handle: Option<JoinHandle<()>>,
     pending: Option<DataError>,

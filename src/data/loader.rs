@@ -153,7 +153,7 @@ impl DataLoader {
     }
 
     /// Starts producing the batches of `epoch` on a background thread.
-    pub fn epoch(&self, epoch: u64) -> EpochBatches {
+    pub fn epoch(&self, epoch: u64) -> EpochBatches<Batch> {
         let ds = Arc::clone(&self.dataset);
         let aug = Arc::clone(&self.augmenter);
         let (augment, seed) = (self.cfg.augment, self.cfg.seed);
