@@ -143,7 +143,9 @@ def report(seeds, lat):
         " checkpoint's **test** COCO box mAP (`mnv4-lab detect eval --split test`), mean ± sample std over seeds.",
         f"Machine: 2 cores, 24 GiB, no GPU, {cpu_model()}. Latency: `mnv4-lab bench detect` at batch 1, 96×96,"
         " 2 threads, median of 50 steps, best of 3 interleaved runs, measured after training with nothing else"
-        " running. Training time: the run's epochs (training and validation) summed from its metrics.csv.",
+        " running. Training time: the run's epochs (training and validation) summed from its metrics.csv; an upper"
+        " bound, as some runs shared the machine with other jobs (the quick job's own timing, on an idle machine, is"
+        " in [quick.md](quick.md)).",
         "",
         "| detector | params | GFLOPs at 96² | latency ms (forward / + NMS) | test mAP50-95 | test mAP50 |"
         " Δ mAP50-95 vs yolo11n [95 % CI] | verdict | training min/run |",
