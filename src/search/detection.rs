@@ -215,3 +215,24 @@ fn open_teacher(
     };
     Ok((t.net, job))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::config::SearchConfig;
+    use crate::search::objective::Objective;
+
+    #[test]
+    fn a_detection_section_takes_defaults_and_refuses_unknown_keys() {
+        let text = "objectives = [\"val_map\", \"latency_ratio\"]\n[detect]\nscale = \"s\"\n";
+        let cfg: SearchConfig = toml::from_str(text).unwrap();
+        let task = cfg.detect.as_ref().unwrap();
+        assert_eq!(task.scale, Yolo11Scale::S);
+        assert_eq!(task.data, DetectDataSection::default());
+        assert!(task.teacher.is_none() && task.teacher_experiment.is_none());
+        assert_eq!(cfg.score(), Objective::ValMap);
+        cfg.check().unwrap();
+        let err = toml::from_str::<SearchConfig>("[detect]\nimgsz = 64\n").unwrap_err();
+        assert!(err.to_string().contains("imgsz"), "{err}");
+    }
+}
