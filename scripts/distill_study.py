@@ -235,7 +235,7 @@ def report(seeds, ls, acc):
         f" {cpu_model()}; the runs went one after another, over several sittings (a run cut off by the end of"
         " one resumed from its last epoch in the next).",
         "Times are upper bounds: during parts of the study the machine also built and tested code, and it was"
-        " paused (SIGSTOP) for a few minutes while a benchmark ran, which counts in the epoch that held the pause."
+        " paused (SIGSTOP) while a benchmark or a timed job ran, which counts in the epoch that held the pause."
         " Compare them loosely; the accuracies do not depend on them.",
         "",
         f"- **Teacher**: the ensemble of {len(members)} conv-small ×1.0 runs ({sum(m['params'] for m in members):,}"

@@ -10,10 +10,10 @@ use crate::detect::coco::evaluate;
 use crate::detect::coco_json::{read_ground_truth, read_results};
 use crate::detect::loss::LossGains;
 use crate::detect::DetectNet;
-use crate::distill::cache::file_sha256;
 use crate::experiment::detect::DetectExperiment;
 use crate::train::detector::checkpoint::{load_detector, LoadedDetector};
-use crate::train::detector::job::{DetectDistillJob, DetectTrainJob};
+use crate::train::detector::inputs::{open_loaders, open_teacher, DetectLoaders};
+use crate::train::detector::job::DetectTrainJob;
 use crate::train::detector::trainer::{train_detector, validate, DetectRunOptions};
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -175,31 +175,20 @@ pub(super) fn finished_run(path: &Path) -> Result<PathBuf> {
 /// Trains (or resumes) a detection experiment and writes its summary.
 fn train_experiment(exp: &DetectExperiment, resume: bool) -> Result<()> {
     ensure_default_set(&exp.data)?;
-    let open = |split| {
-        DetectSet::open(&exp.data.dataset, split)
-            .with_context(|| format!("data.dataset = {}", exp.data.dataset.display()))
-    };
-    let (train_set, val_set) = (open(DetectSplit::Train)?, open(DetectSplit::Val)?);
-    let classes = train_set.names().len();
     let r = &exp.train;
-    let train = DetectLoader::new(train_set, exp.data.train_loader(r.batch_size, exp.seed))?;
-    let val = DetectLoader::new(
-        val_set,
-        DetectLoaderConfig::val(exp.data.imgsz, r.eval_batch_size),
-    )?;
+    let DetectLoaders {
+        train,
+        val,
+        classes,
+    } = open_loaders(&exp.data, r, exp.seed, "data.dataset")?;
     let spec = exp.model.to_spec(classes)?;
     let net = DetectNet::new(&spec.lower()?, &Device::Cpu, exp.seed)?;
     let (teacher, distill) = match &exp.distill.teacher {
         None => (None, None),
         Some(path) => {
-            let t = load_detector(path)
+            let (net, job) = open_teacher(path, exp.distill.weights())
                 .with_context(|| format!("distill.teacher = {}", path.display()))?;
-            let job = DetectDistillJob {
-                weights: exp.distill.weights(),
-                teacher: path.clone(),
-                teacher_weights_sha256: file_sha256(&t.sidecar.weights_path(path))?,
-            };
-            (Some(t.net), Some(job))
+            (Some(net), Some(job))
         }
     };
     let job = DetectTrainJob {

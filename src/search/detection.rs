@@ -6,15 +6,14 @@
 
 use super::latency::{time_pairs, LatencyMeasure, REFERENCE};
 use crate::cost::{Cost, Profile};
-use crate::data::{DetectDataSection, DetectLoader, DetectLoaderConfig, DetectSet, DetectSplit};
+use crate::data::{DetectDataSection, DetectLoader};
 use crate::detect::loss::LossGains;
 use crate::detect::{DetectNet, DetectorSpec, Yolo11Scale};
-use crate::distill::cache::file_sha256;
 use crate::model::Mode;
 use crate::space::Arch;
-use crate::train::detector::checkpoint::load_detector;
 use crate::train::detector::distill::DetectDistillWeights;
 use crate::train::detector::evaluate::PredictConfig;
+use crate::train::detector::inputs::{open_loaders, open_teacher};
 use crate::train::detector::job::{DetectDistillJob, DetectTrainJob};
 use crate::train::detector::trainer::{train_detector, DetectRunOptions};
 use crate::train::recipe::TrainRecipe;
@@ -111,24 +110,18 @@ impl DetectData {
     /// Opens the training and validation splits; `batch_size` and `eval_batch_size` from the
     /// recipe, data order and augmentation from `seed`.
     pub fn open(task: &DetectTask, recipe: &TrainRecipe, seed: u64) -> Result<Self> {
-        let path = &task.data.dataset;
-        let open = |split| {
-            DetectSet::open(path, split)
-                .with_context(|| format!("search.detect.data.dataset = {}", path.display()))
-        };
-        let (train_set, val_set) = (open(DetectSplit::Train)?, open(DetectSplit::Val)?);
-        let classes = train_set.names().len();
-        let train = DetectLoader::new(train_set, task.data.train_loader(recipe.batch_size, seed))?;
-        let val_cfg = DetectLoaderConfig::val(task.data.imgsz, recipe.eval_batch_size);
+        let at = "search.detect.data.dataset";
+        let loaders = open_loaders(&task.data, recipe, seed, at)?;
+        let classes = loaders.classes;
         Ok(Self {
             task: task.clone(),
-            train,
-            val: DetectLoader::new(val_set, val_cfg)?,
+            train: loaders.train,
+            val: loaders.val,
             classes,
             teacher: task
                 .teacher
                 .as_deref()
-                .map(|p| open_teacher(p, task, classes))
+                .map(|p| teacher_for(p, task, classes))
                 .transpose()?,
         })
     }
@@ -195,25 +188,20 @@ impl DetectData {
 }
 
 /// The teacher detector at `path`, refused unless it detects the study's classes.
-fn open_teacher(
+fn teacher_for(
     path: &Path,
     task: &DetectTask,
     classes: usize,
 ) -> Result<(DetectNet, DetectDistillJob)> {
     let at = || format!("search.detect.teacher = {}", path.display());
-    let t = load_detector(path).with_context(at)?;
+    let (net, job) = open_teacher(path, task.distill).with_context(at)?;
     ensure!(
-        t.sidecar.spec.num_classes == classes,
+        net.classes() == classes,
         "{}: the teacher detects {} classes, the study's data has {classes}",
         at(),
-        t.sidecar.spec.num_classes
+        net.classes()
     );
-    let job = DetectDistillJob {
-        weights: task.distill,
-        teacher: path.to_path_buf(),
-        teacher_weights_sha256: file_sha256(&t.sidecar.weights_path(path))?,
-    };
-    Ok((t.net, job))
+    Ok((net, job))
 }
 
 #[cfg(test)]
