@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """YOLO11n against YOLO11n on MobileNetV4 conv-small backbones, on the default detection set.
 
-    cargo build --release && python3 scripts/detect_study.py [--seeds 0 1 2]
+    cargo build --release && python3 scripts/detect_study.py [--seeds 0 1 2] [--jobs 2]
 
 Every detector trains with the recipe of experiments/detect_quick.toml (only `[model]` and the
 seed change): YOLO11n with its own backbone, and YOLO11n's neck and head on conv-small at widths
@@ -18,6 +18,7 @@ so the study can span several sittings. Run names carry a hash of the experiment
 settings start fresh runs. Writes reports/detect/README.md. Standard library only.
 """
 import argparse
+import concurrent.futures
 import csv
 import hashlib
 import json
@@ -45,9 +46,9 @@ DETECTORS = [
 ]
 
 
-def sh(cmd):
+def sh(cmd, env=None):
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
 
 
 def settings_tag():
@@ -58,13 +59,24 @@ def run_name(backbone, width, seed):
     return f"detect_cmp-{settings_tag()}-{backbone}-w{width}-s{seed}"
 
 
-def train(backbone, width, seed):
+def train(backbone, width, seed, threads):
+    """Trains one detector with `threads` math threads (0 = all cores), resuming a partial run."""
     name = run_name(backbone, width, seed)
     if os.path.exists(os.path.join("runs", name, "summary.json")):
         return
     cmd = [BIN, "detect", "train", EXP, "--quiet", "--set", f'name="{name}"', "--set", f"seed={seed}",
            "--set", f'model.backbone="{backbone}"', "--set", f"model.width={width}"]
-    sh(cmd + (["--resume"] if os.path.exists(os.path.join("runs", name, "checkpoints", "last.json")) else []))
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads)) if threads else None
+    sh(cmd + (["--resume"] if os.path.exists(os.path.join("runs", name, "checkpoints", "last.json")) else []), env)
+
+
+def train_all(seeds, jobs):
+    """Trains every (seed, detector), `jobs` at a time, the cores split evenly between them."""
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    runs = [(backbone, width, seed) for seed in seeds for _, backbone, width in DETECTORS]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for done in [pool.submit(train, *run, threads) for run in runs]:
+            done.result()
 
 
 def test_map(backbone, width, seed):
@@ -144,8 +156,8 @@ def report(seeds, lat):
         f"Machine: 2 cores, 24 GiB, no GPU, {cpu_model()}. Latency: `mnv4-lab bench detect` at batch 1, 96×96,"
         " 2 threads, median of 50 steps, best of 3 interleaved runs, measured after training with nothing else"
         " running. Training time: the run's epochs (training and validation) summed from its metrics.csv; an upper"
-        " bound, as some runs shared the machine with other jobs (the quick job's own timing, on an idle machine, is"
-        " in [quick.md](quick.md)).",
+        " bound, as runs may have trained several at a time (`--jobs`, the cores split between them) or shared the"
+        " machine with other jobs (the quick job's own timing, on an idle machine, is in [quick.md](quick.md)).",
         "",
         "| detector | params | GFLOPs at 96² | latency ms (forward / + NMS) | test mAP50-95 | test mAP50 |"
         " Δ mAP50-95 vs yolo11n [95 % CI] | verdict | training min/run |",
@@ -179,11 +191,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="detectors trained at once, the cores split between them (training times grow)")
     args = ap.parse_args()
     if not args.report_only:
-        for seed in args.seeds:
-            for _, backbone, width in DETECTORS:
-                train(backbone, width, seed)
+        train_all(args.seeds, args.jobs)
     report(args.seeds, latencies())
 
 
