@@ -18,8 +18,8 @@ so the study can span several sittings. Run names carry a hash of the experiment
 settings start fresh runs. Writes reports/detect/README.md. Standard library only.
 """
 import argparse
-import concurrent.futures
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 
-from study_common import cpu_model, paired, publish, verdict
+from study_common import cpu_model, paired, publish, run_parallel, thread_env, verdict
 
 EXP = "experiments/detect_quick.toml"
 BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
@@ -66,17 +66,8 @@ def train(backbone, width, seed, threads):
         return
     cmd = [BIN, "detect", "train", EXP, "--quiet", "--set", f'name="{name}"', "--set", f"seed={seed}",
            "--set", f'model.backbone="{backbone}"', "--set", f"model.width={width}"]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads)) if threads else None
-    sh(cmd + (["--resume"] if os.path.exists(os.path.join("runs", name, "checkpoints", "last.json")) else []), env)
-
-
-def train_all(seeds, jobs):
-    """Trains every (seed, detector), `jobs` at a time, the cores split evenly between them."""
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
-    runs = [(backbone, width, seed) for seed in seeds for _, backbone, width in DETECTORS]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        for done in [pool.submit(train, *run, threads) for run in runs]:
-            done.result()
+    resume = ["--resume"] if os.path.exists(os.path.join("runs", name, "checkpoints", "last.json")) else []
+    sh(cmd + resume, thread_env(threads))
 
 
 def test_map(backbone, width, seed):
@@ -195,7 +186,7 @@ def main():
                     help="detectors trained at once, the cores split between them (training times grow)")
     args = ap.parse_args()
     if not args.report_only:
-        train_all(args.seeds, args.jobs)
+        run_parallel([functools.partial(train, b, w, s) for s in args.seeds for _, b, w in DETECTORS], args.jobs)
     report(args.seeds, latencies())
 
 

@@ -1,50 +1,61 @@
 #!/usr/bin/env python3
 """Fidelity study: does the search's cheap candidate budget rank architectures as a full budget does?
 
-    cargo build --release && python3 scripts/fidelity_study.py [--seeds 0 1] [--draws 8]
+    cargo build --release && python3 scripts/fidelity_study.py [--seeds 0 1] [--draws 8] [--jobs 2]
 
 Architectures: `--draws` samples of search_spaces/small.toml as the fine stage proposes them (a
 random skeleton with random per-block choices; drawn by `mnv4-lab bench latency-rank`, seed 0)
 plus conv-small at widths 0.25, 0.5, 0.75 and 1.0. Each is distilled from the default teacher at
-two budgets, with every other setting the same per budget:
+three budgets, with every other setting the same per budget:
   low   experiments/fidelity_low.toml: a search candidate's budget (4,000 images, 2 epochs)
+  mid   experiments/fidelity_mid.toml: the same recipe on 16,000 images for 4 epochs
   high  experiments/fidelity_high.toml: the full training split, 10 epochs
-for each seed. The report gives Kendall's tau and Spearman's rho between the low-budget ranking
-(validation top-1, mean over seeds) and the high-budget one (test top-1, mean over seeds), the same
-for #params and MACs as rankers, and the seed-to-seed standard deviation of one architecture at
-each budget. Runs go budget by budget, seed by seed; finished runs (summary.json present) are
-reused and a partial one resumes, so the study can span several sittings. Run names carry a hash
-of the two experiment files. Writes reports/fidelity/README.md. Standard library only.
+for each seed. The reference ranking is the high budget's test top-1 (mean over seeds). The report
+gives Kendall's tau and Spearman's rho of every ranker against it (the low and mid budgets'
+validation top-1, the high budget's own validation top-1, #params, MACs), each candidate budget's
+rho minus the best cost ranker's with a 95 % bootstrap interval over architectures, the
+seed-to-seed standard deviation of one architecture at each budget, and the candidate budget it
+chooses by a stated rule. Runs go budget by budget; the first run of each (budget, seed) fills the
+teacher cache before the others start (`--jobs` at a time). Finished runs (summary.json present)
+are reused and a partial one resumes, so the study can span several sittings. Run names carry a
+hash of their budget's experiment file. Writes reports/fidelity/README.md. Standard library only.
 """
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import math
 import os
+import random
 import statistics
 import subprocess
 import sys
 
-from study_common import cpu_model, publish
+from study_common import cpu_model, publish, run_parallel, thread_env
 
 BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
-BUDGETS = {"low": "experiments/fidelity_low.toml", "high": "experiments/fidelity_high.toml"}
+BUDGETS = {
+    "low": "experiments/fidelity_low.toml",
+    "mid": "experiments/fidelity_mid.toml",
+    "high": "experiments/fidelity_high.toml",
+}
+# The budgets a search candidate could be given; "high" is the reference.
+CANDIDATE_BUDGETS = ["low", "mid"]
+BOOTSTRAP = 2000
 SPACE = "search_spaces/small.toml"
 REPORT = "reports/fidelity/README.md"
 PRESET_WIDTHS = [0.25, 0.5, 0.75, 1.0]
 
 
-def sh(cmd):
+def sh(cmd, env=None):
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
 
 
-def tag():
-    h = hashlib.sha256()
-    for path in BUDGETS.values():
-        h.update(open(path, "rb").read())
-    return h.hexdigest()[:8]
+def tag(budget="low"):
+    """A hash of the budget's experiment file (the low budget's names the drawn architectures)."""
+    return hashlib.sha256(open(BUDGETS[budget], "rb").read()).hexdigest()[:8]
 
 
 def architectures(draws):
@@ -63,16 +74,26 @@ def architectures(draws):
 
 def run_name(budget, label, seed):
     slug = "".join(c if c.isalnum() else "_" for c in label)
-    return f"fidelity-{tag()}-{budget}-{slug}-s{seed}"
+    return f"fidelity-{tag(budget)}-{budget}-{slug}-s{seed}"
 
 
-def train(budget, label, arch, width, seed):
+def train(budget, label, arch, width, seed, threads):
+    """Distills one architecture at one budget with `threads` math threads, resuming a partial run."""
     name = run_name(budget, label, seed)
     if os.path.exists(os.path.join("runs", name, "summary.json")):
         return
     cmd = [BIN, "distill", BUDGETS[budget], "--quiet", "--set", f'name="{name}"', "--set", f"seed={seed}",
            "--set", f'model.arch="{arch}"', "--set", f"model.width={width}"]
-    sh(cmd + (["--resume"] if os.path.exists(os.path.join("runs", name, "checkpoints", "last.json")) else []))
+    resume = ["--resume"] if os.path.exists(os.path.join("runs", name, "checkpoints", "last.json")) else []
+    sh(cmd + resume, thread_env(threads))
+
+
+def train_all(archs, seeds, jobs):
+    """Every budget in turn: first one run per seed (each fills its teacher cache), then the rest."""
+    for budget in BUDGETS:
+        runs = [[functools.partial(train, budget, *a, s) for a in archs] for s in seeds]
+        run_parallel([r[0] for r in runs], jobs)
+        run_parallel([t for r in runs for t in r[1:]], jobs)
 
 
 def result(budget, label, seed):
@@ -134,35 +155,74 @@ def kendall(a, b):
     return (conc - disc) / den if den else float("nan")
 
 
+def bootstrap_delta(ranker, baseline, truth, seed=0):
+    """95 % percentile bootstrap interval of spearman(ranker) − spearman(baseline) against `truth`,
+    resampling architectures (resamples with a constant column are skipped)."""
+    rng = random.Random(seed)
+    n, deltas = len(truth), []
+    while len(deltas) < BOOTSTRAP:
+        idx = [rng.randrange(n) for _ in range(n)]
+        pick = lambda v: [v[i] for i in idx]
+        if min(len(set(pick(v))) for v in (ranker, baseline, truth)) < 2:
+            continue
+        deltas.append(spearman(pick(ranker), pick(truth)) - spearman(pick(baseline), pick(truth)))
+    deltas.sort()
+    return deltas[int(0.025 * BOOTSTRAP)], deltas[int(0.975 * BOOTSTRAP) - 1]
+
+
+def choose(rankers, truth, baseline, minutes):
+    """The rule: the cheapest candidate budget whose rho beats the best cost ranker's with a
+    bootstrap interval above 0; when none does, the one with the highest rho, said to be unproven.
+    Returns the table rows, the chosen budget and why."""
+    rows, clear = [], []
+    for b in CANDIDATE_BUDGETS:
+        ranker = rankers[f"{b} budget (validation top-1)"]
+        d = spearman(ranker, truth) - spearman(rankers[baseline], truth)
+        lo, hi = bootstrap_delta(ranker, rankers[baseline], truth)
+        rows.append(f"| {b} | {minutes[b]:.1f} | {d:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
+        if lo > 0:
+            clear.append(b)
+    if clear:
+        pick = min(clear, key=lambda b: minutes[b])
+        why = f"the cheapest budget that ranks better than {baseline}, with a 95 % interval above 0"
+    else:
+        pick = max(CANDIDATE_BUDGETS, key=lambda b: spearman(rankers[f"{b} budget (validation top-1)"], truth))
+        why = (f"no budget ranks better than {baseline} with an interval above 0 (no significant difference);"
+               " this one has the highest ρ")
+    return rows, pick, why
+
+
 def report(archs, seeds):
     rows = []
     for label, arch, width in archs:
-        low = [result("low", label, s) for s in seeds]
-        high = [result("high", label, s) for s in seeds]
+        runs = {b: [result(b, label, s) for s in seeds] for b in BUDGETS}
         params, macs = cost(arch, width)
-        rows.append((label, arch, width, params, macs, low, high))
-    truth = [statistics.mean(h["test"] for h in r[6]) for r in rows]
-    rankers = {
-        "low budget (validation top-1)": [statistics.mean(l["val"] for l in r[5]) for r in rows],
-        "high budget, validation top-1": [statistics.mean(h["val"] for h in r[6]) for r in rows],
-        "#params": [r[3] for r in rows],
-        "MACs": [r[4] for r in rows],
-    }
+        rows.append((label, params, macs, runs))
+    mean = lambda runs, key: statistics.mean(x[key] for x in runs)
+    truth = [mean(r[3]["high"], "test") for r in rows]
+    rankers = {f"{b} budget (validation top-1)": [mean(r[3][b], "val") for r in rows] for b in BUDGETS}
+    rankers["#params"] = [r[1] for r in rows]
+    rankers["MACs"] = [r[2] for r in rows]
+    baseline = max(["#params", "MACs"], key=lambda k: spearman(rankers[k], truth))
     sd = lambda runs, key: statistics.stdev([x[key] for x in runs]) if len(runs) > 1 else float("nan")
-    noise = {b: statistics.mean(sd(r[i], "val") for r in rows) for b, i in (("low", 5), ("high", 6))}
-    minutes = {b: sum(x["seconds"] for r in rows for x in r[i]) / 60 for b, i in (("low", 5), ("high", 6))}
+    noise = {b: statistics.mean(sd(r[3][b], "val") for r in rows) for b in BUDGETS}
+    minutes = {b: statistics.mean(x["seconds"] for r in rows for x in r[3][b]) / 60 for b in BUDGETS}
+    choice_rows, pick, why = choose(rankers, truth, baseline, minutes)
+    drawn = len(archs) - len(PRESET_WIDTHS)
     lines = [
         "# Fidelity: does the search's candidate budget rank architectures as a full budget does?",
         "",
         f"Reproduce: `cargo build --release && python3 scripts/fidelity_study.py --seeds {' '.join(map(str, seeds))}"
-        f" --draws {len(archs) - len(PRESET_WIDTHS)}`.",
-        f"{len(rows)} architectures ({len(archs) - len(PRESET_WIDTHS)} drawn from `{SPACE}` as the fine stage draws"
-        " them, and conv-small at widths " + ", ".join(map(str, PRESET_WIDTHS)) + f"), seeds {', '.join(map(str, seeds))},"
-        " each distilled from the default teacher at two budgets: low = `experiments/fidelity_low.toml` (a search"
-        " candidate's budget: 4,000 images, 2 epochs), high = `experiments/fidelity_high.toml` (55,000 images,"
+        f" --draws {drawn}`.",
+        f"{len(rows)} architectures ({drawn} drawn from `{SPACE}` as the fine stage draws them, and conv-small at"
+        " widths " + ", ".join(map(str, PRESET_WIDTHS)) + f"), seeds {', '.join(map(str, seeds))}, each distilled"
+        " from the default teacher at three budgets: low = `experiments/fidelity_low.toml` (a search candidate's"
+        " budget: 4,000 images, 2 epochs, 2,000 validation images), mid = `experiments/fidelity_mid.toml` (16,000"
+        " images, 4 epochs, 5,000 validation images), high = `experiments/fidelity_high.toml` (55,000 images,"
         " 10 epochs).",
-        f"Machine: 2 cores, 24 GiB, no GPU, {cpu_model()}. Epoch time in all: {minutes['low']:.0f} min (low),"
-        f" {minutes['high']:.0f} min (high).",
+        f"Machine: 2 cores, 24 GiB, no GPU, {cpu_model()}. Mean minutes per run (training and validation epochs,"
+        " from metrics.csv; an upper bound, as runs may have trained two at a time or beside other jobs): "
+        + ", ".join(f"{b} {m:.1f}" for b, m in minutes.items()) + ".",
         "",
         "The reference ranking is the high budget's test top-1 (mean over seeds).",
         "",
@@ -173,15 +233,26 @@ def report(archs, seeds):
         lines.append(f"| {name} | {kendall(values, truth):.3f} | {spearman(values, truth):.3f} |")
     lines += [
         "",
-        f"Seed-to-seed standard deviation of one architecture's validation top-1, averaged over the architectures:"
-        f" **{100 * noise['low']:.2f} points** at the low budget, **{100 * noise['high']:.2f} points** at the high.",
+        f"Each candidate budget's ρ minus {baseline}'s (the better cost ranker), with a 95 % percentile bootstrap"
+        f" interval ({BOOTSTRAP} resamples of the architectures):",
         "",
-        "| architecture | params | MACs | low val top-1 (%) | high val top-1 (%) | high test top-1 (%) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| budget | minutes per run | Δρ vs " + baseline + " [95 % CI] |",
+        "|---|---:|---:|",
+        *choice_rows,
+        "",
+        f"**Chosen candidate budget: {pick}** ({why}).",
+        "",
+        "Seed-to-seed standard deviation of one architecture's validation top-1, averaged over the architectures: "
+        + ", ".join(f"**{100 * noise[b]:.2f} points** ({b})" for b in BUDGETS) + ".",
+        "",
+        "| architecture | params | MACs | "
+        + " | ".join(f"{b} val top-1 (%)" for b in BUDGETS) + " | high test top-1 (%) |",
+        "|---|---:|---:|" + "---:|" * (len(BUDGETS) + 1),
     ]
     fmt = lambda runs, key: " / ".join(f"{100 * x[key]:.2f}" for x in runs)
-    for label, arch, width, params, macs, low, high in rows:
-        lines.append(f"| {label} | {params:,} | {macs:,} | {fmt(low, 'val')} | {fmt(high, 'val')} | {fmt(high, 'test')} |")
+    for label, params, macs, runs in rows:
+        cells = " | ".join(fmt(runs[b], "val") for b in BUDGETS)
+        lines.append(f"| {label} | {params:,} | {macs:,} | {cells} | {fmt(runs['high'], 'test')} |")
     lines += ["", "Per seed, separated by /. Block strings of the drawn architectures:", ""]
     lines += [f"- {label}: `{arch}`" for label, arch, _ in archs if arch != "conv-small"]
     lines.append("")
@@ -193,14 +264,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--draws", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs trained at once, the cores split between them (run times grow)")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     archs = architectures(args.draws)
     if not args.report_only:
-        for budget in BUDGETS:
-            for seed in args.seeds:
-                for label, arch, width in archs:
-                    train(budget, label, arch, width, seed)
+        train_all(archs, args.seeds, args.jobs)
     report(archs, args.seeds)
 
 

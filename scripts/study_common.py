@@ -42,3 +42,19 @@ def publish(path, lines):
         f.write(text)
     os.replace(path + ".tmp", path)
     print(text)
+
+
+def run_parallel(tasks, jobs):
+    """Calls every `task(threads)`, `jobs` at a time, the cores split evenly between them
+    (`threads` = 0, all cores, when one at a time). Raises the first failure once all are done."""
+    import concurrent.futures
+
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for done in [pool.submit(task, threads) for task in tasks]:
+            done.result()
+
+
+def thread_env(threads):
+    """The environment for a child process limited to `threads` math threads (None: inherit)."""
+    return dict(os.environ, RAYON_NUM_THREADS=str(threads)) if threads else None
