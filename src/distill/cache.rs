@@ -18,12 +18,6 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"MNV4TLC2";
 
-/// SHA-256 of a file, hex.
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
-}
-
 /// The cache key: a hash of the teacher's weights hash and every setting that changes a view.
 pub fn cache_key(teacher_hash: &str, settings: &str) -> String {
     let mut h = Sha256::new();

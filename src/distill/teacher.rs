@@ -2,9 +2,10 @@
 //! experiment, trained for its own sake, or the students' data with the teacher's epochs), or —
 //! when there is none — that run trained first, as a separate, visible run.
 
-use super::cache::{cache_key, file_sha256};
+use super::cache::cache_key;
 use super::config::DistillConfig;
 use crate::data::{build_splits, DataConfig, Splits};
+use crate::fsutil::file_sha256;
 use crate::model::{Ensemble, Network};
 use crate::space::{Arch, ModelSpec};
 use crate::train::checkpoint::{read_sidecar, weights_path};

@@ -57,5 +57,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+mod hash;
 mod lock;
+pub use hash::file_sha256;
 pub use lock::DirLock;

@@ -7,7 +7,7 @@ use super::distill::DetectDistillWeights;
 use super::job::DetectDistillJob;
 use crate::data::{DetectDataSection, DetectLoader, DetectLoaderConfig, DetectSet, DetectSplit};
 use crate::detect::DetectNet;
-use crate::distill::cache::file_sha256;
+use crate::fsutil::file_sha256;
 use crate::train::recipe::TrainRecipe;
 use anyhow::{Context, Result};
 use std::path::Path;
