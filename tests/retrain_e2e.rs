@@ -80,6 +80,10 @@ fn retrain_trains_front_and_presets_in_both_arms() {
         readme.contains("| kd |") && readme.contains("| ce |"),
         "{readme}"
     );
+    assert!(
+        readme.contains("## Against the preset curve") && readme.contains("Arm `kd`: "),
+        "{readme}"
+    );
     // A second call reuses every finished run (latency is measured again, so it is left out).
     let results = || -> Vec<String> {
         let text = std::fs::read_to_string(dir.join("retrain.csv")).unwrap();

@@ -81,7 +81,7 @@ pub fn run(args: &RetrainArgs) -> Result<()> {
     println!(
         "retrained {} front members and {} presets; table and plot in {}",
         plan.members.len(),
-        plan.presets.len(),
+        plan.presets.curve.len() + plan.presets.references.len(),
         args.report.join("retrain").display()
     );
     Ok(())

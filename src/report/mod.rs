@@ -1,7 +1,8 @@
-//! Tables (CSV + Parquet via polars), plots (PNG + SVG via plotters), rank correlation and the
-//! machine a measurement was taken on.
+//! Tables (CSV + Parquet via polars), plots (PNG + SVG via plotters), rank correlation, intervals
+//! for comparisons over seeds and the machine a measurement was taken on.
 
 pub mod machine;
 pub mod plot;
 pub mod spearman;
+pub mod stats;
 pub mod table;

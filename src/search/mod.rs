@@ -16,10 +16,12 @@
 //! * [`worker`] — `mnv4-lab worker`: claim, train, record, heartbeats.
 //! * [`report`] — tables, Pareto and hypervolume plots, README summary; [`noise`] — the
 //!   noise floor from repeated front members.
-//! * [`retrain`] — the front and the presets retrained at the full budget.
+//! * [`retrain`] — the front and the presets retrained at the full budget; [`curve`] — a
+//!   retrained model against the preset curve at equal MACs or latency.
 //! * [`latency_rank`] — how candle, the ONNX runtime, MACs and the rooflines rank a space.
 
 pub mod config;
+pub mod curve;
 pub mod detection;
 pub mod driver;
 pub mod evaluator;

@@ -1,7 +1,10 @@
 //! Retraining a search's Pareto front at the full budget, next to the MobileNetV4 presets:
 //! every member and preset × arm (distilled from the study's teacher, and not) × seed, each a
-//! resumable run tested once on its best-on-validation weights. Writes `REPORT/retrain/`.
+//! resumable run tested once on its best-on-validation weights; each member is then set against
+//! the conv-small width curve at equal MACs and at equal latency ([`super::curve`]). Writes
+//! `REPORT/retrain/`.
 
+use super::curve::{self, Retrained};
 use super::latency::measure_latency;
 use super::study::StudySpec;
 use crate::cost::cost;
@@ -27,18 +30,45 @@ pub struct RetrainPlan {
     pub study: StudySpec,
     /// Front members (label, arch) from the report.
     pub members: Vec<(String, Arch)>,
-    /// Presets (label, arch): the study's references and the conv-small width curve.
-    pub presets: Vec<(String, Arch)>,
+    /// The presets: the conv-small width curve and the study's other references.
+    pub presets: Presets,
     /// Seeds per (model, arm).
     pub seeds: usize,
     pub quiet: bool,
+}
+
+/// Presets (label, arch) retrained next to the front.
+#[derive(Debug, Clone)]
+pub struct Presets {
+    /// conv-small at each width: the curve the members are compared with.
+    pub curve: Vec<(String, Arch)>,
+    /// The study's references that are not on the curve.
+    pub references: Vec<(String, Arch)>,
+}
+
+/// What a retrained model is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Searched,
+    Curve,
+    Reference,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Searched => "searched",
+            Kind::Curve => "preset curve",
+            Kind::Reference => "reference",
+        }
+    }
 }
 
 /// One finished run.
 #[derive(Debug, Clone)]
 struct Row {
     label: String,
-    preset: bool,
+    kind: Kind,
     distilled: bool,
     seed: u64,
     test_top1: f64,
@@ -69,30 +99,29 @@ pub fn front_members(report: &Path) -> Result<Vec<(String, Arch)>> {
         .collect()
 }
 
-/// The conv-small width curve plus the study's references, without repeats.
-pub fn preset_curve(study: &StudySpec, widths: &[f64]) -> Result<Vec<(String, Arch)>> {
-    let mut out: Vec<(String, Arch)> = Vec::new();
-    let curve = widths.iter().map(|&w| -> Result<(String, Arch)> {
+/// The conv-small width curve, and the study's references not on it, without repeats.
+pub fn preset_curve(study: &StudySpec, widths: &[f64]) -> Result<Presets> {
+    let mut curve: Vec<(String, Arch)> = Vec::new();
+    for &w in widths {
         let arch = preset("conv-small", w)
             .map_err(anyhow::Error::msg)?
             .with_io(3, 10);
-        Ok((format!("conv-small-{w}"), arch))
-    });
-    let refs = study
-        .search
-        .reference
-        .iter()
-        .map(|m| -> Result<(String, Arch)> {
-            let a = m.to_arch(3, 10)?;
-            Ok((a.name.clone().unwrap_or_else(|| m.arch.clone()), a))
-        });
-    for item in curve.chain(refs) {
-        let (label, arch): (String, Arch) = item?;
-        if !out.iter().any(|(_, a)| a.canonical() == arch.canonical()) {
-            out.push((label, arch));
+        if !curve.iter().any(|(_, a)| a.canonical() == arch.canonical()) {
+            curve.push((format!("conv-small-{w}"), arch));
         }
     }
-    Ok(out)
+    let mut references: Vec<(String, Arch)> = Vec::new();
+    for m in &study.search.reference {
+        let a = m.to_arch(3, 10)?;
+        let known = curve.iter().chain(&references);
+        if !known
+            .into_iter()
+            .any(|(_, b)| b.canonical() == a.canonical())
+        {
+            references.push((a.name.clone().unwrap_or_else(|| m.arch.clone()), a));
+        }
+    }
+    Ok(Presets { curve, references })
 }
 
 /// Runs (or resumes) every retraining run and writes the tables and plot into `report/retrain/`.
@@ -122,10 +151,11 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<()> {
     let models = plan
         .members
         .iter()
-        .map(|m| (m, false))
-        .chain(plan.presets.iter().map(|p| (p, true)));
+        .map(|m| (m, Kind::Searched))
+        .chain(plan.presets.curve.iter().map(|p| (p, Kind::Curve)))
+        .chain(plan.presets.references.iter().map(|p| (p, Kind::Reference)));
     let mut rows = Vec::new();
-    for ((label, arch), is_preset) in models {
+    for ((label, arch), kind) in models {
         let arch = arch.clone().with_io(splits.channels, splits.num_classes);
         let c = cost(&arch, splits.input_size, splits.input_size, &[]);
         let latency_ms = measure_latency(&arch, splits.input_size, s.search.latency_repeats)?.ms;
@@ -141,7 +171,7 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<()> {
                 )?;
                 rows.push(Row {
                     label: label.clone(),
-                    preset: is_preset,
+                    kind,
                     distilled,
                     seed: s.seed + k,
                     test_top1,
@@ -234,7 +264,10 @@ fn write_outputs(
     write_csv_parquet(
         &mut frame(vec![
             Col::text("model", rows.iter().map(|r| r.label.clone()).collect()),
-            Col::boolean("preset", rows.iter().map(|r| r.preset).collect()),
+            Col::text(
+                "kind",
+                rows.iter().map(|r| r.kind.name().to_string()).collect(),
+            ),
             Col::text("arm", rows.iter().map(arm).collect()),
             Col::int("seed", rows.iter().map(|r| r.seed as i64).collect()),
             Col::float("test_top1", rows.iter().map(|r| r.test_top1).collect()),
@@ -267,7 +300,7 @@ fn write_outputs(
     for g in &groups {
         let (m, sd) = mean_std(&g.1);
         let r = g.0;
-        let kind = if r.preset { "preset" } else { "searched" };
+        let kind = r.kind.name();
         writeln!(
             md,
             "| {} | {kind} | {} | {:.2} ± {:.2}% | {} | {} | {:.2} M | {:.3} |",
@@ -281,9 +314,27 @@ fn write_outputs(
             r.latency_ms
         )?;
     }
+    md.push_str(&versus_section(&groups));
     writeln!(md, "\n![retrained front](retrain.png)\n\nRegenerate with `mnv4-lab retrain REPORT_DIR` (finished runs are reused).")?;
     crate::fsutil::atomic_write(&dir.join("README.md"), md.as_bytes())?;
     plot(dir, &s.name, &groups)
+}
+
+/// The members against the preset curve ([`curve::markdown`]).
+fn versus_section(groups: &[(&Row, Vec<f64>)]) -> String {
+    let models: Vec<Retrained> = groups
+        .iter()
+        .map(|(r, top1)| Retrained {
+            label: &r.label,
+            searched: r.kind == Kind::Searched,
+            on_curve: r.kind == Kind::Curve,
+            arm: if r.distilled { "kd" } else { "ce" },
+            macs: r.macs as f64,
+            latency_ms: r.latency_ms,
+            top1,
+        })
+        .collect();
+    curve::markdown(&models)
 }
 
 /// Rows grouped by (model, arm), in first-seen order, with their test accuracies.
@@ -303,10 +354,10 @@ fn group(rows: &[Row]) -> Vec<(&Row, Vec<f64>)> {
 
 /// Test top-1 against MACs: searched members and presets, per arm.
 fn plot(dir: &Path, name: &str, groups: &[(&Row, Vec<f64>)]) -> Result<()> {
-    let series = |preset: bool, distilled: bool, label: &str, color: RGBColor| {
+    let series = |searched: bool, distilled: bool, label: &str, color: RGBColor| {
         let mut points: Vec<(f64, f64)> = groups
             .iter()
-            .filter(|g| g.0.preset == preset && g.0.distilled == distilled)
+            .filter(|g| (g.0.kind == Kind::Searched) == searched && g.0.distilled == distilled)
             .map(|g| (g.0.macs as f64 / 1e6, 100.0 * mean_std(&g.1).0))
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -324,10 +375,10 @@ fn plot(dir: &Path, name: &str, groups: &[(&Row, Vec<f64>)]) -> Result<()> {
         x_label: "MACs per image (millions)",
         y_label: "test top-1 (%), mean over seeds",
         series: vec![
-            series(false, true, "searched, distilled", RGBColor(214, 39, 40)),
-            series(true, true, "presets, distilled", RGBColor(20, 20, 20)),
-            series(false, false, "searched, no KD", RGBColor(255, 152, 150)),
-            series(true, false, "presets, no KD", RGBColor(150, 150, 150)),
+            series(true, true, "searched, distilled", RGBColor(214, 39, 40)),
+            series(false, true, "presets, distilled", RGBColor(20, 20, 20)),
+            series(true, false, "searched, no KD", RGBColor(255, 152, 150)),
+            series(false, false, "presets, no KD", RGBColor(150, 150, 150)),
         ]
         .into_iter()
         .filter(|s| !s.points.is_empty())
