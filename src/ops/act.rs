@@ -213,7 +213,7 @@ pub(crate) fn grad_sums_row<A: ActFn>(
 }
 
 /// Rows of `len` elements per parallel work unit: about 16k elements, at least one row.
-fn rows_per_task(len: usize) -> usize {
+pub(crate) fn rows_per_task(len: usize) -> usize {
     (1 << 14) / len.max(1) + 1
 }
 

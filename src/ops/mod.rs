@@ -1,7 +1,7 @@
 //! CPU kernels used by the model builder: convolutions, train-mode batch norm and per-channel
-//! affine maps fused with their activation, in-place f32 updates for the optimizer, and the
-//! allocator setting they rely on ([`retain_freed_memory`]); [`on_workers`] runs a whole pass
-//! on the thread pool they share.
+//! affine maps fused with their activation, the attention softmax ([`softmax_last_dim`]),
+//! in-place f32 updates for the optimizer, and the allocator setting they rely on
+//! ([`retain_freed_memory`]); [`on_workers`] runs a whole pass on the thread pool they share.
 //!
 //! [`conv2d`] is the single entry point. On the [`ConvPath::Fast`] path, for f32 tensors on the
 //! CPU, it routes depthwise convolutions to [`depthwise_conv2d`], 1x1 stride-1 convolutions to
@@ -24,6 +24,7 @@ mod depthwise;
 mod depthwise_small;
 mod gemm;
 mod pointwise;
+mod softmax;
 #[cfg(test)]
 mod testutil;
 mod uninit;
@@ -38,6 +39,7 @@ pub use batchnorm::{batch_norm_train, BatchStats};
 pub use cpu::{read_f32, update_f32};
 pub use depthwise::depthwise_conv2d;
 pub use pointwise::conv1x1;
+pub use softmax::softmax_last_dim;
 pub use workers::{on_workers, shorten_candle_spinning};
 
 /// Which convolution kernels [`conv2d`] uses.

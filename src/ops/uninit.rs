@@ -23,6 +23,24 @@ pub(crate) fn zeroed(slots: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { &mut *(slots as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
+/// Writes the first `slots.len()` items of `values` into `slots` and returns them as initialized,
+/// for kernels that read back what they wrote (a softmax row before its normalization).
+///
+/// Panics if `values` yields fewer items than there are slots.
+pub(crate) fn filled(
+    slots: &mut [MaybeUninit<f32>],
+    values: impl IntoIterator<Item = f32>,
+) -> &mut [f32] {
+    let mut n = 0;
+    for (slot, v) in slots.iter_mut().zip(values) {
+        slot.write(v);
+        n += 1;
+    }
+    assert_eq!(n, slots.len(), "filled: fewer values than slots");
+    // SAFETY: all `slots.len()` slots were just written, and `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe { &mut *(slots as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// Copies `src` into the first `src.len()` slots of `dst`.
 #[inline(always)]
 pub(crate) fn copy_into(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
@@ -41,9 +59,10 @@ mod tests {
         let v = unsafe {
             written(5, |s| {
                 copy_into(&mut s[..2], &[1.0, 2.0]);
-                zeroed(&mut s[2..])[0] = 3.0;
+                zeroed(&mut s[2..4])[0] = 3.0;
+                filled(&mut s[4..], [9.0, 10.0])[0] += 1.0;
             })
         };
-        assert_eq!(v, [1.0, 2.0, 3.0, 0.0, 0.0]);
+        assert_eq!(v, [1.0, 2.0, 3.0, 0.0, 10.0]);
     }
 }
