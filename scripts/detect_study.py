@@ -22,7 +22,6 @@ import csv
 import functools
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -95,21 +94,25 @@ def cost(backbone, width):
     return d["params"], d["gflops"]
 
 
-def latencies(repeats=3):
-    """Median batch-1 ms per detector, forward only and with decoding + NMS: the best of
-    `repeats` interleaved runs."""
-    best = {}
+def latencies(repeats=5):
+    """Batch-1 ms per detector, forward only and with decoding + NMS: each run's median step,
+    for `repeats` interleaved runs."""
+    runs = {}
     for _ in range(repeats):
         for label, backbone, width in DETECTORS:
             for post in (False, True):
-                args = [BIN, "bench", "detect", "yolo11n", "--res", "96", "--classes", "10", "--steps", "50",
+                args = [BIN, "bench", "detect", "yolo11n", "--res", "96", "--classes", "10", "--steps", "200",
                         "--warmup", "5", "--threads", "2", "--json"]
                 if backbone != "yolo11":
                     args += ["--backbone", backbone, "--width", str(width)]
                 ms = json.loads(sh(args + (["--postprocess"] if post else [])).strip().splitlines()[-1])["ms_per_step"]
-                key = (label, post)
-                best[key] = min(best.get(key, math.inf), ms)
-    return best
+                runs.setdefault((label, post), []).append(ms)
+    return runs
+
+
+def spread(values):
+    """'median [min–max]' of a cell's runs."""
+    return f"{statistics.median(values):.2f} [{min(values):.2f}–{max(values):.2f}]"
 
 
 def examples(backbone, width, seed, label, count=6):
@@ -117,7 +120,7 @@ def examples(backbone, width, seed, label, count=6):
     out = os.path.join(EXAMPLES, re.sub(r"\W+", "_", label).strip("_"))
     shutil.rmtree(out, ignore_errors=True)
     sh([BIN, "detect", "predict", os.path.join("runs", run_name(backbone, width, seed), "checkpoints", "best.json"),
-        *[os.path.join(TEST_IMAGES, i) for i in images], "--out", out])
+        *[os.path.join(TEST_IMAGES, i) for i in images], "--out", out, "--zoom", "4"])
     return out
 
 
@@ -145,12 +148,13 @@ def report(seeds, lat):
         f"Seeds {', '.join(map(str, seeds))}. The epoch is selected on validation mAP50-95; the table gives that"
         " checkpoint's **test** COCO box mAP (`mnv4-lab detect eval --split test`), mean ± sample std over seeds.",
         f"Machine: 2 cores, 24 GiB, no GPU, {cpu_model()}. Latency: `mnv4-lab bench detect` at batch 1, 96×96,"
-        " 2 threads, median of 50 steps, best of 3 interleaved runs, measured after training with nothing else"
-        " running. Training time: the run's epochs (training and validation) summed from its metrics.csv; an upper"
+        " 2 threads, each run's median of 200 steps, 5 interleaved runs given as median [min–max] over the runs,"
+        " measured after training with nothing else of ours running (the host's other tenants are outside our"
+        " control: the ranges show what they cost). Training time: the run's epochs (training and validation) summed from its metrics.csv; an upper"
         " bound, as runs may have trained several at a time (`--jobs`, the cores split between them) or shared the"
         " machine with other jobs (the quick job's own timing, on an idle machine, is in [quick.md](quick.md)).",
         "",
-        "| detector | params | GFLOPs at 96² | latency ms (forward / + NMS) | test mAP50-95 | test mAP50 |"
+        "| detector | params | GFLOPs at 96² | latency ms (forward / + decoding and NMS) | test mAP50-95 | test mAP50 |"
         " Δ mAP50-95 vs yolo11n [95 % CI] | verdict | training min/run |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
@@ -161,12 +165,12 @@ def report(seeds, lat):
             d, ci = paired(m, base[1])
             delta = f"{d:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
             v = verdict(ci)
-        lines.append(f"| {label} | {params:,} | {g:.3f} | {lat[(label, False)]:.2f} / {lat[(label, True)]:.2f} |"
+        lines.append(f"| {label} | {params:,} | {g:.3f} | {spread(lat[(label, False)])} / {spread(lat[(label, True)])} |"
                      f" {mean_sd(m)} | {mean_sd(m50)} | {delta} | {v} | {statistics.mean(secs) / 60:.1f} |")
     lines += [
         "",
         "\"No significant difference\" where the interval holds 0. Example predictions (seed 0, score ≥ 0.25, first"
-        " test images) are in [examples/](examples/):",
+        " test images, drawn 4× enlarged, one box colour per class) are in [examples/](examples/):",
         "",
     ]
     for label, backbone, width in DETECTORS:

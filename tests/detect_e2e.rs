@@ -71,14 +71,18 @@ fn detect_train_runs_end_to_end_on_a_tiny_set() {
     let best = run.join("checkpoints/best.json").display().to_string();
     let (ok, text) = mnv4(&["detect", "eval", &best]);
     assert!(ok && text.contains(&format!("mAP50-95 {map:.4}")), "{text}");
-    // Predictions on an image: a PNG with the boxes and a COCO results file.
+    // Predictions on an image: a PNG with the boxes, enlarged 3×, and a COCO results file.
     let image = set.join("images/val/000000.png").display().to_string();
     let pred = out.join("pred").display().to_string();
     let (ok, text) = mnv4(&[
-        "detect", "predict", &best, &image, "--out", &pred, "--conf", "0.001",
+        "detect", "predict", &best, &image, "--out", &pred, "--conf", "0.001", "--zoom", "3",
     ]);
     assert!(ok, "{text}");
-    assert!(out.join("pred/000000.png").exists());
+    let (w, h) = image::image_dimensions(&image).unwrap();
+    assert_eq!(
+        image::image_dimensions(out.join("pred/000000.png")).unwrap(),
+        (3 * w, 3 * h)
+    );
     let results: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(out.join("pred/predictions.json")).unwrap())
             .unwrap();

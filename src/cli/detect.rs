@@ -70,6 +70,9 @@ pub enum DetectAction {
         /// Minimum class score of a drawn box.
         #[arg(long, default_value_t = 0.25)]
         conf: f32,
+        /// Draw on a copy enlarged this many times (nearest neighbour), for small images.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+        zoom: u32,
     },
     /// Box mAP50-95, mAP50 and mAP75 of a COCO results file against a COCO ground-truth file
     /// (101-point interpolation, up to 100 detections per image and class), per class too.
@@ -108,7 +111,8 @@ pub fn run(args: &DetectArgs) -> Result<()> {
             images,
             out,
             conf,
-        } => super::detect_predict::run_predict(checkpoint, images, out, *conf),
+            zoom,
+        } => super::detect_predict::run_predict(checkpoint, images, out, *conf, *zoom as usize),
         DetectAction::Map { gt, pred, json } => {
             let truth = read_ground_truth(gt)?;
             let dets = read_results(pred, &truth)?;

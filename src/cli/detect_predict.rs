@@ -1,6 +1,6 @@
 //! `mnv4-lab detect predict CKPT IMAGES…`: a detector's boxes on any images, drawn into PNG
-//! copies (one colour per class) and listed in a COCO results file (`predictions.json`, boxes
-//! in each image's own pixels), which `detect map` can score.
+//! copies (one colour per class, enlarged `--zoom` times) and listed in a COCO results file
+//! (`predictions.json`, boxes in each image's own pixels), which `detect map` can score.
 
 use crate::data::{letterbox, DetectImage, LetterboxFit};
 use crate::detect::nms::Scored;
@@ -11,12 +11,14 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
-/// Predicts on every image, writes `out/<stem>.png` with its boxes and `out/predictions.json`.
+/// Predicts on every image, writes `out/<stem>.png` with its boxes (on a copy enlarged `zoom`
+/// times) and `out/predictions.json`.
 pub fn run_predict(
     sidecar: &Path,
     images: &[std::path::PathBuf],
     out: &Path,
     conf: f32,
+    zoom: usize,
 ) -> Result<()> {
     let LoadedDetector {
         data,
@@ -36,10 +38,15 @@ pub fn run_predict(
         square.write_planar(&mut planar);
         let x = Tensor::from_vec(planar, (1, 3, data.imgsz, data.imgsz), &Device::Cpu)?;
         let dets: Vec<Scored> = predict(&net, &x, &cfg)?.remove(0);
-        let mut drawn = img.clone();
+        let mut drawn = enlarged(&img, zoom);
         for d in &dets {
             let [x1, y1, x2, y2] = fit.to_original(d.xyxy);
-            draw_box(&mut drawn, [x1, y1, x2, y2], d.class);
+            draw_box(
+                &mut drawn,
+                [x1, y1, x2, y2].map(|v| v * zoom as f32),
+                d.class,
+                zoom,
+            );
             results.push(serde_json::json!({
                 "image_id": k + 1, "file_name": path.display().to_string(),
                 "category_id": d.class, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": d.score,
@@ -79,8 +86,27 @@ fn open_rgb(path: &Path) -> Result<DetectImage> {
     })
 }
 
-/// Draws a one-pixel rectangle in the class's colour, clipped to the image.
-fn draw_box(img: &mut DetectImage, xyxy: [f32; 4], class: usize) {
+/// A copy of `img` enlarged `zoom` times by repeating pixels.
+fn enlarged(img: &DetectImage, zoom: usize) -> DetectImage {
+    let (w, h) = (img.width * zoom, img.height * zoom);
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let at = ((y / zoom) * img.width + x / zoom) * 3;
+            rgb.extend_from_slice(&img.rgb[at..at + 3]);
+        }
+    }
+    DetectImage {
+        width: w,
+        height: h,
+        rgb,
+        objects: Vec::new(),
+    }
+}
+
+/// Draws a rectangle in the class's colour, `zoom / 2` pixels thick (at least one), clipped to
+/// the image.
+fn draw_box(img: &mut DetectImage, xyxy: [f32; 4], class: usize, zoom: usize) {
     const COLOURS: [[u8; 3]; 10] = [
         [230, 25, 75],
         [60, 180, 75],
@@ -106,12 +132,16 @@ fn draw_box(img: &mut DetectImage, xyxy: [f32; 4], class: usize) {
         let at = ((y * w + x) * 3) as usize;
         img.rgb[at..at + 3].copy_from_slice(&colour);
     };
-    for x in x1..=x2 {
-        put(x, y1);
-        put(x, y2);
-    }
-    for y in y1..=y2 {
-        put(x1, y);
-        put(x2, y);
+    for t in 0..(zoom as i64 / 2).max(1) {
+        let (l, r) = ((x1 + t).min(w - 1), (x2 - t).max(0));
+        let (top, bottom) = ((y1 + t).min(h - 1), (y2 - t).max(0));
+        for x in x1..=x2 {
+            put(x, top);
+            put(x, bottom);
+        }
+        for y in y1..=y2 {
+            put(l, y);
+            put(r, y);
+        }
     }
 }
