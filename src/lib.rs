@@ -19,13 +19,14 @@
 //! * [`detect`] — YOLO11 detectors (own or MobileNetV4 backbone) as data, with exact parameters and
 //!   MACs, and built as candle networks with Ultralytics' tensor names.
 //! * [`export`] — a built network as an ONNX file (BN folded, dynamic batch), from the lowered layers.
-//! * [`ops`] — CPU kernels as candle custom ops (convolutions, batch norm, activations).
+//! * [`ops`] — CPU kernels as candle custom ops (convolutions, batch norm, activations, softmax).
 //! * [`data`] — datasets, splits, augmentation, background batching.
 //! * [`experiment`] — the experiment file: the sections below, composed and checked at load.
 //! * [`train`] — the recipe, optimizers, checkpoints, run folders and the shared training loop.
 //! * [`distill`] — KD / DKD / feature KD / attention transfer, teacher resolution, logit cache.
 //! * [`search`] — search spaces, strategies, the coarse-to-fine driver and its reports.
-//! * [`report`] — tables (polars) and plots (plotters).
+//! * [`report`] — tables (polars), plots (plotters), rank correlation and intervals over seeds.
+//! * [`fsutil`] — atomic writes, folder locks and file hashes.
 //! * [`cli`] — the `mnv4-lab` command line.
 
 pub mod cli;
