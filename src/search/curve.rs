@@ -101,59 +101,80 @@ fn cells(v: &Versus) -> (String, String, Option<&'static str>) {
     }
 }
 
+/// The searched models of one arm and how many of them beat the curve.
+struct Tally<'a> {
+    arm: &'a str,
+    models: usize,
+    better_at_macs: usize,
+    better_at_latency: usize,
+}
+
+/// One searched model's table row, and whether it beats the curve of its arm at equal MACs and
+/// at equal latency.
+fn table_row(models: &[Retrained], m: &Retrained) -> (String, bool, bool) {
+    let at = |cost: fn(&Retrained) -> f64| {
+        let curve: Vec<CurvePoint> = models
+            .iter()
+            .filter(|p| p.on_curve && p.arm == m.arm)
+            .map(|p| CurvePoint {
+                cost: cost(p),
+                top1: p.top1,
+            })
+            .collect();
+        let model = CurvePoint {
+            cost: cost(m),
+            top1: m.top1,
+        };
+        cells(&versus_curve(model, &curve))
+    };
+    let (c_macs, d_macs, v_macs) = at(|p| p.macs);
+    let (c_lat, d_lat, v_lat) = at(|p| p.latency_ms);
+    let row = format!(
+        "| {} | {} | {:.2} M | {c_macs} | {d_macs} | {:.3} | {c_lat} | {d_lat} |\n",
+        m.label,
+        m.arm,
+        m.macs / 1e6,
+        m.latency_ms
+    );
+    (row, v_macs == Some("better"), v_lat == Some("better"))
+}
+
 /// The report section: every searched model against the curve of its arm at equal MACs and at
 /// equal latency (points of top-1, 95 % intervals), and per arm how many are better.
 pub fn markdown(models: &[Retrained]) -> String {
     let mut md = String::from("\n## Against the preset curve\n\n");
     md.push_str("Each searched model's test top-1 minus the conv-small curve's at the same MACs and at the same measured latency (the curve interpolated linearly in log cost between the two presets around the model, never extrapolated), in points, with a 95 % Welch interval over the seeds of the model and both presets.\n\n");
     md.push_str("| model | arm | MACs | curve at equal MACs | Δ at equal MACs [95 % CI] | latency (ms) | curve at equal latency | Δ at equal latency [95 % CI] |\n|---|---|---:|---:|---|---:|---:|---|\n");
-    let mut tally: Vec<(&str, usize, usize, usize)> = Vec::new();
+    let mut tallies: Vec<Tally> = Vec::new();
     for m in models.iter().filter(|m| m.searched) {
-        let curve = |cost: fn(&Retrained) -> f64| -> Vec<CurvePoint> {
-            models
-                .iter()
-                .filter(|p| p.on_curve && p.arm == m.arm)
-                .map(|p| CurvePoint {
-                    cost: cost(p),
-                    top1: p.top1,
-                })
-                .collect()
-        };
-        let at = |cost: fn(&Retrained) -> f64| {
-            versus_curve(
-                CurvePoint {
-                    cost: cost(m),
-                    top1: m.top1,
-                },
-                &curve(cost),
-            )
-        };
-        let (c_macs, d_macs, v_macs) = cells(&at(|p| p.macs));
-        let (c_lat, d_lat, v_lat) = cells(&at(|p| p.latency_ms));
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.2} M | {c_macs} | {d_macs} | {:.3} | {c_lat} | {d_lat} |",
-            m.label,
-            m.arm,
-            m.macs / 1e6,
-            m.latency_ms
-        );
-        let i = match tally.iter().position(|t| t.0 == m.arm) {
+        let (row, at_macs, at_latency) = table_row(models, m);
+        md.push_str(&row);
+        let i = match tallies.iter().position(|t| t.arm == m.arm) {
             Some(i) => i,
             None => {
-                tally.push((m.arm, 0, 0, 0));
-                tally.len() - 1
+                tallies.push(Tally {
+                    arm: m.arm,
+                    models: 0,
+                    better_at_macs: 0,
+                    better_at_latency: 0,
+                });
+                tallies.len() - 1
             }
         };
-        tally[i].1 += 1;
-        tally[i].2 += usize::from(v_macs == Some("better"));
-        tally[i].3 += usize::from(v_lat == Some("better"));
+        let t = &mut tallies[i];
+        t.models += 1;
+        t.better_at_macs += usize::from(at_macs);
+        t.better_at_latency += usize::from(at_latency);
     }
     md.push('\n');
-    for (arm, n, macs, lat) in tally {
+    for t in tallies {
         let _ = writeln!(
             md,
-            "Arm `{arm}`: {macs} of {n} searched models beat the curve at equal MACs and {lat} of {n} at equal latency, with an interval above 0.\n"
+            "Arm `{}`: {} of {n} searched models beat the curve at equal MACs and {} of {n} at equal latency, with an interval above 0.\n",
+            t.arm,
+            t.better_at_macs,
+            t.better_at_latency,
+            n = t.models
         );
     }
     md
