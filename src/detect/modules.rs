@@ -3,11 +3,11 @@
 //! in [`super::blocks`], whose per-module parameter counts they reproduce.
 
 use super::sheet::{gcd, ConvUnit, Tail};
-use crate::model::layers::{BatchNorm, BnHyper, Conv, ConvInit, Mode};
+use crate::model::layers::{scaled_softmax, BatchNorm, BnHyper, Conv, ConvInit, Mode};
 use crate::model::params::{Init, ParamKind};
 use crate::model::ParamStore;
 use anyhow::Result;
-use candle_core::{Tensor, Var, D};
+use candle_core::{Tensor, Var};
 
 /// Ultralytics' batch norm: epsilon 1e-3, momentum 0.03.
 pub const YOLO_BN: BnHyper = BnHyper {
@@ -300,8 +300,7 @@ impl Attention {
         let q = qkv.narrow(2, 0, kd)?.transpose(2, 3)?.contiguous()?;
         let k = qkv.narrow(2, kd, kd)?.contiguous()?;
         let v = qkv.narrow(2, 2 * kd, hd)?.contiguous()?;
-        let attn = (q.matmul(&k)? * (kd as f64).powf(-0.5))?;
-        let attn = candle_nn::ops::softmax(&attn, D::Minus1)?;
+        let attn = scaled_softmax(&q.matmul(&k)?, (kd as f64).powf(-0.5))?;
         let out = v.matmul(&attn.transpose(2, 3)?.contiguous()?)?;
         let v = v.reshape((b, c, h, w))?;
         let y = (out.reshape((b, c, h, w))? + self.pe.forward(&v, mode)?)?;

@@ -1,12 +1,11 @@
 //! The two block shapes of a lowered MobileNetV4 ([`crate::space::lower`]): conv chains (stem,
 //! ConvBn, FusedIB, UIB, the final convs) and multi-query attention, under timm's names.
 
-use super::layers::{BatchNorm, Conv, ConvInit, ConvNormAct, LayerScale, Mode};
+use super::layers::{scaled_softmax, BatchNorm, Conv, ConvInit, ConvNormAct, LayerScale, Mode};
 use super::params::ParamStore;
-use crate::ops;
 use crate::space::lower::{ConvChain, KvSpec, LayerScaleSpec, MqaSpec};
 use anyhow::Result;
-use candle_core::{DType, Tensor, D};
+use candle_core::Tensor;
 
 /// Conv + BN units in order, then optional layer scale and residual: timm's `ConvBnAct`,
 /// `EdgeResidual` (FusedIB) and `UniversalInvertedResidual`.
@@ -141,7 +140,7 @@ impl MqaBlock {
             .flatten_from(2)?
             .transpose(1, 2)?;
         let scale = 1.0 / (self.key_dim as f64).sqrt();
-        let attn = attention_softmax(&q.contiguous()?.matmul(&k.contiguous()?)?, scale)?;
+        let attn = scaled_softmax(&q.contiguous()?.matmul(&k.contiguous()?)?, scale)?;
         // [B, heads·L, vd] → [B, heads, L, vd] → [B, heads, vd, L] → [B, heads·vd, H, W].
         let o = attn
             .matmul(&v.contiguous()?)?
@@ -153,15 +152,5 @@ impl MqaBlock {
             y = ls.forward(&y)?;
         }
         Ok((y + x)?)
-    }
-}
-
-/// `softmax(scores · scale)` over the last dimension: one fused kernel for f32 on the CPU,
-/// candle's composition elsewhere.
-fn attention_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
-    if scores.device().is_cpu() && scores.dtype() == DType::F32 {
-        Ok(ops::softmax_last_dim(scores, scale)?)
-    } else {
-        Ok(candle_nn::ops::softmax(&(scores * scale)?, D::Minus1)?)
     }
 }

@@ -371,3 +371,13 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut impl rand::Rng) -> Result<Tensor> {
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(DType::F32)?;
     Ok((x * mask)?)
 }
+
+/// `softmax(scores · scale)` over the last dimension, as attention takes it: one fused kernel
+/// ([`ops::softmax_last_dim`]) for f32 on the CPU, candle's composition elsewhere.
+pub fn scaled_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
+    if scores.device().is_cpu() && scores.dtype() == DType::F32 {
+        Ok(ops::softmax_last_dim(scores, scale)?)
+    } else {
+        Ok(candle_nn::ops::softmax(&(scores * scale)?, D::Minus1)?)
+    }
+}
