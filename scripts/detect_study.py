@@ -26,10 +26,8 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
-import sys
 
-from study_common import cpu_model, paired, publish, run_parallel, thread_env, verdict
+from study_common import cpu_model, paired, publish, run_parallel, sh, thread_env, verdict
 
 EXP = "experiments/detect_quick.toml"
 BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
@@ -43,11 +41,6 @@ DETECTORS = [
     ("yolo11n + conv-small x0.75", "conv-small", 0.75),
     ("yolo11n + conv-small x1.0", "conv-small", 1.0),
 ]
-
-
-def sh(cmd, env=None):
-    print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
 
 
 def settings_tag():

@@ -31,10 +31,8 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
 
-from study_common import cpu_model, paired, publish, verdict
+from study_common import cpu_model, paired, publish, sh, verdict
 
 EXP = "experiments/distill_fashion_mnist.toml"
 # The ensemble teacher's members: (experiment, run folder).
@@ -57,11 +55,6 @@ ARMS = {
         for b in (1, 2, 4, 8)
     },
 }
-
-
-def sh(cmd):
-    print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
 def ensure_teacher():

@@ -29,10 +29,8 @@ import math
 import os
 import random
 import statistics
-import subprocess
-import sys
 
-from study_common import cpu_model, publish, run_parallel, thread_env
+from study_common import cpu_model, publish, run_parallel, sh, thread_env
 
 BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
 BUDGETS = {
@@ -46,11 +44,6 @@ BOOTSTRAP = 2000
 SPACE = "search_spaces/small.toml"
 REPORT = "reports/fidelity/README.md"
 PRESET_WIDTHS = [0.25, 0.5, 0.75, 1.0]
-
-
-def sh(cmd, env=None):
-    print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
 
 
 def tag(budget="low"):

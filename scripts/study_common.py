@@ -2,11 +2,19 @@
 import math
 import os
 import statistics
+import subprocess
+import sys
 
 # Two-sided 95 % Student-t quantiles by degrees of freedom (tables, not results).
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101,
         19: 2.093}
+
+
+def sh(cmd, env=None):
+    """Runs a command (echoed to stderr) and returns its standard output; fails on a non-zero exit."""
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
 
 
 def paired(a, b, scale=1.0):

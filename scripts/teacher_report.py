@@ -15,10 +15,8 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
-from study_common import cpu_model, publish
+from study_common import cpu_model, publish, sh
 
 # The members, in the order students list them in distill.teacher_experiment:
 # (experiment, run folder, recipe in words).
@@ -32,11 +30,6 @@ OUT = "reports/teacher_fashion_mnist"
 BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
 # Mean test top-1 of the released conv-small, 16 epochs, 3 seeds (reports/train_fashion_mnist.md).
 CONV_SMALL_16_EPOCHS = 0.9221
-
-
-def sh(cmd):
-    print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
 def train(exp, run):

@@ -23,6 +23,18 @@ pub fn t975(dof: f64) -> f64 {
         + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * dof * dof)
 }
 
+/// Mean and sample standard deviation (0 for fewer than two values).
+pub fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
 /// An estimate with its 95 % interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
@@ -43,9 +55,8 @@ impl Estimate {
             if n < 2 {
                 return None;
             }
-            let mean = xs.iter().sum::<f64>() / n as f64;
-            let s2 = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-            let v = w * w * s2 / n as f64;
+            let (mean, sd) = mean_sd(xs);
+            let v = w * w * sd * sd / n as f64;
             value += w * mean;
             var += v;
             dof_den += v * v / (n - 1) as f64;

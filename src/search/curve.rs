@@ -3,7 +3,7 @@
 //! around it, and the model's difference from it with a Welch 95 % interval over the seeds of
 //! all three. Nothing is extrapolated: a model cheaper or dearer than every preset is said to be.
 
-use crate::report::stats::Estimate;
+use crate::report::stats::{mean_sd, Estimate};
 use std::fmt::Write as _;
 
 /// A model on the cost axis: its cost and its test top-1 over seeds.
@@ -53,9 +53,8 @@ pub fn versus_curve(model: CurvePoint, curve: &[CurvePoint]) -> Versus {
     } else {
         1.0
     };
-    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
     Versus::Inside {
-        curve_top1: (1.0 - w) * mean(a.top1) + w * mean(b.top1),
+        curve_top1: (1.0 - w) * mean_sd(a.top1).0 + w * mean_sd(b.top1).0,
         delta: Estimate::combine(&[(1.0, model.top1), (w - 1.0, a.top1), (-w, b.top1)]),
     }
 }
@@ -75,8 +74,9 @@ pub struct Retrained<'a> {
     pub top1: &'a [f64],
 }
 
-/// One cell pair of the table: the curve's top-1 at the model's cost and the verdict.
-fn cells(v: &Versus) -> (String, String, Option<&'static str>) {
+/// One cell pair of the table (the curve's top-1 at the model's cost, the difference and its
+/// verdict) and whether the model beats the curve.
+fn cells(v: &Versus) -> (String, String, bool) {
     match v {
         Versus::Inside { curve_top1, delta } => {
             let curve = format!("{:.2}%", 100.0 * curve_top1);
@@ -90,14 +90,14 @@ fn cells(v: &Versus) -> (String, String, Option<&'static str>) {
                         100.0 * d.hi,
                         d.verdict()
                     ),
-                    Some(d.verdict()),
+                    d.lo > 0.0,
                 ),
-                None => (curve, "one seed: no interval".into(), None),
+                None => (curve, "one seed: no interval".into(), false),
             }
         }
-        Versus::Below => ("–".into(), "cheaper than every preset".into(), None),
-        Versus::Above => ("–".into(), "dearer than every preset".into(), None),
-        Versus::NoCurve => ("–".into(), "no preset in this arm".into(), None),
+        Versus::Below => ("–".into(), "cheaper than every preset".into(), false),
+        Versus::Above => ("–".into(), "dearer than every preset".into(), false),
+        Versus::NoCurve => ("–".into(), "no preset in this arm".into(), false),
     }
 }
 
@@ -136,7 +136,7 @@ fn table_row(models: &[Retrained], m: &Retrained) -> (String, bool, bool) {
         m.macs / 1e6,
         m.latency_ms
     );
-    (row, v_macs == Some("better"), v_lat == Some("better"))
+    (row, v_macs, v_lat)
 }
 
 /// The report section: every searched model against the curve of its arm at equal MACs and at

@@ -13,6 +13,7 @@ use crate::distill::objective::DistillObjective;
 use crate::distill::teacher::{prepare_teacher, ReadyTeacher};
 use crate::model::Network;
 use crate::report::plot::{write_png_svg, Chart, Series};
+use crate::report::stats::mean_sd;
 use crate::report::table::{frame, write_csv_parquet, Col};
 use crate::space::{presets::preset, Arch};
 use crate::train::objective::{BatchLoss, CrossEntropy};
@@ -240,18 +241,6 @@ fn run_one(
     )
 }
 
-/// Mean and sample standard deviation.
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
-}
-
 /// `retrain.csv|parquet` (every run), `README.md` (mean ± std per model and arm) and the plot.
 fn write_outputs(
     dir: &Path,
@@ -298,7 +287,7 @@ fn write_outputs(
     )?;
     writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|")?;
     for g in &groups {
-        let (m, sd) = mean_std(&g.1);
+        let (m, sd) = mean_sd(&g.1);
         let r = g.0;
         let kind = r.kind.name();
         writeln!(
@@ -358,7 +347,7 @@ fn plot(dir: &Path, name: &str, groups: &[(&Row, Vec<f64>)]) -> Result<()> {
         let mut points: Vec<(f64, f64)> = groups
             .iter()
             .filter(|g| (g.0.kind == Kind::Searched) == searched && g.0.distilled == distilled)
-            .map(|g| (g.0.macs as f64 / 1e6, 100.0 * mean_std(&g.1).0))
+            .map(|g| (g.0.macs as f64 / 1e6, 100.0 * mean_sd(&g.1).0))
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         Series {
