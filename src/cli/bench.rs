@@ -6,6 +6,7 @@ use super::bench_detect::{self, BenchDetectArgs};
 use super::bench_timing::{peak_rss_bytes, rss_bytes, time_steps};
 use super::inspect::{parse_res, resolve_arch};
 use super::latency_rank::{self, LatencyRankArgs};
+use crate::export::engine::{Engine as NativeEngine, Entry, Profile};
 use crate::export::runtime::RuntimeModel;
 use crate::model::{Mode, Network};
 use crate::space::Arch;
@@ -70,13 +71,18 @@ pub struct BenchArgs {
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// What runs the network: candle (this lab's training and search path) or the exported
-    /// ONNX model in the tract runtime (inference only, one thread).
+    /// What runs the network: candle (this lab's training and search path), the native
+    /// inference engine (folded, channels-last, fused) or the exported ONNX model in the tract
+    /// runtime (one thread); the last two time inference only.
     #[arg(long, value_enum, default_value_t = Engine::Candle)]
     pub engine: Engine,
     /// Print one JSON object (images_per_sec, ms_per_step, peak_rss_bytes, idle_rss_bytes, …).
     #[arg(long)]
     pub json: bool,
+    /// With `--engine native`: after the timed steps, run as many again with each kernel timed
+    /// and print where the time goes, by kind and by the slowest kernels.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// What runs the network in `bench`.
@@ -84,6 +90,9 @@ pub struct BenchArgs {
 pub enum Engine {
     /// candle tensors, as training and the search run them.
     Candle,
+    /// The native inference engine: batch norm folded, channels-last kernels with fused
+    /// epilogues.
+    Native,
     /// The model exported to ONNX and run in tract.
     Tract,
 }
@@ -112,7 +121,8 @@ fn run_steps(kind: BenchKind, args: &BenchArgs) -> Result<()> {
     );
     anyhow::ensure!(
         kind == BenchKind::Infer || args.engine == Engine::Candle,
-        "--engine tract times inference only; use `bench infer`"
+        "--engine {:?} times inference only; use `bench infer`",
+        args.engine
     );
     super::set_threads(args.threads);
     let idle_rss = rss_bytes();
@@ -123,8 +133,59 @@ fn run_steps(kind: BenchKind, args: &BenchArgs) -> Result<()> {
         Some(args.num_classes),
     )?;
     let net = Network::new(&arch, &Device::Cpu, 0)?;
+    anyhow::ensure!(
+        !args.profile || args.engine == Engine::Native,
+        "--profile needs --engine native"
+    );
     let times = time_steps(args.warmup, args.steps, step_fn(kind, args, &net)?)?;
     report(kind, args, &arch, &times, idle_rss);
+    if args.profile {
+        print_profile(&net, args)?;
+    }
+    Ok(())
+}
+
+/// Runs `args.steps` profiled passes of the native engine and prints the time per kernel kind
+/// and the ten slowest kernels (mean ms per pass).
+fn print_profile(net: &Network, args: &BenchArgs) -> Result<()> {
+    let engine = NativeEngine::compile(net)?;
+    let (x, _) = synthetic_batch(args)?;
+    let pixels = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut prof = Profile::recording();
+    for _ in 0..args.steps {
+        engine.run_profiled(&pixels, args.batch, args.res, &mut prof)?;
+    }
+    let per_pass = |s: f64| s * 1e3 / args.steps as f64;
+    let total: f64 = prof.entries.iter().map(|e| e.seconds).sum();
+    println!(
+        "profile over {} passes: {:.2} ms per pass in kernels",
+        args.steps,
+        per_pass(total)
+    );
+    for (kind, seconds, n) in prof.by_kind() {
+        let share = 100.0 * seconds / total;
+        let count = n / args.steps;
+        println!(
+            "  {kind:<11} {:>7.3} ms  {share:>5.1} %  ({count} per pass)",
+            per_pass(seconds)
+        );
+    }
+    let kernels = prof.entries.len() / args.steps;
+    let mut slowest: Vec<(f64, &Entry)> = (0..kernels)
+        .map(|i| {
+            let s = prof.entries[i..]
+                .iter()
+                .step_by(kernels)
+                .map(|e| e.seconds)
+                .sum();
+            (s, &prof.entries[i])
+        })
+        .collect();
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("slowest kernels:");
+    for (s, e) in slowest.iter().take(40) {
+        println!("  {:>7.3} ms  {:<10} {}", per_pass(*s), e.kind, e.shape);
+    }
     Ok(())
 }
 
@@ -135,9 +196,18 @@ fn step_fn<'a>(
     net: &'a Network,
 ) -> Result<Box<dyn FnMut() -> Result<()> + 'a>> {
     let (x, y) = synthetic_batch(args)?;
-    if args.engine == Engine::Tract {
-        let mut model = RuntimeModel::new(net, args.batch, args.res)?;
-        return Ok(Box::new(move || model.run()));
+    match args.engine {
+        Engine::Tract => {
+            let mut model = RuntimeModel::new(net, args.batch, args.res)?;
+            return Ok(Box::new(move || model.run()));
+        }
+        Engine::Native => {
+            let engine = NativeEngine::compile(net)?;
+            let pixels = x.flatten_all()?.to_vec1::<f32>()?;
+            let (batch, res) = (args.batch, args.res);
+            return Ok(Box::new(move || engine.run(&pixels, batch, res).map(drop)));
+        }
+        Engine::Candle => {}
     }
     if kind == BenchKind::Infer {
         return Ok(Box::new(move || {
@@ -191,6 +261,7 @@ fn report(kind: BenchKind, args: &BenchArgs, arch: &Arch, times: &[f64], idle_rs
     };
     let (engine, threads) = match args.engine {
         Engine::Candle => ("mnv4-lab", rayon::current_num_threads()),
+        Engine::Native => ("mnv4-lab-native", rayon::current_num_threads()),
         Engine::Tract => ("mnv4-lab-tract", 1),
     };
     let rss = peak_rss_bytes();

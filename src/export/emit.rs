@@ -2,12 +2,13 @@
 //! (folded or kept), activations, layer scales, residuals, pooling and the classifier. The
 //! weights are read by their timm names from the network's parameters.
 
-use super::fold::{fold_into_conv, scale_outputs, BnParams};
+use super::fold::{fold_into_conv, scale_outputs};
 use super::graph::{Attr, Graph};
+use super::weights::Weights;
 use crate::model::layers::BN_EPS;
 use crate::space::lower::{ConvBnSpec, ConvChain, ConvSpec, LayerScaleSpec};
 use crate::space::Activation;
-use anyhow::{ensure, Context, Result};
+use anyhow::Result;
 use candle_core::Tensor;
 use std::collections::BTreeMap;
 
@@ -19,7 +20,7 @@ pub fn conv_out(size: usize, k: usize, s: usize) -> usize {
 /// Writes nodes into a [`Graph`], reading weights from a network's tensors.
 pub struct Emitter {
     pub graph: Graph,
-    tensors: BTreeMap<String, Tensor>,
+    weights: Weights,
     keep_bn: bool,
 }
 
@@ -28,34 +29,9 @@ impl Emitter {
     pub fn new(tensors: BTreeMap<String, Tensor>, keep_bn: bool) -> Self {
         Self {
             graph: Graph::default(),
-            tensors,
+            weights: Weights::new(tensors),
             keep_bn,
         }
-    }
-
-    /// The values of tensor `name`, checked to hold `len` of them.
-    fn values(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        let t = self
-            .tensors
-            .get(name)
-            .with_context(|| format!("the network has no tensor '{name}'"))?;
-        let v = t.flatten_all()?.to_vec1::<f32>()?;
-        ensure!(
-            v.len() == len,
-            "tensor '{name}' has {} values, expected {len}",
-            v.len()
-        );
-        Ok(v)
-    }
-
-    fn bn_params(&self, prefix: &str, c: usize) -> Result<BnParams> {
-        let get = |s: &str| self.values(&format!("{prefix}.{s}"), c);
-        Ok(BnParams {
-            weight: get("weight")?,
-            bias: get("bias")?,
-            running_mean: get("running_mean")?,
-            running_var: get("running_var")?,
-        })
     }
 
     /// A convolution (grouped for depthwise), with `bias` when given.
@@ -98,7 +74,7 @@ impl Emitter {
         spec: &ConvSpec,
         gamma: Option<&[f32]>,
     ) -> Result<String> {
-        let mut w = self.values(&format!("{}.weight", spec.weight), conv_len(spec))?;
+        let mut w = self.weights.conv(spec)?;
         if let Some(gamma) = gamma {
             scale_outputs(&mut w, None, gamma);
         }
@@ -112,7 +88,9 @@ impl Emitter {
         c: usize,
     ) -> Result<Option<Vec<f32>>> {
         match spec {
-            Some(ls) if !self.keep_bn => Ok(Some(self.values(&format!("{}.gamma", ls.name), c)?)),
+            Some(ls) if !self.keep_bn => {
+                Ok(Some(self.weights.values(&format!("{}.gamma", ls.name), c)?))
+            }
             _ => Ok(None),
         }
     }
@@ -132,12 +110,12 @@ impl Emitter {
         gamma: Option<&[f32]>,
     ) -> Result<String> {
         let c = &spec.conv;
-        let w = self.values(&format!("{}.weight", c.weight), conv_len(c))?;
+        let w = self.weights.conv(c)?;
         let y = if self.keep_bn {
             let y = self.conv(x, c, &w, None);
             self.batch_norm(&y, &spec.bn, c.out_ch)?
         } else {
-            let (mut w, mut b) = fold_into_conv(&w, &self.bn_params(&spec.bn, c.out_ch)?, BN_EPS);
+            let (mut w, mut b) = fold_into_conv(&w, &self.weights.bn(&spec.bn, c.out_ch)?, BN_EPS);
             if let Some(gamma) = gamma {
                 scale_outputs(&mut w, Some(&mut b), gamma);
             }
@@ -152,7 +130,7 @@ impl Emitter {
     /// A batch norm with no convolution before it: `BatchNormalization` with `keep_bn`, else
     /// its per-channel affine map as `Mul` + `Add`.
     pub fn batch_norm(&mut self, x: &str, prefix: &str, c: usize) -> Result<String> {
-        let bn = self.bn_params(prefix, c)?;
+        let bn = self.weights.bn(prefix, c)?;
         let g = &mut self.graph;
         if self.keep_bn {
             let names = ["weight", "bias", "running_mean", "running_var"];
@@ -194,7 +172,7 @@ impl Emitter {
 
     /// Multiplies by the per-channel `gamma` of a layer scale over `c` channels.
     pub fn layer_scale(&mut self, x: &str, spec: &LayerScaleSpec, c: usize) -> Result<String> {
-        let gamma = self.values(&format!("{}.gamma", spec.name), c)?;
+        let gamma = self.weights.values(&format!("{}.gamma", spec.name), c)?;
         let g = &mut self.graph;
         let gamma = g.constant(&format!("{}.gamma", spec.name), &[1, c, 1, 1], &gamma);
         Ok(g.node("Mul", &spec.name, &[x, &gamma], vec![]))
@@ -231,8 +209,8 @@ impl Emitter {
 
     /// Flatten, then `Gemm` with the classifier's weight `[out, in]` (transposed) and bias.
     pub fn classifier(&mut self, x: &str, name: &str, cin: usize, cout: usize) -> Result<String> {
-        let w = self.values(&format!("{name}.weight"), cout * cin)?;
-        let b = self.values(&format!("{name}.bias"), cout)?;
+        let w = self.weights.values(&format!("{name}.weight"), cout * cin)?;
+        let b = self.weights.values(&format!("{name}.bias"), cout)?;
         let g = &mut self.graph;
         let flat = g.node(
             "Flatten",
@@ -249,10 +227,4 @@ impl Emitter {
             vec![("transB", Attr::Int(1))],
         ))
     }
-}
-
-/// Number of weights of a lowered convolution.
-fn conv_len(spec: &ConvSpec) -> usize {
-    let groups = if spec.depthwise { spec.in_ch } else { 1 };
-    spec.out_ch * (spec.in_ch / groups) * spec.kernel * spec.kernel
 }

@@ -8,11 +8,13 @@
 //! pooling as `GlobalAveragePool` and the classifier as `Gemm`.
 
 mod emit;
+pub mod engine;
 pub mod fold;
 pub mod graph;
 mod mqa;
 pub mod proto;
 pub mod runtime;
+pub mod weights;
 
 use crate::model::Network;
 use crate::space::lower;

@@ -22,8 +22,11 @@ mod cpu;
 pub mod dense;
 mod depthwise;
 mod depthwise_small;
+mod epilogue;
 mod gemm;
+pub(crate) mod nhwc;
 mod pointwise;
+pub mod simd;
 mod softmax;
 #[cfg(test)]
 mod testutil;
@@ -38,8 +41,10 @@ pub use alloc::retain_freed_memory;
 pub use batchnorm::{batch_norm_train, BatchStats};
 pub use cpu::{read_f32, update_f32};
 pub use depthwise::depthwise_conv2d;
+pub(crate) use gemm::{product, Mat, Threads};
 pub use pointwise::conv1x1;
 pub use softmax::softmax_last_dim;
+pub(crate) use softmax::softmax_rows;
 pub use workers::{on_workers, shorten_candle_spinning};
 
 /// Which convolution kernels [`conv2d`] uses.

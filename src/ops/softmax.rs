@@ -20,6 +20,19 @@ pub fn softmax_last_dim(x: &Tensor, scale: f64) -> Result<Tensor> {
     })
 }
 
+/// `softmax(row · scale)` of each row of `n` values (`n > 0`) of `x`, parallel over rows.
+pub(crate) fn softmax_rows(x: &[f32], n: usize, scale: f32) -> Vec<f32> {
+    // SAFETY: the rows of `n` slots cover the vector, each written in full by `softmax_row`.
+    unsafe {
+        written(x.len(), |y| {
+            y.par_chunks_mut(n)
+                .zip(x.par_chunks(n))
+                .with_min_len(rows_per_task(n))
+                .for_each(|(y, x)| softmax_row(x, scale, y))
+        })
+    }
+}
+
 struct SoftmaxLastDim {
     scale: f32,
 }
@@ -43,15 +56,7 @@ impl CustomOp1 for SoftmaxLastDim {
         if n == 0 {
             return Ok((CpuStorage::F32(Vec::new()), l.shape().clone()));
         }
-        // SAFETY: the rows of `n` slots cover the vector, each written in full by `softmax_row`.
-        let y = unsafe {
-            written(x.len(), |y| {
-                y.par_chunks_mut(n)
-                    .zip(x.par_chunks(n))
-                    .with_min_len(rows_per_task(n))
-                    .for_each(|(y, x)| softmax_row(x, self.scale, y))
-            })
-        };
+        let y = softmax_rows(x, n, self.scale);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 

@@ -7,6 +7,7 @@
 // Each test crate compiles this module and uses only some of the helpers.
 #![allow(dead_code)]
 
+pub mod deploy;
 pub mod pg;
 
 use std::fmt::Display;

@@ -1,0 +1,169 @@
+//! From lowered layers and weights to engine steps: batch norm folded into each convolution,
+//! layer scales folded where the convolution is linear, weights reordered for the kernels.
+
+use super::conv::{Chain, Conv, Kernel};
+use super::mqa::{Kv, Mqa};
+use super::Step;
+use crate::export::weights::Weights;
+use crate::model::Network;
+use crate::ops::nhwc::{DenseWeight, Window};
+use crate::ops::Act;
+use crate::space::lower::{lower, ConvBnSpec, ConvChain, ConvSpec, KvSpec, MqaSpec, Op};
+use crate::space::Activation;
+use anyhow::{ensure, Result};
+
+/// The steps of `net` in forward order.
+pub fn steps(net: &Network) -> Result<Vec<Step>> {
+    let weights = Weights::new(net.params.tensors());
+    lower(&net.arch)
+        .into_iter()
+        .map(|layer| {
+            Ok(match &layer.op {
+                Op::Convs(chain) => Step::Chain(self::chain(&weights, chain, layer.out_ch)?),
+                Op::Mqa(spec) => Step::Mqa(Box::new(mqa(&weights, spec, layer.in_ch)?)),
+                Op::Pool => Step::Pool,
+                Op::Classifier { .. } => {
+                    let (cin, cout) = (layer.in_ch, layer.out_ch);
+                    let name = &layer.name;
+                    let w = weights.values(&format!("{name}.weight"), cout * cin)?;
+                    Step::Linear(Conv {
+                        kernel: Kernel::Pointwise(DenseWeight::from_oihw(&w, cout, cin, 1)),
+                        bias: weights.values(&format!("{name}.bias"), cout)?,
+                        act: Act::Identity,
+                        gamma: None,
+                    })
+                }
+            })
+        })
+        .collect()
+}
+
+/// A conv chain over `c` output channels; a layer scale is folded into a linear last conv and
+/// otherwise applied in its epilogue.
+fn chain(weights: &Weights, chain: &ConvChain, c: usize) -> Result<Chain> {
+    ensure!(!chain.convs.is_empty(), "a conv chain without convolutions");
+    let gamma = match &chain.layer_scale {
+        Some(ls) => Some(weights.values(&format!("{}.gamma", ls.name), c)?),
+        None => None,
+    };
+    let last = chain.convs.len() - 1;
+    let convs = chain
+        .convs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let mut conv = conv_bn(weights, spec)?;
+            if let (true, Some(g)) = (i == last, &gamma) {
+                if conv.act == Act::Identity {
+                    fold_scale(&mut conv, g);
+                } else {
+                    conv.gamma = Some(g.clone());
+                }
+            }
+            Ok(conv)
+        })
+        .collect::<Result<_>>()?;
+    Ok(Chain {
+        convs,
+        residual: chain.residual,
+    })
+}
+
+/// Multiplies a linear convolution's output channels by `gamma`, in its weight and bias.
+fn fold_scale(conv: &mut Conv, gamma: &[f32]) {
+    // Both layouts end in the output channel: depthwise `[k·k, C]`, dense `[k·k·Cin, Cout]`.
+    let weight = match &mut conv.kernel {
+        Kernel::Depthwise { weight, .. } => weight,
+        Kernel::Pointwise(w) | Kernel::Dense { weight: w, .. } => &mut w.data,
+    };
+    for row in weight
+        .chunks_exact_mut(gamma.len())
+        .chain([conv.bias.as_mut_slice()])
+    {
+        row.iter_mut().zip(gamma).for_each(|(v, g)| *v *= g);
+    }
+}
+
+/// A convolution with its batch norm folded in and its activation.
+fn conv_bn(weights: &Weights, spec: &ConvBnSpec) -> Result<Conv> {
+    let (w, bias) = weights.conv_bn_folded(spec)?;
+    Ok(Conv {
+        kernel: kernel(&spec.conv, &w),
+        bias,
+        act: act(spec.act),
+        gamma: None,
+    })
+}
+
+/// A bias-free convolution.
+fn plain(weights: &Weights, spec: &ConvSpec) -> Result<Conv> {
+    Ok(Conv {
+        kernel: kernel(spec, &weights.conv(spec)?),
+        bias: vec![0.0; spec.out_ch],
+        act: Act::Identity,
+        gamma: None,
+    })
+}
+
+/// The kernel for `spec` with its weight `w` (`[out, in / groups, k, k]`) reordered.
+fn kernel(spec: &ConvSpec, w: &[f32]) -> Kernel {
+    let (k, s) = (spec.kernel, spec.stride);
+    if spec.depthwise {
+        let taps = k * k;
+        let c = spec.out_ch;
+        let mut weight = vec![0.0; w.len()];
+        for ch in 0..c {
+            for t in 0..taps {
+                weight[t * c + ch] = w[ch * taps + t];
+            }
+        }
+        let win = Window {
+            kernel: k,
+            stride: s,
+        };
+        return Kernel::Depthwise { weight, win };
+    }
+    let weight = DenseWeight::from_oihw(w, spec.out_ch, spec.in_ch, k);
+    if (k, s) == (1, 1) {
+        Kernel::Pointwise(weight)
+    } else {
+        Kernel::Dense { weight, stride: s }
+    }
+}
+
+fn act(a: Option<Activation>) -> Act {
+    match a {
+        None => Act::Identity,
+        Some(Activation::Relu) => Act::Relu,
+        Some(Activation::Gelu) => Act::Gelu,
+    }
+}
+
+/// A Mobile MQA block on `c` channels.
+fn mqa(weights: &Weights, spec: &MqaSpec, c: usize) -> Result<Mqa> {
+    let kv = |kv: &KvSpec| -> Result<Kv> {
+        Ok(Kv {
+            down: kv.down.as_ref().map(|d| conv_bn(weights, d)).transpose()?,
+            proj: plain(weights, &kv.proj)?,
+        })
+    };
+    let mut output = plain(weights, &spec.output)?;
+    if let Some(ls) = &spec.layer_scale {
+        fold_scale(
+            &mut output,
+            &weights.values(&format!("{}.gamma", ls.name), c)?,
+        );
+    }
+    Ok(Mqa {
+        norm: weights
+            .bn(&spec.norm, c)?
+            .affine(crate::model::layers::BN_EPS),
+        heads: spec.heads,
+        key_dim: spec.key_dim,
+        value_dim: spec.value_dim,
+        query: plain(weights, &spec.query)?,
+        key: kv(&spec.key)?,
+        value: kv(&spec.value)?,
+        output,
+    })
+}

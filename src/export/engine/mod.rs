@@ -1,0 +1,125 @@
+//! The native inference engine: a network compiled for eval mode and run on channels-last maps
+//! by this crate's own kernels ([`crate::ops::nhwc`]). Batch norm and foldable layer scales are
+//! folded into the convolutions at compile time, and each convolution's bias, activation and
+//! residual run in its epilogue while its output block is still in cache. Layout conversions
+//! happen only at the network's edges.
+//!
+//! The engine is compiled from the same lowered layers ([`crate::space::lower`]) and timm-named
+//! weights as the ONNX export, and computes what [`Network::forward`] computes in eval mode.
+
+mod compile;
+mod conv;
+mod mqa;
+mod profile;
+
+use crate::model::Network;
+use crate::ops::nhwc::{global_average, Nhwc};
+use anyhow::{ensure, Result};
+use conv::{Chain, Conv};
+use mqa::Mqa;
+pub use profile::{Entry, Profile};
+
+/// One step of a compiled network.
+enum Step {
+    Chain(Chain),
+    Mqa(Box<Mqa>),
+    Pool,
+    /// The classifier: a 1×1 convolution on the pooled `[batch, 1, 1, C]` map.
+    Linear(Conv),
+}
+
+/// A network compiled for batch inference in eval mode.
+pub struct Engine {
+    in_chans: usize,
+    num_classes: usize,
+    steps: Vec<Step>,
+}
+
+impl Engine {
+    /// Compiles `net` (its current weights) for eval-mode inference.
+    pub fn compile(net: &Network) -> Result<Self> {
+        Ok(Self {
+            in_chans: net.arch.in_chans,
+            num_classes: net.arch.num_classes,
+            steps: compile::steps(net)?,
+        })
+    }
+
+    /// The logits `[batch, classes]` (row-major) of `input`, `[batch, C, H, W]` row-major.
+    /// Runs on the kernels' worker pool ([`crate::ops::on_workers`]).
+    pub fn run(&self, input: &[f32], batch: usize, res: (usize, usize)) -> Result<Vec<f32>> {
+        self.run_profiled(input, batch, res, &mut Profile::default())
+    }
+
+    /// [`Self::run`], recording each kernel's time in `prof` when it records.
+    pub fn run_profiled(
+        &self,
+        input: &[f32],
+        batch: usize,
+        (h, w): (usize, usize),
+        prof: &mut Profile,
+    ) -> Result<Vec<f32>> {
+        let c = self.in_chans;
+        ensure!(
+            batch > 0 && h > 0 && w > 0,
+            "the batch and input size must be positive, got batch {batch} at {h}×{w}"
+        );
+        ensure!(
+            input.len() == batch * c * h * w,
+            "the input has {} values, expected batch {batch} × {c} channels × {h} × {w}",
+            input.len()
+        );
+        let shape = Nhwc { batch, h, w, c };
+        let logits = crate::ops::on_workers(|| {
+            let x = prof.time(
+                "layout",
+                || format!("{h}×{w} {c}"),
+                || to_channels_last(input, shape),
+            );
+            self.forward(x, shape, prof)
+        });
+        debug_assert_eq!(logits.len(), batch * self.num_classes);
+        Ok(logits)
+    }
+
+    fn forward(&self, mut x: Vec<f32>, mut shape: Nhwc, prof: &mut Profile) -> Vec<f32> {
+        for step in &self.steps {
+            (x, shape) = match step {
+                Step::Chain(chain) => chain.run(&x, shape, prof),
+                Step::Mqa(mqa) => mqa.run(&x, shape, prof),
+                Step::Pool => {
+                    let describe = || format!("{}×{} {}", shape.h, shape.w, shape.c);
+                    let pooled = prof.time("pool", describe, || global_average(&x, shape));
+                    (
+                        pooled,
+                        Nhwc {
+                            h: 1,
+                            w: 1,
+                            ..shape
+                        },
+                    )
+                }
+                Step::Linear(linear) => linear.run(&x, shape, None, prof),
+            };
+        }
+        x
+    }
+}
+
+/// `[batch, C, H, W]` → `[batch, H, W, C]`.
+fn to_channels_last(x: &[f32], s: Nhwc) -> Vec<f32> {
+    let hw = s.h * s.w;
+    let mut y = vec![0.0; x.len()];
+    for b in 0..s.batch {
+        let (src, dst) = (
+            &x[b * s.c * hw..][..s.c * hw],
+            &mut y[b * s.c * hw..][..s.c * hw],
+        );
+        for (ch, plane) in src.chunks_exact(hw).enumerate() {
+            for (p, &v) in plane.iter().enumerate() {
+                dst[p * s.c + ch] = v;
+            }
+        }
+    }
+    y
+}

@@ -1,0 +1,234 @@
+//! Dense convolutions on a channels-last map as matrix products over blocks of output pixels:
+//! a 1×1 stride-1 convolution multiplies the input rows directly, a k×k one first gathers each
+//! block's patches (im2col) into a buffer that stays in cache. The epilogue runs on each block
+//! right after its product.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::tile::{product, Operands, MR};
+use super::{Epilogue, Nhwc, Window};
+
+/// Output pixels per task at most: the block and its patches stay in cache.
+const BLOCK_ROWS: usize = 128;
+
+/// Output channels per task when the tasks split the channels.
+const COLUMN_BLOCK: usize = 128;
+
+/// A dense convolution's weight as the matrix `[k·k·Cin, Cout]`, rows ordered by tap
+/// (row-major over the window), then input channel.
+#[derive(Clone, Debug)]
+pub(crate) struct DenseWeight {
+    pub data: Vec<f32>,
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: usize,
+}
+
+impl DenseWeight {
+    /// `a` (`rows` packed rows of this weight's `k·k·Cin` inputs) times output channels `cols`.
+    fn operands<'a>(&'a self, a: &'a [f32], rows: usize, cols: Range<usize>) -> Operands<'a> {
+        let k = self.kernel * self.kernel * self.cin;
+        Operands {
+            a,
+            lda: k,
+            b: &self.data[cols.start..],
+            ldb: self.cout,
+            rows,
+            k,
+            n: cols.len(),
+        }
+    }
+
+    /// From a weight in PyTorch's `[Cout, Cin, k, k]` layout.
+    pub fn from_oihw(w: &[f32], cout: usize, cin: usize, kernel: usize) -> Self {
+        let taps = kernel * kernel;
+        assert_eq!(w.len(), cout * cin * taps, "dense weight shape");
+        let mut data = vec![0.0; w.len()];
+        for o in 0..cout {
+            for i in 0..cin {
+                for t in 0..taps {
+                    data[(t * cin + i) * cout + o] = w[(o * cin + i) * taps + t];
+                }
+            }
+        }
+        Self {
+            data,
+            cin,
+            cout,
+            kernel,
+        }
+    }
+}
+
+/// A 1×1 stride-1 convolution of `x` with `weight`, then `ep` (+ `residual`, the output's shape).
+pub(crate) fn pointwise(
+    x: &[f32],
+    shape: Nhwc,
+    weight: &DenseWeight,
+    ep: &Epilogue,
+    residual: Option<&[f32]>,
+) -> (Vec<f32>, Nhwc) {
+    assert_eq!(weight.kernel, 1, "pointwise: 1×1 weight");
+    assert_eq!(x.len(), shape.len(), "pointwise: input shape");
+    let out = Nhwc {
+        c: weight.cout,
+        ..shape
+    };
+    let y = blocked(&Lhs::Rows { x, c: shape.c }, out, weight, ep, residual);
+    (y, out)
+}
+
+/// A k×k convolution (padding k / 2) of `x` with `weight` and stride `stride`, then `ep`
+/// (+ `residual`, the output's shape).
+pub(crate) fn dense(
+    x: &[f32],
+    shape: Nhwc,
+    weight: &DenseWeight,
+    stride: usize,
+    ep: &Epilogue,
+    residual: Option<&[f32]>,
+) -> (Vec<f32>, Nhwc) {
+    assert_eq!(x.len(), shape.len(), "dense: input shape");
+    let win = Window {
+        kernel: weight.kernel,
+        stride,
+    };
+    let out = shape.conv_out(win.kernel, stride, weight.cout);
+    let lhs = Lhs::Patches { x, shape, win, out };
+    (blocked(&lhs, out, weight, ep, residual), out)
+}
+
+/// Where a block's left-hand rows come from.
+enum Lhs<'a> {
+    /// The input's own pixels (`c` channels each).
+    Rows { x: &'a [f32], c: usize },
+    /// Each output pixel's window of input pixels, zero outside the map.
+    Patches {
+        x: &'a [f32],
+        shape: Nhwc,
+        win: Window,
+        out: Nhwc,
+    },
+}
+
+impl Lhs<'_> {
+    /// Values per row.
+    fn width(&self) -> usize {
+        match *self {
+            Lhs::Rows { c, .. } => c,
+            Lhs::Patches { shape, win, .. } => win.kernel * win.kernel * shape.c,
+        }
+    }
+
+    /// The rows for output pixels `rows` (row-major, [`Self::width`] apart), gathered into
+    /// `buf` when they must be.
+    fn block<'b>(&'b self, rows: Range<usize>, buf: &'b mut Vec<f32>) -> &'b [f32] {
+        match *self {
+            Lhs::Rows { x, c } => &x[rows.start * c..rows.end * c],
+            Lhs::Patches { x, shape, win, out } => {
+                let width = self.width();
+                buf.resize(rows.len() * width, 0.0);
+                for (r, dst) in rows.zip(buf.chunks_exact_mut(width)) {
+                    let (b, oy, ox) = (r / (out.h * out.w), r / out.w % out.h, r % out.w);
+                    patch(x, shape, win, (b, oy, ox), dst);
+                }
+                buf
+            }
+        }
+    }
+}
+
+/// Writes the window of output pixel `(b, oy, ox)` into `dst`: `k·k·C` values, tap-major.
+fn patch(x: &[f32], shape: Nhwc, win: Window, (b, oy, ox): (usize, usize, usize), dst: &mut [f32]) {
+    let c = shape.c;
+    let mut taps = dst.chunks_exact_mut(c);
+    for ky in 0..win.kernel {
+        let iy = win.source(oy, ky, shape.h);
+        for kx in 0..win.kernel {
+            let tap = taps.next().expect("a patch holds k·k taps");
+            match (iy, win.source(ox, kx, shape.w)) {
+                (Some(iy), Some(ix)) => {
+                    let px = &x[((b * shape.h + iy) * shape.w + ix) * c..][..c];
+                    // An element loop: a `memcpy` call per tap costs more than the copy when C is 1–3.
+                    tap.iter_mut().zip(px).for_each(|(d, &s)| *d = s);
+                }
+                _ => tap.fill(0.0),
+            }
+        }
+    }
+}
+
+/// Rows per task: enough tasks for the pool, whole register tiles, at most [`BLOCK_ROWS`].
+fn rows_per_task(m: usize) -> usize {
+    let tasks = 8 * rayon::current_num_threads();
+    m.div_ceil(tasks).next_multiple_of(MR).clamp(MR, BLOCK_ROWS)
+}
+
+/// `lhs · weight` block by block of output pixels, each followed by the epilogue.
+fn blocked(
+    lhs: &Lhs,
+    out: Nhwc,
+    weight: &DenseWeight,
+    ep: &Epilogue,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let n = out.c;
+    assert_eq!(ep.channels(), n, "conv: epilogue channels");
+    assert_eq!(
+        lhs.width(),
+        weight.kernel * weight.kernel * weight.cin,
+        "conv: weight rows"
+    );
+    if let Some(r) = residual {
+        assert_eq!(r.len(), out.len(), "conv: residual shape");
+    }
+    let m = out.pixels();
+    if m < 2 * MR {
+        return by_columns(lhs, m, weight, ep, residual);
+    }
+    let rows = rows_per_task(m);
+    let mut y = vec![0.0; m * n];
+    y.par_chunks_mut(rows * n).enumerate().for_each(|(i, dst)| {
+        let first = i * rows;
+        let span = first..first + dst.len() / n;
+        let mut buf = Vec::new();
+        let a = lhs.block(span.clone(), &mut buf);
+        product(weight.operands(a, span.len(), 0..n), dst, n);
+        ep.apply(dst, residual.map(|res| &res[span.start * n..span.end * n]));
+    });
+    y
+}
+
+/// Few rows (the head at a small batch): tasks split the output channels instead.
+fn by_columns(
+    lhs: &Lhs,
+    m: usize,
+    weight: &DenseWeight,
+    ep: &Epilogue,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let n = weight.cout;
+    let mut buf = Vec::new();
+    let a = lhs.block(0..m, &mut buf);
+    let cols: Vec<usize> = (0..n).step_by(COLUMN_BLOCK).collect();
+    let parts: Vec<Vec<f32>> = cols
+        .par_iter()
+        .map(|&n0| {
+            let nb = COLUMN_BLOCK.min(n - n0);
+            let mut part = vec![0.0; m * nb];
+            product(weight.operands(a, m, n0..n0 + nb), &mut part, nb);
+            part
+        })
+        .collect();
+    let mut y = vec![0.0; m * n];
+    for (&n0, part) in cols.iter().zip(&parts) {
+        let nb = part.len() / m;
+        for (row, src) in y.chunks_exact_mut(n).zip(part.chunks_exact(nb)) {
+            row[n0..n0 + nb].copy_from_slice(src);
+        }
+    }
+    ep.apply(&mut y, residual);
+    y
+}

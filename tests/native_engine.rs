@@ -1,0 +1,89 @@
+//! The native inference engine ([`mnv4_lab::export::engine`]) against `Network::forward` in eval
+//! mode: presets (conv and hybrid, layer scales, MQA) and random search-space architectures
+//! (GELU, one input channel, strided key/value down-sampling), at batch 1 and 3.
+//!
+//! Error measure: max |engine − candle| / max |candle| over the logits, at most 1e-4, with
+//! random batch-norm statistics so that folding matters.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::deploy::{randomize_stats, rel_err, vary, within_tolerance};
+use mnv4_lab::export::engine::Engine;
+use mnv4_lab::model::{Mode, Network};
+use mnv4_lab::search::space::SearchSpace;
+use mnv4_lab::space::{presets::preset, Arch};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+
+/// The largest relative error of the engine's logits over batches 1 and 3.
+fn check(arch: &Arch, res: (usize, usize), seed: u64) -> f32 {
+    let net = Network::new(arch, &Device::Cpu, seed).unwrap();
+    randomize_stats(&net, seed + 1);
+    let engine = Engine::compile(&net).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed + 2);
+    let mut worst = 0f32;
+    for batch in [1, 3] {
+        let shape = [batch, arch.in_chans, res.0, res.1];
+        let x: Vec<f32> = (0..shape.iter().product())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let input = Tensor::from_vec(x.clone(), &shape, &Device::Cpu).unwrap();
+        let want = net.forward(&input, Mode::Eval).unwrap();
+        let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = engine.run(&x, batch, res).unwrap();
+        worst = worst.max(rel_err(&got, &want));
+    }
+    within_tolerance(worst, arch, res)
+}
+
+#[test]
+fn presets_match_candle() {
+    let cases = [
+        ("conv-small", 1.0, (64, 64)),
+        ("conv-small", 0.5, (96, 80)),
+        ("conv-medium", 1.0, (64, 64)),
+        ("conv-large", 1.0, (64, 64)),
+        ("hybrid-medium", 1.0, (64, 64)),
+        ("hybrid-large", 1.0, (48, 40)),
+    ];
+    for (i, (name, width, res)) in cases.into_iter().enumerate() {
+        let arch = preset(name, width).unwrap().with_io(3, 10);
+        let err = check(&arch, res, i as u64);
+        println!("{name} ×{width} at {res:?}: max relative error {err:.2e}");
+    }
+}
+
+#[test]
+fn random_search_space_architectures_match_candle() {
+    let space = SearchSpace::load(Path::new("search_spaces/small.toml")).unwrap();
+    let mut rng = StdRng::seed_from_u64(17);
+    let (mut worst, mut with_mqa, n) = (0f32, 0, 40);
+    for i in 0..n {
+        let coarse = space.sample_coarse(&mut rng);
+        let arch = match i % 2 {
+            0 => space.sample_fine(&mut rng, &coarse),
+            _ => space.mutate(&mut rng, &coarse, true),
+        };
+        let arch = vary(arch, i);
+        with_mqa += arch.walk().iter().any(|b| b.3.is_mqa()) as usize;
+        worst = worst.max(check(&arch, (40, 56), 200 + i as u64));
+    }
+    println!("random architectures: {n} cases ({with_mqa} with MQA), worst {worst:.2e}");
+    assert!(with_mqa >= 8, "only {with_mqa} samples had MQA");
+}
+
+#[test]
+fn bad_input_is_named() {
+    let arch = preset("conv-small", 0.5).unwrap().with_io(1, 10);
+    let engine = Engine::compile(&Network::new(&arch, &Device::Cpu, 0).unwrap()).unwrap();
+    let e = engine.run(&[0.0; 10], 1, (32, 32)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("expected batch 1 × 1 channels × 32 × 32"),
+        "{e}"
+    );
+    let e = engine.run(&[], 0, (32, 32)).unwrap_err();
+    assert!(e.to_string().contains("must be positive"), "{e}");
+}
