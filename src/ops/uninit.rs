@@ -41,6 +41,16 @@ pub(crate) fn filled(
     unsafe { &mut *(slots as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
+/// The slots as initialized values, once a kernel has written every one of them.
+///
+/// # Safety
+/// Every slot of `slots` must have been written.
+pub(crate) unsafe fn assume_written(slots: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: the caller guarantees every slot is initialized, and `MaybeUninit<f32>` has
+    // `f32`'s layout.
+    unsafe { &mut *(slots as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// Copies `src` into the first `src.len()` slots of `dst`.
 #[inline(always)]
 pub(crate) fn copy_into(dst: &mut [MaybeUninit<f32>], src: &[f32]) {

@@ -7,14 +7,15 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::tile::{product, Operands, MR};
+use super::tile::{few_rows_product, product, Operands, MR};
 use super::{Epilogue, Nhwc, Window};
+use crate::ops::uninit::{assume_written, written};
 
 /// Output pixels per task at most: the block and its patches stay in cache.
 const BLOCK_ROWS: usize = 128;
 
-/// Output channels per task when the tasks split the channels.
-const COLUMN_BLOCK: usize = 128;
+/// Inner-dimension rows per task at least when the tasks split the inner dimension.
+const INNER_BLOCK: usize = 64;
 
 /// A dense convolution's weight as the matrix `[k·k·Cin, Cout]`, rows ordered by tap
 /// (row-major over the window), then input channel.
@@ -186,23 +187,31 @@ fn blocked(
     }
     let m = out.pixels();
     if m < 2 * MR {
-        return by_columns(lhs, m, weight, ep, residual);
+        return by_inner(lhs, m, weight, ep, residual);
     }
     let rows = rows_per_task(m);
-    let mut y = vec![0.0; m * n];
-    y.par_chunks_mut(rows * n).enumerate().for_each(|(i, dst)| {
-        let first = i * rows;
-        let span = first..first + dst.len() / n;
-        let mut buf = Vec::new();
-        let a = lhs.block(span.clone(), &mut buf);
-        product(weight.operands(a, span.len(), 0..n), dst, n);
-        ep.apply(dst, residual.map(|res| &res[span.start * n..span.end * n]));
-    });
-    y
+    // SAFETY: the blocks cover the vector and each block's product writes all of its slots.
+    unsafe {
+        written(m * n, |y| {
+            y.par_chunks_mut(rows * n)
+                .enumerate()
+                .for_each(|(i, slots)| {
+                    let first = i * rows;
+                    let span = first..first + slots.len() / n;
+                    let mut buf = Vec::new();
+                    let a = lhs.block(span.clone(), &mut buf);
+                    product(weight.operands(a, span.len(), 0..n), slots, n);
+                    // SAFETY: the product wrote all `span.len() × n` slots (row stride `n`).
+                    let dst = assume_written(slots);
+                    ep.apply(dst, residual.map(|res| &res[span.start * n..span.end * n]));
+                })
+        })
+    }
 }
 
-/// Few rows (the head at a small batch): tasks split the output channels instead.
-fn by_columns(
+/// Few rows (the head at a small batch): tasks split the inner dimension, each streaming its
+/// slice of the weight's rows (contiguous reads), and their partial sums are added.
+fn by_inner(
     lhs: &Lhs,
     m: usize,
     weight: &DenseWeight,
@@ -212,23 +221,33 @@ fn by_columns(
     let n = weight.cout;
     let mut buf = Vec::new();
     let a = lhs.block(0..m, &mut buf);
-    let cols: Vec<usize> = (0..n).step_by(COLUMN_BLOCK).collect();
-    let parts: Vec<Vec<f32>> = cols
+    let k = lhs.width();
+    let span = k
+        .div_ceil(2 * rayon::current_num_threads())
+        .max(INNER_BLOCK);
+    let starts: Vec<usize> = (0..k).step_by(span).collect();
+    let mut y = starts
         .par_iter()
-        .map(|&n0| {
-            let nb = COLUMN_BLOCK.min(n - n0);
-            let mut part = vec![0.0; m * nb];
-            product(weight.operands(a, m, n0..n0 + nb), &mut part, nb);
+        .map(|&k0| {
+            let k1 = (k0 + span).min(k);
+            let mut part = vec![0.0; m * n];
+            let ops = Operands {
+                a: &a[k0..],
+                lda: k,
+                b: &weight.data[k0 * n..],
+                ldb: n,
+                rows: m,
+                k: k1 - k0,
+                n,
+            };
+            few_rows_product(ops, &mut part);
             part
         })
-        .collect();
-    let mut y = vec![0.0; m * n];
-    for (&n0, part) in cols.iter().zip(&parts) {
-        let nb = part.len() / m;
-        for (row, src) in y.chunks_exact_mut(n).zip(part.chunks_exact(nb)) {
-            row[n0..n0 + nb].copy_from_slice(src);
-        }
-    }
+        .reduce_with(|mut acc, part| {
+            acc.iter_mut().zip(part).for_each(|(s, v)| *s += v);
+            acc
+        })
+        .unwrap_or_else(|| vec![0.0; m * n]);
     ep.apply(&mut y, residual);
     y
 }

@@ -3,7 +3,10 @@
 //! [`MR`] rows × [`NR`] columns keep their sums in registers over the whole `k` loop; `B` is
 //! read in place (no packing), which is what the small matrices of a batch-1 pass want.
 
+use std::mem::MaybeUninit;
+
 use crate::ops::simd::{multiversion, MulAdd};
+use crate::ops::uninit::copy_into;
 
 /// Rows per register tile.
 pub(crate) const MR: usize = 4;
@@ -25,7 +28,7 @@ pub(crate) struct Operands<'a> {
 }
 
 impl Operands<'_> {
-    fn check(&self, c: &[f32], ldc: usize) {
+    fn check(&self, c_len: usize, ldc: usize) {
         assert!(
             self.lda >= self.k && self.ldb >= self.n && ldc >= self.n,
             "tile product: strides"
@@ -41,19 +44,44 @@ impl Operands<'_> {
                 self.a.len() >= (self.rows - 1) * self.lda + self.k,
                 "tile product: A"
             );
-            assert!(c.len() >= (self.rows - 1) * ldc + self.n, "tile product: C");
+            assert!(c_len >= (self.rows - 1) * ldc + self.n, "tile product: C");
         }
     }
 }
 
 /// Writes `A · B` into `c` (row stride `ldc`); columns `n..ldc` of `c` are left as they are.
-pub(crate) fn product(ops: Operands, c: &mut [f32], ldc: usize) {
-    ops.check(c, ldc);
+/// `c` may be uninitialized: every slot of the product is written, none is read.
+pub(crate) fn product(ops: Operands, c: &mut [MaybeUninit<f32>], ldc: usize) {
+    ops.check(c.len(), ldc);
     tiles(ops, c, ldc);
 }
 
+/// `A · B` into `c` (`rows × n`, packed) for a few rows: streams `B` row by row (contiguous
+/// reads, which a matrix–vector product at batch 1 is bound by) and keeps `c` in cache.
+pub(crate) fn few_rows_product(ops: Operands, c: &mut [f32]) {
+    ops.check(c.len(), ops.n);
+    assert_eq!(c.len(), ops.rows * ops.n, "few-rows product: C");
+    c.fill(0.0);
+    stream_rows(ops, c);
+}
+
 multiversion! {
-    fn tiles<F>(ops: Operands, c: &mut [f32], ldc: usize) {
+    fn stream_rows<F>(ops: Operands, c: &mut [f32]) {
+        let n = ops.n;
+        for p in 0..ops.k {
+            let b = &ops.b[p * ops.ldb..][..n];
+            for (r, out) in c.chunks_exact_mut(n).enumerate() {
+                let x = ops.a[r * ops.lda + p];
+                for (s, &w) in out.iter_mut().zip(b) {
+                    *s = F::mul_add(x, w, *s);
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    fn tiles<F>(ops: Operands, c: &mut [MaybeUninit<f32>], ldc: usize) {
         for n0 in (0..ops.n).step_by(NR) {
             let nb = NR.min(ops.n - n0);
             for m0 in (0..ops.rows).step_by(MR) {
@@ -75,7 +103,13 @@ multiversion! {
 /// A tile of `M` rows × [`NR`] columns starting at column `n0`. The sums live in registers:
 /// the loop shape (whole arrays, zipped) is what lets the compiler keep them there.
 #[inline(always)]
-fn full<const M: usize, F: MulAdd>(ops: Operands, a: &[f32], n0: usize, c: &mut [f32], ldc: usize) {
+fn full<const M: usize, F: MulAdd>(
+    ops: Operands,
+    a: &[f32],
+    n0: usize,
+    c: &mut [MaybeUninit<f32>],
+    ldc: usize,
+) {
     let mut acc = [[0f32; NR]; M];
     for p in 0..ops.k {
         let b: [f32; NR] = ops.b[p * ops.ldb + n0..][..NR].try_into().unwrap();
@@ -87,7 +121,7 @@ fn full<const M: usize, F: MulAdd>(ops: Operands, a: &[f32], n0: usize, c: &mut 
         }
     }
     for (r, sums) in acc.iter().enumerate() {
-        c[r * ldc..r * ldc + NR].copy_from_slice(sums);
+        copy_into(&mut c[r * ldc..r * ldc + NR], sums);
     }
 }
 
@@ -98,7 +132,7 @@ fn partial<F: MulAdd>(
     a: &[f32],
     n0: usize,
     (mb, nb): (usize, usize),
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
     ldc: usize,
 ) {
     let mut acc = [[0f32; NR]; MR];
@@ -112,7 +146,7 @@ fn partial<F: MulAdd>(
         }
     }
     for r in 0..mb {
-        c[r * ldc..r * ldc + nb].copy_from_slice(&acc[r][..nb]);
+        copy_into(&mut c[r * ldc..r * ldc + nb], &acc[r][..nb]);
     }
 }
 
@@ -142,8 +176,15 @@ mod tests {
                 n,
             };
             for limit in ALL {
-                let mut c = vec![f32::NAN; rows * ldc];
+                let mut few = vec![f32::NAN; rows * n];
+                capped(limit, || few_rows_product(ops, &mut few));
+                let mut c = vec![MaybeUninit::new(f32::NAN); rows * ldc];
                 capped(limit, || product(ops, &mut c, ldc));
+                // SAFETY: every slot was initialized (NaN) before the product wrote some.
+                let c: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
+                for (i, row) in few.chunks_exact(n).enumerate() {
+                    assert_eq!(row, &c[i * ldc..i * ldc + n], "{limit:?} row {i}");
+                }
                 for i in 0..rows {
                     for j in 0..n {
                         let want: f32 = (0..k).map(|p| a[i * lda + p] * b[p * n + j]).sum();
