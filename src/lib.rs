@@ -18,8 +18,10 @@
 //! * [`model`] — the one builder that turns any `Arch` into a candle network, timm-named weights.
 //! * [`detect`] — YOLO11 detectors (own or MobileNetV4 backbone) as data, with exact parameters and
 //!   MACs, and built as candle networks with Ultralytics' tensor names.
-//! * [`export`] — a built network as an ONNX file (BN folded, dynamic batch), from the lowered layers.
-//! * [`ops`] — CPU kernels as candle custom ops (convolutions, batch norm, activations, softmax).
+//! * [`export`] — a built network as an ONNX file (BN folded, dynamic batch), from the lowered layers,
+//!   and compiled for the native inference engine ([`export::engine`]).
+//! * [`ops`] — CPU kernels as candle custom ops (convolutions, batch norm, activations, softmax), and
+//!   channels-last inference kernels with runtime SIMD dispatch ([`ops::simd`]).
 //! * [`data`] — datasets, splits, augmentation, background batching.
 //! * [`experiment`] — the experiment file: the sections below, composed and checked at load.
 //! * [`train`] — the recipe, optimizers, checkpoints, run folders and the shared training loop.
