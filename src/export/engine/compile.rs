@@ -4,11 +4,14 @@
 use super::conv::{Chain, Conv, Kernel};
 use super::mqa::{Kv, Mqa};
 use super::Step;
+use crate::export::fold::scale_outputs;
 use crate::export::weights::Weights;
 use crate::model::Network;
 use crate::ops::nhwc::{DenseWeight, Window};
 use crate::ops::Act;
-use crate::space::lower::{lower, ConvBnSpec, ConvChain, ConvSpec, KvSpec, MqaSpec, Op};
+use crate::space::lower::{
+    lower, ConvBnSpec, ConvChain, ConvSpec, KvSpec, LayerScaleSpec, MqaSpec, Op,
+};
 use crate::space::Activation;
 use anyhow::{ensure, Result};
 
@@ -42,26 +45,13 @@ pub fn steps(net: &Network) -> Result<Vec<Step>> {
 /// otherwise applied in its epilogue.
 fn chain(weights: &Weights, chain: &ConvChain, c: usize) -> Result<Chain> {
     ensure!(!chain.convs.is_empty(), "a conv chain without convolutions");
-    let gamma = match &chain.layer_scale {
-        Some(ls) => Some(weights.values(&format!("{}.gamma", ls.name), c)?),
-        None => None,
-    };
+    let gamma = layer_scale(weights, &chain.layer_scale, c)?;
     let last = chain.convs.len() - 1;
     let convs = chain
         .convs
         .iter()
         .enumerate()
-        .map(|(i, spec)| {
-            let mut conv = conv_bn(weights, spec)?;
-            if let (true, Some(g)) = (i == last, &gamma) {
-                if conv.act == Act::Identity {
-                    fold_scale(&mut conv, g);
-                } else {
-                    conv.gamma = Some(g.clone());
-                }
-            }
-            Ok(conv)
-        })
+        .map(|(i, spec)| conv_bn(weights, spec, gamma.as_deref().filter(|_| i == last)))
         .collect::<Result<_>>()?;
     Ok(Chain {
         convs,
@@ -69,36 +59,46 @@ fn chain(weights: &Weights, chain: &ConvChain, c: usize) -> Result<Chain> {
     })
 }
 
-/// Multiplies a linear convolution's output channels by `gamma`, in its weight and bias.
-fn fold_scale(conv: &mut Conv, gamma: &[f32]) {
-    // Both layouts end in the output channel: depthwise `[k·k, C]`, dense `[k·k·Cin, Cout]`.
-    let weight = match &mut conv.kernel {
-        Kernel::Depthwise { weight, .. } => weight,
-        Kernel::Pointwise(w) | Kernel::Dense { weight: w, .. } => &mut w.data,
-    };
-    for row in weight
-        .chunks_exact_mut(gamma.len())
-        .chain([conv.bias.as_mut_slice()])
-    {
-        row.iter_mut().zip(gamma).for_each(|(v, g)| *v *= g);
-    }
+/// The gamma of a layer scale over `c` channels, if there is one.
+fn layer_scale(
+    weights: &Weights,
+    spec: &Option<LayerScaleSpec>,
+    c: usize,
+) -> Result<Option<Vec<f32>>> {
+    spec.as_ref()
+        .map(|ls| weights.values(&format!("{}.gamma", ls.name), c))
+        .transpose()
 }
 
-/// A convolution with its batch norm folded in and its activation.
-fn conv_bn(weights: &Weights, spec: &ConvBnSpec) -> Result<Conv> {
-    let (w, bias) = weights.conv_bn_folded(spec)?;
+/// A convolution with its batch norm folded in and its activation, then the per-channel
+/// `gamma` of a layer scale when given: folded into the weight and bias of a linear convolution
+/// (`γ·(W x + b) = (γW) x + γb`), applied in the epilogue after an activation.
+fn conv_bn(weights: &Weights, spec: &ConvBnSpec, gamma: Option<&[f32]>) -> Result<Conv> {
+    let (mut w, mut bias) = weights.conv_bn_folded(spec)?;
+    let act = act(spec.act);
+    let unfolded = match gamma {
+        Some(g) if act == Act::Identity => {
+            scale_outputs(&mut w, Some(&mut bias), g);
+            None
+        }
+        other => other.map(<[f32]>::to_vec),
+    };
     Ok(Conv {
         kernel: kernel(&spec.conv, &w),
         bias,
-        act: act(spec.act),
-        gamma: None,
+        act,
+        gamma: unfolded,
     })
 }
 
-/// A bias-free convolution.
-fn plain(weights: &Weights, spec: &ConvSpec) -> Result<Conv> {
+/// A bias-free convolution, with a layer scale's `gamma` folded in when given.
+fn plain(weights: &Weights, spec: &ConvSpec, gamma: Option<&[f32]>) -> Result<Conv> {
+    let mut w = weights.conv(spec)?;
+    if let Some(g) = gamma {
+        scale_outputs(&mut w, None, g);
+    }
     Ok(Conv {
-        kernel: kernel(spec, &weights.conv(spec)?),
+        kernel: kernel(spec, &w),
         bias: vec![0.0; spec.out_ch],
         act: Act::Identity,
         gamma: None,
@@ -143,17 +143,15 @@ fn act(a: Option<Activation>) -> Act {
 fn mqa(weights: &Weights, spec: &MqaSpec, c: usize) -> Result<Mqa> {
     let kv = |kv: &KvSpec| -> Result<Kv> {
         Ok(Kv {
-            down: kv.down.as_ref().map(|d| conv_bn(weights, d)).transpose()?,
-            proj: plain(weights, &kv.proj)?,
+            down: kv
+                .down
+                .as_ref()
+                .map(|d| conv_bn(weights, d, None))
+                .transpose()?,
+            proj: plain(weights, &kv.proj, None)?,
         })
     };
-    let mut output = plain(weights, &spec.output)?;
-    if let Some(ls) = &spec.layer_scale {
-        fold_scale(
-            &mut output,
-            &weights.values(&format!("{}.gamma", ls.name), c)?,
-        );
-    }
+    let gamma = layer_scale(weights, &spec.layer_scale, c)?;
     Ok(Mqa {
         norm: weights
             .bn(&spec.norm, c)?
@@ -161,9 +159,9 @@ fn mqa(weights: &Weights, spec: &MqaSpec, c: usize) -> Result<Mqa> {
         heads: spec.heads,
         key_dim: spec.key_dim,
         value_dim: spec.value_dim,
-        query: plain(weights, &spec.query)?,
+        query: plain(weights, &spec.query, None)?,
         key: kv(&spec.key)?,
         value: kv(&spec.value)?,
-        output,
+        output: plain(weights, &spec.output, gamma.as_deref())?,
     })
 }

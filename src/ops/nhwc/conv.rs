@@ -7,58 +7,48 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::tile::{few_rows_product, product, Operands, MR};
+use super::tile::{product, Operands, Panels, MR, NR};
 use super::{Epilogue, Nhwc, Window};
 use crate::ops::uninit::{assume_written, written};
 
 /// Output pixels per task at most: the block and its patches stay in cache.
 const BLOCK_ROWS: usize = 128;
 
-/// Inner-dimension rows per task at least when the tasks split the inner dimension.
-const INNER_BLOCK: usize = 64;
-
-/// A dense convolution's weight as the matrix `[k·k·Cin, Cout]`, rows ordered by tap
-/// (row-major over the window), then input channel.
+/// A dense convolution's weight as the matrix `[k·k·Cin, Cout]` (rows ordered by tap, row-major
+/// over the window, then input channel), packed into column panels.
 #[derive(Clone, Debug)]
 pub(crate) struct DenseWeight {
-    pub data: Vec<f32>,
+    pub panels: Panels,
     pub cin: usize,
     pub cout: usize,
     pub kernel: usize,
 }
 
 impl DenseWeight {
-    /// `a` (`rows` packed rows of this weight's `k·k·Cin` inputs) times output channels `cols`.
-    fn operands<'a>(&'a self, a: &'a [f32], rows: usize, cols: Range<usize>) -> Operands<'a> {
-        let k = self.kernel * self.kernel * self.cin;
-        Operands {
-            a,
-            lda: k,
-            b: &self.data[cols.start..],
-            ldb: self.cout,
-            rows,
-            k,
-            n: cols.len(),
-        }
-    }
-
     /// From a weight in PyTorch's `[Cout, Cin, k, k]` layout.
     pub fn from_oihw(w: &[f32], cout: usize, cin: usize, kernel: usize) -> Self {
         let taps = kernel * kernel;
         assert_eq!(w.len(), cout * cin * taps, "dense weight shape");
-        let mut data = vec![0.0; w.len()];
-        for o in 0..cout {
-            for i in 0..cin {
-                for t in 0..taps {
-                    data[(t * cin + i) * cout + o] = w[(o * cin + i) * taps + t];
-                }
-            }
-        }
+        assert!(cin > 0 && kernel > 0, "dense weight: empty window");
+        let panels = Panels::from_fn(taps * cin, cout, |row, o| {
+            let (t, i) = (row / cin, row % cin);
+            w[(o * cin + i) * taps + t]
+        });
         Self {
-            data,
+            panels,
             cin,
             cout,
             kernel,
+        }
+    }
+
+    /// `rows` rows of `a`, each this weight's `k·k·Cin` inputs, as the left operand.
+    fn operands<'a>(&'a self, a: &'a [f32], rows: usize) -> Operands<'a> {
+        Operands {
+            a,
+            lda: self.panels.k(),
+            rows,
+            b: &self.panels,
         }
     }
 }
@@ -187,7 +177,7 @@ fn blocked(
     }
     let m = out.pixels();
     if m < 2 * MR {
-        return by_inner(lhs, m, weight, ep, residual);
+        return few_rows(lhs, m, weight, ep, residual);
     }
     let rows = rows_per_task(m);
     // SAFETY: the blocks cover the vector and each block's product writes all of its slots.
@@ -200,7 +190,7 @@ fn blocked(
                     let span = first..first + slots.len() / n;
                     let mut buf = Vec::new();
                     let a = lhs.block(span.clone(), &mut buf);
-                    product(weight.operands(a, span.len(), 0..n), slots, n);
+                    product(weight.operands(a, span.len()), 0..n, slots, n);
                     // SAFETY: the product wrote all `span.len() × n` slots (row stride `n`).
                     let dst = assume_written(slots);
                     ep.apply(dst, residual.map(|res| &res[span.start * n..span.end * n]));
@@ -209,9 +199,9 @@ fn blocked(
     }
 }
 
-/// Few rows (the head at a small batch): tasks split the inner dimension, each streaming its
-/// slice of the weight's rows (contiguous reads), and their partial sums are added.
-fn by_inner(
+/// Few rows (the head at a small batch): tasks split the output channels by panels, each
+/// streaming its panels of the weight once.
+fn few_rows(
     lhs: &Lhs,
     m: usize,
     weight: &DenseWeight,
@@ -221,33 +211,31 @@ fn by_inner(
     let n = weight.cout;
     let mut buf = Vec::new();
     let a = lhs.block(0..m, &mut buf);
-    let k = lhs.width();
-    let span = k
-        .div_ceil(2 * rayon::current_num_threads())
-        .max(INNER_BLOCK);
-    let starts: Vec<usize> = (0..k).step_by(span).collect();
-    let mut y = starts
+    let tiles = n.div_ceil(NR);
+    let per_task = tiles.div_ceil(2 * rayon::current_num_threads());
+    let groups: Vec<Range<usize>> = (0..tiles)
+        .step_by(per_task)
+        .map(|t| t * NR..((t + per_task) * NR).min(n))
+        .collect();
+    let parts: Vec<Vec<f32>> = groups
         .par_iter()
-        .map(|&k0| {
-            let k1 = (k0 + span).min(k);
-            let mut part = vec![0.0; m * n];
-            let ops = Operands {
-                a: &a[k0..],
-                lda: k,
-                b: &weight.data[k0 * n..],
-                ldb: n,
-                rows: m,
-                k: k1 - k0,
-                n,
-            };
-            few_rows_product(ops, &mut part);
-            part
+        .map(|cols| {
+            let w = cols.len();
+            // SAFETY: the product writes all `m × w` slots (row stride `w`).
+            unsafe {
+                written(m * w, |c| {
+                    product(weight.operands(a, m), cols.clone(), c, w)
+                })
+            }
         })
-        .reduce_with(|mut acc, part| {
-            acc.iter_mut().zip(part).for_each(|(s, v)| *s += v);
-            acc
-        })
-        .unwrap_or_else(|| vec![0.0; m * n]);
+        .collect();
+    let mut y = vec![0.0; m * n];
+    for (cols, part) in groups.iter().zip(&parts) {
+        let w = cols.len();
+        for (row, src) in y.chunks_exact_mut(n).zip(part.chunks_exact(w)) {
+            row[cols.clone()].copy_from_slice(src);
+        }
+    }
     ep.apply(&mut y, residual);
     y
 }
