@@ -132,23 +132,36 @@ impl Lhs<'_> {
 }
 
 /// Writes the window of output pixel `(b, oy, ox)` into `dst`: `k·k·C` values, tap-major.
+/// A window row that lies inside the map is `k·C` contiguous input values, copied at once.
 fn patch(x: &[f32], shape: Nhwc, win: Window, (b, oy, ox): (usize, usize, usize), dst: &mut [f32]) {
-    let c = shape.c;
-    let mut taps = dst.chunks_exact_mut(c);
-    for ky in 0..win.kernel {
-        let iy = win.source(oy, ky, shape.h);
-        for kx in 0..win.kernel {
-            let tap = taps.next().expect("a patch holds k·k taps");
-            match (iy, win.source(ox, kx, shape.w)) {
-                (Some(iy), Some(ix)) => {
-                    let px = &x[((b * shape.h + iy) * shape.w + ix) * c..][..c];
-                    // An element loop: a `memcpy` call per tap costs more than the copy when C is 1–3.
-                    tap.iter_mut().zip(px).for_each(|(d, &s)| *d = s);
+    let (c, k) = (shape.c, win.kernel);
+    let first = (ox * win.stride)
+        .checked_sub(k / 2)
+        .filter(|&ix| ix + k <= shape.w);
+    for (ky, row) in dst.chunks_exact_mut(k * c).enumerate() {
+        let Some(iy) = win.source(oy, ky, shape.h) else {
+            row.fill(0.0);
+            continue;
+        };
+        let line = &x[(b * shape.h + iy) * shape.w * c..][..shape.w * c];
+        match first {
+            Some(ix) => copy(row, &line[ix * c..(ix + k) * c]),
+            None => {
+                for (kx, tap) in row.chunks_exact_mut(c).enumerate() {
+                    match win.source(ox, kx, shape.w) {
+                        Some(ix) => copy(tap, &line[ix * c..(ix + 1) * c]),
+                        None => tap.fill(0.0),
+                    }
                 }
-                _ => tap.fill(0.0),
             }
         }
     }
+}
+
+/// An element loop: a `memcpy` call costs more than the copy for the few values of a tap.
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s);
 }
 
 /// Rows per task: enough tasks for the pool, whole register tiles, at most [`BLOCK_ROWS`].
