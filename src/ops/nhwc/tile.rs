@@ -96,37 +96,37 @@ multiversion! {
                 let a = &ops.a[m0 * ops.lda..];
                 let c = &mut c[m0 * ldc + at..];
                 let out = (c, ldc, width);
-                match MR.min(ops.rows - m0) {
-                    4 => tile::<4, F>(a, ops.lda, panel, out),
-                    3 => tile::<3, F>(a, ops.lda, panel, out),
-                    2 => tile::<2, F>(a, ops.lda, panel, out),
-                    _ => tile::<1, F>(a, ops.lda, panel, out),
-                }
+                tile::<F>(a, ops.lda, MR.min(ops.rows - m0), panel, out);
             }
         }
     }
 }
 
-/// A tile of `M` rows × one panel, of which the first `width` columns are stored. The sums live in
-/// registers: the loop shape (whole arrays, zipped) is what lets the compiler keep them there.
+/// A tile of `rows` (at most [`MR`]) rows × one panel, of which the first `width` columns are
+/// stored. The sums live in registers: the loop shape (whole arrays, zipped) is what lets the
+/// compiler keep them there. A short tile repeats its last row rather than use a shape of its own:
+/// one shape serves every tile, and the one-row shape compiled to scalar code (which made no
+/// measurable difference to a pass: the batch-1 head is bound by reading its weights).
 #[inline(always)]
-fn tile<const M: usize, F: MulAdd>(
+fn tile<F: MulAdd>(
     a: &[f32],
     lda: usize,
+    rows: usize,
     panel: &[f32],
     (c, ldc, width): (&mut [MaybeUninit<f32>], usize, usize),
 ) {
-    let mut acc = [[0f32; NR]; M];
+    let starts: [usize; MR] = std::array::from_fn(|r| r.min(rows - 1) * lda);
+    let mut acc = [[0f32; NR]; MR];
     for (p, b) in panel.chunks_exact(NR).enumerate() {
         let b: [f32; NR] = b.try_into().unwrap();
-        let xs: [f32; M] = std::array::from_fn(|r| a[r * lda + p]);
+        let xs: [f32; MR] = std::array::from_fn(|r| a[starts[r] + p]);
         for (sums, x) in acc.iter_mut().zip(xs) {
             for (s, w) in sums.iter_mut().zip(b) {
                 *s = F::mul_add(x, w, *s);
             }
         }
     }
-    for (r, sums) in acc.iter().enumerate() {
+    for (r, sums) in acc.iter().enumerate().take(rows) {
         copy_into(&mut c[r * ldc..r * ldc + width], &sums[..width]);
     }
 }
