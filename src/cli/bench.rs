@@ -183,7 +183,7 @@ fn print_profile(net: &Network, args: &BenchArgs) -> Result<()> {
         .collect();
     slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
     println!("slowest kernels:");
-    for (s, e) in slowest.iter().take(40) {
+    for (s, e) in slowest.iter().take(10) {
         println!("  {:>7.3} ms  {:<10} {}", per_pass(*s), e.kind, e.shape);
     }
     Ok(())

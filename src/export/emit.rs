@@ -2,7 +2,7 @@
 //! (folded or kept), activations, layer scales, residuals, pooling and the classifier. The
 //! weights are read by their timm names from the network's parameters.
 
-use super::fold::{fold_into_conv, scale_outputs};
+use super::fold::scale_outputs;
 use super::graph::{Attr, Graph};
 use super::weights::Weights;
 use crate::model::layers::BN_EPS;
@@ -110,12 +110,12 @@ impl Emitter {
         gamma: Option<&[f32]>,
     ) -> Result<String> {
         let c = &spec.conv;
-        let w = self.weights.conv(c)?;
         let y = if self.keep_bn {
+            let w = self.weights.conv(c)?;
             let y = self.conv(x, c, &w, None);
             self.batch_norm(&y, &spec.bn, c.out_ch)?
         } else {
-            let (mut w, mut b) = fold_into_conv(&w, &self.weights.bn(&spec.bn, c.out_ch)?, BN_EPS);
+            let (mut w, mut b) = self.weights.conv_bn_folded(spec)?;
             if let Some(gamma) = gamma {
                 scale_outputs(&mut w, Some(&mut b), gamma);
             }
