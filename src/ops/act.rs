@@ -103,8 +103,32 @@ fn affine_row<A: ActFn>(x: &[f32], scale: f32, shift: f32, y: &mut [MaybeUninit<
     }
 }
 
+/// `y = act(x · scale + shift)` element by element, over one image of a small map.
+#[inline(always)]
+fn affine_image<A: ActFn>(x: &[f32], (scale, shift): (&[f32], &[f32]), y: &mut [MaybeUninit<f32>]) {
+    for (((y, &x), &a), &b) in y.iter_mut().zip(x).zip(scale).zip(shift) {
+        y.write(A::apply(x * a + b));
+    }
+}
+
+/// Maps of at most this many elements per channel run image by image, on rows of `C · S`
+/// elements with the per-channel values spread over every element ([`spread`]): a channel
+/// row of a few elements costs more in loop overhead than in arithmetic.
+const PER_IMAGE_MAX_S: usize = 64;
+
+/// Whether an `[N, C, S]` tensor is walked image by image rather than channel row by row.
+pub(crate) fn per_image(s: usize) -> bool {
+    s <= PER_IMAGE_MAX_S
+}
+
+/// Each of the `c` values of `v` repeated `s` times: a per-channel value for every element of
+/// one image.
+pub(crate) fn spread(v: &[f32], s: usize) -> Vec<f32> {
+    v.iter().flat_map(|&x| std::iter::repeat_n(x, s)).collect()
+}
+
 /// `act(x · scale[ch] + shift[ch])` of an `[N, C, S]` tensor with `c` channels of `s` elements
-/// (`s > 0`), into a new vector; parallel over rows.
+/// (`s > 0`), into a new vector; parallel over rows (over images on small maps).
 pub(crate) fn affine_act(
     x: &[f32],
     c: usize,
@@ -113,6 +137,21 @@ pub(crate) fn affine_act(
     shift: &[f32],
     act: Act,
 ) -> Vec<f32> {
+    if per_image(s) {
+        let (scale, shift) = (spread(scale, s), spread(shift, s));
+        let cs = c * s;
+        // SAFETY: the images of `cs` slots cover the vector, each written by `affine_image`.
+        return unsafe {
+            written(x.len(), |y| {
+                with_act!(act, A => {
+                    y.par_chunks_mut(cs)
+                        .zip(x.par_chunks(cs))
+                        .with_min_len(rows_per_task(cs))
+                        .for_each(|(y, x)| affine_image::<A>(x, (&scale, &shift), y))
+                })
+            })
+        };
+    }
     // SAFETY: the rows of `s` slots cover the vector, each written by `affine_row`.
     unsafe {
         written(x.len(), |y| {
@@ -142,14 +181,27 @@ pub(crate) fn act_grad_row<A: ActFn>(
 }
 
 /// The input gradient of a per-channel op on an `[N, C, S]` tensor with `c` channels of `s`
-/// elements (`s > 0`): [`input_grad_row`] on every row, with channel `ch`'s `scale[ch]`,
-/// `shift[ch]` and `then(ch)`; parallel over rows.
-pub(crate) fn input_grad<A: ActFn, T: Fn(f32, f32) -> f32>(
+/// elements (`s > 0`): `dx = p[ch] · dz + q[ch] · x + r[ch]`, where
+/// `dz = dy · act'(x · scale[ch] + shift[ch])`; parallel over rows (over images on small maps).
+pub(crate) fn input_grad<A: ActFn>(
     (x, dy): (&[f32], &[f32]),
     (c, s): (usize, usize),
     (scale, shift): (&[f32], &[f32]),
-    then: impl Fn(usize) -> T + Sync,
+    [p, q, r]: [&[f32]; 3],
 ) -> Vec<f32> {
+    if per_image(s) {
+        let cs = c * s;
+        let coef = [scale, shift, p, q, r].map(|v| spread(v, s));
+        // SAFETY: the images of `cs` slots cover the vector, each written by `input_grad_image`.
+        return unsafe {
+            written(x.len(), |dx| {
+                dx.par_chunks_mut(cs)
+                    .zip(x.par_chunks(cs).zip(dy.par_chunks(cs)))
+                    .with_min_len(rows_per_task(cs))
+                    .for_each(|(dx, xy)| input_grad_image::<A>(xy, &coef, dx))
+            })
+        };
+    }
     // SAFETY: the rows of `s` slots cover the vector, each written by `input_grad_row`.
     unsafe {
         written(x.len(), |dx| {
@@ -157,33 +209,77 @@ pub(crate) fn input_grad<A: ActFn, T: Fn(f32, f32) -> f32>(
                 .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
                 .enumerate()
                 .with_min_len(rows_per_task(s))
-                .for_each(|(r, (dx, xy))| {
-                    let ch = r % c;
-                    input_grad_row::<A>(xy, scale[ch], shift[ch], dx, then(ch));
+                .for_each(|(row, (dx, xy))| {
+                    let ch = row % c;
+                    let coef = [scale[ch], shift[ch], p[ch], q[ch], r[ch]];
+                    input_grad_row::<A>(xy, coef, dx);
                 })
         })
     }
 }
 
-/// `dx = then(dz, x)` over one channel row, where `dz = dy · act'(x · scale + shift)`.
+/// `dx = p · dz + q · x + r` over one channel row, where `dz = dy · act'(x · scale + shift)`
+/// and `coef = [scale, shift, p, q, r]`.
 #[inline(always)]
 fn input_grad_row<A: ActFn>(
     (x, dy): (&[f32], &[f32]),
-    scale: f32,
-    shift: f32,
+    [a, b, p, q, r]: [f32; 5],
     dx: &mut [MaybeUninit<f32>],
-    then: impl Fn(f32, f32) -> f32,
 ) {
     for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-        dx.write(then(A::grad(x * scale + shift, dy), x));
+        dx.write(p * A::grad(x * a + b, dy) + q * x + r);
     }
+}
+
+/// [`input_grad_row`] over one image of a small map, with the five coefficients spread over
+/// its elements.
+#[inline(always)]
+fn input_grad_image<A: ActFn>(
+    (x, dy): (&[f32], &[f32]),
+    coef: &[Vec<f32>; 5],
+    dx: &mut [MaybeUninit<f32>],
+) {
+    let n = dx.len();
+    let (x, dy) = (&x[..n], &dy[..n]);
+    let [a, b, p, q, r] = coef.each_ref().map(|v| &v[..n]);
+    for k in 0..n {
+        dx[k].write(p[k] * A::grad(x[k] * a[k] + b[k], dy[k]) + q[k] * x[k] + r[k]);
+    }
+}
+
+/// Per-channel `(Σ dz, Σ dz · (x − center[ch]))` of an `[N, C, S]` tensor (`s > 0`), where
+/// `dz = dy · act'(x · scale[ch] + shift[ch])`: the gradient sums of a per-channel op.
+pub(crate) fn grad_sums<A: ActFn>(
+    (x, dy): (&[f32], &[f32]),
+    (n, c, s): (usize, usize, usize),
+    (scale, shift): (&[f32], &[f32]),
+    center: &[f32],
+) -> Vec<(f64, f64)> {
+    if !per_image(s) {
+        return channel_sums(n * c, c, s, |r, scratch| {
+            let (ch, row) = (r % c, r * s..(r + 1) * s);
+            let xy = (&x[row.clone()], &dy[row]);
+            grad_sums_row::<A>(xy, scale[ch], shift[ch], center[ch], scratch)
+        });
+    }
+    let cs = c * s;
+    let [a, b, k] = [scale, shift, center].map(|v| spread(v, s));
+    image_channel_sums((n, c, s), |i, s1, s2| {
+        let (x, dy) = (&x[i * cs..(i + 1) * cs], &dy[i * cs..(i + 1) * cs]);
+        let (s1, s2, a, b, k) = (&mut s1[..cs], &mut s2[..cs], &a[..cs], &b[..cs], &k[..cs]);
+        for j in 0..cs {
+            let dz = A::grad(x[j] * a[j] + b[j], dy[j]);
+            s1[j] += dz;
+            s2[j] += dz * (x[j] - k[j]);
+        }
+    })
 }
 
 /// `(Σ dz, Σ dz · (x − center))` over one channel row, where `dz = dy · act'(x · scale + shift)`
 /// is written to `scratch` first: two simple loops vectorize where one fused loop does not.
 /// Summed in eight f32 lanes, returned in f64.
 #[inline(always)]
-pub(crate) fn grad_sums_row<A: ActFn>(
+fn grad_sums_row<A: ActFn>(
     (x, dy): (&[f32], &[f32]),
     scale: f32,
     shift: f32,
@@ -210,6 +306,32 @@ pub(crate) fn grad_sums_row<A: ActFn>(
         s2 += f64::from(dz * (x - center));
     }
     (s1, s2)
+}
+
+/// Per-channel sums of two per-element quantities over the images of an `[N, C, S]` tensor:
+/// `add(image, s1, s2)` adds one image's quantities into `C · S` f32 accumulators. Images run
+/// in fixed ranges in parallel; each range's accumulators are folded per channel in f64 and
+/// the ranges added up in order, so a rerun gives bit-identical sums.
+pub(crate) fn image_channel_sums(
+    (n, c, s): (usize, usize, usize),
+    add: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) -> Vec<(f64, f64)> {
+    let cs = c * s;
+    let per_task = rows_per_task(cs);
+    let partials: Vec<Vec<(f64, f64)>> = (0..n.div_ceil(per_task))
+        .into_par_iter()
+        .map(|task| {
+            let (mut s1, mut s2) = (vec![0f32; cs], vec![0f32; cs]);
+            for i in task * per_task..n.min((task + 1) * per_task) {
+                add(i, &mut s1, &mut s2);
+            }
+            let fold = |v: &[f32]| v.iter().map(|&v| f64::from(v)).sum::<f64>();
+            (0..c)
+                .map(|ch| (fold(&s1[ch * s..][..s]), fold(&s2[ch * s..][..s])))
+                .collect()
+        })
+        .collect();
+    add_in_order(partials, c)
 }
 
 /// Rows of `len` elements per parallel work unit: about 16k elements, at least one row.
@@ -241,6 +363,11 @@ pub(crate) fn channel_sums(
             acc
         })
         .collect();
+    add_in_order(partials, c)
+}
+
+/// The sum of per-task per-channel partial sums, added in task order.
+fn add_in_order(partials: Vec<Vec<(f64, f64)>>, c: usize) -> Vec<(f64, f64)> {
     let mut total = vec![(0.0, 0.0); c];
     for part in partials {
         for (t, p) in total.iter_mut().zip(part) {

@@ -12,7 +12,8 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::act::{
-    affine_act, channel_geometry, channel_sums, grad_sums_row, input_grad, with_act, Act, ActFn,
+    affine_act, channel_geometry, channel_sums, grad_sums, image_channel_sums, input_grad,
+    per_image, spread, with_act, Act, ActFn,
 };
 use super::cpu::{f32_slice, read_f32};
 
@@ -91,6 +92,25 @@ fn shifted_moments(x: &[f32], k: f32) -> (f64, f64) {
     (a, b)
 }
 
+/// Per-channel `(Σ (x − center), Σ (x − center)²)` of an `[N, C, S]` tensor (`s > 0`).
+fn moments(x: &[f32], (n, c, s): (usize, usize, usize), center: &[f32]) -> Vec<(f64, f64)> {
+    if !per_image(s) {
+        return channel_sums(n * c, c, s, |r, _| {
+            shifted_moments(&x[r * s..(r + 1) * s], center[r % c])
+        });
+    }
+    let cs = c * s;
+    let k = spread(center, s);
+    image_channel_sums((n, c, s), |i, s1, s2| {
+        let (x, k, s1, s2) = (&x[i * cs..][..cs], &k[..cs], &mut s1[..cs], &mut s2[..cs]);
+        for j in 0..cs {
+            let d = x[j] - k[j];
+            s1[j] += d;
+            s2[j] += d * d;
+        }
+    })
+}
+
 impl CustomOp3 for BatchNormTrain {
     fn name(&self) -> &'static str {
         "batch-norm-train"
@@ -126,9 +146,7 @@ impl CustomOp3 for BatchNormTrain {
         // Moments about the first value of each channel, which keeps the single pass accurate
         // when the mean is large against the spread.
         let center: Vec<f32> = (0..c).map(|ch| x[ch * s]).collect();
-        let moments = channel_sums(n * c, c, s, |r, _| {
-            shifted_moments(&x[r * s..(r + 1) * s], center[r % c])
-        });
+        let moments = moments(x, (n, c, s), &center);
         let m = count as f64;
         let (mut mean, mut var) = (Vec::with_capacity(c), Vec::with_capacity(c));
         let (mut inv_std, mut scale, mut shift) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
@@ -197,17 +215,12 @@ fn backward<A: ActFn>(
     (n, c, s): (usize, usize, usize),
     m: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let sums = channel_sums(n * c, c, s, |r, scratch| {
-        let ch = r % c;
-        let row = r * s..(r + 1) * s;
-        let (x, dy) = (&x[row.clone()], &dy[row]);
-        grad_sums_row::<A>((x, dy), sv.scale[ch], sv.shift[ch], sv.mean[ch], scratch)
-    });
+    let sums = grad_sums::<A>((x, dy), (n, c, s), (&sv.scale, &sv.shift), &sv.mean);
     let mut dw = vec![0f32; c];
     let mut db = vec![0f32; c];
     // dx = a · dz + k · x + b0 per channel, with a = scale,
     // k = −scale · inv_std² · Σ dz (x − mean) / m, b0 = −scale · Σ dz / m − k · mean.
-    let mut coef = vec![(0f32, 0f32); c];
+    let (mut k_x, mut b_0) = (vec![0f32; c], vec![0f32; c]);
     for ch in 0..c {
         let (sum_dz, sum_dzc) = sums[ch];
         let is = f64::from(sv.inv_std[ch]);
@@ -215,15 +228,11 @@ fn backward<A: ActFn>(
         db[ch] = sum_dz as f32;
         dw[ch] = (sum_dzc * is) as f32;
         let k = -a * is * is * sum_dzc / m;
-        coef[ch] = (
-            k as f32,
-            (-a * sum_dz / m - k * f64::from(sv.mean[ch])) as f32,
-        );
+        k_x[ch] = k as f32;
+        b_0[ch] = (-a * sum_dz / m - k * f64::from(sv.mean[ch])) as f32;
     }
-    let dx = input_grad::<A, _>((x, dy), (c, s), (&sv.scale, &sv.shift), |ch| {
-        let (a, (k, b0)) = (sv.scale[ch], coef[ch]);
-        move |dz: f32, x: f32| a * dz + k * x + b0
-    });
+    let lin = [sv.scale.as_slice(), &k_x, &b_0];
+    let dx = input_grad::<A>((x, dy), (c, s), (&sv.scale, &sv.shift), lin);
     (dx, dw, db)
 }
 
@@ -292,13 +301,16 @@ mod tests {
 
     #[test]
     fn matches_generic_composition() -> Result<()> {
-        let shapes: [&[usize]; 5] = [
+        // Small maps run image by image, larger ones (17 × 9) channel row by channel row;
+        // 70 images of 2 × 2 × 128 are summed in three ranges.
+        let shapes: [&[usize]; 6] = [
             &[4, 3, 5, 6],
             // Two samples per channel would leave only rounding noise in the input gradient.
             &[6, 8, 1, 1],
             &[16, 5],
             &[3, 4, 17, 9],
             &[1, 2, 3, 3],
+            &[70, 128, 2, 2],
         ];
         for (seed, shape) in (0u64..).zip(shapes) {
             for act in [Act::Identity, Act::Relu, Act::Gelu] {
