@@ -16,9 +16,11 @@ validation top-1, the high budget's own validation top-1, #params, MACs), each c
 rho minus the best cost ranker's with a 95 % bootstrap interval over architectures, the
 seed-to-seed standard deviation of one architecture at each budget, and the candidate budget it
 chooses by a stated rule. Runs go budget by budget; the first run of each (budget, seed) fills the
-teacher cache before the others start (`--jobs` at a time). Finished runs (summary.json present)
-are reused and a partial one resumes, so the study can span several sittings. Run names carry a
-hash of their budget's experiment file. Writes reports/fidelity/README.md. Standard library only.
+teacher cache before the others start (`--jobs` at a time). A finished run's summary and per-epoch
+times are kept in reports/fidelity/runs/<run>.json, which is committed: a kept run is not trained
+again, even on a fresh checkout, and a partial one (in runs/) resumes, so the study can span
+several sittings and machines. Run names carry a hash of their budget's experiment file. Writes
+reports/fidelity/README.md. Standard library only.
 """
 import argparse
 import csv
@@ -43,6 +45,8 @@ CANDIDATE_BUDGETS = ["low", "mid"]
 BOOTSTRAP = 2000
 SPACE = "search_spaces/small.toml"
 REPORT = "reports/fidelity/README.md"
+# Finished runs' results, committed with the report (one JSON file per run).
+KEPT = "reports/fidelity/runs"
 PRESET_WIDTHS = [0.25, 0.5, 0.75, 1.0]
 
 
@@ -53,14 +57,14 @@ def tag(budget="low"):
 
 def architectures(draws):
     """(label, arch, width): the sampled block strings (cached in runs/) and the presets."""
-    cache = os.path.join("runs", f"fidelity-{tag()}-archs-{draws}.json")
+    cache = os.path.join(KEPT, f"archs-{tag()}-{draws}.json")
     if not os.path.exists(cache):
         out = os.path.join("runs", f"fidelity-{tag()}-draws")
         sh([BIN, "bench", "latency-rank", "--space", SPACE, "--samples", str(draws), "--seed", "0",
             "--in-chans", "1", "--num-classes", "10", "--repeats", "1", "--out", out])
         with open(os.path.join(out, "latency_rank_values.csv")) as f:
             archs = [r["arch"] for r in csv.DictReader(f)]
-        json.dump(archs, open(cache, "w"))
+        keep_json(cache, archs)
     drawn = [(f"draw{i}", a, 1.0) for i, a in enumerate(json.load(open(cache)))]
     return drawn + [(f"conv-small x{w}", "conv-small", w) for w in PRESET_WIDTHS]
 
@@ -73,12 +77,35 @@ def run_name(budget, label, seed):
 def train(budget, label, arch, width, seed, threads):
     """Distills one architecture at one budget with `threads` math threads, resuming a partial run."""
     name = run_name(budget, label, seed)
-    if os.path.exists(os.path.join("runs", name, "summary.json")):
+    if os.path.exists(kept(name)):
         return
+    if os.path.exists(os.path.join("runs", name, "summary.json")):
+        return keep_run(name)
     cmd = [BIN, "distill", BUDGETS[budget], "--quiet", "--set", f'name="{name}"', "--set", f"seed={seed}",
            "--set", f'model.arch="{arch}"', "--set", f"model.width={width}"]
     resume = ["--resume"] if os.path.exists(os.path.join("runs", name, "checkpoints", "last.json")) else []
     sh(cmd + resume, thread_env(threads))
+    keep_run(name)
+
+
+def kept(name):
+    return os.path.join(KEPT, name + ".json")
+
+
+def keep_json(path, value):
+    """Writes `value` as JSON to `path` atomically."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def keep_run(name):
+    """Keeps a finished run's summary and its epochs' seconds (from metrics.csv)."""
+    s = json.load(open(os.path.join("runs", name, "summary.json")))
+    with open(os.path.join("runs", name, "metrics.csv")) as f:
+        seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    keep_json(kept(name), {"summary": s, "epoch_seconds": seconds})
 
 
 def train_all(archs, seeds, jobs):
@@ -90,10 +117,10 @@ def train_all(archs, seeds, jobs):
 
 
 def result(budget, label, seed):
-    s = json.load(open(os.path.join("runs", run_name(budget, label, seed), "summary.json")))
-    with open(os.path.join("runs", run_name(budget, label, seed), "metrics.csv")) as f:
-        seconds = sum(float(r["seconds"]) for r in csv.DictReader(f))
-    return {"val": s["best_val_top1"], "test": s.get("test_top1"), "params": s["params"], "seconds": seconds}
+    k = json.load(open(kept(run_name(budget, label, seed))))
+    s = k["summary"]
+    return {"val": s["best_val_top1"], "test": s.get("test_top1"), "params": s["params"],
+            "seconds": sum(k["epoch_seconds"])}
 
 
 def cost(arch, width):
