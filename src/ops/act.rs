@@ -7,6 +7,7 @@
 
 use std::mem::MaybeUninit;
 
+use super::simd::multiversion;
 use super::uninit::written;
 
 use candle_core::cpu::erf::erf_f32;
@@ -95,19 +96,25 @@ macro_rules! with_act {
 }
 pub(crate) use with_act;
 
-/// `y = act(x · scale + shift)` over one channel row.
-#[inline(always)]
-fn affine_row<A: ActFn>(x: &[f32], scale: f32, shift: f32, y: &mut [MaybeUninit<f32>]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        y.write(A::apply(x * scale + shift));
+multiversion! {
+    /// `y = act(x · scale + shift)` over one channel row.
+    fn affine_row(act: Act, x: &[f32], scale: f32, shift: f32, y: &mut [MaybeUninit<f32>]) {
+        with_act!(act, A => {
+            for (y, &x) in y.iter_mut().zip(x) {
+                y.write(A::apply(x * scale + shift));
+            }
+        })
     }
 }
 
-/// `y = act(x · scale + shift)` element by element, over one image of a small map.
-#[inline(always)]
-fn affine_image<A: ActFn>(x: &[f32], (scale, shift): (&[f32], &[f32]), y: &mut [MaybeUninit<f32>]) {
-    for (((y, &x), &a), &b) in y.iter_mut().zip(x).zip(scale).zip(shift) {
-        y.write(A::apply(x * a + b));
+multiversion! {
+    /// `y = act(x · scale + shift)` element by element, over one image of a small map.
+    fn affine_image(act: Act, x: &[f32], scale: &[f32], shift: &[f32], y: &mut [MaybeUninit<f32>]) {
+        with_act!(act, A => {
+            for (((y, &x), &a), &b) in y.iter_mut().zip(x).zip(scale).zip(shift) {
+                y.write(A::apply(x * a + b));
+            }
+        })
     }
 }
 
@@ -143,47 +150,30 @@ pub(crate) fn affine_act(
         // SAFETY: the images of `cs` slots cover the vector, each written by `affine_image`.
         return unsafe {
             written(x.len(), |y| {
-                with_act!(act, A => {
-                    y.par_chunks_mut(cs)
-                        .zip(x.par_chunks(cs))
-                        .with_min_len(rows_per_task(cs))
-                        .for_each(|(y, x)| affine_image::<A>(x, (&scale, &shift), y))
-                })
+                y.par_chunks_mut(cs)
+                    .zip(x.par_chunks(cs))
+                    .with_min_len(rows_per_task(cs))
+                    .for_each(|(y, x)| affine_image(act, x, &scale, &shift, y))
             })
         };
     }
     // SAFETY: the rows of `s` slots cover the vector, each written by `affine_row`.
     unsafe {
         written(x.len(), |y| {
-            with_act!(act, A => {
-                y.par_chunks_mut(s)
-                    .zip(x.par_chunks(s))
-                    .enumerate()
-                    .with_min_len(rows_per_task(s))
-                    .for_each(|(r, (y, x))| affine_row::<A>(x, scale[r % c], shift[r % c], y))
-            })
+            y.par_chunks_mut(s)
+                .zip(x.par_chunks(s))
+                .enumerate()
+                .with_min_len(rows_per_task(s))
+                .for_each(|(r, (y, x))| affine_row(act, x, scale[r % c], shift[r % c], y))
         })
-    }
-}
-
-/// `dz = dy · act'(x · scale + shift)` over one channel row: the gradient before the activation.
-#[inline(always)]
-pub(crate) fn act_grad_row<A: ActFn>(
-    x: &[f32],
-    dy: &[f32],
-    scale: f32,
-    shift: f32,
-    dz: &mut [f32],
-) {
-    for ((dz, &x), &dy) in dz.iter_mut().zip(x).zip(dy) {
-        *dz = A::grad(x * scale + shift, dy);
     }
 }
 
 /// The input gradient of a per-channel op on an `[N, C, S]` tensor with `c` channels of `s`
 /// elements (`s > 0`): `dx = p[ch] · dz + q[ch] · x + r[ch]`, where
 /// `dz = dy · act'(x · scale[ch] + shift[ch])`; parallel over rows (over images on small maps).
-pub(crate) fn input_grad<A: ActFn>(
+pub(crate) fn input_grad(
+    act: Act,
     (x, dy): (&[f32], &[f32]),
     (c, s): (usize, usize),
     (scale, shift): (&[f32], &[f32]),
@@ -198,7 +188,7 @@ pub(crate) fn input_grad<A: ActFn>(
                 dx.par_chunks_mut(cs)
                     .zip(x.par_chunks(cs).zip(dy.par_chunks(cs)))
                     .with_min_len(rows_per_task(cs))
-                    .for_each(|(dx, xy)| input_grad_image::<A>(xy, &coef, dx))
+                    .for_each(|(dx, (x, dy))| input_grad_image(act, x, dy, &coef, dx))
             })
         };
     }
@@ -209,47 +199,47 @@ pub(crate) fn input_grad<A: ActFn>(
                 .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
                 .enumerate()
                 .with_min_len(rows_per_task(s))
-                .for_each(|(row, (dx, xy))| {
+                .for_each(|(row, (dx, (x, dy)))| {
                     let ch = row % c;
                     let coef = [scale[ch], shift[ch], p[ch], q[ch], r[ch]];
-                    input_grad_row::<A>(xy, coef, dx);
+                    input_grad_row(act, x, dy, coef, dx);
                 })
         })
     }
 }
 
-/// `dx = p · dz + q · x + r` over one channel row, where `dz = dy · act'(x · scale + shift)`
-/// and `coef = [scale, shift, p, q, r]`.
-#[inline(always)]
-fn input_grad_row<A: ActFn>(
-    (x, dy): (&[f32], &[f32]),
-    [a, b, p, q, r]: [f32; 5],
-    dx: &mut [MaybeUninit<f32>],
-) {
-    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-        dx.write(p * A::grad(x * a + b, dy) + q * x + r);
+multiversion! {
+    /// `dx = p · dz + q · x + r` over one channel row, where `dz = dy · act'(x · scale + shift)`
+    /// and `coef = [scale, shift, p, q, r]`.
+    fn input_grad_row(act: Act, x: &[f32], dy: &[f32], coef: [f32; 5], dx: &mut [MaybeUninit<f32>]) {
+        let [a, b, p, q, r] = coef;
+        with_act!(act, A => {
+            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                dx.write(p * A::grad(x * a + b, dy) + q * x + r);
+            }
+        })
     }
 }
 
-/// [`input_grad_row`] over one image of a small map, with the five coefficients spread over
-/// its elements.
-#[inline(always)]
-fn input_grad_image<A: ActFn>(
-    (x, dy): (&[f32], &[f32]),
-    coef: &[Vec<f32>; 5],
-    dx: &mut [MaybeUninit<f32>],
-) {
-    let n = dx.len();
-    let (x, dy) = (&x[..n], &dy[..n]);
-    let [a, b, p, q, r] = coef.each_ref().map(|v| &v[..n]);
-    for k in 0..n {
-        dx[k].write(p[k] * A::grad(x[k] * a[k] + b[k], dy[k]) + q[k] * x[k] + r[k]);
+multiversion! {
+    /// The input gradient over one image of a small map, with the five coefficients of
+    /// [`input_grad_row`] spread over its elements.
+    fn input_grad_image(act: Act, x: &[f32], dy: &[f32], coef: &[Vec<f32>; 5], dx: &mut [MaybeUninit<f32>]) {
+        let n = dx.len();
+        let (x, dy) = (&x[..n], &dy[..n]);
+        let [a, b, p, q, r] = coef.each_ref().map(|v| &v[..n]);
+        with_act!(act, A => {
+            for k in 0..n {
+                dx[k].write(p[k] * A::grad(x[k] * a[k] + b[k], dy[k]) + q[k] * x[k] + r[k]);
+            }
+        })
     }
 }
 
 /// Per-channel `(Σ dz, Σ dz · (x − center[ch]))` of an `[N, C, S]` tensor (`s > 0`), where
 /// `dz = dy · act'(x · scale[ch] + shift[ch])`: the gradient sums of a per-channel op.
-pub(crate) fn grad_sums<A: ActFn>(
+pub(crate) fn grad_sums(
+    act: Act,
     (x, dy): (&[f32], &[f32]),
     (n, c, s): (usize, usize, usize),
     (scale, shift): (&[f32], &[f32]),
@@ -258,54 +248,68 @@ pub(crate) fn grad_sums<A: ActFn>(
     if !per_image(s) {
         return channel_sums(n * c, c, s, |r, scratch| {
             let (ch, row) = (r % c, r * s..(r + 1) * s);
-            let xy = (&x[row.clone()], &dy[row]);
-            grad_sums_row::<A>(xy, scale[ch], shift[ch], center[ch], scratch)
+            let coef = [scale[ch], shift[ch], center[ch]];
+            grad_sums_row(act, &x[row.clone()], &dy[row], coef, scratch)
         });
     }
     let cs = c * s;
-    let [a, b, k] = [scale, shift, center].map(|v| spread(v, s));
+    let coef = [scale, shift, center].map(|v| spread(v, s));
     image_channel_sums((n, c, s), |i, s1, s2| {
-        let (x, dy) = (&x[i * cs..(i + 1) * cs], &dy[i * cs..(i + 1) * cs]);
-        let (s1, s2, a, b, k) = (&mut s1[..cs], &mut s2[..cs], &a[..cs], &b[..cs], &k[..cs]);
-        for j in 0..cs {
-            let dz = A::grad(x[j] * a[j] + b[j], dy[j]);
-            s1[j] += dz;
-            s2[j] += dz * (x[j] - k[j]);
-        }
+        let image = i * cs..(i + 1) * cs;
+        grad_sums_image(act, &x[image.clone()], &dy[image], &coef, s1, s2)
     })
 }
 
-/// `(Σ dz, Σ dz · (x − center))` over one channel row, where `dz = dy · act'(x · scale + shift)`
-/// is written to `scratch` first: two simple loops vectorize where one fused loop does not.
-/// Summed in eight f32 lanes, returned in f64.
-#[inline(always)]
-fn grad_sums_row<A: ActFn>(
-    (x, dy): (&[f32], &[f32]),
-    scale: f32,
-    shift: f32,
-    center: f32,
-    scratch: &mut Vec<f32>,
-) -> (f64, f64) {
-    const L: usize = 8;
-    scratch.resize(x.len(), 0.0);
-    let dz = &mut scratch[..x.len()];
-    act_grad_row::<A>(x, dy, scale, shift, dz);
-    let (mut s, mut sx) = ([0f32; L], [0f32; L]);
-    let (dc, xc) = (dz.chunks_exact(L), x.chunks_exact(L));
-    let (dr, xr) = (dc.remainder(), xc.remainder());
-    for (ds, xs) in dc.zip(xc) {
-        for i in 0..L {
-            s[i] += ds[i];
-            sx[i] += ds[i] * (xs[i] - center);
+multiversion! {
+    /// Adds one image's `dz` and `dz · (x − center)` into `s1` and `s2`, element by element,
+    /// where `dz = dy · act'(x · scale + shift)` and `coef = [scale, shift, center]` spread
+    /// over the image.
+    fn grad_sums_image(act: Act, x: &[f32], dy: &[f32], coef: &[Vec<f32>; 3], s1: &mut [f32], s2: &mut [f32]) {
+        let n = x.len();
+        let (dy, s1, s2) = (&dy[..n], &mut s1[..n], &mut s2[..n]);
+        let [a, b, k] = coef.each_ref().map(|v| &v[..n]);
+        with_act!(act, A => {
+            for j in 0..n {
+                let dz = A::grad(x[j] * a[j] + b[j], dy[j]);
+                s1[j] += dz;
+                s2[j] += dz * (x[j] - k[j]);
+            }
+        })
+    }
+}
+
+multiversion! {
+    /// `(Σ dz, Σ dz · (x − center))` over one channel row, where `dz = dy · act'(x · scale +
+    /// shift)` and `coef = [scale, shift, center]`; `dz` is written to `scratch` first: two
+    /// simple loops vectorize where one fused loop does not. Summed in eight f32 lanes,
+    /// returned in f64.
+    fn grad_sums_row(act: Act, x: &[f32], dy: &[f32], coef: [f32; 3], scratch: &mut Vec<f32>) -> (f64, f64) {
+        const L: usize = 8;
+        let [scale, shift, center] = coef;
+        scratch.resize(x.len(), 0.0);
+        let dz = &mut scratch[..x.len()];
+        with_act!(act, A => {
+            for ((dz, &x), &dy) in dz.iter_mut().zip(x).zip(dy) {
+                *dz = A::grad(x * scale + shift, dy);
+            }
+        });
+        let (mut s, mut sx) = ([0f32; L], [0f32; L]);
+        let (dc, xc) = (dz.chunks_exact(L), x.chunks_exact(L));
+        let (dr, xr) = (dc.remainder(), xc.remainder());
+        for (ds, xs) in dc.zip(xc) {
+            for i in 0..L {
+                s[i] += ds[i];
+                sx[i] += ds[i] * (xs[i] - center);
+            }
         }
+        let sum = |v: [f32; L]| v.iter().map(|&v| f64::from(v)).sum::<f64>();
+        let (mut s1, mut s2) = (sum(s), sum(sx));
+        for (&dz, &x) in dr.iter().zip(xr) {
+            s1 += f64::from(dz);
+            s2 += f64::from(dz * (x - center));
+        }
+        (s1, s2)
     }
-    let sum = |v: [f32; L]| v.iter().map(|&v| f64::from(v)).sum::<f64>();
-    let (mut s1, mut s2) = (sum(s), sum(sx));
-    for (&dz, &x) in dr.iter().zip(xr) {
-        s1 += f64::from(dz);
-        s2 += f64::from(dz * (x - center));
-    }
-    (s1, s2)
 }
 
 /// Per-channel sums of two per-element quantities over the images of an `[N, C, S]` tensor:
@@ -391,6 +395,40 @@ pub(crate) fn channel_geometry(shape: &Shape, op: &str) -> Result<(usize, usize,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every SIMD level gives the baseline's bits, on small maps (image by image) and larger
+    /// ones (channel row by channel row), for every activation.
+    #[test]
+    fn every_level_gives_the_same_bits() {
+        use crate::ops::simd::{capped, Level, ALL};
+        for (n, c, s) in [(5, 7, 4), (3, 2, 81)] {
+            let len = n * c * s;
+            let wave = |f: f32| (0..len).map(|i| (i as f32 * f).sin()).collect::<Vec<f32>>();
+            let (x, dy) = (wave(0.37), wave(0.11));
+            let per_channel = |f: f32| {
+                (0..c)
+                    .map(|i| 1.0 + (i as f32 * f).cos())
+                    .collect::<Vec<f32>>()
+            };
+            let (scale, shift, p) = (per_channel(0.5), per_channel(0.9), per_channel(1.3));
+            for act in [Act::Identity, Act::Relu, Act::Gelu] {
+                let run = |limit| {
+                    capped(limit, || {
+                        let xy = (x.as_slice(), dy.as_slice());
+                        (
+                            affine_act(&x, c, s, &scale, &shift, act),
+                            input_grad(act, xy, (c, s), (&scale, &shift), [&p, &shift, &scale]),
+                            grad_sums(act, xy, (n, c, s), (&scale, &shift), &p),
+                        )
+                    })
+                };
+                let base = run(Level::Base);
+                for limit in ALL {
+                    assert!(run(limit) == base, "{act:?} {limit:?} on {n}×{c}×{s}");
+                }
+            }
+        }
+    }
 
     /// Each activation matches candle's op and a central difference of itself.
     #[test]

@@ -3,7 +3,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::act::{affine_act, channel_geometry, grad_sums, input_grad, with_act, Act, ActFn};
+use super::act::{affine_act, channel_geometry, grad_sums, input_grad, Act};
 use super::cpu::{f32_slice, read_f32};
 
 /// `act(x · scale + shift)` for `x: [N, C, ...]`, `scale` and `shift` of shape `[C]`.
@@ -68,10 +68,7 @@ impl CustomOp3 for ChannelAffine {
         let (dx, dscale, dshift) = read_f32(x, |x| {
             read_f32(&dy, |dy| {
                 read_f32(scale, |a| {
-                    read_f32(
-                        shift,
-                        |b| with_act!(self.act, A => backward::<A>(x, dy, a, b, geometry)),
-                    )
+                    read_f32(shift, |b| backward(self.act, x, dy, a, b, geometry))
                 })
             })
         })????;
@@ -85,7 +82,8 @@ impl CustomOp3 for ChannelAffine {
 
 /// `(dx, dscale, dshift)`: `dz = dy · act'(z)`, `dx = scale · dz`, `dscale = Σ dz · x`,
 /// `dshift = Σ dz`.
-fn backward<A: ActFn>(
+fn backward(
+    act: Act,
     x: &[f32],
     dy: &[f32],
     scale: &[f32],
@@ -96,8 +94,8 @@ fn backward<A: ActFn>(
         return (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
     }
     let zero = vec![0f32; c];
-    let sums = grad_sums::<A>((x, dy), (n, c, s), (scale, shift), &zero);
-    let dx = input_grad::<A>((x, dy), (c, s), (scale, shift), [scale, &zero, &zero]);
+    let sums = grad_sums(act, (x, dy), (n, c, s), (scale, shift), &zero);
+    let dx = input_grad(act, (x, dy), (c, s), (scale, shift), [scale, &zero, &zero]);
     let dshift = sums.iter().map(|s| s.0 as f32).collect();
     let dscale = sums.iter().map(|s| s.1 as f32).collect();
     (dx, dscale, dshift)

@@ -13,9 +13,10 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::act::{
     affine_act, channel_geometry, channel_sums, grad_sums, image_channel_sums, input_grad,
-    per_image, spread, with_act, Act, ActFn,
+    per_image, spread, Act,
 };
 use super::cpu::{f32_slice, read_f32};
+use super::simd::multiversion;
 
 /// Per-channel statistics of one training batch.
 #[derive(Clone, Debug)]
@@ -69,27 +70,42 @@ struct BatchNormTrain {
     saved: Arc<OnceLock<Saved>>,
 }
 
-/// `(Σ (x − k), Σ (x − k)²)` over one row, in eight f32 lanes, returned in f64.
-fn shifted_moments(x: &[f32], k: f32) -> (f64, f64) {
-    const L: usize = 8;
-    let (mut s, mut s2) = ([0f32; L], [0f32; L]);
-    let chunks = x.chunks_exact(L);
-    let rest = chunks.remainder();
-    for xs in chunks {
-        for i in 0..L {
-            let d = xs[i] - k;
-            s[i] += d;
-            s2[i] += d * d;
+multiversion! {
+    /// `(Σ (x − k), Σ (x − k)²)` over one row, in eight f32 lanes, returned in f64.
+    fn shifted_moments(x: &[f32], k: f32) -> (f64, f64) {
+        const L: usize = 8;
+        let (mut s, mut s2) = ([0f32; L], [0f32; L]);
+        let chunks = x.chunks_exact(L);
+        let rest = chunks.remainder();
+        for xs in chunks {
+            for i in 0..L {
+                let d = xs[i] - k;
+                s[i] += d;
+                s2[i] += d * d;
+            }
+        }
+        let sum = |v: [f32; L]| v.iter().map(|&v| f64::from(v)).sum::<f64>();
+        let (mut a, mut b) = (sum(s), sum(s2));
+        for &v in rest {
+            let d = f64::from(v - k);
+            a += d;
+            b += d * d;
+        }
+        (a, b)
+    }
+}
+
+multiversion! {
+    /// Adds `x − k` and `(x − k)²` into `s1` and `s2`, element by element.
+    fn add_moments(x: &[f32], k: &[f32], s1: &mut [f32], s2: &mut [f32]) {
+        let n = x.len();
+        let (k, s1, s2) = (&k[..n], &mut s1[..n], &mut s2[..n]);
+        for j in 0..n {
+            let d = x[j] - k[j];
+            s1[j] += d;
+            s2[j] += d * d;
         }
     }
-    let sum = |v: [f32; L]| v.iter().map(|&v| f64::from(v)).sum::<f64>();
-    let (mut a, mut b) = (sum(s), sum(s2));
-    for &v in rest {
-        let d = f64::from(v - k);
-        a += d;
-        b += d * d;
-    }
-    (a, b)
 }
 
 /// Per-channel `(Σ (x − center), Σ (x − center)²)` of an `[N, C, S]` tensor (`s > 0`).
@@ -102,12 +118,7 @@ fn moments(x: &[f32], (n, c, s): (usize, usize, usize), center: &[f32]) -> Vec<(
     let cs = c * s;
     let k = spread(center, s);
     image_channel_sums((n, c, s), |i, s1, s2| {
-        let (x, k, s1, s2) = (&x[i * cs..][..cs], &k[..cs], &mut s1[..cs], &mut s2[..cs]);
-        for j in 0..cs {
-            let d = x[j] - k[j];
-            s1[j] += d;
-            s2[j] += d * d;
-        }
+        add_moments(&x[i * cs..(i + 1) * cs], &k, s1, s2)
     })
 }
 
@@ -194,10 +205,7 @@ impl CustomOp3 for BatchNormTrain {
         let (n, c, s) = channel_geometry(x.shape(), self.name())?;
         let m = sv.stats.count as f64;
         let (dx, dw, db) = read_f32(x, |x| {
-            read_f32(
-                &dy,
-                |dy| with_act!(self.act, A => backward::<A>(sv, x, dy, (n, c, s), m)),
-            )
+            read_f32(&dy, |dy| backward(self.act, sv, x, dy, (n, c, s), m))
         })??;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
@@ -208,14 +216,15 @@ impl CustomOp3 for BatchNormTrain {
 }
 
 /// `(dx, dweight, dbias)` from the saved statistics, the input and the output gradient.
-fn backward<A: ActFn>(
+fn backward(
+    act: Act,
     sv: &Saved,
     x: &[f32],
     dy: &[f32],
     (n, c, s): (usize, usize, usize),
     m: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let sums = grad_sums::<A>((x, dy), (n, c, s), (&sv.scale, &sv.shift), &sv.mean);
+    let sums = grad_sums(act, (x, dy), (n, c, s), (&sv.scale, &sv.shift), &sv.mean);
     let mut dw = vec![0f32; c];
     let mut db = vec![0f32; c];
     // dx = a · dz + k · x + b0 per channel, with a = scale,
@@ -232,7 +241,7 @@ fn backward<A: ActFn>(
         b_0[ch] = (-a * sum_dz / m - k * f64::from(sv.mean[ch])) as f32;
     }
     let lin = [sv.scale.as_slice(), &k_x, &b_0];
-    let dx = input_grad::<A>((x, dy), (c, s), (&sv.scale, &sv.shift), lin);
+    let dx = input_grad(act, (x, dy), (c, s), (&sv.scale, &sv.shift), lin);
     (dx, dw, db)
 }
 

@@ -114,30 +114,31 @@ impl MulAdd for Separate {
     }
 }
 
-/// Defines `fn $name($args)` (no return value) whose `$body` is compiled three times: for
-/// AVX-512, for AVX2 + FMA and for the baseline; each call runs the widest variant that
-/// [`level`] allows. Helpers the body calls must be `#[inline(always)]` to be compiled with it.
-/// Written `fn $name<F>(…)`, the body may call `F::mul_add` ([`MulAdd`]).
+/// Defines `fn $name($args) [-> $ret]` whose `$body` is compiled three times: for AVX-512, for
+/// AVX2 + FMA and for the baseline; each call runs the widest variant that [`level`] allows.
+/// Helpers the body calls must be `#[inline(always)]` to be compiled with it. Written
+/// `fn $name<F>(…)`, the body may call `F::mul_add` ([`MulAdd`]); without it, every variant
+/// computes the same operations in the same order, so the results are bit-identical.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $crate::ops::simd::multiversion! {
-            $(#[$meta])* $vis fn $name<_F>($($arg: $ty),*) $body
+            $(#[$meta])* $vis fn $name<_F>($($arg: $ty),*) $(-> $ret)? $body
         }
     };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident<$f:ident>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<$f:ident>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             #[allow(clippy::extra_unused_type_parameters)]
-            fn body<$f: $crate::ops::simd::MulAdd>($($arg: $ty),*) $body
+            fn body<$f: $crate::ops::simd::MulAdd>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) {
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                     body::<$crate::ops::simd::Fused>($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     body::<$crate::ops::simd::Fused>($($arg),*)
                 }
                 match $crate::ops::simd::level() {
