@@ -1,5 +1,5 @@
 //! `mnv4-lab retrain` end to end on a tiny budget: a small search, then its front and the presets
-//! retrained distilled and not, with the table, the plot and reuse of finished runs.
+//! retrained distilled and not by two shards, with the table, the plot and reuse of finished runs.
 
 mod common;
 
@@ -56,8 +56,15 @@ fn retrain_trains_front_and_presets_in_both_arms() {
         a.extend(extra);
         mnv4(&a)
     };
-    retrain(&[]);
+    // Two shards share the runs: the first leaves the tables to the second.
     let dir = report.join("retrain");
+    let first = retrain(&["--shard", "0/2"]);
+    assert!(first.contains("left to the other shards"), "{first}");
+    assert!(
+        !dir.join("README.md").exists(),
+        "a shard wrote tables early"
+    );
+    retrain(&["--shard", "1/2"]);
     for f in [
         "retrain.csv",
         "retrain.parquet",

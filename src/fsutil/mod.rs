@@ -59,5 +59,5 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 mod hash;
 mod lock;
-pub use hash::file_sha256;
+pub use hash::{bytes_sha256, file_sha256};
 pub use lock::DirLock;

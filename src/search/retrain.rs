@@ -22,7 +22,7 @@ use anyhow::{ensure, Context, Result};
 use candle_core::Device;
 use plotters::style::RGBColor;
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What to retrain and how long.
 #[derive(Debug, Clone)]
@@ -36,6 +36,10 @@ pub struct RetrainPlan {
     /// Seeds per (model, arm).
     pub seeds: usize,
     pub quiet: bool,
+    /// Which of the runs this process trains.
+    pub shard: Shard,
+    /// The experiment file the recipe came from, if not the study's own.
+    pub recipe: Option<String>,
 }
 
 /// Presets (label, arch) retrained next to the front.
@@ -125,8 +129,46 @@ pub fn preset_curve(study: &StudySpec, widths: &[f64]) -> Result<Presets> {
     Ok(Presets { curve, references })
 }
 
-/// Runs (or resumes) every retraining run and writes the tables and plot into `report/retrain/`.
-pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<()> {
+/// Which runs one process trains: those whose index is `k` modulo `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub k: usize,
+    pub n: usize,
+}
+
+impl Default for Shard {
+    /// Every run.
+    fn default() -> Self {
+        Self { k: 0, n: 1 }
+    }
+}
+
+impl Shard {
+    fn owns(self, index: usize) -> bool {
+        index % self.n == self.k
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("'{s}': expected K/N with 0 <= K < N, e.g. 0/2");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (k, n) = (
+            k.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        match k < n {
+            true => Ok(Self { k, n }),
+            false => Err(bad()),
+        }
+    }
+}
+
+/// Runs (or resumes) this shard's retraining runs; once every run has its result, writes the
+/// tables and plot into `report/retrain/`. Returns how many runs are still left to other shards.
+pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<usize> {
     let s = &plan.study;
     ensure!(
         s.search.detect.is_none(),
@@ -155,21 +197,30 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<()> {
         .map(|m| (m, Kind::Searched))
         .chain(plan.presets.curve.iter().map(|p| (p, Kind::Curve)))
         .chain(plan.presets.references.iter().map(|p| (p, Kind::Reference)));
+    let root = runs_root(s)?;
     let mut rows = Vec::new();
+    let (mut index, mut left) = (0, 0);
     for ((label, arch), kind) in models {
         let arch = arch.clone().with_io(splits.channels, splits.num_classes);
         let c = cost(&arch, splits.input_size, splits.input_size, &[]);
-        let latency_ms = measure_latency(&arch, splits.input_size, s.search.latency_repeats)?.ms;
         for &distilled in arms {
             for k in 0..plan.seeds as u64 {
-                let test_top1 = run_one(
-                    plan,
-                    &splits,
-                    teacher.as_ref().filter(|_| distilled),
+                let run = RunRef {
+                    root: &root,
                     label,
-                    &arch,
+                    teacher: teacher.as_ref().filter(|_| distilled),
                     k,
-                )?;
+                };
+                let owned = plan.shard.owns(index);
+                index += 1;
+                let test_top1 = match finished(plan, &run)? {
+                    Some(top1) => top1,
+                    None if owned => train_one(plan, &splits, &run, &arch)?,
+                    None => {
+                        left += 1;
+                        continue;
+                    }
+                };
                 rows.push(Row {
                     label: label.clone(),
                     kind,
@@ -178,46 +229,93 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<()> {
                     test_top1,
                     params: c.params,
                     macs: c.macs,
-                    latency_ms,
+                    latency_ms: f64::NAN,
                 });
             }
         }
     }
-    write_outputs(&report.join("retrain"), plan, teacher.as_ref(), &rows)
+    if left > 0 {
+        return Ok(left);
+    }
+    measure_latencies(plan, &splits, &mut rows)?;
+    write_outputs(&report.join("retrain"), plan, teacher.as_ref(), &rows)?;
+    Ok(0)
 }
 
-/// Trains one (model, arm, seed) run, or reads its result when it finished before.
-fn run_one(
-    plan: &RetrainPlan,
-    splits: &Splits,
-    teacher: Option<&ReadyTeacher>,
-    label: &str,
-    arch: &Arch,
+/// The folder of the study's retraining runs, named by a hash of everything they train with,
+/// so that a run of another recipe is never taken for one of this recipe.
+fn runs_root(s: &StudySpec) -> Result<PathBuf> {
+    let recipe = serde_json::to_vec(&(&s.data, &s.train, &s.distill, &s.teacher))?;
+    let hash = &crate::fsutil::bytes_sha256(&recipe)[..8];
+    Ok(s.output.dir.join(format!("{}-retrain-{hash}", s.name)))
+}
+
+/// One (model, arm, seed) run of the plan.
+struct RunRef<'a> {
+    /// The folder of all the plan's runs ([`runs_root`]).
+    root: &'a Path,
+    label: &'a str,
+    /// The teacher of the distilled arm; `None` for cross-entropy only.
+    teacher: Option<&'a ReadyTeacher>,
+    /// Seed offset from the study's seed.
     k: u64,
-) -> Result<f64> {
-    let s = &plan.study;
-    let arm = if teacher.is_some() { "kd" } else { "ce" };
-    let name = format!("{label}-{arm}-s{}", s.seed + k);
-    let run_dir = s.output.dir.join(format!("{}-retrain", s.name)).join(&name);
-    let summary = run_dir.join("summary.json");
-    if let Ok(text) = std::fs::read_to_string(&summary) {
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is malformed", summary.display()))?;
-        if let Some(top1) = v["test_top1"].as_f64() {
-            return Ok(top1);
-        }
+}
+
+impl RunRef<'_> {
+    fn dir(&self, s: &StudySpec) -> PathBuf {
+        let arm = if self.teacher.is_some() { "kd" } else { "ce" };
+        self.root
+            .join(format!("{}-{arm}-s{}", self.label, s.seed + self.k))
     }
+}
+
+/// Every model's latency, measured once all training is done (so no training disturbs it).
+fn measure_latencies(plan: &RetrainPlan, splits: &Splits, rows: &mut [Row]) -> Result<()> {
+    let models = plan
+        .members
+        .iter()
+        .chain(&plan.presets.curve)
+        .chain(&plan.presets.references);
+    for (label, arch) in models {
+        let arch = arch.clone().with_io(splits.channels, splits.num_classes);
+        let ms = measure_latency(&arch, splits.input_size, plan.study.search.latency_repeats)?.ms;
+        rows.iter_mut()
+            .filter(|r| &r.label == label)
+            .for_each(|r| r.latency_ms = ms);
+    }
+    Ok(())
+}
+
+/// The test top-1 of a run that finished before, if it did.
+fn finished(plan: &RetrainPlan, run: &RunRef) -> Result<Option<f64>> {
+    let summary = run.dir(&plan.study).join("summary.json");
+    let Ok(text) = std::fs::read_to_string(&summary) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is malformed", summary.display()))?;
+    Ok(v["test_top1"].as_f64())
+}
+
+/// Trains (or resumes) one run and returns its test top-1.
+fn train_one(plan: &RetrainPlan, splits: &Splits, run: &RunRef, arch: &Arch) -> Result<f64> {
+    let s = &plan.study;
+    let seed = s.seed + run.k;
+    let run_dir = run.dir(s);
     let job = TrainJob {
-        name,
-        seed: s.seed + k,
+        name: run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        seed,
         recipe: s.train.clone(),
         data: s.data.clone(),
         run_dir: run_dir.clone(),
         checkpoint_every: s.output.checkpoint_every,
     };
-    let net = Network::new(arch, &Device::Cpu, s.seed + k)?;
+    let net = Network::new(arch, &Device::Cpu, seed)?;
     let smoothing = s.train.label_smoothing;
-    let mut objective: Box<dyn BatchLoss> = match teacher {
+    let mut objective: Box<dyn BatchLoss> = match run.teacher {
         Some(t) => Box::new(DistillObjective::new(
             &s.distill,
             smoothing,
@@ -225,7 +323,7 @@ fn run_one(
             t.net.clone(),
             splits.train.dataset().n,
             t.cache_key.clone(),
-            s.seed + k,
+            seed,
         )?),
         None => Box::new(CrossEntropy { smoothing }),
     };
@@ -271,7 +369,11 @@ fn write_outputs(
     let s = &plan.study;
     let mut md = String::new();
     writeln!(md, "# Retrained front: {}\n", s.name)?;
-    writeln!(md, "Every Pareto member and preset trained for {} epochs on {} training images (data.train_limit {}), {} seed(s) each, tested once on the best-on-validation weights.", s.train.epochs, s.data.dataset, s.data.train_limit, plan.seeds)?;
+    let recipe = match &plan.recipe {
+        Some(path) => format!("the recipe of `{path}`"),
+        None => "the search's recipe".to_string(),
+    };
+    writeln!(md, "Every Pareto member and preset trained with {recipe} for {} epochs on {} training images (data.train_limit {}; 0 = the whole training split), {} seed(s) each, tested once on the best-on-validation weights.", s.train.epochs, s.data.dataset, s.data.train_limit, plan.seeds)?;
     match teacher {
         Some(t) => writeln!(
             md,
