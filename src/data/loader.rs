@@ -115,6 +115,12 @@ impl DataLoader {
         self
     }
 
+    /// The same loader with another base seed for shuffling and augmentation.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.cfg.seed = seed;
+        self
+    }
+
     /// The dataset.
     pub fn dataset(&self) -> &Dataset {
         &self.dataset
@@ -313,6 +319,8 @@ mod tests {
         assert_ne!(a, other_epoch);
         let other_seed = collect(&loader(&ds, LoaderConfig::train(6, 10)), 3);
         assert_ne!(a, other_seed);
+        let reseeded = collect(&loader(&ds, LoaderConfig::train(6, 9)).with_seed(10), 3);
+        assert_eq!(reseeded, other_seed);
     }
 
     #[test]

@@ -21,6 +21,18 @@ pub struct Splits {
     pub input_size: usize,
 }
 
+impl Splits {
+    /// The same splits with the training loader's shuffling and augmentation seeded by `seed`.
+    pub fn with_train_seed(&self, seed: u64) -> Splits {
+        Splits {
+            train: self.train.clone().with_seed(seed),
+            val: self.val.clone(),
+            test: self.test.clone(),
+            ..*self
+        }
+    }
+}
+
 fn require_path(cfg: &DataConfig) -> Result<PathBuf> {
     cfg.path
         .clone()

@@ -297,10 +297,12 @@ fn finished(plan: &RetrainPlan, run: &RunRef) -> Result<Option<f64>> {
     Ok(v["test_top1"].as_f64())
 }
 
-/// Trains (or resumes) one run and returns its test top-1.
+/// Trains (or resumes) one run and returns its test top-1. The run's seed drives its weights,
+/// data order and augmentation, as in `mnv4-lab train`.
 fn train_one(plan: &RetrainPlan, splits: &Splits, run: &RunRef, arch: &Arch) -> Result<f64> {
     let s = &plan.study;
     let seed = s.seed + run.k;
+    let splits = &splits.with_train_seed(seed);
     let run_dir = run.dir(s);
     let job = TrainJob {
         name: run_dir
@@ -373,7 +375,7 @@ fn write_outputs(
         Some(path) => format!("the recipe of `{path}`"),
         None => "the search's recipe".to_string(),
     };
-    writeln!(md, "Every Pareto member and preset trained with {recipe} for {} epochs on {} training images (data.train_limit {}; 0 = the whole training split), {} seed(s) each, tested once on the best-on-validation weights.", s.train.epochs, s.data.dataset, s.data.train_limit, plan.seeds)?;
+    writeln!(md, "Every Pareto member and preset trained with {recipe} for {} epochs on {} training images (data.train_limit {}; 0 = the whole training split), {} seed(s) each (a seed sets the weights, the data order and the augmentation), tested once on the best-on-validation weights.", s.train.epochs, s.data.dataset, s.data.train_limit, plan.seeds)?;
     match teacher {
         Some(t) => writeln!(
             md,
