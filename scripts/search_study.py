@@ -78,7 +78,9 @@ def retrain(strategy, seed, seeds, jobs):
     """Retrains one run's front next to the preset curve at the fidelity study's reference budget,
     `jobs` shards at a time; returns its README's verdict lines."""
     report = report_dir(strategy, seed)
-    cmd = [BIN, "retrain", report, "--quiet", "--seeds", str(seeds), "--recipe", RECIPE]
+    # --reuse: the fidelity study's reference-budget runs of the presets are the same runs.
+    cmd = [BIN, "retrain", report, "--quiet", "--seeds", str(seeds), "--recipe", RECIPE,
+           "--reuse", "runs"]
 
     def shard(k):
         def task(threads):

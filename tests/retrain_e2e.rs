@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 fn mnv4(args: &[&str]) -> String {
@@ -103,5 +104,45 @@ fn retrain_trains_front_and_presets_in_both_arms() {
     retrain(&[]);
     assert_eq!(results(), before);
     println!("rerun took {:.1}s", started.elapsed().as_secs_f64());
+
+    // `distill` and `train` runs of a preset with the retraining's settings are the same
+    // computation as the retraining's own runs of it, so another plan takes them as its own.
+    let top1 = |csv: &Path, arm: &str| -> String {
+        let text = std::fs::read_to_string(csv).unwrap();
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("conv-small-0.5,preset curve,{arm},0,")))
+            .unwrap_or_else(|| panic!("no conv-small-0.5 {arm} seed 0 row in\n{text}"));
+        row.split(',').nth(4).unwrap().to_string()
+    };
+    for (command, name) in [("distill", "same-kd"), ("train", "same-ce")] {
+        let mut a = vec![command, "experiments/quick.toml", "--quiet"];
+        let mine = [
+            format!("name=\"{name}\""),
+            "train.epochs=1".into(),
+            "model.arch=\"conv-small\"".into(),
+            "model.width=0.5".into(),
+        ];
+        for s in sets.iter().chain(&mine) {
+            a.extend(["--set", s]);
+        }
+        mnv4(&a);
+    }
+    let summary_top1 = |name: &str| -> String {
+        let text = std::fs::read_to_string(out.join(name).join("summary.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["test_top1"].as_f64().unwrap().to_string()
+    };
+    let csv = dir.join("retrain.csv");
+    assert_eq!(summary_top1("same-kd"), top1(&csv, "kd"));
+    assert_eq!(summary_top1("same-ce"), top1(&csv, "ce"));
+    let elsewhere = format!("output.dir=\"{}\"", out.join("second").display());
+    retrain(&["--set", &elsewhere, "--reuse", out.to_str().unwrap()]);
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(
+        readme.contains("2 of the runs had been trained before"),
+        "{readme}"
+    );
+    assert_eq!(top1(&csv, "kd"), summary_top1("same-kd"));
     std::fs::remove_dir_all(&out).unwrap();
 }

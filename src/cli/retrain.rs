@@ -3,6 +3,7 @@
 
 use crate::experiment::{apply_overrides, Experiment};
 use crate::search::retrain::{front_members, preset_curve, retrain, RetrainPlan, Shard};
+use crate::search::reuse::Reusable;
 use crate::search::study::StudySpec;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
@@ -26,6 +27,11 @@ pub struct RetrainArgs {
     /// call without --shard).
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
+    /// A folder of finished `train` / `distill` runs (e.g. runs/): a run there that trained the
+    /// same architecture with the same data, recipe, distillation settings and seed is taken
+    /// as it is instead of being trained again.
+    #[arg(long, value_name = "RUNS_DIR")]
+    pub reuse: Option<PathBuf>,
     /// Seeds per model and arm.
     #[arg(long, default_value_t = 3)]
     pub seeds: usize,
@@ -105,6 +111,14 @@ pub fn run(args: &RetrainArgs) -> Result<()> {
         quiet: args.quiet,
         shard: args.shard.unwrap_or_default(),
         recipe: args.recipe.as_ref().map(|p| p.display().to_string()),
+        reuse: match &args.reuse {
+            Some(dir) => {
+                let found = Reusable::scan(dir)?;
+                tracing::info!("--reuse {}: {} finished runs", dir.display(), found.len());
+                found
+            }
+            None => Reusable::default(),
+        },
     };
     let left = retrain(&plan, &args.report)?;
     if left > 0 {
@@ -147,6 +161,7 @@ mod tests {
             epochs,
             recipe: recipe.map(PathBuf::from),
             shard: None,
+            reuse: None,
             seeds: 3,
             widths: vec![0.5],
             sets: Vec::new(),

@@ -16,8 +16,9 @@
 //! * [`worker`] — `mnv4-lab worker`: claim, train, record, heartbeats.
 //! * [`report`] — tables, Pareto and hypervolume plots, README summary; [`noise`] — the
 //!   noise floor from repeated front members.
-//! * [`retrain`] — the front and the presets retrained at the full budget; [`curve`] — a
-//!   retrained model against the preset curve at equal MACs or latency.
+//! * [`retrain`] — the front and the presets retrained at the full budget; [`reuse`] — finished
+//!   runs it takes as its own; [`curve`] — a retrained model against the preset curve at equal
+//!   MACs or latency.
 //! * [`latency_rank`] — how candle, the ONNX runtime, MACs and the rooflines rank a space.
 
 pub mod config;
@@ -34,6 +35,7 @@ pub mod pareto;
 pub mod pool;
 pub mod report;
 pub mod retrain;
+pub mod reuse;
 pub mod space;
 pub mod stage;
 pub mod store;

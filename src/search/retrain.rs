@@ -6,6 +6,7 @@
 
 use super::curve::{self, Retrained};
 use super::latency::measure_latency;
+use super::reuse::Reusable;
 use super::study::StudySpec;
 use crate::cost::cost;
 use crate::data::{build_splits, Splits};
@@ -40,6 +41,8 @@ pub struct RetrainPlan {
     pub shard: Shard,
     /// The experiment file the recipe came from, if not the study's own.
     pub recipe: Option<String>,
+    /// Finished runs elsewhere that count as this plan's runs ([`Reusable::find`]).
+    pub reuse: Reusable,
 }
 
 /// Presets (label, arch) retrained next to the front.
@@ -199,7 +202,7 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<usize> {
         .chain(plan.presets.references.iter().map(|p| (p, Kind::Reference)));
     let root = runs_root(s)?;
     let mut rows = Vec::new();
-    let (mut index, mut left) = (0, 0);
+    let (mut index, mut left, mut reused) = (0, 0, Vec::new());
     for ((label, arch), kind) in models {
         let arch = arch.clone().with_io(splits.channels, splits.num_classes);
         let c = cost(&arch, splits.input_size, splits.input_size, &[]);
@@ -213,10 +216,15 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<usize> {
                 };
                 let owned = plan.shard.owns(index);
                 index += 1;
-                let test_top1 = match finished(plan, &run)? {
-                    Some(top1) => top1,
-                    None if owned => train_one(plan, &splits, &run, &arch)?,
-                    None => {
+                let elsewhere = plan.reuse.find(s, &arch, s.seed + k, distilled);
+                let test_top1 = match (finished(plan, &run)?, elsewhere) {
+                    (Some(top1), _) => top1,
+                    (None, Some((dir, top1))) => {
+                        reused.push(dir.display().to_string());
+                        top1
+                    }
+                    (None, None) if owned => train_one(plan, &splits, &run, &arch)?,
+                    (None, None) => {
                         left += 1;
                         continue;
                     }
@@ -238,7 +246,13 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<usize> {
         return Ok(left);
     }
     measure_latencies(plan, &splits, &mut rows)?;
-    write_outputs(&report.join("retrain"), plan, teacher.as_ref(), &rows)?;
+    write_outputs(
+        &report.join("retrain"),
+        plan,
+        teacher.as_ref(),
+        &rows,
+        &reused,
+    )?;
     Ok(0)
 }
 
@@ -347,6 +361,7 @@ fn write_outputs(
     plan: &RetrainPlan,
     teacher: Option<&ReadyTeacher>,
     rows: &[Row],
+    reused: &[String],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let arm = |r: &Row| if r.distilled { "kd" } else { "ce" }.to_string();
@@ -376,6 +391,9 @@ fn write_outputs(
         None => "the search's recipe".to_string(),
     };
     writeln!(md, "Every Pareto member and preset trained with {recipe} for {} epochs on {} training images (data.train_limit {}; 0 = the whole training split), {} seed(s) each (a seed sets the weights, the data order and the augmentation), tested once on the best-on-validation weights.", s.train.epochs, s.data.dataset, s.data.train_limit, plan.seeds)?;
+    if !reused.is_empty() {
+        writeln!(md, "{} of the runs had been trained before with the same architecture, data, recipe, distillation and seed, and were taken as they were: {}.", reused.len(), reused.join(", "))?;
+    }
     match teacher {
         Some(t) => writeln!(
             md,
