@@ -2,6 +2,7 @@
 """Stages in git what a training run needs to be resumed or reused on another checkout.
 
     python3 scripts/keep_run.py runs/teacher_fashion_mnist runs/teacher_fashion_mnist_erase
+    python3 scripts/keep_run.py --results runs/fidelity-*-high-conv_small_*
     git commit -m "..."
 
 `runs/` is ignored, so a run lives on one machine only. For a run that took hours (the default
@@ -9,7 +10,9 @@ teacher), this stages with `git add -f`: the run's config.toml, arch.toml and me
 and last checkpoint sidecars, the weights both name and the last checkpoint's optimizer state.
 Files of the run staged by an earlier call and no longer needed (an older epoch's) are removed
 from the index first. On the other checkout, `mnv4-lab train EXP.toml --resume` continues an
-unfinished run and a finished one is reused as it is. Standard library only.
+unfinished run and a finished one is reused as it is. With --results, only a finished run's
+result is staged (config.toml, arch.toml, summary.json, distill.json, metrics): enough for
+`mnv4-lab retrain --reuse runs` to take it as its own, a few KiB per run. Standard library only.
 """
 import json
 import os
@@ -17,6 +20,14 @@ import subprocess
 import sys
 
 RUN_FILES = ["config.toml", "arch.toml", "metrics.csv", "metrics.parquet", "summary.json"]
+RESULT_FILES = RUN_FILES + ["distill.json"]
+
+
+def result_files(run):
+    """The paths under a finished `run` that say what it trained and what it scored."""
+    if not os.path.exists(os.path.join(run, "summary.json")):
+        sys.exit(f"{run}: no summary.json; --results keeps finished runs only")
+    return [os.path.join(run, f) for f in RESULT_FILES if os.path.exists(os.path.join(run, f))]
 
 
 def needed(run):
@@ -38,11 +49,12 @@ def needed(run):
 
 
 def main():
-    runs = sys.argv[1:]
+    results = "--results" in sys.argv[1:]
+    runs = [a for a in sys.argv[1:] if a != "--results"]
     if not runs:
         sys.exit(__doc__)
     for run in runs:
-        files = needed(run)
+        files = result_files(run) if results else needed(run)
         subprocess.run(["git", "rm", "-r", "-q", "--cached", "--ignore-unmatch", run], check=True)
         subprocess.run(["git", "add", "-f", *files], check=True)
         size = sum(os.path.getsize(f) for f in files) / 2**20
