@@ -8,10 +8,13 @@
 //! adjoint of im2col. Samples run in parallel, one contiguous range per thread with its own
 //! column buffer; a batch smaller than the thread pool runs its products on all threads. For
 //! small `L` the whole batch is unfolded at once in channel-major layout `[K, B · L]`
-//! ([`super::channel_major`]) and each product is a single large one.
+//! ([`super::channel_major`]) and each product is a single large one; those columns are small,
+//! so the forward keeps them for the backward. An input that no gradient flows to (the images
+//! entering the stem) gets no input gradient.
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::cpu::{f32_slice, read_f32};
@@ -34,13 +37,19 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         )
     }
     Window::new(h, wd, kh, kw, stride, padding)?;
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, DenseConv { stride, padding })
+    let op = DenseConv {
+        stride,
+        padding,
+        cols: Mutex::new(None),
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
 
 struct DenseConv {
     stride: usize,
     padding: usize,
+    /// The forward's channel-major columns (small `L` only), taken by the backward.
+    cols: Mutex<Option<Vec<f32>>>,
 }
 
 /// Sizes of one convolution: batch, channels, kernel, input plane and window.
@@ -214,6 +223,7 @@ impl CustomOp2 for DenseConv {
             let cols = geo.im2col_channel_major(&taps, x);
             let ycm = product(wm, Mat::new(&cols, k, n), Threads::All);
             let y = to_batch_major(&ycm, geo.b, co, l);
+            *self.cols.lock().unwrap_or_else(|e| e.into_inner()) = Some(cols);
             return Ok((CpuStorage::F32(y), out_shape));
         }
         let (per_task, threads) = geo.tasks();
@@ -255,87 +265,62 @@ impl CustomOp2 for DenseConv {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let geo = Geometry::new(x.shape(), w.shape(), self.stride, self.padding)?;
+        let saved = self.cols.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let want = Wanted {
+            dx: x.track_op(),
+            cols: saved,
+        };
         let (dx, dw) = read_f32(x, |x| {
-            read_f32(w, |w| read_f32(&dy, |dy| backward(&geo, x, w, dy)))
+            read_f32(w, |w| read_f32(&dy, |dy| backward(&geo, x, w, dy, want)))
         })???;
-        Ok((
-            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
-            Some(Tensor::from_vec(dw, w.shape(), x.device())?),
-        ))
+        let dx = match dx {
+            Some(dx) => Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            None => None,
+        };
+        Ok((dx, Some(Tensor::from_vec(dw, w.shape(), x.device())?)))
     }
 }
 
-/// `(dx, dw)` for input `x`, weight `w` and output gradient `dy`.
-fn backward(geo: &Geometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let (k, l, co, kk) = (geo.k(), geo.l(), geo.co, geo.kh * geo.kw);
-    let in_sample = geo.ci * geo.plane();
-    let taps = geo.g.taps();
-    let wm = Mat::new(w, co, k);
-    let mut dx = vec![0f32; x.len()];
-    if dx.is_empty() || l == 0 {
-        return (dx, vec![0.0; co * k]);
+/// What a backward pass computes and what it can reuse.
+struct Wanted {
+    /// Whether the input gradient is needed (some gradient flows to the input).
+    dx: bool,
+    /// The forward's channel-major columns, if it kept them.
+    cols: Option<Vec<f32>>,
+}
+
+/// `(dx, dw)` for input `x`, weight `w` and output gradient `dy`; `dx` only if wanted.
+fn backward(
+    geo: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    want: Wanted,
+) -> (Option<Vec<f32>>, Vec<f32>) {
+    let (k, l, co) = (geo.k(), geo.l(), geo.co);
+    if x.is_empty() || l == 0 {
+        return (want.dx.then(|| vec![0f32; x.len()]), vec![0.0; co * k]);
     }
     if l < PER_SAMPLE_MIN_L {
-        let n = geo.b * l;
-        let dycm = to_channel_major(dy, geo.b, co, l);
-        let dycm = Mat::new(&dycm, co, n);
-        let cols = geo.im2col_channel_major(&taps, x);
-        let mut dw = vec![0f32; co * k];
-        matmul(
-            MatMut::new(&mut dw, co, k),
-            dycm,
-            Mat::new(&cols, k, n).t(),
-            false,
-            Threads::All,
-        );
-        // The column buffer is reused for the column gradient.
-        let mut dcols = cols;
-        matmul(
-            MatMut::new(&mut dcols, k, n),
-            wm.t(),
-            dycm,
-            false,
-            Threads::All,
-        );
-        dx.par_chunks_mut(in_sample)
-            .enumerate()
-            .for_each_init(Vec::new, |buf, (bi, dxb)| {
-                for (c, plane) in dxb.chunks_exact_mut(geo.plane()).enumerate() {
-                    let rows = &dcols[(c * kk * geo.b + bi) * l..];
-                    col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, n), plane, buf);
-                }
-            });
-        return (dx, dw);
+        return backward_channel_major(geo, x, w, dy, want);
     }
+    let in_sample = geo.ci * geo.plane();
     let (per_task, threads) = geo.tasks();
-    let dw = dx
-        .par_chunks_mut(per_task * in_sample)
-        .zip(x.par_chunks(per_task * in_sample))
+    let taps = geo.g.taps();
+    let wm = Mat::new(w, co, k);
+    let kk = geo.kh * geo.kw;
+    let mut dx = vec![0f32; if want.dx { x.len() } else { 0 }];
+    let dw = x
+        .par_chunks(per_task * in_sample)
         .zip(dy.par_chunks(per_task * co * l))
-        .map(|((dxs, xs), dys)| {
+        .map(|(xs, dys)| {
             let mut part = vec![0f32; co * k];
-            let (mut cols, mut dcols, mut buf) = (vec![0f32; k * l], vec![0f32; k * l], Vec::new());
-            for ((dxb, xb), dyb) in dxs
-                .chunks_exact_mut(in_sample)
-                .zip(xs.chunks_exact(in_sample))
-                .zip(dys.chunks_exact(co * l))
-            {
-                let dyb = Mat::new(dyb, co, l);
+            let (mut cols, mut buf) = (vec![0f32; k * l], Vec::new());
+            for (xb, dyb) in xs.chunks_exact(in_sample).zip(dys.chunks_exact(co * l)) {
                 geo.im2col(&taps, xb, &mut cols, &mut buf);
-                matmul(
-                    MatMut::new(&mut part, co, k),
-                    dyb,
-                    Mat::new(&cols, k, l).t(),
-                    true,
-                    threads,
-                );
-                matmul(MatMut::new(&mut dcols, k, l), wm.t(), dyb, false, threads);
-                for (plane, rows) in dxb
-                    .chunks_exact_mut(geo.plane())
-                    .zip(dcols.chunks_exact(kk * l))
-                {
-                    col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, l), plane, &mut buf);
-                }
+                let dyb = Mat::new(dyb, co, l);
+                let colst = Mat::new(&cols, k, l).t();
+                matmul(MatMut::new(&mut part, co, k), dyb, colst, true, threads);
             }
             part
         })
@@ -347,7 +332,78 @@ fn backward(geo: &Geometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<
             a
         })
         .unwrap_or_else(|| vec![0.0; co * k]);
-    (dx, dw)
+    if want.dx {
+        dx.par_chunks_mut(per_task * in_sample)
+            .zip(dy.par_chunks(per_task * co * l))
+            .for_each(|(dxs, dys)| {
+                let (mut dcols, mut buf) = (vec![0f32; k * l], Vec::new());
+                for (dxb, dyb) in dxs
+                    .chunks_exact_mut(in_sample)
+                    .zip(dys.chunks_exact(co * l))
+                {
+                    let dyb = Mat::new(dyb, co, l);
+                    matmul(MatMut::new(&mut dcols, k, l), wm.t(), dyb, false, threads);
+                    for (plane, rows) in dxb
+                        .chunks_exact_mut(geo.plane())
+                        .zip(dcols.chunks_exact(kk * l))
+                    {
+                        col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, l), plane, &mut buf);
+                    }
+                }
+            });
+    }
+    (want.dx.then_some(dx), dw)
+}
+
+/// [`backward`] for small `L`: one product over the whole batch in channel-major layout.
+fn backward_channel_major(
+    geo: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    want: Wanted,
+) -> (Option<Vec<f32>>, Vec<f32>) {
+    let (k, l, co, kk) = (geo.k(), geo.l(), geo.co, geo.kh * geo.kw);
+    let taps = geo.g.taps();
+    let n = geo.b * l;
+    let dycm = to_channel_major(dy, geo.b, co, l);
+    let dycm = Mat::new(&dycm, co, n);
+    let cols = match want.cols {
+        Some(cols) if cols.len() == k * n => cols,
+        _ => geo.im2col_channel_major(&taps, x),
+    };
+    let mut dw = vec![0f32; co * k];
+    let colst = Mat::new(&cols, k, n).t();
+    matmul(
+        MatMut::new(&mut dw, co, k),
+        dycm,
+        colst,
+        false,
+        Threads::All,
+    );
+    if !want.dx {
+        return (None, dw);
+    }
+    // The column buffer is reused for the column gradient.
+    let mut dcols = cols;
+    let wm = Mat::new(w, co, k);
+    matmul(
+        MatMut::new(&mut dcols, k, n),
+        wm.t(),
+        dycm,
+        false,
+        Threads::All,
+    );
+    let mut dx = vec![0f32; x.len()];
+    dx.par_chunks_mut(geo.ci * geo.plane())
+        .enumerate()
+        .for_each_init(Vec::new, |buf, (bi, dxb)| {
+            for (c, plane) in dxb.chunks_exact_mut(geo.plane()).enumerate() {
+                let rows = &dcols[(c * kk * geo.b + bi) * l..];
+                col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, n), plane, buf);
+            }
+        });
+    (Some(dx), dw)
 }
 
 #[cfg(test)]
@@ -404,6 +460,37 @@ mod tests {
         for stride in [1, 2] {
             let conv = |x: &Tensor, w: &Tensor| conv2d(x, w, stride, 1);
             check_finite_differences(&conv, [2, 2, 5, 4], [3, 2, 3, 3], 17 + stride as u64)?;
+        }
+        Ok(())
+    }
+
+    /// The backward gives the same bits with the forward's columns or without, and skips only
+    /// the input gradient when it is not wanted; on both paths (small and large `L`).
+    #[test]
+    fn kept_columns_and_skipped_input_gradient_change_nothing_else() -> Result<()> {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+        for (h, w) in [(8, 8), (30, 30)] {
+            let (xs, ws) = ([3, 4, h, w], [6, 4, 3, 3]);
+            let x = crate::ops::testutil::uniform(&xs, &mut rng)?;
+            let wt = crate::ops::testutil::uniform(&ws, &mut rng)?;
+            let geo = Geometry::new(x.shape(), wt.shape(), 2, 1)?;
+            let (xv, wv) = (
+                x.flatten_all()?.to_vec1::<f32>()?,
+                wt.flatten_all()?.to_vec1::<f32>()?,
+            );
+            let dy = crate::ops::testutil::uniform(&[3, 6, geo.g.oh, geo.g.ow], &mut rng)?;
+            let dyv = dy.flatten_all()?.to_vec1::<f32>()?;
+            let run = |dx, cols| backward(&geo, &xv, &wv, &dyv, Wanted { dx, cols });
+            let (dx, dw) = run(true, None);
+            let kept = geo.im2col_channel_major(&geo.g.taps(), &xv);
+            let (dx2, dw2) = run(true, Some(kept));
+            assert_eq!((&dx, &dw), (&dx2, &dw2), "{h}x{w}: kept columns");
+            let (none, dw3) = run(false, None);
+            assert!(none.is_none() && dx.is_some());
+            assert_eq!(
+                dw, dw3,
+                "{h}x{w}: weight gradient without the input gradient"
+            );
         }
         Ok(())
     }
