@@ -14,6 +14,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::sync::Mutex;
 
 use super::cpu::{f32_slice, read_f32};
 use super::depthwise_small::{self, TapTable};
@@ -28,8 +29,13 @@ const FLAT_MIN_OW: usize = 7;
 /// Output is `[B, C, floor((H + 2p - k) / stride) + 1, ...]`. CPU and f32 only; inputs of any
 /// layout are made contiguous first. Differentiable with respect to both `x` and `w`.
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, DepthwiseConv2d { stride })
+    x.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        DepthwiseConv2d {
+            stride,
+            xt: Mutex::new(None),
+        },
+    )
 }
 
 /// Kernel size of a depthwise weight `[c, 1, k, k]`.
@@ -157,6 +163,8 @@ fn small_table(g: &Padded) -> TapTable {
 /// Forward op: `(x [B, C, H, W], w [C, 1, k, k]) -> y [B, C, OH, OW]`.
 struct DepthwiseConv2d {
     stride: usize,
+    /// The forward's batch-innermost input (small planes only), taken by the backward.
+    xt: Mutex<Option<Vec<f32>>>,
 }
 
 impl CustomOp2 for DepthwiseConv2d {
@@ -178,7 +186,8 @@ impl CustomOp2 for DepthwiseConv2d {
         let g = Padded::new(h, w, k, self.stride)?;
         let (plane, out_plane) = (h * w, g.oh * g.ow);
         if g.ow < FLAT_MIN_OW {
-            let y = depthwise_small::forward(&small_table(&g), (b, c), x, wt);
+            let (y, xt) = depthwise_small::forward(&small_table(&g), (b, c), x, wt);
+            *self.xt.lock().unwrap_or_else(|e| e.into_inner()) = Some(xt);
             return Ok((CpuStorage::F32(y), Shape::from((b, c, g.oh, g.ow))));
         }
         let write = |y: &mut [MaybeUninit<f32>]| {
@@ -225,11 +234,13 @@ impl CustomOp2 for DepthwiseConv2d {
                 x.shape()
             )
         }
+        let kept = self.xt.lock().unwrap_or_else(|e| e.into_inner()).take();
         let (dx, dw) = read_f32(x, |x| {
             read_f32(w, |wt| {
                 read_f32(&dy, |dy| {
                     if g.ow < FLAT_MIN_OW {
-                        depthwise_small::backward(&small_table(&g), (b, c), x, wt, dy)
+                        let t = small_table(&g);
+                        depthwise_small::backward(&t, (b, c), (x, kept), wt, dy)
                     } else {
                         (
                             input_grad(&g, (b, c), dy, wt),

@@ -67,8 +67,14 @@ impl TapTable {
     }
 }
 
-/// `y [B, C, Q]` of `x [B, C, P]` and weights `w [C, k · k]`.
-pub(crate) fn forward(t: &TapTable, (b, c): (usize, usize), x: &[f32], w: &[f32]) -> Vec<f32> {
+/// `y [B, C, Q]` of `x [B, C, P]` and weights `w [C, k · k]`, and `x` transposed to
+/// `[C, P, B]` (for the backward).
+pub(crate) fn forward(
+    t: &TapTable,
+    (b, c): (usize, usize),
+    x: &[f32],
+    w: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let (p, q) = (t.in_pixels, t.out_pixels());
     let xt = transpose(x, b, c * p);
     // SAFETY: every channel's `q · b` slots are zeroed before the taps add into them.
@@ -87,19 +93,24 @@ pub(crate) fn forward(t: &TapTable, (b, c): (usize, usize), x: &[f32], w: &[f32]
             })
         })
     };
-    transpose(&yt, c * q, b)
+    (transpose(&yt, c * q, b), xt)
 }
 
-/// `(dx [B, C, P], dw [C, k · k])` from the forward inputs and `dy [B, C, Q]`.
+/// `(dx [B, C, P], dw [C, k · k])` from the forward inputs and `dy [B, C, Q]`; `xt` is the
+/// forward's transposed input, if it was kept.
 pub(crate) fn backward(
     t: &TapTable,
     (b, c): (usize, usize),
-    x: &[f32],
+    (x, xt): (&[f32], Option<Vec<f32>>),
     w: &[f32],
     dy: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let (p, q, kk) = (t.in_pixels, t.out_pixels(), t.kk);
-    let (xt, dyt) = (transpose(x, b, c * p), transpose(dy, b, c * q));
+    let xt = match xt {
+        Some(xt) if xt.len() == x.len() => xt,
+        _ => transpose(x, b, c * p),
+    };
+    let dyt = transpose(dy, b, c * q);
     let mut dw = vec![0f32; c * kk];
     // SAFETY: every channel's `p · b` slots are zeroed before the taps add into them.
     let dxt = unsafe {
@@ -140,5 +151,18 @@ mod tests {
         assert_eq!(t.out_pixels(), 4);
         assert_eq!(t.of(0), [(4, 0), (5, 1), (7, 3), (8, 4)]);
         assert_eq!(t.of(3), [(0, 4), (1, 5), (3, 7), (4, 8)]);
+    }
+
+    /// The backward gives the same bits with the forward's transposed input or without.
+    #[test]
+    fn kept_input_changes_nothing() {
+        let (b, c) = (5, 3);
+        let t = TapTable::new(3, 3, 3, 1, (3, 3));
+        let x: Vec<f32> = (0..b * c * 9).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..c * 9).map(|i| (i as f32 * 0.11).cos()).collect();
+        let dy: Vec<f32> = (0..b * c * 9).map(|i| (i as f32 * 0.23).cos()).collect();
+        let (_, xt) = forward(&t, (b, c), &x, &w);
+        let without = backward(&t, (b, c), (&x, None), &w, &dy);
+        assert_eq!(without, backward(&t, (b, c), (&x, Some(xt)), &w, &dy));
     }
 }

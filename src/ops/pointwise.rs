@@ -4,12 +4,14 @@
 //! With `L = H · W`, sample `b` is `y_b [Co, L] = w [Co, Ci] · x_b [Ci, L]`; the backward is
 //! `dx_b = wᵀ · dy_b` and `dw = Σ_b dy_b · x_bᵀ`. For `L = 1` the whole batch is one product on
 //! strided views; for small `L` it is one product in channel-major layout
-//! ([`super::channel_major`]); otherwise samples run in parallel, each product on one thread
-//! (a batch smaller than the thread pool runs its products on all threads instead).
+//! ([`super::channel_major`]), whose copy of `x` the forward keeps for the backward; otherwise
+//! samples run in parallel, each product on one thread (a batch smaller than the thread pool
+//! runs its products on all threads instead).
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::sync::Mutex;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::cpu::{f32_slice, read_f32};
@@ -30,10 +32,16 @@ pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
             w.shape()
         )
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1)
+    let op = Conv1x1 {
+        xcm: Mutex::new(None),
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
 
-struct Conv1x1;
+struct Conv1x1 {
+    /// The forward's channel-major input (small `L` only), taken by the backward.
+    xcm: Mutex<Option<Vec<f32>>>,
+}
 
 /// `(B, Ci, L, Co)` of an input `[B, Ci, H, W]` and a weight `[Co, Ci, 1, 1]`.
 fn dims(x: &Shape, w: &Shape) -> Result<(usize, usize, usize, usize)> {
@@ -74,6 +82,7 @@ impl CustomOp2 for Conv1x1 {
             let n = b * l;
             let ycm = product(wm, Mat::new(&xcm, ci, n), Threads::All);
             let y = to_batch_major(&ycm, b, co, l);
+            *self.xcm.lock().unwrap_or_else(|e| e.into_inner()) = Some(xcm);
             return Ok((CpuStorage::F32(y), Shape::from((b, co, h, wd))));
         }
         let write = |y: &mut [MaybeUninit<f32>]| {
@@ -121,9 +130,10 @@ impl CustomOp2 for Conv1x1 {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let (b, ci, l, co) = dims(x.shape(), w.shape())?;
+        let xcm = self.xcm.lock().unwrap_or_else(|e| e.into_inner()).take();
         let (dx, dw) = read_f32(x, |x| {
             read_f32(w, |w| {
-                read_f32(&dy, |dy| backward(x, w, dy, (b, ci, l, co)))
+                read_f32(&dy, |dy| backward(x, w, dy, (b, ci, l, co), xcm))
             })
         })???;
         Ok((
@@ -133,19 +143,24 @@ impl CustomOp2 for Conv1x1 {
     }
 }
 
-/// `(dx, dw)` for input `x`, weight `w` and output gradient `dy`.
+/// `(dx, dw)` for input `x`, weight `w` and output gradient `dy`; `xcm` is the forward's
+/// channel-major copy of `x`, if it kept one.
 fn backward(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
     (b, ci, l, co): (usize, usize, usize, usize),
+    xcm: Option<Vec<f32>>,
 ) -> (Vec<f32>, Vec<f32>) {
     let mut dw = vec![0f32; co * ci];
     let wm = Mat::new(w, co, ci);
     if l > 1 && l < PER_SAMPLE_MIN_L {
         let n = b * l;
         let dycm = to_channel_major(dy, b, co, l);
-        let xcm = to_channel_major(x, b, ci, l);
+        let xcm = match xcm {
+            Some(xcm) if xcm.len() == ci * n => xcm,
+            _ => to_channel_major(x, b, ci, l),
+        };
         let dycm = Mat::new(&dycm, co, n);
         let dxcm = product(wm.t(), dycm, Threads::All);
         matmul(
@@ -236,6 +251,20 @@ mod tests {
                 check_against_generic(&conv1x1, [b, ci, h, w], [co, ci, 1, 1], (1, 0, 1), seed)?;
             }
         }
+        Ok(())
+    }
+
+    /// The backward gives the same bits with the forward's channel-major input or without.
+    #[test]
+    fn kept_input_changes_nothing() -> Result<()> {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(9);
+        let (b, ci, l, co) = (5, 6, 4, 7);
+        let x = crate::ops::testutil::uniform(&[b * ci * l], &mut rng)?.to_vec1::<f32>()?;
+        let w = crate::ops::testutil::uniform(&[co * ci], &mut rng)?.to_vec1::<f32>()?;
+        let dy = crate::ops::testutil::uniform(&[b * co * l], &mut rng)?.to_vec1::<f32>()?;
+        let kept = to_channel_major(&x, b, ci, l);
+        let without = backward(&x, &w, &dy, (b, ci, l, co), None);
+        assert_eq!(without, backward(&x, &w, &dy, (b, ci, l, co), Some(kept)));
         Ok(())
     }
 
