@@ -3,8 +3,10 @@
 
     cargo build --release && python3 scripts/search_study.py [--seeds 0 1 2] [--retrain]
 
-Runs `mnv4-lab search experiments/search_fashion_mnist.toml` once per strategy and seed (reports in
-reports/search_fashion_mnist/<strategy>/seed<k>/), then writes reports/search_fashion_mnist/README.md
+Runs `mnv4-lab search experiments/search_fashion_mnist.toml` once per strategy and seed, with
+`--workers` local worker processes (reports in reports/search_fashion_mnist/<strategy>/seed<k>/,
+each with a copy of its run's search.json, so a finished run is not searched again on any
+checkout), then writes reports/search_fashion_mnist/README.md
 with the hypervolume of each strategy after the same numbers of evaluations, as mean ± standard
 deviation over the seeds, NSGA-II minus random search paired over seeds with a 95 % t interval,
 and how many trials were each strategy's own (each stage's first population is drawn from a
@@ -48,13 +50,31 @@ def hv_curve(strategy, seed):
 
 
 def search_state(strategy, seed):
-    with open(os.path.join("runs", run_name(strategy, seed), "search.json")) as f:
+    """The run's recorded state (study, teacher, reference point), kept with its report."""
+    with open(os.path.join(report_dir(strategy, seed), "search.json")) as f:
         return json.load(f)
 
 
+def keep_state(strategy, seed):
+    """Copies a finished run's search.json next to its report, which is committed."""
+    src = os.path.join("runs", run_name(strategy, seed), "search.json")
+    dst = os.path.join(report_dir(strategy, seed), "search.json")
+    with open(src) as f:
+        text = f.read()
+    with open(dst + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(dst + ".tmp", dst)
+
+
+def finished(strategy, seed):
+    """Whether the run's report and kept state are there (then it is not run again)."""
+    return all(os.path.exists(os.path.join(report_dir(strategy, seed), f))
+               for f in ("search.json", "hypervolume.csv", "trials.csv"))
+
+
 def trial_minutes(strategy, seed):
-    with open(os.path.join("runs", run_name(strategy, seed), "trials.jsonl")) as f:
-        return sum(json.loads(line)["wall_seconds"] for line in f if line.strip()) / 60
+    with open(os.path.join(report_dir(strategy, seed), "trials.csv")) as f:
+        return sum(float(r["wall_seconds"]) for r in csv.DictReader(f)) / 60
 
 
 def mean_std(values):
@@ -67,6 +87,14 @@ def distill_text(state):
     d = (state.get("study") or state["experiment"])["distill"]
     return (f"{d['ce_weight']} · CE + {d['kd_weight']} · KD at T = {d['temperature']} + "
             f"{d.get('feature_weight', 0)} · feature MSE at taps {d.get('feature_taps')}")
+
+
+def data_text(state):
+    """The candidates' training and validation images, as the study's [data] gives them."""
+    d = (state.get("study") or state["experiment"])["data"]
+    train = f"{d['train_limit']:,} training images" if d["train_limit"] else "the whole training split"
+    val = min(d["val_size"], d["eval_limit"]) if d.get("eval_limit") else d["val_size"]
+    return f"{train}, ranked on {val:,} validation images"
 
 
 def own_trials(cfg):
@@ -99,18 +127,23 @@ def main():
     p.add_argument("--retrain", action="store_true", help="retrain the best strategy's first front")
     p.add_argument("--retrain-seeds", type=int, default=3)
     p.add_argument("--jobs", type=int, default=2, help="retraining processes at a time (shards)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="local worker processes per search (candidates trained at a time)")
     a = p.parse_args()
     for seed in a.seeds:
         for s in STRATEGIES:
+            if finished(s, seed):
+                continue
             name = run_name(s, seed)
-            cmd = [BIN, "search", EXP, "--quiet",
+            cmd = [BIN, "search", EXP, "--quiet", "--workers", str(a.workers),
                    "--set", f'name="{name}"', "--set", f"seed={seed}",
                    "--set", f'search.strategy="{s}"',
                    "--set", f'search.report_dir="{report_dir(s, seed)}"']
-            if os.path.exists(os.path.join("runs", name, "trials.jsonl")):
+            if os.path.exists(os.path.join("runs", name, "search.json")):
                 cmd.append("--resume")
             print("+", " ".join(cmd), file=sys.stderr, flush=True)
             subprocess.run(cmd, check=True)
+            keep_state(s, seed)
     curves = {(s, k): hv_curve(s, k) for s in STRATEGIES for k in a.seeds}
     minutes = sum(trial_minutes(s, k) for s in STRATEGIES for k in a.seeds)
     states = {(s, k): search_state(s, k) for s in STRATEGIES for k in a.seeds}
@@ -130,8 +163,8 @@ def main():
         f"Budget, identical for both: coarse stage {cfg['coarse']['trials']} candidates × {cfg['coarse']['epochs']} epochs "
         f"(widths and depths, every UIB an IB), fine stage {cfg['fine']['trials']} × {cfg['fine']['epochs']} epochs "
         "(start / middle depthwise kernels, expansion, MQA placement) seeded by the coarse front; each candidate "
-        f"distilled ({distill_text(first)}) on 4,000 training images from one teacher shared by every run, "
-        f"{first['teacher']} ({100 * first['teacher_test_top1']:.1f} % test top-1), ranked on 2,000 validation images. Seeds {seeds_text}: the seed drives the strategy, the weights and the data order "
+        f"distilled ({distill_text(first)}) on {data_text(first)} from one teacher shared by every run, "
+        f"{first['teacher']} ({100 * first['teacher_test_top1']:.1f} % test top-1). Seeds {seeds_text}: the seed drives the strategy, the weights and the data order "
         "(the validation split is fixed). Objectives: validation top-1 (max) and MACs (min).",
         "",
         f"Hypervolume reference point (1 − top-1, MACs): {first['hv_reference']}, fixed from the space's largest "
