@@ -216,18 +216,10 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<usize> {
                 };
                 let owned = plan.shard.owns(index);
                 index += 1;
-                let elsewhere = plan.reuse.find(s, &arch, s.seed + k, distilled);
-                let test_top1 = match (finished(plan, &run)?, elsewhere) {
-                    (Some(top1), _) => top1,
-                    (None, Some((dir, top1))) => {
-                        reused.push(dir.display().to_string());
-                        top1
-                    }
-                    (None, None) if owned => train_one(plan, &splits, &run, &arch)?,
-                    (None, None) => {
-                        left += 1;
-                        continue;
-                    }
+                let Some(test_top1) = result_of(plan, &splits, &run, &arch, owned, &mut reused)?
+                else {
+                    left += 1;
+                    continue;
                 };
                 rows.push(Row {
                     label: label.clone(),
@@ -298,6 +290,31 @@ fn measure_latencies(plan: &RetrainPlan, splits: &Splits, rows: &mut [Row]) -> R
             .for_each(|r| r.latency_ms = ms);
     }
     Ok(())
+}
+
+/// The test top-1 of one planned run: its own earlier result, an equivalent finished run's
+/// (its folder added to `reused`), or a fresh training when this shard `owned` it; `None` when
+/// it is left to another shard.
+fn result_of(
+    plan: &RetrainPlan,
+    splits: &Splits,
+    run: &RunRef,
+    arch: &Arch,
+    owned: bool,
+    reused: &mut Vec<String>,
+) -> Result<Option<f64>> {
+    if let Some(top1) = finished(plan, run)? {
+        return Ok(Some(top1));
+    }
+    let (s, distilled) = (&plan.study, run.teacher.is_some());
+    if let Some((dir, top1)) = plan.reuse.find(s, arch, s.seed + run.k, distilled) {
+        reused.push(dir.display().to_string());
+        return Ok(Some(top1));
+    }
+    match owned {
+        true => Ok(Some(train_one(plan, splits, run, arch)?)),
+        false => Ok(None),
+    }
 }
 
 /// The test top-1 of a run that finished before, if it did.
