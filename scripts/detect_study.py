@@ -27,10 +27,10 @@ import re
 import shutil
 import statistics
 
-from study_common import cpu_model, paired, publish, run_parallel, sh, thread_env, verdict
+from study_common import cpu_model, paired, publish, run_parallel, sh, study_binary, thread_env, verdict
 
 EXP = "experiments/detect_quick.toml"
-BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
+BIN = study_binary()
 REPORT = "reports/detect/README.md"
 EXAMPLES = "reports/detect/examples"
 TEST_IMAGES = "data/fashion-mnist-det/images/test"

@@ -32,13 +32,13 @@ import os
 import re
 import statistics
 
-from study_common import cpu_model, paired, publish, sh, verdict
+from study_common import cpu_model, paired, publish, sh, study_binary, verdict
 
 EXP = "experiments/distill_fashion_mnist.toml"
 # The ensemble teacher's members: (experiment, run folder).
 TEACHERS = [("experiments/teacher_fashion_mnist.toml", "runs/teacher_fashion_mnist"),
             ("experiments/teacher_fashion_mnist_erase.toml", "runs/teacher_fashion_mnist_erase")]
-BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
+BIN = study_binary()
 # The student is conv-small at this width (--width); the experiment file's own width is 0.5.
 DEFAULT_WIDTH = 0.5
 WIDTH = DEFAULT_WIDTH

@@ -32,9 +32,9 @@ import os
 import random
 import statistics
 
-from study_common import cpu_model, publish, run_parallel, sh, thread_env
+from study_common import cpu_model, publish, run_parallel, sh, study_binary, thread_env
 
-BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
+BIN = study_binary()
 BUDGETS = {
     "low": "experiments/fidelity_low.toml",
     "mid": "experiments/fidelity_mid.toml",

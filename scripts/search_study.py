@@ -25,9 +25,9 @@ import statistics
 import subprocess
 import sys
 
-from study_common import paired, publish, run_parallel, sh, thread_env, verdict
+from study_common import paired, publish, run_parallel, sh, study_binary, thread_env, verdict
 
-BIN = os.environ.get("MNV4_BIN", "./target/release/mnv4-lab")
+BIN = study_binary()
 EXP = "experiments/search_fashion_mnist.toml"
 OUT = "reports/search_fashion_mnist"
 STRATEGIES = ["nsga2", "random"]

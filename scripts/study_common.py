@@ -11,6 +11,27 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
         19: 2.093}
 
 
+def study_binary():
+    """The mnv4-lab binary a study runs: $MNV4_BIN, else a copy of target/release/mnv4-lab in
+    runs/.bin/ named by its content hash, so that rebuilding during a long study neither pulls
+    the file away from a run about to start nor mixes builds within the study."""
+    if "MNV4_BIN" in os.environ:
+        return os.environ["MNV4_BIN"]
+    import hashlib
+    import shutil
+    src = "./target/release/mnv4-lab"
+    if not os.path.exists(src):
+        sys.exit(f"{src} is missing: run `cargo build --release` first (or set MNV4_BIN)")
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    dst = os.path.join("runs", ".bin", f"mnv4-lab-{digest}")
+    if not os.path.exists(dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy2(src, dst + ".tmp")
+        os.replace(dst + ".tmp", dst)
+    return dst
+
+
 def sh(cmd, env=None):
     """Runs a command (echoed to stderr) and returns its standard output; fails on a non-zero exit."""
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
