@@ -443,7 +443,11 @@ fn write_outputs(
         )?;
     }
     md.push_str(&versus_section(&groups));
-    writeln!(md, "\n![retrained front](retrain.png)\n\nRegenerate with `mnv4-lab retrain REPORT_DIR` (finished runs are reused).")?;
+    let flags = match &plan.recipe {
+        Some(path) => format!(" --recipe {path}"),
+        None => String::new(),
+    };
+    writeln!(md, "\n![retrained front](retrain.png)\n\nRegenerate with `mnv4-lab retrain REPORT_DIR --epochs {} --seeds {}{flags}` (finished runs are reused).", s.train.epochs, plan.seeds)?;
     crate::fsutil::atomic_write(&dir.join("README.md"), md.as_bytes())?;
     plot(dir, &s.name, &groups)
 }
