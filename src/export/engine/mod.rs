@@ -106,18 +106,14 @@ impl Engine {
     }
 }
 
-/// `[batch, C, H, W]` → `[batch, H, W, C]`.
+/// `[batch, C, H, W]` → `[batch, H, W, C]`, written pixel after pixel.
 fn to_channels_last(x: &[f32], s: Nhwc) -> Vec<f32> {
     let hw = s.h * s.w;
     let mut y = vec![0.0; x.len()];
-    for b in 0..s.batch {
-        let (src, dst) = (
-            &x[b * s.c * hw..][..s.c * hw],
-            &mut y[b * s.c * hw..][..s.c * hw],
-        );
-        for (ch, plane) in src.chunks_exact(hw).enumerate() {
-            for (p, &v) in plane.iter().enumerate() {
-                dst[p * s.c + ch] = v;
+    for (src, dst) in x.chunks_exact(s.c * hw).zip(y.chunks_exact_mut(s.c * hw)) {
+        for (p, pixel) in dst.chunks_exact_mut(s.c).enumerate() {
+            for (ch, v) in pixel.iter_mut().enumerate() {
+                *v = src[ch * hw + p];
             }
         }
     }

@@ -1,18 +1,23 @@
 //! Dense convolutions on a channels-last map as matrix products over blocks of output pixels:
-//! a 1×1 stride-1 convolution multiplies the input rows directly, a k×k one first gathers each
-//! block's patches (im2col) into a buffer that stays in cache. The epilogue runs on each block
-//! right after its product.
+//! a 1×1 stride-1 convolution multiplies the input rows directly, a k×k one reads each output
+//! pixel's window in place ([`Windows`]), or, on a map of few channels, from a patch matrix
+//! gathered block by block. The epilogue runs on each block right after its product.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::tile::{product, Operands, Panels, MR, NR};
+use super::tile::{product, Panels, RowMajor, MR, NR};
+use super::windows::Windows;
 use super::{Epilogue, Nhwc, Window};
 use crate::ops::uninit::{assume_written, written};
 
 /// Output pixels per task at most: the block and its patches stay in cache.
 const BLOCK_ROWS: usize = 128;
+/// The shortest window row (`k·C` values) read in place; shorter ones (a stem on 1–3 channels)
+/// cost more to find than to copy.
+const MIN_WINDOW_ROW: usize = 16;
 
 /// A dense convolution's weight as the matrix `[k·k·Cin, Cout]` (rows ordered by tap, row-major
 /// over the window, then input channel), packed into column panels.
@@ -41,16 +46,6 @@ impl DenseWeight {
             kernel,
         }
     }
-
-    /// `rows` rows of `a`, each this weight's `k·k·Cin` inputs, as the left operand.
-    fn operands<'a>(&'a self, a: &'a [f32], rows: usize) -> Operands<'a> {
-        Operands {
-            a,
-            lda: self.panels.k(),
-            rows,
-            b: &self.panels,
-        }
-    }
 }
 
 /// A 1×1 stride-1 convolution of `x` with `weight`, then `ep` (+ `residual`, the output's shape).
@@ -67,7 +62,12 @@ pub(crate) fn pointwise(
         c: weight.cout,
         ..shape
     };
-    let y = blocked(&Lhs::Rows { x, c: shape.c }, out, weight, ep, residual);
+    let rows = RowMajor {
+        a: x,
+        lda: shape.c,
+        k: shape.c,
+    };
+    let y = blocked(&Lhs::Rows(rows), out, weight, ep, residual);
     (y, out)
 }
 
@@ -87,81 +87,69 @@ pub(crate) fn dense(
         stride,
     };
     let out = shape.conv_out(win.kernel, stride, weight.cout);
-    let lhs = Lhs::Patches { x, shape, win, out };
+    let zeros = vec![0.0; win.kernel * shape.c];
+    let windows = Windows {
+        x,
+        shape,
+        win,
+        out,
+        zeros,
+    };
+    let lhs = if win.kernel * shape.c < MIN_WINDOW_ROW {
+        Lhs::Patches(windows)
+    } else {
+        Lhs::Windows(windows)
+    };
     (blocked(&lhs, out, weight, ep, residual), out)
 }
 
-/// Where a block's left-hand rows come from.
+/// Where the left-hand rows come from: one row per output pixel.
 enum Lhs<'a> {
-    /// The input's own pixels (`c` channels each).
-    Rows { x: &'a [f32], c: usize },
-    /// Each output pixel's window of input pixels, zero outside the map.
-    Patches {
-        x: &'a [f32],
-        shape: Nhwc,
-        win: Window,
-        out: Nhwc,
-    },
+    /// The input's own pixels (1×1 stride-1 convolution).
+    Rows(RowMajor<'a>),
+    /// Each output pixel's window of input pixels, zero outside the map, read in place.
+    Windows(Windows<'a>),
+    /// The same windows, copied block by block into a patch matrix: for a map of few channels,
+    /// whose window rows are too short to be read as pieces.
+    Patches(Windows<'a>),
 }
 
 impl Lhs<'_> {
     /// Values per row.
     fn width(&self) -> usize {
-        match *self {
-            Lhs::Rows { c, .. } => c,
-            Lhs::Patches { shape, win, .. } => win.kernel * win.kernel * shape.c,
+        match self {
+            Lhs::Rows(rows) => rows.k,
+            Lhs::Windows(w) | Lhs::Patches(w) => w.win.kernel * w.win.kernel * w.shape.c,
         }
     }
 
-    /// The rows for output pixels `rows` (row-major, [`Self::width`] apart), gathered into
-    /// `buf` when they must be.
-    fn block<'b>(&'b self, rows: Range<usize>, buf: &'b mut Vec<f32>) -> &'b [f32] {
-        match *self {
-            Lhs::Rows { x, c } => &x[rows.start * c..rows.end * c],
-            Lhs::Patches { x, shape, win, out } => {
-                let width = self.width();
-                buf.resize(rows.len() * width, 0.0);
-                for (r, dst) in rows.zip(buf.chunks_exact_mut(width)) {
-                    let (b, oy, ox) = (r / (out.h * out.w), r / out.w % out.h, r % out.w);
-                    patch(x, shape, win, (b, oy, ox), dst);
-                }
-                buf
+    /// Writes columns `cols` of the product of the rows of output pixels `rows` with `b` into
+    /// `c` (row stride `ldc`), as [`product`] does.
+    fn product(
+        &self,
+        rows: Range<usize>,
+        b: &Panels,
+        cols: Range<usize>,
+        c: &mut [MaybeUninit<f32>],
+        ldc: usize,
+    ) {
+        match self {
+            Lhs::Rows(r) => product(r, rows, b, cols, c, ldc),
+            Lhs::Windows(w) => product(w, rows, b, cols, c, ldc),
+            Lhs::Patches(w) => {
+                let k = self.width();
+                let a = w.patches(rows.clone());
+                product(
+                    &RowMajor { a: &a, lda: k, k },
+                    0..rows.len(),
+                    b,
+                    cols,
+                    c,
+                    ldc,
+                )
             }
         }
     }
-}
-
-/// Writes the window of output pixel `(b, oy, ox)` into `dst`: `k·k·C` values, tap-major.
-/// A window row that lies inside the map is `k·C` contiguous input values, copied at once.
-fn patch(x: &[f32], shape: Nhwc, win: Window, (b, oy, ox): (usize, usize, usize), dst: &mut [f32]) {
-    let (c, k) = (shape.c, win.kernel);
-    let first = (ox * win.stride)
-        .checked_sub(k / 2)
-        .filter(|&ix| ix + k <= shape.w);
-    for (ky, row) in dst.chunks_exact_mut(k * c).enumerate() {
-        let Some(iy) = win.source(oy, ky, shape.h) else {
-            row.fill(0.0);
-            continue;
-        };
-        let line = &x[(b * shape.h + iy) * shape.w * c..][..shape.w * c];
-        match first {
-            Some(ix) => copy(row, &line[ix * c..(ix + k) * c]),
-            None => {
-                for (kx, tap) in row.chunks_exact_mut(c).enumerate() {
-                    match win.source(ox, kx, shape.w) {
-                        Some(ix) => copy(tap, &line[ix * c..(ix + 1) * c]),
-                        None => tap.fill(0.0),
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// An element loop: a `memcpy` call costs more than the copy for the few values of a tap.
-#[inline(always)]
-fn copy(dst: &mut [f32], src: &[f32]) {
-    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s);
 }
 
 /// Rows per task: enough tasks for the pool, whole register tiles, at most [`BLOCK_ROWS`].
@@ -201,9 +189,7 @@ fn blocked(
                 .for_each(|(i, slots)| {
                     let first = i * rows;
                     let span = first..first + slots.len() / n;
-                    let mut buf = Vec::new();
-                    let a = lhs.block(span.clone(), &mut buf);
-                    product(weight.operands(a, span.len()), 0..n, slots, n);
+                    lhs.product(span.clone(), &weight.panels, 0..n, slots, n);
                     // SAFETY: the product wrote all `span.len() × n` slots (row stride `n`).
                     let dst = assume_written(slots);
                     ep.apply(dst, residual.map(|res| &res[span.start * n..span.end * n]));
@@ -222,8 +208,6 @@ fn few_rows(
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let n = weight.cout;
-    let mut buf = Vec::new();
-    let a = lhs.block(0..m, &mut buf);
     let tiles = n.div_ceil(NR);
     let per_task = tiles.div_ceil(2 * rayon::current_num_threads());
     let groups: Vec<Range<usize>> = (0..tiles)
@@ -237,7 +221,7 @@ fn few_rows(
             // SAFETY: the product writes all `m × w` slots (row stride `w`).
             unsafe {
                 written(m * w, |c| {
-                    product(weight.operands(a, m), cols.clone(), c, w)
+                    lhs.product(0..m, &weight.panels, cols.clone(), c, w)
                 })
             }
         })

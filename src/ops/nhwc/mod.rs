@@ -1,12 +1,13 @@
 //! Inference kernels on channels-last (NHWC) f32 maps, each with its [`Epilogue`] fused in:
-//! depthwise convolution, dense convolution as a row-blocked matrix product (1×1 directly,
-//! k×k through a per-block patch matrix), global average pooling. Batch norm is expected folded
+//! depthwise convolution, dense convolution as a row-blocked matrix product (1×1 on the input
+//! rows, k×k on each window read in place), global average pooling. Batch norm is expected folded
 //! into the weights; all run on the rayon pool.
 
 mod conv;
 mod depthwise;
 mod pool;
 mod tile;
+mod windows;
 
 pub(crate) use super::epilogue::Epilogue;
 pub(crate) use conv::{dense, pointwise, DenseWeight};
