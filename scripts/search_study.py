@@ -24,6 +24,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tomllib
 
 from study_common import paired, publish, run_parallel, sh, study_binary, thread_env, verdict
 
@@ -37,7 +38,10 @@ RECIPE = "experiments/fidelity_high.toml"
 
 
 def run_name(strategy, seed):
-    return f"search_fm-{strategy}-seed{seed}"
+    """The run of one strategy and seed, named after the experiment's `name`."""
+    with open(EXP, "rb") as f:
+        prefix = tomllib.load(f)["name"]
+    return f"{prefix}-{strategy}-seed{seed}"
 
 
 def report_dir(strategy, seed):
@@ -122,6 +126,7 @@ def retrain(strategy, seed, seeds, jobs):
 
 
 def main():
+    global EXP, OUT, RECIPE
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--retrain", action="store_true", help="retrain the best strategy's first front")
@@ -129,7 +134,11 @@ def main():
     p.add_argument("--jobs", type=int, default=2, help="retraining processes at a time (shards)")
     p.add_argument("--workers", type=int, default=2,
                    help="local worker processes per search (candidates trained at a time)")
+    p.add_argument("--experiment", default=EXP, help="the search experiment (a smaller one to try the study)")
+    p.add_argument("--out", default=OUT, help="where the reports go")
+    p.add_argument("--recipe", default=RECIPE, help="the retraining recipe")
     a = p.parse_args()
+    EXP, OUT, RECIPE = a.experiment, a.out, a.recipe
     for seed in a.seeds:
         for s in STRATEGIES:
             if finished(s, seed):
@@ -156,9 +165,9 @@ def main():
     lines = [
         "# Search on Fashion-MNIST: NSGA-II against random search",
         "",
-        f"Reproduce: `cargo build --release && python3 scripts/search_study.py --seeds {' '.join(map(str, a.seeds))}` "
-        "(settings in `experiments/search_fashion_mnist.toml`). Machine: 2 cores, 24 GiB, no GPU; "
-        f"the trials of all {len(curves)} runs took {minutes:.0f} minutes (teacher training not counted).",
+        f"Reproduce: `cargo build --release && python3 scripts/search_study.py --seeds {' '.join(map(str, a.seeds))}"
+        + (" --retrain" if a.retrain else "") + f"` (settings in `{EXP}`). Machine: 2 cores, 24 GiB, no GPU; "
+        f"the trials of all {len(curves)} runs took {minutes:.1f} minutes (teacher training not counted).",
         "",
         f"Budget, identical for both: coarse stage {cfg['coarse']['trials']} candidates × {cfg['coarse']['epochs']} epochs "
         f"(widths and depths, every UIB an IB), fine stage {cfg['fine']['trials']} × {cfg['fine']['epochs']} epochs "
@@ -187,7 +196,8 @@ def main():
             mean_std([curves[(s, k)][i] for k in a.seeds]) for s in STRATEGIES) + f" | {interval} | {verdict(ci)} |")
     final = {s: [curves[(s, k)][n - 1] for k in a.seeds] for s in STRATEGIES}
     wins = {s: sum(1 for j in range(len(a.seeds))
-                   if final[s][j] == max(final[t][j] for t in STRATEGIES)) for s in STRATEGIES}
+                   if all(final[s][j] > final[t][j] for t in STRATEGIES if t != s)) for s in STRATEGIES}
+    ties = len(a.seeds) - sum(wins.values())
     lines += [
         "",
         "Final hypervolume per seed: " + "; ".join(
@@ -196,6 +206,7 @@ def main():
         "",
         f"After {n} evaluations the larger hypervolume went to "
         + ", ".join(f"{s} in {wins[s]} of {len(a.seeds)} seeds" for s in STRATEGIES)
+        + (f" (equal in {ties})" if ties else "")
         + f"; means {', '.join(f'{s} {mean_std(final[s])}' for s in STRATEGIES)}.",
         "",
         "Per-run reports (front tables, Pareto and hypervolume plots, all trials):",
