@@ -92,11 +92,24 @@ fn retrain_trains_front_and_presets_in_both_arms() {
         readme.contains("## Against the preset curve") && readme.contains("Arm `kd`: "),
         "{readme}"
     );
+    // Latency is measured in pairs with the reference network and reported as a ratio too.
+    let csv = std::fs::read_to_string(dir.join("retrain.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with("macs,latency_ms,latency_ratio,latency_ratio_lo,latency_ratio_hi"),
+        "{csv}"
+    );
+    assert!(
+        readme.contains("latency / conv-small ×0.5 [95 % CI]"),
+        "{readme}"
+    );
     // A second call reuses every finished run (latency is measured again, so it is left out).
     let results = || -> Vec<String> {
         let text = std::fs::read_to_string(dir.join("retrain.csv")).unwrap();
         text.lines()
-            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
             .collect()
     };
     let before = results();

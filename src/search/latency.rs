@@ -20,6 +20,8 @@ const WARMUP_RUNS: usize = 3;
 pub struct LatencyMeasure {
     /// Median batch-1 time of the candidate, milliseconds.
     pub ms: f64,
+    /// Median batch-1 time of the reference network in the same pairs, milliseconds.
+    pub reference_ms: f64,
     /// Median of candidate / reference over the timed pairs.
     pub ratio: f64,
     /// 95 % interval of that median (order statistics; the sample's range below 6 pairs).
@@ -61,7 +63,7 @@ pub fn time_pairs(
         time(candidate)?;
         time(reference)?;
     }
-    let (mut ms, mut ratios) = (Vec::new(), Vec::new());
+    let (mut ms, mut reference_ms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..repeats.max(1) {
         // Alternate which runs first, so neither always runs on a warmer cache.
         let (a, b) = match i % 2 {
@@ -72,11 +74,13 @@ pub fn time_pairs(
             }
         };
         ms.push(a);
+        reference_ms.push(b);
         ratios.push(a / b);
     }
     let ratio_ci = median_interval(&mut ratios);
     Ok(LatencyMeasure {
         ms: median(&mut ms),
+        reference_ms: median(&mut reference_ms),
         ratio: median(&mut ratios),
         ratio_ci,
     })

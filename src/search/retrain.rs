@@ -5,7 +5,7 @@
 //! `REPORT/retrain/`.
 
 use super::curve::{self, Retrained};
-use super::latency::measure_latency;
+use super::latency::{measure_latency, REFERENCE};
 use super::reuse::Reusable;
 use super::study::StudySpec;
 use crate::cost::cost;
@@ -82,8 +82,15 @@ struct Row {
     test_top1: f64,
     params: u64,
     macs: u64,
+    /// [`Latency::ms`] of the model.
     latency_ms: f64,
+    /// The model's latency over the reference network's, with its 95 % interval.
+    latency_ratio: [f64; 3],
 }
+
+/// Timed pairs per model at least: a dozen models are measured once, so they can afford more
+/// pairs than a search's candidates.
+const LATENCY_PAIRS: usize = 40;
 
 /// The front members named by `REPORT/pareto.csv` (their `pareto/tNNNN.toml` files).
 pub fn front_members(report: &Path) -> Result<Vec<(String, Arch)>> {
@@ -230,6 +237,7 @@ pub fn retrain(plan: &RetrainPlan, report: &Path) -> Result<usize> {
                     params: c.params,
                     macs: c.macs,
                     latency_ms: f64::NAN,
+                    latency_ratio: [f64::NAN; 3],
                 });
             }
         }
@@ -275,19 +283,30 @@ impl RunRef<'_> {
     }
 }
 
-/// Every model's latency, measured once all training is done (so no training disturbs it).
+/// Every model's latency, measured once all training is done (so no training disturbs it): each
+/// model timed in pairs with the reference network ([`measure_latency`]), and put in milliseconds
+/// as its median ratio times the reference's median time over all the models' pairs, so a host
+/// that slows down while one model is measured moves that model's pairs, not its place.
 fn measure_latencies(plan: &RetrainPlan, splits: &Splits, rows: &mut [Row]) -> Result<()> {
     let models = plan
         .members
         .iter()
         .chain(&plan.presets.curve)
         .chain(&plan.presets.references);
+    let pairs = plan.study.search.latency_repeats.max(LATENCY_PAIRS);
+    let mut measured = Vec::new();
     for (label, arch) in models {
         let arch = arch.clone().with_io(splits.channels, splits.num_classes);
-        let ms = measure_latency(&arch, splits.input_size, plan.study.search.latency_repeats)?.ms;
-        rows.iter_mut()
-            .filter(|r| &r.label == label)
-            .for_each(|r| r.latency_ms = ms);
+        measured.push((label, measure_latency(&arch, splits.input_size, pairs)?));
+    }
+    let mut reference: Vec<f64> = measured.iter().map(|(_, m)| m.reference_ms).collect();
+    reference.sort_by(f64::total_cmp);
+    let reference_ms = reference[reference.len() / 2];
+    for (label, m) in measured {
+        rows.iter_mut().filter(|r| &r.label == label).for_each(|r| {
+            r.latency_ms = m.ratio * reference_ms;
+            r.latency_ratio = [m.ratio, m.ratio_ci[0], m.ratio_ci[1]];
+        });
     }
     Ok(())
 }
@@ -382,6 +401,7 @@ fn write_outputs(
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let arm = |r: &Row| if r.distilled { "kd" } else { "ce" }.to_string();
+    let ratio = |i: usize| rows.iter().map(|r| r.latency_ratio[i]).collect();
     write_csv_parquet(
         &mut frame(vec![
             Col::text("model", rows.iter().map(|r| r.label.clone()).collect()),
@@ -395,6 +415,9 @@ fn write_outputs(
             Col::int("params", rows.iter().map(|r| r.params as i64).collect()),
             Col::int("macs", rows.iter().map(|r| r.macs as i64).collect()),
             Col::float("latency_ms", rows.iter().map(|r| r.latency_ms).collect()),
+            Col::float("latency_ratio", ratio(0)),
+            Col::float("latency_ratio_lo", ratio(1)),
+            Col::float("latency_ratio_hi", ratio(2)),
         ])?,
         dir,
         "retrain",
@@ -420,18 +443,21 @@ fn write_outputs(
         )?,
         None => writeln!(md, "No teacher in the study: cross-entropy only.\n")?,
     }
+    let pairs = s.search.latency_repeats.max(LATENCY_PAIRS);
+    writeln!(md, "Latency: a batch-1 eval-mode forward at the training input size, measured after all training in {pairs} pairs with {} ×{} (the first of each pair alternating); each model's median ratio to it, with a distribution-free 95 % interval, and in milliseconds that ratio times the reference's median time over all the pairs.\n", REFERENCE.0, REFERENCE.1)?;
     writeln!(
         md,
-        "| model | kind | arm | test top-1 (mean ± std) | seeds | params | MACs | latency (ms) |"
+        "| model | kind | arm | test top-1 (mean ± std) | seeds | params | MACs | latency (ms) | latency / {} ×{} [95 % CI] |",
+        REFERENCE.0, REFERENCE.1
     )?;
-    writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---:|")?;
     for g in &groups {
         let (m, sd) = mean_sd(&g.1);
         let r = g.0;
         let kind = r.kind.name();
         writeln!(
             md,
-            "| {} | {kind} | {} | {:.2} ± {:.2}% | {} | {} | {:.2} M | {:.3} |",
+            "| {} | {kind} | {} | {:.2} ± {:.2}% | {} | {} | {:.2} M | {:.3} | {:.3} [{:.3}, {:.3}] |",
             r.label,
             arm(r),
             100.0 * m,
@@ -439,7 +465,10 @@ fn write_outputs(
             g.1.len(),
             r.params,
             r.macs as f64 / 1e6,
-            r.latency_ms
+            r.latency_ms,
+            r.latency_ratio[0],
+            r.latency_ratio[1],
+            r.latency_ratio[2]
         )?;
     }
     md.push_str(&versus_section(&groups));
