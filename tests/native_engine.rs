@@ -43,6 +43,7 @@ fn presets_match_candle() {
     let cases = [
         ("conv-small", 1.0, (64, 64)),
         ("conv-small", 0.5, (96, 80)),
+        ("conv-small", 0.75, (42, 30)),
         ("conv-medium", 1.0, (64, 64)),
         ("conv-large", 1.0, (64, 64)),
         ("hybrid-medium", 1.0, (64, 64)),

@@ -18,6 +18,7 @@ use anyhow::{ensure, Result};
 use conv::{Chain, Conv};
 use mqa::Mqa;
 pub use profile::{Entry, Profile};
+use rayon::prelude::*;
 
 /// One step of a compiled network.
 enum Step {
@@ -106,16 +107,25 @@ impl Engine {
     }
 }
 
-/// `[batch, C, H, W]` → `[batch, H, W, C]`, written pixel after pixel.
+/// `[batch, C, H, W]` → `[batch, H, W, C]`, written pixel after pixel, a block of image rows per
+/// task.
 fn to_channels_last(x: &[f32], s: Nhwc) -> Vec<f32> {
     let hw = s.h * s.w;
+    let block = 8 * s.w;
     let mut y = vec![0.0; x.len()];
-    for (src, dst) in x.chunks_exact(s.c * hw).zip(y.chunks_exact_mut(s.c * hw)) {
-        for (p, pixel) in dst.chunks_exact_mut(s.c).enumerate() {
-            for (ch, v) in pixel.iter_mut().enumerate() {
-                *v = src[ch * hw + p];
-            }
-        }
-    }
+    y.par_chunks_mut(s.c * hw)
+        .zip(x.par_chunks(s.c * hw))
+        .for_each(|(image, src)| {
+            image
+                .par_chunks_mut(block * s.c)
+                .enumerate()
+                .for_each(|(i, dst)| {
+                    for (p, pixel) in (i * block..).zip(dst.chunks_exact_mut(s.c)) {
+                        for (ch, v) in pixel.iter_mut().enumerate() {
+                            *v = src[ch * hw + p];
+                        }
+                    }
+                })
+        });
     y
 }
