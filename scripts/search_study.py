@@ -5,8 +5,8 @@
 
 Runs `mnv4-lab search experiments/search_fashion_mnist.toml` once per strategy and seed, with
 `--workers` local worker processes (reports in reports/search_fashion_mnist/<strategy>/seed<k>/,
-each with a copy of its run's search.json, so a finished run is not searched again on any
-checkout), then writes reports/search_fashion_mnist/README.md
+each with a copy of its run's search.json and the experiment file's hash, so a finished run is
+not searched again on any checkout while the experiment is unchanged), then writes reports/search_fashion_mnist/README.md
 with the hypervolume of each strategy after the same numbers of evaluations, as mean ± standard
 deviation over the seeds, NSGA-II minus random search paired over seeds with a 95 % t interval,
 and how many trials were each strategy's own (each stage's first population is drawn from a
@@ -18,6 +18,7 @@ curve. An interrupted study resumes where it stopped. Standard library only.
 """
 import argparse
 import csv
+import hashlib
 import json
 import os
 
@@ -37,11 +38,17 @@ STRATEGIES = ["nsga2", "random"]
 RECIPE = "experiments/fidelity_high.toml"
 
 
+def experiment_tag():
+    """A hash of the experiment file: a run or report of another version of it is not this one's."""
+    with open(EXP, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:8]
+
+
 def run_name(strategy, seed):
-    """The run of one strategy and seed, named after the experiment's `name`."""
+    """The run of one strategy and seed, named after the experiment's `name` and its hash."""
     with open(EXP, "rb") as f:
         prefix = tomllib.load(f)["name"]
-    return f"{prefix}-{strategy}-seed{seed}"
+    return f"{prefix}-{experiment_tag()}-{strategy}-seed{seed}"
 
 
 def report_dir(strategy, seed):
@@ -68,12 +75,19 @@ def keep_state(strategy, seed):
     with open(dst + ".tmp", "w") as f:
         f.write(text)
     os.replace(dst + ".tmp", dst)
+    with open(os.path.join(report_dir(strategy, seed), "experiment.sha256"), "w") as f:
+        f.write(experiment_tag() + "\n")
 
 
 def finished(strategy, seed):
-    """Whether the run's report and kept state are there (then it is not run again)."""
-    return all(os.path.exists(os.path.join(report_dir(strategy, seed), f))
-               for f in ("search.json", "hypervolume.csv", "trials.csv"))
+    """Whether the run's report and kept state are there, from this version of the experiment
+    (then it is not run again)."""
+    d = report_dir(strategy, seed)
+    if not all(os.path.exists(os.path.join(d, f))
+               for f in ("search.json", "hypervolume.csv", "trials.csv", "experiment.sha256")):
+        return False
+    with open(os.path.join(d, "experiment.sha256")) as f:
+        return f.read().strip() == experiment_tag()
 
 
 def trial_minutes(strategy, seed):
