@@ -6,7 +6,7 @@ use super::bench_detect::{self, BenchDetectArgs};
 use super::bench_timing::{peak_rss_bytes, rss_bytes, time_steps};
 use super::inspect::{parse_res, resolve_arch};
 use super::latency_rank::{self, LatencyRankArgs};
-use crate::export::engine::{Engine as NativeEngine, Entry, Profile};
+use crate::export::engine::{Engine as NativeEngine, Profile};
 use crate::export::runtime::RuntimeModel;
 use crate::model::{Mode, Network};
 use crate::space::Arch;
@@ -80,7 +80,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// With `--engine native`: after the timed steps, run as many again with each kernel timed
-    /// and print where the time goes, by kind and by the slowest kernels.
+    /// and print where the time goes, by kind and by kernel in pass order.
     #[arg(long)]
     pub profile: bool,
 }
@@ -146,7 +146,7 @@ fn run_steps(kind: BenchKind, args: &BenchArgs) -> Result<()> {
 }
 
 /// Runs `args.steps` profiled passes of the native engine and prints the time per kernel kind
-/// and the ten slowest kernels (mean ms per pass).
+/// and per kernel in pass order (mean ms per pass).
 fn print_profile(net: &Network, args: &BenchArgs) -> Result<()> {
     let engine = NativeEngine::compile(net)?;
     let (x, _) = synthetic_batch(args)?;
@@ -171,20 +171,20 @@ fn print_profile(net: &Network, args: &BenchArgs) -> Result<()> {
         );
     }
     let kernels = prof.entries.len() / args.steps;
-    let mut slowest: Vec<(f64, &Entry)> = (0..kernels)
-        .map(|i| {
-            let s = prof.entries[i..]
-                .iter()
-                .step_by(kernels)
-                .map(|e| e.seconds)
-                .sum();
-            (s, &prof.entries[i])
-        })
-        .collect();
-    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
-    println!("slowest kernels:");
-    for (s, e) in slowest.iter().take(10) {
-        println!("  {:>7.3} ms  {:<10} {}", per_pass(*s), e.kind, e.shape);
+    println!("every kernel, in pass order:");
+    for (i, e) in prof.entries[..kernels].iter().enumerate() {
+        let s: f64 = prof.entries[i..]
+            .iter()
+            .step_by(kernels)
+            .map(|e| e.seconds)
+            .sum();
+        let share = 100.0 * s / total;
+        println!(
+            "  {:>7.3} ms {share:>5.1} %  {:<10} {}",
+            per_pass(s),
+            e.kind,
+            e.shape
+        );
     }
     Ok(())
 }
