@@ -88,3 +88,44 @@ fn bad_input_is_named() {
     let e = engine.run(&[], 0, (32, 32)).unwrap_err();
     assert!(e.to_string().contains("must be positive"), "{e}");
 }
+
+#[test]
+fn the_profile_lists_every_kernel_of_a_pass() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mnv4-lab"))
+        .args(["bench", "infer", "--engine", "native", "--batch", "1"])
+        .args(["--res", "48", "--steps", "2", "--warmup", "1", "--profile"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Per kind: "  pointwise  1.234 ms  56.1 %  (29 per pass)".
+    let per_kind: usize = out
+        .lines()
+        .filter_map(|l| l.strip_suffix(" per pass)")?.rsplit_once('('))
+        .map(|(_, n)| n.parse::<usize>().unwrap())
+        .sum();
+    assert!(per_kind > 0, "{out}");
+    let (_, listed) = out
+        .split_once("every kernel, in pass order:\n")
+        .expect(&out);
+    let kernels: Vec<&str> = listed.lines().filter(|l| l.contains(" ms ")).collect();
+    assert_eq!(kernels.len(), per_kind, "{out}");
+    assert!(kernels[0].contains("layout"), "{out}");
+    let shares: f64 = kernels
+        .iter()
+        .map(|l| {
+            l.split('%')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .last()
+                .unwrap()
+        })
+        .map(|v| v.parse::<f64>().unwrap())
+        .sum();
+    assert!((shares - 100.0).abs() < 0.1 * kernels.len() as f64, "{out}");
+}
