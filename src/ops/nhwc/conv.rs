@@ -1,23 +1,19 @@
 //! Dense convolutions on a channels-last map as matrix products over blocks of output pixels:
 //! a 1×1 stride-1 convolution multiplies the input rows directly, a k×k one reads each output
-//! pixel's window in place ([`Windows`]), or, on a map of few channels, from a patch matrix
-//! gathered block by block. The epilogue runs on each block right after its product.
+//! pixel's window in place ([`Windows`]). The epilogue runs on each block right after its
+//! product.
 
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::tile::{product, Panels, RowMajor, MR, NR};
+use super::tile::{product, Panels, RowMajor, Segments, MR, NR};
 use super::windows::Windows;
 use super::{Epilogue, Nhwc, Window};
 use crate::ops::uninit::{assume_written, written};
 
-/// Output pixels per task at most: the block and its patches stay in cache.
+/// Output pixels per task at most: the block and its inputs stay in cache.
 const BLOCK_ROWS: usize = 128;
-/// The shortest window row (`k·C` values) read in place; shorter ones (a stem on 1–3 channels)
-/// cost more to find than to copy.
-const MIN_WINDOW_ROW: usize = 16;
 
 /// A dense convolution's weight as the matrix `[k·k·Cin, Cout]` (rows ordered by tap, row-major
 /// over the window, then input channel), packed into column panels.
@@ -58,6 +54,7 @@ pub(crate) fn pointwise(
 ) -> (Vec<f32>, Nhwc) {
     assert_eq!(weight.kernel, 1, "pointwise: 1×1 weight");
     assert_eq!(x.len(), shape.len(), "pointwise: input shape");
+    assert_eq!(weight.cin, shape.c, "pointwise: input channels");
     let out = Nhwc {
         c: weight.cout,
         ..shape
@@ -67,7 +64,7 @@ pub(crate) fn pointwise(
         lda: shape.c,
         k: shape.c,
     };
-    let y = blocked(&Lhs::Rows(rows), out, weight, ep, residual);
+    let y = blocked(&rows, out, weight, ep, residual);
     (y, out)
 }
 
@@ -82,6 +79,7 @@ pub(crate) fn dense(
     residual: Option<&[f32]>,
 ) -> (Vec<f32>, Nhwc) {
     assert_eq!(x.len(), shape.len(), "dense: input shape");
+    assert_eq!(weight.cin, shape.c, "dense: input channels");
     let win = Window {
         kernel: weight.kernel,
         stride,
@@ -95,61 +93,7 @@ pub(crate) fn dense(
         out,
         zeros,
     };
-    let lhs = if win.kernel * shape.c < MIN_WINDOW_ROW {
-        Lhs::Patches(windows)
-    } else {
-        Lhs::Windows(windows)
-    };
-    (blocked(&lhs, out, weight, ep, residual), out)
-}
-
-/// Where the left-hand rows come from: one row per output pixel.
-enum Lhs<'a> {
-    /// The input's own pixels (1×1 stride-1 convolution).
-    Rows(RowMajor<'a>),
-    /// Each output pixel's window of input pixels, zero outside the map, read in place.
-    Windows(Windows<'a>),
-    /// The same windows, copied block by block into a patch matrix: for a map of few channels,
-    /// whose window rows are too short to be read as pieces.
-    Patches(Windows<'a>),
-}
-
-impl Lhs<'_> {
-    /// Values per row.
-    fn width(&self) -> usize {
-        match self {
-            Lhs::Rows(rows) => rows.k,
-            Lhs::Windows(w) | Lhs::Patches(w) => w.win.kernel * w.win.kernel * w.shape.c,
-        }
-    }
-
-    /// Writes columns `cols` of the product of the rows of output pixels `rows` with `b` into
-    /// `c` (row stride `ldc`), as [`product`] does.
-    fn product(
-        &self,
-        rows: Range<usize>,
-        b: &Panels,
-        cols: Range<usize>,
-        c: &mut [MaybeUninit<f32>],
-        ldc: usize,
-    ) {
-        match self {
-            Lhs::Rows(r) => product(r, rows, b, cols, c, ldc),
-            Lhs::Windows(w) => product(w, rows, b, cols, c, ldc),
-            Lhs::Patches(w) => {
-                let k = self.width();
-                let a = w.patches(rows.clone());
-                product(
-                    &RowMajor { a: &a, lda: k, k },
-                    0..rows.len(),
-                    b,
-                    cols,
-                    c,
-                    ldc,
-                )
-            }
-        }
-    }
+    (blocked(&windows, out, weight, ep, residual), out)
 }
 
 /// Rows per task: enough tasks for the pool, whole register tiles, at most [`BLOCK_ROWS`].
@@ -160,7 +104,7 @@ fn rows_per_task(m: usize) -> usize {
 
 /// `lhs · weight` block by block of output pixels, each followed by the epilogue.
 fn blocked(
-    lhs: &Lhs,
+    lhs: &impl Segments,
     out: Nhwc,
     weight: &DenseWeight,
     ep: &Epilogue,
@@ -168,11 +112,6 @@ fn blocked(
 ) -> Vec<f32> {
     let n = out.c;
     assert_eq!(ep.channels(), n, "conv: epilogue channels");
-    assert_eq!(
-        lhs.width(),
-        weight.kernel * weight.kernel * weight.cin,
-        "conv: weight rows"
-    );
     if let Some(r) = residual {
         assert_eq!(r.len(), out.len(), "conv: residual shape");
     }
@@ -189,7 +128,7 @@ fn blocked(
                 .for_each(|(i, slots)| {
                     let first = i * rows;
                     let span = first..first + slots.len() / n;
-                    lhs.product(span.clone(), &weight.panels, 0..n, slots, n);
+                    product(lhs, span.clone(), &weight.panels, 0..n, slots, n);
                     // SAFETY: the product wrote all `span.len() × n` slots (row stride `n`).
                     let dst = assume_written(slots);
                     ep.apply(dst, residual.map(|res| &res[span.start * n..span.end * n]));
@@ -201,7 +140,7 @@ fn blocked(
 /// Few rows (the head at a small batch): tasks split the output channels by panels, each
 /// streaming its panels of the weight once.
 fn few_rows(
-    lhs: &Lhs,
+    lhs: &impl Segments,
     m: usize,
     weight: &DenseWeight,
     ep: &Epilogue,
@@ -221,7 +160,7 @@ fn few_rows(
             // SAFETY: the product writes all `m × w` slots (row stride `w`).
             unsafe {
                 written(m * w, |c| {
-                    lhs.product(0..m, &weight.panels, cols.clone(), c, w)
+                    product(lhs, 0..m, &weight.panels, cols.clone(), c, w)
                 })
             }
         })

@@ -85,8 +85,8 @@ impl Segments for RowMajor<'_> {
 /// The tiles of one block of rows: their segments and segment lengths.
 struct Tiles<'a> {
     segs: Vec<[&'a [f32]; MR]>,
-    /// Per tile: its rows, first segment and segment length.
-    spans: Vec<(Range<usize>, usize, usize)>,
+    /// Per tile: its rows (from the block's first), its segments in `segs` and their length.
+    spans: Vec<(Range<usize>, Range<usize>, usize)>,
 }
 
 impl<'a> Tiles<'a> {
@@ -102,7 +102,8 @@ impl<'a> Tiles<'a> {
                 k,
                 "tile product: A's row length"
             );
-            spans.push((tile.start - rows.start..tile.end - rows.start, first, len));
+            let own = tile.start - rows.start..tile.end - rows.start;
+            spans.push((own, first..segs.len(), len));
         }
         Self { segs, spans }
     }
@@ -133,11 +134,15 @@ pub(crate) fn product(
     for n0 in cols.clone().step_by(NR) {
         let panel = b.panel(n0 / NR);
         let width = NR.min(cols.end - n0);
-        for (span, first, len) in &tiles.spans {
-            let count = b.k / len.max(&1);
-            let segs = &tiles.segs[*first..first + count];
+        for (span, segs, len) in &tiles.spans {
             let out = &mut c[span.start * ldc + n0 - cols.start..];
-            tile(segs, *len, span.len(), panel, (out, ldc, width));
+            tile(
+                &tiles.segs[segs.clone()],
+                *len,
+                span.len(),
+                panel,
+                (out, ldc, width),
+            );
         }
     }
 }

@@ -51,43 +51,6 @@ impl Windows<'_> {
         let (w, c) = (self.shape.w, self.shape.c);
         &self.x[(b * self.shape.h + iy) * w * c..][..w * c]
     }
-
-    /// The windows of output pixels `rows`, row after row (`k·k·C` values each, tap-major).
-    pub fn patches(&self, rows: Range<usize>) -> Vec<f32> {
-        let width = self.win.kernel * self.win.kernel * self.shape.c;
-        let mut buf = vec![0.0; rows.len() * width];
-        for (m0, block) in rows.clone().step_by(MR).zip(buf.chunks_mut(MR * width)) {
-            let px = self.pixels(m0..(m0 + MR).min(rows.end));
-            for (dst, &at) in block.chunks_exact_mut(width).zip(&px) {
-                self.patch(at, dst);
-            }
-        }
-        buf
-    }
-
-    /// Writes the window of output pixel `(b, oy, ox)` into `dst`: `k·k·C` values, tap-major.
-    /// A window row that lies inside the map is `k·C` contiguous input values, copied at once.
-    fn patch(&self, (b, oy, ox): (usize, usize, usize), dst: &mut [f32]) {
-        let (c, k) = (self.shape.c, self.win.kernel);
-        for (ky, row) in dst.chunks_exact_mut(k * c).enumerate() {
-            let Some(iy) = self.win.source(oy, ky, self.shape.h) else {
-                row.fill(0.0);
-                continue;
-            };
-            let line = self.line(b, iy);
-            match self.inside(ox) {
-                Some(ix) => copy(row, &line[ix * c..(ix + k) * c]),
-                None => {
-                    for (kx, tap) in row.chunks_exact_mut(c).enumerate() {
-                        match self.win.source(ox, kx, self.shape.w) {
-                            Some(ix) => copy(tap, &line[ix * c..(ix + 1) * c]),
-                            None => tap.fill(0.0),
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// A tile's segments: one per window row (`k·C` values) when every window of the tile lies inside
@@ -125,10 +88,4 @@ impl Segments for Windows<'_> {
             c
         }
     }
-}
-
-/// An element loop: a `memcpy` call costs more than the copy for the few values of a tap.
-#[inline(always)]
-fn copy(dst: &mut [f32], src: &[f32]) {
-    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s);
 }
