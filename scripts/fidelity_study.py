@@ -23,6 +23,7 @@ several sittings and machines. Run names carry a hash of their budget's experime
 reports/fidelity/README.md. Standard library only.
 """
 import argparse
+import collections
 import csv
 import functools
 import hashlib
@@ -101,17 +102,21 @@ def keep_json(path, value):
 
 
 def keep_run(name):
-    """Keeps a finished run's summary and its epochs' seconds (from metrics.csv)."""
+    """Keeps a finished run's summary, its epochs' seconds (from metrics.csv) and the CPU it ran on
+    (results repeat bit for bit on one CPU model and thread count, not across models)."""
     s = json.load(open(os.path.join("runs", name, "summary.json")))
     with open(os.path.join("runs", name, "metrics.csv")) as f:
         seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
-    keep_json(kept(name), {"summary": s, "epoch_seconds": seconds})
+    keep_json(kept(name), {"summary": s, "epoch_seconds": seconds, "cpu": cpu_model()})
 
 
 def train_all(archs, seeds, jobs):
-    """Every budget in turn: first one run per seed (each fills its teacher cache), then the rest."""
+    """Every budget in turn: first one unfinished run per seed (each fills its teacher cache), then
+    the rest."""
     for budget in BUDGETS:
-        runs = [[functools.partial(train, budget, *a, s) for a in archs] for s in seeds]
+        left = lambda s: [a for a in archs if not os.path.exists(kept(run_name(budget, a[0], s)))]
+        runs = [[functools.partial(train, budget, *a, s) for a in left(s)] for s in seeds]
+        runs = [r for r in runs if r]
         run_parallel([r[0] for r in runs], jobs)
         run_parallel([t for r in runs for t in r[1:]], jobs)
 
@@ -120,7 +125,7 @@ def result(budget, label, seed):
     k = json.load(open(kept(run_name(budget, label, seed))))
     s = k["summary"]
     return {"val": s["best_val_top1"], "test": s.get("test_top1"), "params": s["params"],
-            "seconds": sum(k["epoch_seconds"])}
+            "seconds": sum(k["epoch_seconds"]), "cpu": k.get("cpu", "CPU not recorded")}
 
 
 def cost(arch, width):
@@ -228,6 +233,7 @@ def report(archs, seeds):
     noise = {b: statistics.mean(sd(r[3][b], "val") for r in rows) for b in BUDGETS}
     minutes = {b: statistics.mean(x["seconds"] for r in rows for x in r[3][b]) / 60 for b in BUDGETS}
     choice_rows, pick, why = choose(rankers, truth, baseline, minutes)
+    cpus = collections.Counter(x["cpu"] for r in rows for b in BUDGETS for x in r[3][b])
     drawn = len(archs) - len(PRESET_WIDTHS)
     lines = [
         "# Fidelity: does the search's candidate budget rank architectures as a full budget does?",
@@ -240,7 +246,11 @@ def report(archs, seeds):
         " budget: 4,000 images, 2 epochs, 2,000 validation images), mid = `experiments/fidelity_mid.toml` (16,000"
         " images, 4 epochs, 5,000 validation images), high = `experiments/fidelity_high.toml` (55,000 images,"
         " 10 epochs).",
-        f"Machine: 2 cores, 24 GiB, no GPU, {cpu_model()}. Mean minutes per run (training and validation epochs,"
+        "Machines: 2 cores, 24 GiB, no GPU; runs per CPU model: " + ", ".join(f"{c} {n}" for c, n in cpus.most_common())
+        + ". A run repeats bit for bit on one CPU model with one thread count, not across models (the matrix"
+        " products block their sums by the cache sizes), so the seed-to-seed spread below also holds the"
+        " difference between machines."
+        " Mean minutes per run (training and validation epochs,"
         " from metrics.csv; an upper bound, as runs may have trained two at a time or beside other jobs): "
         + ", ".join(f"{b} {m:.1f}" for b, m in minutes.items()) + ".",
         "",
