@@ -78,17 +78,23 @@ def export_files(cfg, tmp):
 
 
 def cpu():
-    """CPU model name and the SIMD features that matter for the kernels."""
-    name, flags = "unknown CPU", set()
+    """CPU model (name, family and model number: a name such as "AMD EPYC" alone covers several
+    generations) and the SIMD features that matter for the kernels."""
+    name, ids, flags = "unknown CPU", {}, set()
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
+            key = line.split(":", 1)[0].strip()
+            if key == "model name":
                 name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
+            elif key in ("cpu family", "model"):
+                ids[key] = line.split(":", 1)[1].strip()
+            elif key == "flags":
                 flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
+    if len(ids) == 2:
+        name += f", family {ids['cpu family']} model {ids['model']}"
     wanted = ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile"]
     return name, [f for f in wanted if f in flags]
 

@@ -175,3 +175,74 @@ fn few_rows(
     ep.apply(&mut y, residual);
     y
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Act;
+
+    /// The convolution by its definition: padding `k / 2`, weight `[Cout, Cin, k, k]`, plus bias.
+    fn naive(
+        x: &[f32],
+        s: Nhwc,
+        w: &[f32],
+        cout: usize,
+        k: usize,
+        stride: usize,
+        bias: &[f32],
+    ) -> Vec<f32> {
+        let out = s.conv_out(k, stride, cout);
+        let win = Window { kernel: k, stride };
+        let mut y = vec![0.0; out.len()];
+        for (at, v) in y.iter_mut().enumerate() {
+            let (o, px) = (at % cout, at / cout);
+            let (b, oy, ox) = (px / (out.h * out.w), px / out.w % out.h, px % out.w);
+            let mut sum = bias[o];
+            for (ky, kx, i) in
+                (0..k).flat_map(|ky| (0..k).flat_map(move |kx| (0..s.c).map(move |i| (ky, kx, i))))
+            {
+                if let (Some(iy), Some(ix)) = (win.source(oy, ky, s.h), win.source(ox, kx, s.w)) {
+                    sum += x[((b * s.h + iy) * s.w + ix) * s.c + i]
+                        * w[((o * s.c + i) * k + ky) * k + kx];
+                }
+            }
+            *v = sum;
+        }
+        y
+    }
+
+    #[test]
+    fn narrow_and_wide_windows_match_the_definition() {
+        // Window rows of 3, 9, 15 and 24 values: border tiles read per tap, inner ones per row.
+        for (c, cout, k, stride, h, w) in [
+            (1, 16, 3, 2, 9, 11),
+            (3, 32, 3, 2, 17, 15),
+            (3, 40, 5, 1, 6, 7),
+            (8, 24, 3, 2, 10, 9),
+        ] {
+            let shape = Nhwc { batch: 2, h, w, c };
+            let x: Vec<f32> = (0..shape.len())
+                .map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5)
+                .collect();
+            let wt: Vec<f32> = (0..cout * c * k * k)
+                .map(|i| ((i * 5) % 11) as f32 * 0.125 - 0.625)
+                .collect();
+            let bias: Vec<f32> = (0..cout).map(|o| o as f32 * 0.5).collect();
+            let ep = Epilogue {
+                bias: &bias,
+                act: Act::Identity,
+                gamma: None,
+            };
+            let weight = DenseWeight::from_oihw(&wt, cout, c, k);
+            let (y, out) = dense(&x, shape, &weight, stride, &ep, None);
+            assert_eq!(out, shape.conv_out(k, stride, cout));
+            let want = naive(&x, shape, &wt, cout, k, stride, &bias);
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "c {c} k {k} s {stride} at {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}

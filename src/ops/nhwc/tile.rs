@@ -233,14 +233,20 @@ mod avx512 {
                 }
             }
         }
+        // The first `width` of the 32 columns, as masks of the two 16-lane halves.
+        let lanes = |n: usize| (((1u32 << n.min(16)) - 1) & 0xffff) as __mmask16;
+        let (mask_lo, mask_hi) = (lanes(width), lanes(width.saturating_sub(16)));
         for r in 0..rows {
-            let mut sums = [0f32; NR];
-            // SAFETY: `sums` holds 32 values, two vectors of 16.
+            let dst = &mut c[r * ldc..r * ldc + width];
+            let p = dst.as_mut_ptr().cast::<f32>();
+            // SAFETY: `dst` holds `width` slots (`MaybeUninit<f32>` has `f32`'s layout) and the
+            // masks store only lanes below `width`; masked-off lanes are not touched.
             unsafe {
-                _mm512_storeu_ps(sums.as_mut_ptr(), lo[r]);
-                _mm512_storeu_ps(sums.as_mut_ptr().add(16), hi[r]);
+                _mm512_mask_storeu_ps(p, mask_lo, lo[r]);
+                if width > 16 {
+                    _mm512_mask_storeu_ps(p.add(16), mask_hi, hi[r]);
+                }
             }
-            super::copy_into(&mut c[r * ldc..r * ldc + width], &sums[..width]);
         }
     }
 }
