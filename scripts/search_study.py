@@ -115,6 +115,12 @@ def data_text(state):
     return f"{train}, ranked on {val:,} validation images"
 
 
+def test_text(state):
+    """The test images a study's teacher was scored on (the [data] evaluation limit applies)."""
+    limit = (state.get("study") or state["experiment"])["data"].get("eval_limit")
+    return f"the first {limit:,} test images" if limit else "the test split"
+
+
 def own_trials(cfg):
     """Trials per run proposed from the strategy's own stream: all but each stage's first population."""
     return sum(max(0, cfg[stage]["trials"] - cfg["population"]) for stage in ("coarse", "fine"))
@@ -187,7 +193,7 @@ def main():
         f"(widths and depths, every UIB an IB), fine stage {cfg['fine']['trials']} × {cfg['fine']['epochs']} epochs "
         "(start / middle depthwise kernels, expansion, MQA placement) seeded by the coarse front; each candidate "
         f"distilled ({distill_text(first)}) on {data_text(first)} from one teacher shared by every run, "
-        f"{first['teacher']} ({100 * first['teacher_test_top1']:.1f} % test top-1). Seeds {seeds_text}: the seed drives the strategy, the weights and the data order "
+        f"{first['teacher']} ({100 * first['teacher_test_top1']:.1f} % top-1 on {test_text(first)}). Seeds {seeds_text}: the seed drives the strategy, the weights and the data order "
         "(the validation split is fixed). Objectives: validation top-1 (max) and MACs (min).",
         "",
         f"Hypervolume reference point (1 − top-1, MACs): {first['hv_reference']}, fixed from the space's largest "
