@@ -8,10 +8,10 @@
 //! reads it sequentially. Read in place instead, a weight with a power-of-two row length puts
 //! every row of a tile's columns into the same few L1 sets, and the loads miss.
 //!
-//! On AVX-512 the tile is 8 rows, written with intrinsics so that the sums stay in registers; the
-//! other levels run a 4-row tile the compiler vectorizes (with five or more rows it no longer
-//! keeps the sums in registers). Both add each row's products in the order of `B`'s rows, with
-//! fused multiply-adds where the level has them.
+//! On AVX-512 the tile is 8 rows (1, 2 or 4 for a shorter tile), written with intrinsics so that
+//! the sums stay in registers; the other levels run a 4-row tile the compiler vectorizes (with
+//! five or more rows it no longer keeps the sums in registers). Both add each row's products in
+//! the order of `B`'s rows, with fused multiply-adds where the level has them.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -204,19 +204,39 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    /// An 8-row tile: 16 vector sums, two vectors of `B` and one broadcast value of `A` per step.
+    /// A tile of `rows` (at most [`MR`]) rows: computed with as many rows as the next of 1, 2, 4
+    /// or 8 holds, so that a short tile (a batch-1 classifier has one row) does not compute eight.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
     pub(super) fn tile(
         segs: &[[&[f32]; MR]],
         len: usize,
         rows: usize,
         panel: &[f32],
+        out: (&mut [MaybeUninit<f32>], usize, usize),
+    ) {
+        match rows {
+            1 => tile_of::<1>(segs, len, rows, panel, out),
+            2 => tile_of::<2>(segs, len, rows, panel, out),
+            3 | 4 => tile_of::<4>(segs, len, rows, panel, out),
+            _ => tile_of::<MR>(segs, len, rows, panel, out),
+        }
+    }
+
+    /// An `R`-row tile (`rows <= R`): `2·R` vector sums, two vectors of `B` and one broadcast
+    /// value of `A` per row and step.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    #[inline]
+    fn tile_of<const R: usize>(
+        segs: &[[&[f32]; MR]],
+        len: usize,
+        rows: usize,
+        panel: &[f32],
         (c, ldc, width): (&mut [MaybeUninit<f32>], usize, usize),
     ) {
-        let mut lo = [_mm512_setzero_ps(); MR];
-        let mut hi = [_mm512_setzero_ps(); MR];
+        let mut lo = [_mm512_setzero_ps(); R];
+        let mut hi = [_mm512_setzero_ps(); R];
         for (seg, bs) in segs.iter().zip(panel.chunks_exact(len * NR)) {
-            let xs: [&[f32]; MR] = std::array::from_fn(|r| &seg[r][..len]);
+            let xs: [&[f32]; R] = std::array::from_fn(|r| &seg[r][..len]);
             for (p, b) in bs.chunks_exact(NR).enumerate() {
                 // SAFETY: `b` holds `NR` = 32 values, two vectors of 16.
                 let (b0, b1) = unsafe {
@@ -225,7 +245,7 @@ mod avx512 {
                         _mm512_loadu_ps(b.as_ptr().add(16)),
                     )
                 };
-                for r in 0..MR {
+                for r in 0..R {
                     // SAFETY: `p < len`, the length every `xs[r]` was cut to.
                     let x = _mm512_set1_ps(unsafe { *xs[r].get_unchecked(p) });
                     lo[r] = _mm512_fmadd_ps(x, b0, lo[r]);
@@ -290,6 +310,8 @@ mod tests {
             (3, 33, 31, 11),
             (17, 6, 64, 2),
             (8, 9, 40, 3),
+            (2, 5, 33, 5),
+            (6, 10, 32, 10),
         ] {
             let lda = k + 2;
             let a: Vec<f32> = (0..(rows + 1) * lda)
