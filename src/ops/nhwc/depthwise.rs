@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::{Epilogue, Nhwc, Window};
-use crate::ops::simd::multiversion;
+use crate::ops::simd::{multiversion, MulAdd};
 use crate::ops::uninit::{written, zeroed};
 
 /// The depthwise convolution of `x` (shape `shape`) with `weight` (`[k·k, C]`, tap-major) and
@@ -31,7 +31,7 @@ pub(crate) fn depthwise(
         assert_eq!(r.len(), out.len(), "depthwise: residual shape");
     }
     let row = out.w * c;
-    // SAFETY: every output row of `row` slots is zeroed, then accumulated into.
+    // SAFETY: every output row of `row` slots is zeroed (initialized), then written.
     let y = unsafe {
         written(out.len(), |y| {
             y.par_chunks_mut(row).enumerate().for_each(|(r, slots)| {
@@ -46,22 +46,117 @@ pub(crate) fn depthwise(
     (y, out)
 }
 
+/// One output pixel's window over one image.
+struct Pixel<'a> {
+    image: &'a [f32],
+    weight: &'a [f32],
+    shape: Nhwc,
+    win: Window,
+    oy: usize,
+    ox: usize,
+}
+
+/// Channels `c0 .. c0 + N` of one output pixel into `out` (`N` values): the window summed in
+/// registers tap by tap and stored once, instead of read and written back at every tap.
+#[inline(always)]
+fn block<F: MulAdd, const N: usize>(p: &Pixel, c0: usize, out: &mut [f32]) {
+    let (c, k) = (p.shape.c, p.win.kernel);
+    let mut acc = [0f32; N];
+    for ky in 0..k {
+        let Some(iy) = p.win.source(p.oy, ky, p.shape.h) else {
+            continue;
+        };
+        for kx in 0..k {
+            let Some(ix) = p.win.source(p.ox, kx, p.shape.w) else {
+                continue;
+            };
+            let px = &p.image[(iy * p.shape.w + ix) * c + c0..][..N];
+            let wt = &p.weight[(ky * k + kx) * c + c0..][..N];
+            for j in 0..N {
+                acc[j] = F::mul_add(px[j], wt[j], acc[j]);
+            }
+        }
+    }
+    out[..N].copy_from_slice(&acc);
+}
+
+/// [`block`] at channel `*c0` when `N` channels are left, moving `*c0` past them.
+#[inline(always)]
+fn block_if<F: MulAdd, const N: usize>(p: &Pixel, c0: &mut usize, out: &mut [f32]) {
+    if p.shape.c - *c0 >= N {
+        block::<F, N>(p, *c0, &mut out[*c0..]);
+        *c0 += N;
+    }
+}
+
 multiversion! {
-    /// Accumulates output row `oy` of one image into `dst` (`[out_w, C]`, zeroed).
+    /// Writes output row `oy` of one image into `dst` (`[out_w, C]`): blocks of 128 channels,
+    /// then one each of 64, 32, …, 1 as the rest needs, summed in registers. Every channel adds
+    /// its taps in window order.
     fn output_row<F>(image: &[f32], shape: Nhwc, weight: &[f32], win: Window, oy: usize, dst: &mut [f32]) {
         let c = shape.c;
-        let k = win.kernel;
-        for (ox, acc) in dst.chunks_exact_mut(c).enumerate() {
-            for ky in 0..k {
-                let Some(iy) = win.source(oy, ky, shape.h) else { continue };
-                for kx in 0..k {
-                    let Some(ix) = win.source(ox, kx, shape.w) else { continue };
-                    let px = &image[(iy * shape.w + ix) * c..][..c];
-                    let wt = &weight[(ky * k + kx) * c..][..c];
-                    for ((a, &v), &w) in acc.iter_mut().zip(px).zip(wt) {
-                        *a = F::mul_add(v, w, *a);
+        for (ox, out) in dst.chunks_exact_mut(c).enumerate() {
+            let p = Pixel { image, weight, shape, win, oy, ox };
+            let mut c0 = 0;
+            while c - c0 >= 128 {
+                block_if::<F, 128>(&p, &mut c0, out);
+            }
+            block_if::<F, 64>(&p, &mut c0, out);
+            block_if::<F, 32>(&p, &mut c0, out);
+            block_if::<F, 16>(&p, &mut c0, out);
+            block_if::<F, 8>(&p, &mut c0, out);
+            block_if::<F, 4>(&p, &mut c0, out);
+            block_if::<F, 2>(&p, &mut c0, out);
+            block_if::<F, 1>(&p, &mut c0, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Act;
+
+    #[test]
+    fn every_channel_block_matches_the_definition() {
+        // 7: 4 + 2 + 1; 40: 32 + 8; 96: 64 + 32; 200: 128 + 64 + 8.
+        for (c, k, stride) in [(7, 3, 1), (40, 5, 2), (96, 3, 2), (200, 5, 1)] {
+            let shape = Nhwc {
+                batch: 2,
+                h: 7,
+                w: 6,
+                c,
+            };
+            let win = Window { kernel: k, stride };
+            let x: Vec<f32> = (0..shape.len())
+                .map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5)
+                .collect();
+            let w: Vec<f32> = (0..k * k * c)
+                .map(|i| ((i * 5) % 11) as f32 * 0.125 - 0.625)
+                .collect();
+            let bias = vec![0.0; c];
+            let ep = Epilogue {
+                bias: &bias,
+                act: Act::Identity,
+                gamma: None,
+            };
+            let (y, out) = depthwise(&x, shape, &w, win, &ep, None);
+            for (at, &got) in y.iter().enumerate() {
+                let (ch, px) = (at % c, at / c);
+                let (b, oy, ox) = (px / (out.h * out.w), px / out.w % out.h, px % out.w);
+                let mut want = 0.0f32;
+                for (ky, kx) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))) {
+                    if let (Some(iy), Some(ix)) =
+                        (win.source(oy, ky, shape.h), win.source(ox, kx, shape.w))
+                    {
+                        want = x[((b * shape.h + iy) * shape.w + ix) * c + ch]
+                            .mul_add(w[(ky * k + kx) * c + ch], want);
                     }
                 }
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "c {c} k {k} s {stride} at {at}: {got} vs {want}"
+                );
             }
         }
     }
