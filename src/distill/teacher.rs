@@ -172,6 +172,16 @@ pub struct ReadyTeacher {
     pub prepare_seconds: f64,
 }
 
+/// The cache key `key`, made for students of data seed `prepared`, for students of data seed
+/// `seed`: a view holds the teacher's outputs on one seed's augmented images, so students of
+/// another seed need views of their own.
+pub fn cache_key_for_seed(key: &str, prepared: u64, seed: u64) -> String {
+    match seed == prepared {
+        true => key.to_string(),
+        false => cache_key(key, &format!("data seed {seed}")),
+    }
+}
+
 /// The key of the offline distillation dataset for the teacher whose members' weights are
 /// `weights`: the weights' hashes and everything that changes a view (the students' data and seed, the teacher's input
 /// size, the tapped features, which a view holds whether or not this run's losses read them).
@@ -344,6 +354,15 @@ fn train_teacher(job: &TrainJob, arch: &Arch, quiet: bool) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_data_seed_has_its_own_cache_key() {
+        let key = "0123456789abcdef01234567";
+        assert_eq!(cache_key_for_seed(key, 3, 3), key);
+        let (four, five) = (cache_key_for_seed(key, 3, 4), cache_key_for_seed(key, 3, 5));
+        assert!(four != key && five != key && four != five);
+        assert_eq!(four, cache_key_for_seed(key, 3, 4));
+    }
 
     #[test]
     fn the_cache_key_changes_with_every_setting_a_view_depends_on() {

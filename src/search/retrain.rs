@@ -11,7 +11,7 @@ use super::study::StudySpec;
 use crate::cost::cost;
 use crate::data::{build_splits, Splits};
 use crate::distill::objective::DistillObjective;
-use crate::distill::teacher::{prepare_teacher, ReadyTeacher};
+use crate::distill::teacher::{cache_key_for_seed, prepare_teacher, ReadyTeacher};
 use crate::model::Network;
 use crate::report::plot::{write_png_svg, Chart, Series};
 use crate::report::stats::mean_sd;
@@ -374,7 +374,9 @@ fn train_one(plan: &RetrainPlan, splits: &Splits, run: &RunRef, arch: &Arch) -> 
             &net,
             t.net.clone(),
             splits.train.dataset().n,
-            t.cache_key.clone(),
+            t.cache_key
+                .as_deref()
+                .map(|k| cache_key_for_seed(k, s.seed, seed)),
             seed,
         )?),
         None => Box::new(CrossEntropy { smoothing }),
