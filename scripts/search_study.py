@@ -180,7 +180,7 @@ def main():
     first = states[(STRATEGIES[0], a.seeds[0])]
     cfg = (first.get("study") or first["experiment"])["search"]
     n = min(len(c) for c in curves.values())
-    marks = sorted({i for i in (4, 9, 14, n - 1) if i < n})
+    marks = sorted({i for i in (4, 9, 14, 19, 24, n - 1) if i < n})
     seeds_text = ", ".join(str(k) for k in a.seeds)
     lines = [
         "# Search on Fashion-MNIST: NSGA-II against random search",
