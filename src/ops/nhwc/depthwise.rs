@@ -1,11 +1,13 @@
 //! Depthwise convolution on a channels-last map: each output pixel is a sum over the window of
 //! input pixels times per-channel weights, vectorized across channels.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::{Epilogue, Nhwc, Window};
 use crate::ops::simd::{multiversion, MulAdd};
-use crate::ops::uninit::{written, zeroed};
+use crate::ops::uninit::{assume_written, copy_into, written};
 
 /// The depthwise convolution of `x` (shape `shape`) with `weight` (`[k·k, C]`, tap-major) and
 /// window `win`, then `ep`; plus `residual` (the output's shape) when given. Parallel over
@@ -31,14 +33,15 @@ pub(crate) fn depthwise(
         assert_eq!(r.len(), out.len(), "depthwise: residual shape");
     }
     let row = out.w * c;
-    // SAFETY: every output row of `row` slots is zeroed (initialized), then written.
+    // SAFETY: `output_row` writes every slot of each output row of `row` slots.
     let y = unsafe {
         written(out.len(), |y| {
             y.par_chunks_mut(row).enumerate().for_each(|(r, slots)| {
                 let (b, oy) = (r / out.h, r % out.h);
-                let dst = zeroed(slots);
                 let image = &x[b * shape.h * shape.w * c..][..shape.h * shape.w * c];
-                output_row(image, shape, weight, win, oy, dst);
+                output_row(image, shape, weight, win, oy, slots);
+                // SAFETY: `output_row` wrote every channel of every pixel of the row.
+                let dst = assume_written(slots);
                 ep.apply(dst, residual.map(|res| &res[r * row..][..row]));
             })
         })
@@ -59,7 +62,7 @@ struct Pixel<'a> {
 /// Channels `c0 .. c0 + N` of one output pixel into `out` (`N` values): the window summed in
 /// registers tap by tap and stored once, instead of read and written back at every tap.
 #[inline(always)]
-fn block<F: MulAdd, const N: usize>(p: &Pixel, c0: usize, out: &mut [f32]) {
+fn block<F: MulAdd, const N: usize>(p: &Pixel, c0: usize, out: &mut [MaybeUninit<f32>]) {
     let (c, k) = (p.shape.c, p.win.kernel);
     let mut acc = [0f32; N];
     for ky in 0..k {
@@ -77,12 +80,12 @@ fn block<F: MulAdd, const N: usize>(p: &Pixel, c0: usize, out: &mut [f32]) {
             }
         }
     }
-    out[..N].copy_from_slice(&acc);
+    copy_into(&mut out[..N], &acc);
 }
 
 /// [`block`] at channel `*c0` when `N` channels are left, moving `*c0` past them.
 #[inline(always)]
-fn block_if<F: MulAdd, const N: usize>(p: &Pixel, c0: &mut usize, out: &mut [f32]) {
+fn block_if<F: MulAdd, const N: usize>(p: &Pixel, c0: &mut usize, out: &mut [MaybeUninit<f32>]) {
     if p.shape.c - *c0 >= N {
         block::<F, N>(p, *c0, &mut out[*c0..]);
         *c0 += N;
@@ -93,7 +96,7 @@ multiversion! {
     /// Writes output row `oy` of one image into `dst` (`[out_w, C]`): blocks of 128 channels,
     /// then one each of 64, 32, …, 1 as the rest needs, summed in registers. Every channel adds
     /// its taps in window order.
-    fn output_row<F>(image: &[f32], shape: Nhwc, weight: &[f32], win: Window, oy: usize, dst: &mut [f32]) {
+    fn output_row<F>(image: &[f32], shape: Nhwc, weight: &[f32], win: Window, oy: usize, dst: &mut [MaybeUninit<f32>]) {
         let c = shape.c;
         for (ox, out) in dst.chunks_exact_mut(c).enumerate() {
             let p = Pixel { image, weight, shape, win, oy, ox };
