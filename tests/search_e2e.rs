@@ -181,9 +181,15 @@ fn search_survives_twenty_kills_at_random_moments() {
         "--set",
         "distill.feature_weight=0",
     ];
+    let started = std::time::Instant::now();
     let o = cmd(&out, "calm", &fast).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let calm = decisions(&out.join("calm"));
+    // Kill moments scale with this machine's speed: twenty of them, averaging a thirty-second
+    // of an uninterrupted search each (two thirds of it in all), land before the search can
+    // finish even without the work each kill throws away.
+    let whole = started.elapsed().as_millis() as u64;
+    let moments = (whole / 80).max(20)..(whole / 20).max(40);
 
     let run = out.join("soak");
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
@@ -196,7 +202,7 @@ fn search_survives_twenty_kills_at_random_moments() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(50..1500)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(moments.clone())));
         if child.try_wait().unwrap().is_some() {
             break; // finished before this kill
         }

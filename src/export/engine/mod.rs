@@ -129,3 +129,33 @@ fn to_channels_last(x: &[f32], s: Nhwc) -> Vec<f32> {
         });
     y
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_last_moves_every_value_to_its_place() {
+        // 19 rows: two whole blocks of eight rows and a short one, in each of two images.
+        let s = Nhwc {
+            batch: 2,
+            h: 19,
+            w: 5,
+            c: 3,
+        };
+        let x: Vec<f32> = (0..s.len()).map(|i| i as f32).collect();
+        let y = to_channels_last(&x, s);
+        for (b, iy, ix, ch) in (0..s.batch).flat_map(|b| {
+            (0..s.h).flat_map(move |iy| {
+                (0..s.w).flat_map(move |ix| (0..s.c).map(move |ch| (b, iy, ix, ch)))
+            })
+        }) {
+            let nchw = ((b * s.c + ch) * s.h + iy) * s.w + ix;
+            let nhwc = ((b * s.h + iy) * s.w + ix) * s.c + ch;
+            assert_eq!(
+                y[nhwc], x[nchw],
+                "image {b}, pixel ({iy}, {ix}), channel {ch}"
+            );
+        }
+    }
+}

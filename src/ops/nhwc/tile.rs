@@ -222,6 +222,22 @@ mod avx512 {
         }
     }
 
+    /// The first value of each of the first `R` rows' segments, each checked to hold `len`
+    /// values. A plain loop, not a closure: an outlined closure made the compiler spill all the
+    /// tile's sums to the stack at every segment.
+    #[inline(always)]
+    fn starts<const R: usize>(seg: &[&[f32]; MR], len: usize) -> [*const f32; R] {
+        let mut xs = [std::ptr::null(); R];
+        for (x, s) in xs.iter_mut().zip(seg) {
+            assert!(
+                s.len() >= len,
+                "tile product: a segment shorter than its length"
+            );
+            *x = s.as_ptr();
+        }
+        xs
+    }
+
     /// An `R`-row tile (`rows <= R`): `2·R` vector sums, two vectors of `B` and one broadcast
     /// value of `A` per row and step.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
@@ -236,7 +252,7 @@ mod avx512 {
         let mut lo = [_mm512_setzero_ps(); R];
         let mut hi = [_mm512_setzero_ps(); R];
         for (seg, bs) in segs.iter().zip(panel.chunks_exact(len * NR)) {
-            let xs: [&[f32]; R] = std::array::from_fn(|r| &seg[r][..len]);
+            let xs = starts::<R>(seg, len);
             for (p, b) in bs.chunks_exact(NR).enumerate() {
                 // SAFETY: `b` holds `NR` = 32 values, two vectors of 16.
                 let (b0, b1) = unsafe {
@@ -246,8 +262,9 @@ mod avx512 {
                     )
                 };
                 for r in 0..R {
-                    // SAFETY: `p < len`, the length every `xs[r]` was cut to.
-                    let x = _mm512_set1_ps(unsafe { *xs[r].get_unchecked(p) });
+                    // SAFETY: `p < len`, and `starts` checked that each row's segment holds
+                    // `len` values.
+                    let x = _mm512_set1_ps(unsafe { *xs[r].add(p) });
                     lo[r] = _mm512_fmadd_ps(x, b0, lo[r]);
                     hi[r] = _mm512_fmadd_ps(x, b1, hi[r]);
                 }

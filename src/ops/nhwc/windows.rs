@@ -23,8 +23,9 @@ impl Windows<'_> {
         let out = self.out;
         let r = rows.start;
         let mut at = (r / (out.h * out.w), r / out.w % out.h, r % out.w);
-        std::array::from_fn(|i| {
-            let here = at;
+        let mut px = [at; MR];
+        for (i, p) in px.iter_mut().enumerate() {
+            *p = at;
             if rows.start + i + 1 < rows.end {
                 at.2 += 1;
                 if at.2 == out.w {
@@ -34,8 +35,8 @@ impl Windows<'_> {
                     }
                 }
             }
-            here
-        })
+        }
+        px
     }
 
     /// The first input column of output column `ox`'s window, if the whole window row is inside.
@@ -46,6 +47,39 @@ impl Windows<'_> {
             .filter(|&ix| ix + k <= self.shape.w)
     }
 
+    /// The segments of a tile whose pixels lie on one output row with every window row inside
+    /// the map horizontally (most tiles of a wide map): one window row per `ky`, the pixels'
+    /// pieces `stride·C` apart. `None` for any other tile.
+    fn one_row<'s>(
+        &'s self,
+        px: &[(usize, usize, usize); MR],
+        out: &mut Vec<[&'s [f32]; MR]>,
+    ) -> Option<usize> {
+        let (first, last) = (px[0], px[MR - 1]);
+        if (first.0, first.1) != (last.0, last.1) {
+            return None;
+        }
+        let ix0 = self.inside(first.2)?;
+        self.inside(last.2)?;
+        let (k, c, step) = (
+            self.win.kernel,
+            self.shape.c,
+            self.win.stride * self.shape.c,
+        );
+        let len = k * c;
+        for ky in 0..k {
+            let mut seg = [&self.zeros[..len]; MR];
+            if let Some(iy) = self.win.source(first.1, ky, self.shape.h) {
+                let line = &self.line(first.0, iy)[ix0 * c..];
+                for (s, &(.., ox)) in seg.iter_mut().zip(px) {
+                    *s = &line[(ox - first.2) * step..][..len];
+                }
+            }
+            out.push(seg);
+        }
+        Some(len)
+    }
+
     /// Input row `iy` of image `b`: `W·C` values.
     fn line(&self, b: usize, iy: usize) -> &[f32] {
         let (w, c) = (self.shape.w, self.shape.c);
@@ -54,38 +88,35 @@ impl Windows<'_> {
 }
 
 /// A tile's segments: one per window row (`k·C` values) when every window of the tile lies inside
-/// the map horizontally, else one per tap (`C` values).
+/// the map horizontally, else one per tap (`C` values). Built with plain loops: this runs once per
+/// tile and panel, and for a stem with three input channels it costed more than the products.
 impl Segments for Windows<'_> {
     fn tile<'a>(&'a self, rows: Range<usize>, out: &mut Vec<[&'a [f32]; MR]>) -> usize {
         let (k, c) = (self.win.kernel, self.shape.c);
         let px = self.pixels(rows);
+        if let Some(len) = self.one_row(&px, out) {
+            return len;
+        }
         let whole_rows = px.iter().all(|p| self.inside(p.2).is_some());
-        let (h, w) = (self.shape.h, self.shape.w);
+        let (len, taps) = if whole_rows { (k * c, 1) } else { (c, k) };
         for ky in 0..k {
-            if whole_rows {
-                out.push(std::array::from_fn(|r| {
-                    let (b, oy, ox) = px[r];
-                    match (self.win.source(oy, ky, h), self.inside(ox)) {
-                        (Some(iy), Some(ix)) => &self.line(b, iy)[ix * c..(ix + k) * c],
-                        _ => &self.zeros[..k * c],
+            for kx in 0..taps {
+                let mut seg = [&self.zeros[..len]; MR];
+                for (s, &(b, oy, ox)) in seg.iter_mut().zip(&px) {
+                    let Some(iy) = self.win.source(oy, ky, self.shape.h) else {
+                        continue;
+                    };
+                    let ix = match whole_rows {
+                        true => self.inside(ox),
+                        false => self.win.source(ox, kx, self.shape.w),
+                    };
+                    if let Some(ix) = ix {
+                        *s = &self.line(b, iy)[ix * c..][..len];
                     }
-                }));
-                continue;
-            }
-            for kx in 0..k {
-                out.push(std::array::from_fn(|r| {
-                    let (b, oy, ox) = px[r];
-                    match (self.win.source(oy, ky, h), self.win.source(ox, kx, w)) {
-                        (Some(iy), Some(ix)) => &self.line(b, iy)[ix * c..(ix + 1) * c],
-                        _ => &self.zeros[..c],
-                    }
-                }));
+                }
+                out.push(seg);
             }
         }
-        if whole_rows {
-            k * c
-        } else {
-            c
-        }
+        len
     }
 }
