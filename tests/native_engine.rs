@@ -12,7 +12,7 @@ use common::deploy::{randomize_stats, rel_err, vary, within_tolerance};
 use mnv4_lab::export::engine::Engine;
 use mnv4_lab::model::{Mode, Network};
 use mnv4_lab::search::space::SearchSpace;
-use mnv4_lab::space::{presets::preset, Arch};
+use mnv4_lab::space::{presets::preset, Arch, ModelSpec};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -73,6 +73,52 @@ fn random_search_space_architectures_match_candle() {
     }
     println!("random architectures: {n} cases ({with_mqa} with MQA), worst {worst:.2e}");
     assert!(with_mqa >= 8, "only {with_mqa} samples had MQA");
+}
+
+#[test]
+fn feature_taps_match_candle() {
+    // Every tap of a conv preset with one input channel (the teacher's case, one downsample
+    // dropped) and of a hybrid with MQA, batch 2.
+    let teacher = ModelSpec {
+        drop_downsamples: 1,
+        ..ModelSpec::default()
+    }
+    .to_arch(1, 10)
+    .unwrap();
+    let hybrid = preset("hybrid-medium", 0.5).unwrap().with_io(3, 10);
+    for (i, (arch, res)) in [(teacher, (32, 32)), (hybrid, (48, 40))].iter().enumerate() {
+        let net = Network::new(arch, &Device::Cpu, 40 + i as u64).unwrap();
+        randomize_stats(&net, 50 + i as u64);
+        let engine = Engine::compile(&net).unwrap();
+        let taps: Vec<usize> = (0..arch.feature_taps().len()).rev().collect();
+        let shape = [2, arch.in_chans, res.0, res.1];
+        let mut rng = StdRng::seed_from_u64(60 + i as u64);
+        let x: Vec<f32> = (0..shape.iter().product())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let input = Tensor::from_vec(x.clone(), &shape, &Device::Cpu).unwrap();
+        let want = net.forward_with(&input, Mode::Eval, &taps).unwrap();
+        let (logits, maps) = engine.run_with_taps(&x, 2, *res, &taps).unwrap();
+        let want_logits = want.logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        within_tolerance(rel_err(&logits, &want_logits), arch, *res);
+        assert_eq!(maps.len(), taps.len());
+        for ((map, t), &tap) in maps.iter().zip(&want.features).zip(&taps) {
+            assert_eq!(map.dims.as_slice(), t.dims(), "tap {tap}: dims");
+            let t = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let err = rel_err(&map.values, &t);
+            assert!(err <= 1e-4, "tap {tap}: max relative error {err:.2e}");
+        }
+    }
+    let arch = preset("conv-small", 0.5).unwrap().with_io(1, 10);
+    let engine = Engine::compile(&Network::new(&arch, &Device::Cpu, 0).unwrap()).unwrap();
+    let err = engine
+        .run_with_taps(&vec![0.0; 32 * 32], 1, (32, 32), &[9])
+        .err()
+        .expect("a tap past the last is refused");
+    assert!(
+        err.to_string().contains("feature index 9 out of range"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -3,11 +3,13 @@
 //! * [`config`] — the `[distill]` section.
 //! * [`losses`] — KD, DKD, feature MSE, attention transfer.
 //! * [`cache`] — the offline distillation dataset (teacher logits and features per view).
+//! * [`frozen`] — the frozen teacher on the native inference engine.
 //! * [`objective`] — the combined per-batch loss plugged into the shared trainer.
 //! * [`teacher`] — finding, training and preparing the teacher.
 
 pub mod cache;
 pub mod config;
+pub mod frozen;
 pub mod losses;
 pub mod objective;
 pub mod teacher;

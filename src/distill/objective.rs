@@ -4,6 +4,7 @@
 
 use super::cache::{view_path, TeacherRows, TeacherView};
 use super::config::DistillConfig;
+use super::frozen::FrozenTeacher;
 use super::losses::{attention_transfer, dkd_loss, feature_mse, kd_loss};
 use crate::data::Batch;
 use crate::model::layers::{BatchNorm, Conv, ConvInit};
@@ -65,6 +66,8 @@ pub struct DistillObjective {
     cfg: DistillConfig,
     smoothing: f64,
     teacher: Arc<Ensemble>,
+    /// The teacher on the native engine, for eval mode; compiled at the first live batch.
+    frozen: Option<FrozenTeacher>,
     /// Samples in the training set (rows of a cache view).
     train_samples: usize,
     adapters: Vec<Adapter>,
@@ -130,6 +133,7 @@ impl DistillObjective {
             cfg: cfg.clone(),
             smoothing,
             teacher,
+            frozen: None,
             train_samples,
             adapters,
             adapter_params,
@@ -214,14 +218,19 @@ impl DistillObjective {
             true => Mode::Train,
             false => Mode::Eval,
         };
-        let out = self
-            .teacher
-            .forward_with(&self.teacher_input(&batch.images)?, mode, taps)?;
+        let input = self.teacher_input(&batch.images)?;
+        let (logits, feats) = match mode {
+            Mode::Eval => self.frozen()?.forward(&input, taps)?,
+            Mode::Train => {
+                let out = self.teacher.forward_with(&input, mode, taps)?;
+                (out.logits, out.features)
+            }
+        };
         let round = |t: &Tensor| -> Result<Tensor> {
             Ok(t.detach().to_dtype(DType::F16)?.to_dtype(DType::F32)?)
         };
-        let logits = round(&out.logits)?;
-        let feats: Vec<Tensor> = out.features.iter().map(round).collect::<Result<_>>()?;
+        let logits = round(&logits)?;
+        let feats: Vec<Tensor> = feats.iter().map(round).collect::<Result<_>>()?;
         if let Some(v) = self.cache.as_mut().and_then(|c| c.view.as_mut()) {
             let shapes = feats
                 .iter()
@@ -239,6 +248,15 @@ impl DistillObjective {
         self.teacher_seconds += t0.elapsed().as_secs_f64();
         self.live_batches += 1;
         Ok((logits, feats))
+    }
+
+    /// The teacher compiled for eval mode, at its first use (a run whose views are all cached
+    /// never compiles it).
+    fn frozen(&mut self) -> Result<&FrozenTeacher> {
+        if self.frozen.is_none() {
+            self.frozen = Some(FrozenTeacher::compile(&self.teacher)?);
+        }
+        Ok(self.frozen.as_ref().expect("compiled above"))
     }
 
     fn teacher_input(&self, images: &Tensor) -> Result<Tensor> {

@@ -184,7 +184,8 @@ pub fn cache_key_for_seed(key: &str, prepared: u64, seed: u64) -> String {
 
 /// The key of the offline distillation dataset for the teacher whose members' weights are
 /// `weights`: the weights' hashes and everything that changes a view (the students' data and seed, the teacher's input
-/// size, the tapped features, which a view holds whether or not this run's losses read them).
+/// size, the tapped features, which a view holds whether or not this run's losses read them,
+/// and the forward that computes them).
 /// `None` when the cache is off or cannot apply (teacher BN in train mode makes outputs depend
 /// on the batch).
 pub fn teacher_cache_key(req: &TeacherRequest, weights: &[PathBuf]) -> Result<Option<String>> {
@@ -192,7 +193,11 @@ pub fn teacher_cache_key(req: &TeacherRequest, weights: &[PathBuf]) -> Result<Op
     if !d.cache || d.teacher_train_bn {
         return Ok(None);
     }
-    let settings = serde_json::to_string(&(req.data, req.seed, d.teacher_res, &d.feature_taps))?;
+    // The forward that computes the views is part of their identity: views of the training
+    // path's forward and of the native engine differ in float rounding.
+    let forward = "native engine";
+    let settings =
+        serde_json::to_string(&(req.data, req.seed, d.teacher_res, &d.feature_taps, forward))?;
     let hashes = weights
         .iter()
         .map(|w| file_sha256(w))

@@ -10,18 +10,20 @@ use crate::model::Network;
 use crate::ops::nhwc::{DenseWeight, Window};
 use crate::ops::Act;
 use crate::space::lower::{
-    lower, ConvBnSpec, ConvChain, ConvSpec, KvSpec, LayerScaleSpec, MqaSpec, Op,
+    lower, tap_at, ConvBnSpec, ConvChain, ConvSpec, KvSpec, LayerScaleSpec, MqaSpec, Op,
 };
 use crate::space::Activation;
 use anyhow::{ensure, Result};
 
-/// The steps of `net` in forward order.
-pub fn steps(net: &Network) -> Result<Vec<Step>> {
+/// The steps of `net` in forward order, each with the feature-tap position of its output
+/// ([`tap_at`]).
+pub fn steps(net: &Network) -> Result<Vec<(Step, Option<Option<usize>>)>> {
     let weights = Weights::new(net.params.tensors());
     lower(&net.arch)
         .into_iter()
         .map(|layer| {
-            Ok(match &layer.op {
+            let at = tap_at(&net.arch, layer.role);
+            let step = match &layer.op {
                 Op::Convs(chain) => Step::Chain(self::chain(&weights, chain, layer.out_ch)?),
                 Op::Mqa(spec) => Step::Mqa(Box::new(mqa(&weights, spec, layer.in_ch)?)),
                 Op::Pool => Step::Pool,
@@ -36,7 +38,8 @@ pub fn steps(net: &Network) -> Result<Vec<Step>> {
                         gamma: None,
                     })
                 }
-            })
+            };
+            Ok((step, at))
         })
         .collect()
 }

@@ -14,7 +14,8 @@ mod profile;
 
 use crate::model::Network;
 use crate::ops::nhwc::{global_average, Nhwc};
-use anyhow::{ensure, Result};
+use crate::space::FeatureTap;
+use anyhow::{bail, ensure, Result};
 use conv::{Chain, Conv};
 use mqa::Mqa;
 pub use profile::{Entry, Profile};
@@ -34,16 +35,53 @@ pub struct Engine {
     in_chans: usize,
     num_classes: usize,
     steps: Vec<Step>,
+    /// Per step, the feature-tap position of its output ([`crate::space::lower::tap_at`]).
+    tap_at: Vec<Option<Option<usize>>>,
+    taps: Vec<FeatureTap>,
+}
+
+/// A feature map the engine reports, in the layout [`Network::forward_with`] gives it.
+pub struct FeatureMap {
+    /// `[batch, C, H, W]` row-major.
+    pub values: Vec<f32>,
+    /// `[batch, C, H, W]`.
+    pub dims: [usize; 4],
 }
 
 impl Engine {
     /// Compiles `net` (its current weights) for eval-mode inference.
     pub fn compile(net: &Network) -> Result<Self> {
+        let (steps, tap_at) = compile::steps(net)?.into_iter().unzip();
         Ok(Self {
             in_chans: net.arch.in_chans,
             num_classes: net.arch.num_classes,
-            steps: compile::steps(net)?,
+            steps,
+            tap_at,
+            taps: net.arch.feature_taps(),
         })
+    }
+
+    /// [`Self::run`] with the maps at feature taps `taps` (indices into
+    /// [`crate::space::Arch::feature_taps`]), as [`Network::forward_with`] returns them in eval
+    /// mode.
+    pub fn run_with_taps(
+        &self,
+        input: &[f32],
+        batch: usize,
+        res: (usize, usize),
+        taps: &[usize],
+    ) -> Result<(Vec<f32>, Vec<FeatureMap>)> {
+        if let Some(&bad) = taps.iter().find(|&&t| t >= self.taps.len()) {
+            bail!(
+                "feature index {bad} out of range (this model has {} taps)",
+                self.taps.len()
+            );
+        }
+        let shape = self.input_shape(input, batch, res)?;
+        Ok(crate::ops::on_workers(|| {
+            let x = to_channels_last(input, shape);
+            self.forward(x, shape, taps, &mut Profile::default())
+        }))
     }
 
     /// The logits `[batch, classes]` (row-major) of `input`, `[batch, C, H, W]` row-major.
@@ -60,6 +98,21 @@ impl Engine {
         (h, w): (usize, usize),
         prof: &mut Profile,
     ) -> Result<Vec<f32>> {
+        let shape = self.input_shape(input, batch, (h, w))?;
+        let (logits, _) = crate::ops::on_workers(|| {
+            let x = prof.time(
+                "layout",
+                || format!("{h}×{w} {}", shape.c),
+                || to_channels_last(input, shape),
+            );
+            self.forward(x, shape, &[], prof)
+        });
+        debug_assert_eq!(logits.len(), batch * self.num_classes);
+        Ok(logits)
+    }
+
+    /// The channels-last shape of `input`, `[batch, C, H, W]`, checked against its length.
+    fn input_shape(&self, input: &[f32], batch: usize, (h, w): (usize, usize)) -> Result<Nhwc> {
         let c = self.in_chans;
         ensure!(
             batch > 0 && h > 0 && w > 0,
@@ -70,40 +123,69 @@ impl Engine {
             "the input has {} values, expected batch {batch} × {c} channels × {h} × {w}",
             input.len()
         );
-        let shape = Nhwc { batch, h, w, c };
-        let logits = crate::ops::on_workers(|| {
-            let x = prof.time(
-                "layout",
-                || format!("{h}×{w} {c}"),
-                || to_channels_last(input, shape),
-            );
-            self.forward(x, shape, prof)
-        });
-        debug_assert_eq!(logits.len(), batch * self.num_classes);
-        Ok(logits)
+        Ok(Nhwc { batch, h, w, c })
     }
 
-    fn forward(&self, mut x: Vec<f32>, mut shape: Nhwc, prof: &mut Profile) -> Vec<f32> {
-        for step in &self.steps {
-            (x, shape) = match step {
-                Step::Chain(chain) => chain.run(&x, shape, prof),
-                Step::Mqa(mqa) => mqa.run(&x, shape, prof),
-                Step::Pool => {
-                    let describe = || format!("{}×{} {}", shape.h, shape.w, shape.c);
-                    let pooled = prof.time("pool", describe, || global_average(&x, shape));
-                    (
-                        pooled,
-                        Nhwc {
-                            h: 1,
-                            w: 1,
-                            ..shape
-                        },
-                    )
+    /// The logits, and the maps at `taps` (validated indices) as each passes by.
+    fn forward(
+        &self,
+        mut x: Vec<f32>,
+        mut shape: Nhwc,
+        taps: &[usize],
+        prof: &mut Profile,
+    ) -> (Vec<f32>, Vec<FeatureMap>) {
+        let mut found: Vec<Option<FeatureMap>> = taps.iter().map(|_| None).collect();
+        for (step, at) in self.steps.iter().zip(&self.tap_at) {
+            (x, shape) = Self::step(step, &x, shape, prof);
+            for (slot, &i) in found.iter_mut().zip(taps) {
+                if Some(self.taps[i].after_stage) == *at {
+                    *slot = Some(to_channels_first(&x, shape));
                 }
-                Step::Linear(linear) => linear.run(&x, shape, None, prof),
-            };
+            }
         }
-        x
+        let maps = found
+            .into_iter()
+            .map(|m| m.expect("every tap is visited"))
+            .collect();
+        (x, maps)
+    }
+
+    /// One step on `x`: its output and the output's shape.
+    fn step(step: &Step, x: &[f32], shape: Nhwc, prof: &mut Profile) -> (Vec<f32>, Nhwc) {
+        match step {
+            Step::Chain(chain) => chain.run(x, shape, prof),
+            Step::Mqa(mqa) => mqa.run(x, shape, prof),
+            Step::Pool => {
+                let describe = || format!("{}×{} {}", shape.h, shape.w, shape.c);
+                let pooled = prof.time("pool", describe, || global_average(x, shape));
+                (
+                    pooled,
+                    Nhwc {
+                        h: 1,
+                        w: 1,
+                        ..shape
+                    },
+                )
+            }
+            Step::Linear(linear) => linear.run(x, shape, None, prof),
+        }
+    }
+}
+
+/// `[batch, H, W, C]` → `[batch, C, H, W]`, with its dims.
+fn to_channels_first(x: &[f32], s: Nhwc) -> FeatureMap {
+    let hw = s.h * s.w;
+    let mut y = vec![0.0; x.len()];
+    for (image, src) in y.chunks_exact_mut(s.c * hw).zip(x.chunks_exact(s.c * hw)) {
+        for (p, pixel) in src.chunks_exact(s.c).enumerate() {
+            for (ch, &v) in pixel.iter().enumerate() {
+                image[ch * hw + p] = v;
+            }
+        }
+    }
+    FeatureMap {
+        values: y,
+        dims: [s.batch, s.c, s.h, s.w],
     }
 }
 
