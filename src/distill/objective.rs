@@ -214,15 +214,11 @@ impl DistillObjective {
             return Ok((Tensor::from_vec(rows.logits, (b, k), dev)?, feats));
         }
         let t0 = Instant::now();
-        let mode = match self.cfg.teacher_train_bn {
-            true => Mode::Train,
-            false => Mode::Eval,
-        };
         let input = self.teacher_input(&batch.images)?;
-        let (logits, feats) = match mode {
-            Mode::Eval => self.frozen()?.forward(&input, taps)?,
-            Mode::Train => {
-                let out = self.teacher.forward_with(&input, mode, taps)?;
+        let (logits, feats) = match self.cfg.teacher_train_bn {
+            false => self.frozen()?.forward(&input, taps)?,
+            true => {
+                let out = self.teacher.forward_with(&input, Mode::Train, taps)?;
                 (out.logits, out.features)
             }
         };

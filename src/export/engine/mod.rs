@@ -77,11 +77,7 @@ impl Engine {
                 self.taps.len()
             );
         }
-        let shape = self.input_shape(input, batch, res)?;
-        Ok(crate::ops::on_workers(|| {
-            let x = to_channels_last(input, shape);
-            self.forward(x, shape, taps, &mut Profile::default())
-        }))
+        self.pass(input, batch, res, taps, &mut Profile::default())
     }
 
     /// The logits `[batch, classes]` (row-major) of `input`, `[batch, C, H, W]` row-major.
@@ -95,24 +91,24 @@ impl Engine {
         &self,
         input: &[f32],
         batch: usize,
-        (h, w): (usize, usize),
+        res: (usize, usize),
         prof: &mut Profile,
     ) -> Result<Vec<f32>> {
-        let shape = self.input_shape(input, batch, (h, w))?;
-        let (logits, _) = crate::ops::on_workers(|| {
-            let x = prof.time(
-                "layout",
-                || format!("{h}×{w} {}", shape.c),
-                || to_channels_last(input, shape),
-            );
-            self.forward(x, shape, &[], prof)
-        });
+        let (logits, _) = self.pass(input, batch, res, &[], prof)?;
         debug_assert_eq!(logits.len(), batch * self.num_classes);
         Ok(logits)
     }
 
-    /// The channels-last shape of `input`, `[batch, C, H, W]`, checked against its length.
-    fn input_shape(&self, input: &[f32], batch: usize, (h, w): (usize, usize)) -> Result<Nhwc> {
+    /// One pass over `input` (`[batch, C, H, W]`, checked against its length) on the worker
+    /// pool: the layout change, then [`Self::forward`].
+    fn pass(
+        &self,
+        input: &[f32],
+        batch: usize,
+        (h, w): (usize, usize),
+        taps: &[usize],
+        prof: &mut Profile,
+    ) -> Result<(Vec<f32>, Vec<FeatureMap>)> {
         let c = self.in_chans;
         ensure!(
             batch > 0 && h > 0 && w > 0,
@@ -123,7 +119,15 @@ impl Engine {
             "the input has {} values, expected batch {batch} × {c} channels × {h} × {w}",
             input.len()
         );
-        Ok(Nhwc { batch, h, w, c })
+        let shape = Nhwc { batch, h, w, c };
+        Ok(crate::ops::on_workers(|| {
+            let x = prof.time(
+                "layout",
+                || format!("{h}×{w} {c}"),
+                || to_channels_last(input, shape),
+            );
+            self.forward(x, shape, taps, prof)
+        }))
     }
 
     /// The logits, and the maps at `taps` (validated indices) as each passes by.
