@@ -315,8 +315,16 @@ impl LayerScale {
         })
     }
 
+    /// `x · gamma` per channel. For f32 tensors on the CPU it runs as the fused per-channel
+    /// affine kernel ([`ops::channel_affine`], zero shift), whose backward sums `gamma`'s
+    /// gradient in one pass instead of a strided reduction over the broadcast dims.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.broadcast_mul(&per_channel(self.gamma.as_tensor(), x)?)?)
+        let gamma = self.gamma.as_tensor();
+        if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+            return Ok(x.broadcast_mul(&per_channel(gamma, x)?)?);
+        }
+        let shift = gamma.zeros_like()?;
+        Ok(ops::channel_affine(x, gamma, &shift, Act::Identity)?)
     }
 }
 
@@ -379,5 +387,41 @@ pub fn scaled_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
         Ok(ops::softmax_last_dim(scores, scale)?)
     } else {
         Ok(candle_nn::ops::softmax(&(scores * scale)?, D::Minus1)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The fused layer scale gives the broadcast product's values and gradients.
+    #[test]
+    fn layer_scale_matches_the_broadcast_product() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut ps = ParamStore::new(&dev, 3);
+        let ls = LayerScale::new(&mut ps, "ls", 5, 0.5)?;
+        let gamma = Tensor::new(&[0.5f32, -1.25, 2.0, 0.0, 3.5], &dev)?;
+        ls.gamma.set(&gamma)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 5, 4, 2), &dev)?)?;
+        let dy = Tensor::randn(0f32, 1.0, (3, 5, 4, 2), &dev)?;
+        let fused = ls.forward(x.as_tensor())?;
+        let plain = x.broadcast_mul(&per_channel(ls.gamma.as_tensor(), &x)?)?;
+        assert_eq!(
+            fused.flatten_all()?.to_vec1::<f32>()?,
+            plain.flatten_all()?.to_vec1::<f32>()?
+        );
+        let grads = |y: &Tensor| -> Result<(Vec<f32>, Vec<f32>)> {
+            let g = (y * &dy)?.sum_all()?.backward()?;
+            let dx = g.get(x.as_tensor()).expect("x's gradient");
+            let dg = g.get(ls.gamma.as_tensor()).expect("gamma's gradient");
+            Ok((dx.flatten_all()?.to_vec1()?, dg.to_vec1()?))
+        };
+        let (fused, plain) = (grads(&fused)?, grads(&plain)?);
+        assert_eq!(fused.0, plain.0, "input gradient");
+        for (a, b) in fused.1.iter().zip(&plain.1) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "gamma: {a} vs {b}");
+        }
+        Ok(())
     }
 }
