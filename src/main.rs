@@ -1,7 +1,13 @@
 use clap::Parser;
 
 fn main() {
-    mnv4_lab::ops::retain_freed_memory();
+    let cli = mnv4_lab::cli::Cli::parse();
+    let arenas = if cli.command.trains() {
+        mnv4_lab::ops::Arenas::One
+    } else {
+        mnv4_lab::ops::Arenas::PerThread
+    };
+    mnv4_lab::ops::retain_freed_memory(arenas);
     mnv4_lab::ops::shorten_candle_spinning();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -10,7 +16,6 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = mnv4_lab::cli::Cli::parse();
     if let Err(e) = mnv4_lab::cli::run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

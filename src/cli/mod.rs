@@ -80,6 +80,27 @@ pub enum Command {
     Detect(detect::DetectArgs),
 }
 
+impl Command {
+    /// Whether the command trains networks (and so wants [`crate::ops::Arenas::One`]).
+    pub fn trains(&self) -> bool {
+        match self {
+            Command::Search(_)
+            | Command::Worker(_)
+            | Command::Train(_)
+            | Command::Distill(_)
+            | Command::Retrain(_) => true,
+            Command::Bench(b) => matches!(b, bench::BenchCommand::Train(_)),
+            Command::Detect(d) => matches!(d.action, detect::DetectAction::Train { .. }),
+            Command::Report(_)
+            | Command::Import(_)
+            | Command::Inspect(_)
+            | Command::Eval(_)
+            | Command::Export(_)
+            | Command::Data(_) => false,
+        }
+    }
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {

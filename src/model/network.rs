@@ -4,7 +4,7 @@ use super::blocks::BlockModule;
 use super::layers::{dropout, Linear, Mode};
 use super::params::ParamStore;
 use crate::space::lower::{tap_at, Op};
-use crate::space::{lower, validate, Arch, LayerSpec};
+use crate::space::{check_tap_indices, lower, validate, Arch, LayerSpec};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -102,12 +102,7 @@ impl Network {
             );
         }
         let tap_specs = self.arch.feature_taps();
-        if let Some(&bad) = taps.iter().find(|&&t| t >= tap_specs.len()) {
-            bail!(
-                "feature index {bad} out of range (this model has {} taps)",
-                tap_specs.len()
-            );
-        }
+        check_tap_indices(taps, tap_specs.len()).map_err(anyhow::Error::msg)?;
         let mut found: Vec<Option<Tensor>> = vec![None; tap_specs.len()];
         let mut keep = |at: Option<usize>, t: &Tensor| {
             for (i, spec) in tap_specs.iter().enumerate() {

@@ -37,7 +37,7 @@ mod workers;
 
 pub use act::Act;
 pub use affine::channel_affine;
-pub use alloc::retain_freed_memory;
+pub use alloc::{retain_freed_memory, Arenas};
 pub use batchnorm::{batch_norm_train, BatchStats};
 pub use cpu::{read_f32, update_f32};
 pub use depthwise::depthwise_conv2d;

@@ -202,6 +202,16 @@ pub struct FeatureTap {
     pub reduction: usize,
 }
 
+/// An error naming the first index in `taps` that is not one of `count` feature taps.
+pub fn check_tap_indices(taps: &[usize], count: usize) -> Result<(), String> {
+    match taps.iter().find(|&&t| t >= count) {
+        Some(bad) => Err(format!(
+            "feature index {bad} out of range (this model has {count} taps)"
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Arch {
     /// Input channels of every block, in order, paired with the block (stage, index, in_ch, block).
     pub fn walk(&self) -> Vec<(usize, usize, usize, &Block)> {
@@ -297,4 +307,19 @@ pub fn round_channels(ch: usize, multiplier: f64) -> usize {
         return ch;
     }
     make_divisible(ch as f64 * multiplier, 8, 0.9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_indices_are_checked_against_the_count() {
+        assert_eq!(check_tap_indices(&[0, 4, 2], 5), Ok(()));
+        assert_eq!(check_tap_indices(&[], 0), Ok(()));
+        assert_eq!(
+            check_tap_indices(&[1, 5, 7], 5),
+            Err("feature index 5 out of range (this model has 5 taps)".to_string())
+        );
+    }
 }

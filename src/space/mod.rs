@@ -11,7 +11,7 @@ pub mod model_spec;
 pub mod presets;
 pub mod validate;
 
-pub use arch::{Activation, Arch, Block, FeatureTap, Stage};
+pub use arch::{check_tap_indices, Activation, Arch, Block, FeatureTap, Stage};
 pub use lower::{lower, LayerSpec};
 pub use model_spec::ModelSpec;
 pub use validate::{validate, ArchError};

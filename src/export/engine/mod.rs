@@ -14,8 +14,8 @@ mod profile;
 
 use crate::model::Network;
 use crate::ops::nhwc::{global_average, Nhwc};
-use crate::space::FeatureTap;
-use anyhow::{bail, ensure, Result};
+use crate::space::{check_tap_indices, FeatureTap};
+use anyhow::{ensure, Result};
 use conv::{Chain, Conv};
 use mqa::Mqa;
 pub use profile::{Entry, Profile};
@@ -71,12 +71,7 @@ impl Engine {
         res: (usize, usize),
         taps: &[usize],
     ) -> Result<(Vec<f32>, Vec<FeatureMap>)> {
-        if let Some(&bad) = taps.iter().find(|&&t| t >= self.taps.len()) {
-            bail!(
-                "feature index {bad} out of range (this model has {} taps)",
-                self.taps.len()
-            );
-        }
+        check_tap_indices(taps, self.taps.len()).map_err(anyhow::Error::msg)?;
         self.pass(input, batch, res, taps, &mut Profile::default())
     }
 
