@@ -127,7 +127,7 @@ mod avx {
     /// eight valid values each, and `dst` may be written.
     #[target_feature(enable = "avx")]
     pub(super) unsafe fn tile(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
-        // SAFETY (all loads and stores below): the caller guarantees eight values per row.
+        // SAFETY: the caller guarantees eight readable values in each of `src`'s eight rows.
         let r: [__m256; TILE] =
             std::array::from_fn(|i| unsafe { _mm256_loadu_ps(src.add(i * lds)) });
         let lo = |a, b| _mm256_unpacklo_ps(a, b);
@@ -157,6 +157,7 @@ mod avx {
                 _mm256_permute2f128_ps::<0x20>(u[c], u[c + 4]),
                 _mm256_permute2f128_ps::<0x31>(u[c], u[c + 4]),
             );
+            // SAFETY: the caller guarantees eight writable values in each of `dst`'s eight rows.
             unsafe {
                 _mm256_storeu_ps(dst.add(c * ldd), first);
                 _mm256_storeu_ps(dst.add((c + 4) * ldd), second);
