@@ -83,13 +83,15 @@ impl YoloConv {
 
     /// The output for `x`, batch norms in `mode`.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
         match &self.after {
             After::Bn { bn, silu } => {
-                let y = bn.forward(&y, mode)?;
+                let y = bn.after_conv(&self.conv, x, mode, None)?;
                 Ok(if *silu { y.silu()? } else { y })
             }
-            After::Bias(b) => Ok(y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?)?),
+            After::Bias(b) => {
+                let y = self.conv.forward(x)?;
+                Ok(y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?)?)
+            }
         }
     }
 }

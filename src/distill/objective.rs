@@ -304,7 +304,7 @@ impl BatchLoss for DistillObjective {
         for (j, (s, t)) in out.features.iter().zip(&t_feats).enumerate() {
             if c.feature_weight > 0.0 {
                 let a = &self.adapters[j];
-                let adapted = a.bn.forward(&a.conv.forward(s)?, Mode::Train)?;
+                let adapted = a.bn.after_conv(&a.conv, s, Mode::Train, None)?;
                 loss = (loss + (feature_mse(&adapted, t)? * c.feature_weight)?)?;
             }
             if c.at_weight > 0.0 {

@@ -36,7 +36,7 @@ impl KvBranch {
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let x = match &self.down {
-            Some((conv, bn)) => bn.forward(&conv.forward(x)?, mode)?,
+            Some((conv, bn)) => bn.after_conv(conv, x, mode, None)?,
             None => x.clone(),
         };
         self.proj.forward(&x)

@@ -182,11 +182,7 @@ impl BatchNorm {
                 None => Ok(y),
             };
         }
-        let act = match act {
-            None => Act::Identity,
-            Some(Activation::Relu) => Act::Relu,
-            Some(Activation::Gelu) => Act::Gelu,
-        };
+        let act = kernel_act(act);
         match mode {
             Mode::Eval => {
                 let (scale, shift) = self.eval_affine()?;
@@ -200,11 +196,46 @@ impl BatchNorm {
                     self.hyper.eps,
                     act,
                 )?;
-                let n = stats.count;
-                self.update_running(&stats.mean, &stats.var, n as f64 / (n.max(2) - 1) as f64)?;
+                self.record(&stats)?;
                 Ok(y)
             }
         }
+    }
+
+    /// `act(self(conv(x)))`. In train mode, where the convolution has a kernel of ours, it and
+    /// the batch norm run as one op ([`ops::conv_bn_train`]): the same values and gradients,
+    /// without a gradient buffer for the convolution's output.
+    pub fn after_conv(
+        &self,
+        conv: &Conv,
+        x: &Tensor,
+        mode: Mode,
+        act: Option<Activation>,
+    ) -> Result<Tensor> {
+        if mode == Mode::Train {
+            let geo = ops::ConvGeometry {
+                stride: conv.stride,
+                padding: conv.weight.dims()[2] / 2,
+                groups: conv.groups,
+            };
+            let norm = ops::NormAct {
+                weight: self.weight.as_tensor(),
+                bias: self.bias.as_tensor(),
+                eps: self.hyper.eps,
+                act: kernel_act(act),
+            };
+            if let Some((y, stats)) = ops::conv_bn_train(x, conv.weight.as_tensor(), geo, norm)? {
+                self.record(&stats)?;
+                return Ok(y);
+            }
+        }
+        self.forward_act(&conv.forward(x)?, mode, act)
+    }
+
+    /// Folds one training batch's statistics into the running ones.
+    fn record(&self, stats: &ops::BatchStats) -> Result<()> {
+        let n = stats.count;
+        self.update_running(&stats.mean, &stats.var, n as f64 / (n.max(2) - 1) as f64)
     }
 
     /// `(scale, shift)` of eval mode: `weight / √(running_var + eps)`, `bias − running_mean · scale`.
@@ -267,6 +298,15 @@ impl BatchNorm {
     }
 }
 
+/// The kernels' form of an optional activation.
+fn kernel_act(act: Option<Activation>) -> Act {
+    match act {
+        None => Act::Identity,
+        Some(Activation::Relu) => Act::Relu,
+        Some(Activation::Gelu) => Act::Gelu,
+    }
+}
+
 /// Applies the activation.
 pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     Ok(match act {
@@ -294,7 +334,7 @@ impl ConvNormAct {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.bn.forward_act(&self.conv.forward(x)?, mode, self.act)
+        self.bn.after_conv(&self.conv, x, mode, self.act)
     }
 }
 

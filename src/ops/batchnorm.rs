@@ -40,18 +40,24 @@ pub fn batch_norm_train(
     eps: f64,
     act: Act,
 ) -> Result<(Tensor, BatchStats)> {
-    let saved = Arc::new(OnceLock::new());
-    let op = BatchNormTrain {
-        eps,
-        act,
-        saved: saved.clone(),
-    };
+    let op = BatchNormTrain::new(eps, act);
+    let stats = op.stats();
     let y = x
         .contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
-    match saved.get() {
-        Some(s) => Ok((y, s.stats.clone())),
-        None => bail!("batch norm: forward did not record its statistics"),
+    Ok((y, stats.get()?))
+}
+
+/// Where a [`BatchNormTrain`] op leaves its batch statistics, readable after it ran.
+pub(super) struct StatsCell(Arc<OnceLock<Saved>>);
+
+impl StatsCell {
+    /// The statistics of the op's forward pass.
+    pub(super) fn get(&self) -> Result<BatchStats> {
+        match self.0.get() {
+            Some(s) => Ok(s.stats.clone()),
+            None => bail!("batch norm: forward did not record its statistics"),
+        }
     }
 }
 
@@ -64,10 +70,26 @@ struct Saved {
     shift: Vec<f32>,
 }
 
-struct BatchNormTrain {
+pub(super) struct BatchNormTrain {
     eps: f64,
     act: Act,
     saved: Arc<OnceLock<Saved>>,
+}
+
+impl BatchNormTrain {
+    /// The op for `eps` and `act`, to be applied once.
+    pub(super) fn new(eps: f64, act: Act) -> Self {
+        Self {
+            eps,
+            act,
+            saved: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Where this op's forward pass leaves its statistics.
+    pub(super) fn stats(&self) -> StatsCell {
+        StatsCell(self.saved.clone())
+    }
 }
 
 multiversion! {

@@ -28,28 +28,33 @@ use super::window::{Tap, Window};
 /// CPU and f32 only; inputs of any layout are accepted. Differentiable with respect to both
 /// `x` and `w`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (_, ci, h, wd) = x.dims4()?;
-    let (_, wci, kh, kw) = w.dims4()?;
-    if wci != ci {
-        bail!(
-            "dense conv: weight {:?} does not match {ci} input channels",
-            w.shape()
-        )
-    }
-    Window::new(h, wd, kh, kw, stride, padding)?;
-    let op = DenseConv {
-        stride,
-        padding,
-        cols: Mutex::new(None),
-    };
+    let op = DenseConv::new(x.shape(), w.shape(), stride, padding)?;
     x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
 
-struct DenseConv {
+pub(super) struct DenseConv {
     stride: usize,
     padding: usize,
     /// The forward's channel-major columns (small `L` only), taken by the backward.
     cols: Mutex<Option<Vec<f32>>>,
+}
+
+impl DenseConv {
+    /// The op for an input of shape `x` and a weight of shape `w`, checked against each other
+    /// and against the window.
+    pub(super) fn new(x: &Shape, w: &Shape, stride: usize, padding: usize) -> Result<Self> {
+        let (_, ci, h, wd) = x.dims4()?;
+        let (_, wci, kh, kw) = w.dims4()?;
+        if wci != ci {
+            bail!("dense conv: weight {w:?} does not match {ci} input channels")
+        }
+        Window::new(h, wd, kh, kw, stride, padding)?;
+        Ok(Self {
+            stride,
+            padding,
+            cols: Mutex::new(None),
+        })
+    }
 }
 
 /// Sizes of one convolution: batch, channels, kernel, input plane and window.

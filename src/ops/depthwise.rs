@@ -29,13 +29,8 @@ const FLAT_MIN_OW: usize = 7;
 /// Output is `[B, C, floor((H + 2p - k) / stride) + 1, ...]`. CPU and f32 only; inputs of any
 /// layout are made contiguous first. Differentiable with respect to both `x` and `w`.
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(
-        &w.contiguous()?,
-        DepthwiseConv2d {
-            stride,
-            xt: Mutex::new(None),
-        },
-    )
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, DepthwiseConv2d::new(stride))
 }
 
 /// Kernel size of a depthwise weight `[c, 1, k, k]`.
@@ -161,10 +156,20 @@ fn small_table(g: &Padded) -> TapTable {
 }
 
 /// Forward op: `(x [B, C, H, W], w [C, 1, k, k]) -> y [B, C, OH, OW]`.
-struct DepthwiseConv2d {
+pub(super) struct DepthwiseConv2d {
     stride: usize,
     /// The forward's batch-innermost input (small planes only), taken by the backward.
     xt: Mutex<Option<Vec<f32>>>,
+}
+
+impl DepthwiseConv2d {
+    /// The op for `stride`; the forward checks the weight against the input.
+    pub(super) fn new(stride: usize) -> Self {
+        Self {
+            stride,
+            xt: Mutex::new(None),
+        }
+    }
 }
 
 impl CustomOp2 for DepthwiseConv2d {

@@ -7,7 +7,8 @@
 //! CPU, it routes depthwise convolutions to [`depthwise_conv2d`], 1x1 stride-1 convolutions to
 //! [`conv1x1`] and other dense convolutions to [`dense::conv2d`] (im2col + matmul per sample); everything
 //! else, and every convolution on the [`ConvPath::Generic`] path, goes to candle's
-//! `Tensor::conv2d`. All routes are differentiable.
+//! `Tensor::conv2d`. All routes are differentiable. [`conv_bn_train`] runs the same kernels
+//! followed by train-mode batch norm as one op.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -18,6 +19,7 @@ mod affine;
 mod alloc;
 mod batchnorm;
 mod channel_major;
+mod conv_bn;
 mod cpu;
 pub mod dense;
 mod depthwise;
@@ -39,6 +41,7 @@ pub use act::Act;
 pub use affine::channel_affine;
 pub use alloc::{retain_freed_memory, Arenas};
 pub use batchnorm::{batch_norm_train, BatchStats};
+pub use conv_bn::{conv_bn_train, ConvGeometry, NormAct};
 pub use cpu::{read_f32, update_f32};
 pub use depthwise::depthwise_conv2d;
 pub(crate) use gemm::{product, Mat, Threads};

@@ -24,23 +24,27 @@ use super::uninit::written;
 /// CPU and f32 only; inputs of any layout are made contiguous first. Differentiable with
 /// respect to both `x` and `w`.
 pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (_, ci, _, _) = x.dims4()?;
-    let (_, wci, kh, kw) = w.dims4()?;
-    if (wci, kh, kw) != (ci, 1, 1) {
-        bail!(
-            "conv1x1: weight {:?} does not match [Co, {ci}, 1, 1]",
-            w.shape()
-        )
-    }
-    let op = Conv1x1 {
-        xcm: Mutex::new(None),
-    };
+    let op = Conv1x1::new(x.shape(), w.shape())?;
     x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
 
-struct Conv1x1 {
+pub(super) struct Conv1x1 {
     /// The forward's channel-major input (small `L` only), taken by the backward.
     xcm: Mutex<Option<Vec<f32>>>,
+}
+
+impl Conv1x1 {
+    /// The op for an input of shape `x` and a weight of shape `w`, checked against each other.
+    pub(super) fn new(x: &Shape, w: &Shape) -> Result<Self> {
+        let (_, ci, _, _) = x.dims4()?;
+        let (_, wci, kh, kw) = w.dims4()?;
+        if (wci, kh, kw) != (ci, 1, 1) {
+            bail!("conv1x1: weight {w:?} does not match [Co, {ci}, 1, 1]")
+        }
+        Ok(Self {
+            xcm: Mutex::new(None),
+        })
+    }
 }
 
 /// `(B, Ci, L, Co)` of an input `[B, Ci, H, W]` and a weight `[Co, Ci, 1, 1]`.
