@@ -59,11 +59,21 @@ def verdict(ci):
 
 
 def cpu_model():
-    """The CPU model name from /proc/cpuinfo, for every speed figure a report gives."""
+    """The CPU model from /proc/cpuinfo, for every speed figure a report gives: its name, and its
+    family and model number (a name such as "AMD EPYC" alone covers several generations)."""
+    name, ids = "unknown CPU", {}
     for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name":
+            name = value.strip()
+        elif key in ("cpu family", "model"):
+            ids[key] = value.strip()
+        if key == "flags":
+            break
+    if len(ids) == 2:
+        name += f", family {ids['cpu family']} model {ids['model']}"
+    return name
 
 
 def publish(path, lines):
