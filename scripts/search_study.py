@@ -253,14 +253,16 @@ def main():
         best = max(STRATEGIES, key=lambda s: statistics.mean(final[s]))
         verdicts = retrain(best, a.seeds[0], a.retrain_seeds, a.jobs)
         runs, hours = retrain_hours(best, a.seeds[0])
+        spent = f"{hours:.1f} hours" if hours >= 1 else f"{60 * hours:.1f} minutes"
+        reference = ", the fidelity study's reference" if RECIPE == p.get_default("recipe") else ""
         rel = f"{best}/seed{a.seeds[0]}/retrain/README.md"
         lines += [
             "## The front retrained against the presets",
             "",
             f"The front of {best} (the larger mean final hypervolume), seed {a.seeds[0]}, retrained at the full"
-            f" budget (`{RECIPE}`, the fidelity study's reference) with {a.retrain_seeds} seeds, distilled (`kd`) and not (`ce`), next to conv-small at widths"
+            f" budget (`{RECIPE}`{reference}) with {a.retrain_seeds} seeds, distilled (`kd`) and not (`ce`), next to conv-small at widths"
             f" 0.25–1.0 trained alike; test top-1 against the curve at equal MACs and latency ([table]({rel})).",
-            f"The {runs} runs trained for it took {hours:.1f} hours of epochs (training and validation, one"
+            f"The {runs} runs trained for it took {spent} of epochs (training and validation, one"
             f" thread each, {a.jobs} at a time; runs reused from other studies not counted). Latency measured"
             f" on {cpu_model()}, with nothing else running.",
             "",
