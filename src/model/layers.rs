@@ -101,14 +101,23 @@ impl Conv {
         )
     }
 
+    /// Stride, padding (k / 2) and groups, as the kernels take them.
+    pub fn geometry(&self) -> ops::ConvGeometry {
+        ops::ConvGeometry {
+            stride: self.stride,
+            padding: self.weight.dims()[2] / 2,
+            groups: self.groups,
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let k = self.weight.dims()[2];
-        Ok(crate::ops::conv2d(
+        let g = self.geometry();
+        Ok(ops::conv2d(
             x,
             self.weight.as_tensor(),
-            self.stride,
-            k / 2,
-            self.groups,
+            g.stride,
+            g.padding,
+            g.groups,
         )?)
     }
 }
@@ -213,18 +222,15 @@ impl BatchNorm {
         act: Option<Activation>,
     ) -> Result<Tensor> {
         if mode == Mode::Train {
-            let geo = ops::ConvGeometry {
-                stride: conv.stride,
-                padding: conv.weight.dims()[2] / 2,
-                groups: conv.groups,
-            };
             let norm = ops::NormAct {
                 weight: self.weight.as_tensor(),
                 bias: self.bias.as_tensor(),
                 eps: self.hyper.eps,
                 act: kernel_act(act),
             };
-            if let Some((y, stats)) = ops::conv_bn_train(x, conv.weight.as_tensor(), geo, norm)? {
+            if let Some((y, stats)) =
+                ops::conv_bn_train(x, conv.weight.as_tensor(), conv.geometry(), norm)?
+            {
                 self.record(&stats)?;
                 return Ok(y);
             }

@@ -11,10 +11,7 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
 use super::batchnorm::{BatchNormTrain, BatchStats};
-use super::dense::DenseConv;
-use super::depthwise::DepthwiseConv2d;
-use super::pointwise::Conv1x1;
-use super::{route, Act, Route};
+use super::{kernel_op, route, Act};
 
 /// A convolution's stride, symmetric zero padding and groups, as [`super::conv2d`] takes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,28 +41,10 @@ pub fn conv_bn_train(
     norm: NormAct,
 ) -> Result<Option<(Tensor, BatchStats)>> {
     let kernel = route(x, w, geo.stride, geo.padding, geo.groups)?;
-    match conv_op(kernel, x.shape(), w.shape(), geo)? {
+    match kernel_op(kernel, x.shape(), w.shape(), geo.stride, geo.padding)? {
         Some(conv) => Ok(Some(fused(x, w, conv, norm)?)),
         None => Ok(None),
     }
-}
-
-/// The op of the kernel `route` names; `None` for candle's convolution.
-fn conv_op(
-    route: Route,
-    x: &Shape,
-    w: &Shape,
-    geo: ConvGeometry,
-) -> Result<Option<Box<dyn CustomOp2 + Send + Sync>>> {
-    let ConvGeometry {
-        stride, padding, ..
-    } = geo;
-    Ok(match route {
-        Route::Depthwise => Some(Box::new(DepthwiseConv2d::new(stride))),
-        Route::Pointwise => Some(Box::new(Conv1x1::new(x, w)?)),
-        Route::Dense => Some(Box::new(DenseConv::new(x, w, stride, padding)?)),
-        Route::Generic => None,
-    })
 }
 
 /// Applies the convolution `conv` and the batch norm as one op.
@@ -178,7 +157,7 @@ impl CustomOp3 for ConvBnTrain {
 mod tests {
     use super::*;
     use crate::ops::testutil::uniform;
-    use crate::ops::{batch_norm_train, conv1x1, dense, depthwise_conv2d};
+    use crate::ops::{batch_norm_train, conv1x1, dense, depthwise_conv2d, Route};
     use candle_core::Var;
     use rand::{rngs::StdRng, SeedableRng};
 
@@ -226,7 +205,7 @@ mod tests {
                 let w = Var::from_tensor(&uniform(&ws, &mut rng)?)?;
                 let g = Var::from_tensor(&uniform(&[ws[0]], &mut rng)?.affine(0.5, 1.0)?)?;
                 let b = Var::from_tensor(&uniform(&[ws[0]], &mut rng)?)?;
-                let Some(conv) = conv_op(route, x.shape(), w.shape(), geo)? else {
+                let Some(conv) = kernel_op(route, x.shape(), w.shape(), stride, padding)? else {
                     panic!("case {i}: no kernel")
                 };
                 let (together, stats) =
@@ -257,12 +236,7 @@ mod tests {
         let x = uniform(&[2, 4, 5, 5], &mut rng)?;
         let w = uniform(&[6, 4, 1, 1], &mut rng)?;
         let short = uniform(&[5], &mut rng)?;
-        let geo = ConvGeometry {
-            stride: 1,
-            padding: 0,
-            groups: 1,
-        };
-        let conv = conv_op(Route::Pointwise, x.shape(), w.shape(), geo)?.expect("a kernel");
+        let conv = kernel_op(Route::Pointwise, x.shape(), w.shape(), 1, 0)?.expect("a kernel");
         let err = fused(&x, &w, conv, norm(&short, &short, Act::Relu)).unwrap_err();
         assert!(err.to_string().contains("6 output channels"), "{err}");
         let grouped = uniform(&[6, 2, 3, 3], &mut rng)?;

@@ -11,8 +11,9 @@
 //! followed by train-mode batch norm as one op.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{CustomOp2, DType, Result, Shape, Tensor};
 
 mod act;
 mod affine;
@@ -118,12 +119,30 @@ pub fn conv2d(
     padding: usize,
     groups: usize,
 ) -> Result<Tensor> {
-    match route(x, w, stride, padding, groups)? {
-        Route::Depthwise => depthwise_conv2d(x, w, stride),
-        Route::Pointwise => conv1x1(x, w),
-        Route::Dense => dense::conv2d(x, w, stride, padding),
-        Route::Generic => x.conv2d(w, padding, stride, 1, groups),
+    let kernel = route(x, w, stride, padding, groups)?;
+    match kernel_op(kernel, x.shape(), w.shape(), stride, padding)? {
+        Some(op) => x
+            .contiguous()?
+            .apply_op2_arc(&w.contiguous()?, Arc::new(op)),
+        None => x.conv2d(w, padding, stride, 1, groups),
     }
+}
+
+/// The op of the kernel `route` names, checked against the shapes of `x` and `w`; `None` for
+/// candle's convolution.
+fn kernel_op(
+    route: Route,
+    x: &Shape,
+    w: &Shape,
+    stride: usize,
+    padding: usize,
+) -> Result<Option<Box<dyn CustomOp2 + Send + Sync>>> {
+    Ok(match route {
+        Route::Depthwise => Some(Box::new(depthwise::DepthwiseConv2d::new(stride))),
+        Route::Pointwise => Some(Box::new(pointwise::Conv1x1::new(x, w)?)),
+        Route::Dense => Some(Box::new(dense::DenseConv::new(x, w, stride, padding)?)),
+        Route::Generic => None,
+    })
 }
 
 /// The kernel [`conv2d`] runs.
