@@ -3,10 +3,13 @@
 //!
 //! Planes at least [`FLAT_MIN_OW`] outputs wide are copied into a zero-padded, phase-split
 //! buffer ([`Padded`]) in which every kernel tap reads one contiguous run covering all output
-//! rows at once: the forward pass is `k²` long `axpy`s, the input gradient their transpose, the
-//! weight gradient `k²` dot products. Rows are computed `wq` wide (`wq ≥ OW`); the extra columns
-//! are dropped (forward) or zero (backward). Narrower planes, where most taps read padding, go
-//! to [`super::depthwise_small`], which puts the batch innermost.
+//! rows at once. Blocks of rows are then summed in registers over all taps
+//! ([`super::depthwise_plane`]): the forward sums each output over its taps; the input gradient
+//! spreads `dy` into a zero-bordered buffer and sums, for each input pixel, the taps that read
+//! it; the weight gradient takes one dot product per tap, several taps per pass over the run.
+//! Rows are `wq` wide (`wq ≥ OW`); the extra columns are dropped (forward) or zero (backward).
+//! Narrower planes, where most taps read padding, go to [`super::depthwise_small`], which puts
+//! the batch innermost.
 //!
 //! Forward and input gradient run in parallel over `batch x channel` planes, the weight
 //! gradient over channels, summing over the batch in order (reruns are bit-identical).
@@ -17,9 +20,11 @@ use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 use super::cpu::{f32_slice, read_f32};
+use super::depthwise_plane::{
+    deinterleave, interleave, sum_rows, tap_dots, Placement, RowSums, SLACK,
+};
 use super::depthwise_small::{self, TapTable};
-use super::uninit::{copy_into, written};
-use super::vecmath::{axpy, dot};
+use super::uninit::{assume_written, written};
 
 /// Output width from which a plane uses the flat layout.
 const FLAT_MIN_OW: usize = 7;
@@ -92,6 +97,44 @@ impl Padded {
         self.oh * self.wq
     }
 
+    /// Start of the run of every tap, in tap order (`i * k + j`).
+    fn taps(&self) -> Vec<usize> {
+        (0..self.k * self.k)
+            .map(|t| self.tap(t / self.k, t % self.k))
+            .collect()
+    }
+
+    /// The largest start of a tap's run.
+    fn max_tap(&self) -> usize {
+        self.taps().into_iter().max().unwrap_or(0)
+    }
+
+    /// The input pixels of each phase, as the blocks of the buffer that hold them.
+    fn phases(&self) -> Vec<Phase> {
+        let (s, k) = (self.s, self.k);
+        let first = |phase: usize, n: usize| {
+            let start = (phase + s - self.p % s) % s;
+            (start, n.saturating_sub(start).div_ceil(s))
+        };
+        let phases = (0..s * s).filter_map(|ph| {
+            let ((row0, rows), (col0, cols)) = (first(ph / s, self.h), first(ph % s, self.w));
+            (rows > 0 && cols > 0).then(|| Phase {
+                taps: (0..k * k)
+                    .filter(|t| ((t / k) % s, (t % k) % s) == (ph / s, ph % s))
+                    .collect(),
+                at: self.at(row0, col0),
+                rows,
+                cols,
+                place: Placement {
+                    start: row0 * self.w + col0,
+                    row_step: s * self.w,
+                    col_step: s,
+                },
+            })
+        });
+        phases.collect()
+    }
+
     /// Start of the run read by tap `(i, j)`.
     fn tap(&self, i: usize, j: usize) -> usize {
         let s = self.s;
@@ -114,6 +157,13 @@ impl Padded {
                 buf[at..at + self.w].copy_from_slice(xr);
                 continue;
             }
+            if self.s == 2 && self.w >= 2 {
+                let (even, odd) = (self.w.div_ceil(2), self.w / 2);
+                let (a, b) = (self.at(row, 0), self.at(row, 1));
+                let (even, odd) = two_runs(buf, (a, even), (b, odd));
+                deinterleave(xr, even, odd);
+                continue;
+            }
             for phase in 0..self.s.min(self.w) {
                 // Columns `phase, phase + s, ...` land side by side in one phase row.
                 let at = self.at(row, phase);
@@ -124,20 +174,22 @@ impl Padded {
         }
     }
 
-    /// The inverse of [`Padded::fill`]: gathers plane `x` back from `buf`.
-    fn gather(&self, buf: &[f32], x: &mut [f32]) {
+    /// Where sums that start at buffer position `at` go in the buffer's own layout.
+    fn in_layout(&self, at: usize) -> Placement {
+        Placement {
+            start: at,
+            row_step: self.wq,
+            col_step: 1,
+        }
+    }
+
+    /// The inverse of [`Padded::fill`] for stride 2 on planes at least two wide: writes plane
+    /// `x` from `buf`, interleaving each row's two column phases.
+    fn interleave_into(&self, buf: &[f32], x: &mut [MaybeUninit<f32>]) {
+        let (even, odd) = (self.w.div_ceil(2), self.w / 2);
         for (row, xr) in x.chunks_exact_mut(self.w).enumerate() {
-            if self.s == 1 {
-                let at = self.at(row, 0);
-                xr.copy_from_slice(&buf[at..at + self.w]);
-                continue;
-            }
-            for phase in 0..self.s.min(self.w) {
-                let at = self.at(row, phase);
-                for (d, &v) in xr[phase..].iter_mut().step_by(self.s).zip(&buf[at..]) {
-                    *d = v;
-                }
-            }
+            let (a, b) = (self.at(row, 0), self.at(row, 1));
+            interleave(&buf[a..a + even], &buf[b..b + odd], xr);
         }
     }
 
@@ -148,6 +200,33 @@ impl Padded {
             dst[..self.ow].copy_from_slice(src);
         }
     }
+}
+
+/// The disjoint runs `buf[a..a + na]` and `buf[b..b + nb]`.
+fn two_runs(
+    buf: &mut [f32],
+    (a, na): (usize, usize),
+    (b, nb): (usize, usize),
+) -> (&mut [f32], &mut [f32]) {
+    if a < b {
+        let (lo, hi) = buf.split_at_mut(b);
+        (&mut lo[a..a + na], &mut hi[..nb])
+    } else {
+        let (lo, hi) = buf.split_at_mut(a);
+        (&mut hi[..na], &mut lo[b..b + nb])
+    }
+}
+
+/// The input pixels of one phase of [`Padded`]'s layout: plane rows `row0, row0 + s, …` and
+/// columns `col0, col0 + s, …`, at consecutive rows (`wq` apart) and columns from `at`.
+struct Phase {
+    /// The taps that read these pixels (`i * k + j`, in order).
+    taps: Vec<usize>,
+    at: usize,
+    rows: usize,
+    cols: usize,
+    /// Where these pixels lie in the plane.
+    place: Placement,
 }
 
 /// The tap table of a plane too narrow for the flat layout.
@@ -195,27 +274,34 @@ impl CustomOp2 for DepthwiseConv2d {
             *self.xt.lock().unwrap_or_else(|e| e.into_inner()) = Some(xt);
             return Ok((CpuStorage::F32(y), Shape::from((b, c, g.oh, g.ow))));
         }
+        let taps = g.taps();
+        let place = Placement {
+            start: 0,
+            row_step: g.ow,
+            col_step: 1,
+        };
         let write = |y: &mut [MaybeUninit<f32>]| {
             if y.is_empty() {
                 return;
             }
             y.par_chunks_mut(out_plane).enumerate().for_each_init(
-                || (vec![0f32; g.len()], vec![0f32; g.run()]),
-                |(buf, acc), (bc, yp)| {
+                || vec![0f32; g.len() + SLACK],
+                |buf, (bc, yp)| {
                     g.fill(&x[bc * plane..(bc + 1) * plane], buf);
-                    let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
-                    acc.fill(0.0);
-                    for (t, &wv) in wk.iter().enumerate() {
-                        let at = g.tap(t / k, t % k);
-                        axpy(wv, &buf[at..at + g.run()], acc);
-                    }
-                    for (dst, src) in yp.chunks_exact_mut(g.ow).zip(acc.chunks_exact(g.wq)) {
-                        copy_into(dst, &src[..g.ow]);
-                    }
+                    let job = RowSums {
+                        src: buf,
+                        base: 0,
+                        stride: g.wq,
+                        rows: g.oh,
+                        cols: g.ow,
+                        offs: &taps,
+                        wts: &wt[(bc % c) * k * k..(bc % c + 1) * k * k],
+                    };
+                    sum_rows(&job, yp, place);
                 },
             );
         };
-        // SAFETY: every plane's slots are copied row by row from its accumulator.
+        // SAFETY: `sum_rows` writes every output of the plane, `oh` rows of `ow`.
         let y = unsafe { written(b * c * out_plane, write) };
         Ok((CpuStorage::F32(y), Shape::from((b, c, g.oh, g.ow))))
     }
@@ -262,34 +348,69 @@ impl CustomOp2 for DepthwiseConv2d {
     }
 }
 
-/// `dx`: every `dy[oh, ow] · w[i, j]` added onto the pixel tap `(i, j)` read; per plane, the
-/// transposed `axpy`s into a zeroed padded buffer, then gathered.
+/// `dx`: every `dy[oh, ow] · w[i, j]` added onto the pixel tap `(i, j)` read. Per plane, `dy`
+/// is spread into a zero-bordered buffer and each input pixel gathers the taps of its phase
+/// (the taps that read it), in tap order: the sums of the per-tap transposed passes.
 fn input_grad(g: &Padded, (b, c): (usize, usize), dy: &[f32], wt: &[f32]) -> Vec<f32> {
     let (k, plane, out_plane) = (g.k, g.h * g.w, g.oh * g.ow);
-    let mut dx = vec![0f32; b * c * plane];
-    if dx.is_empty() || out_plane == 0 {
-        return dx;
-    }
-    dx.par_chunks_mut(plane).enumerate().for_each_init(
-        || (vec![0f32; g.len()], vec![0f32; g.run()]),
-        |(buf, flat), (bc, dxp)| {
-            g.spread(&dy[bc * out_plane..(bc + 1) * out_plane], flat);
-            buf.fill(0.0);
-            let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
-            for (t, &wv) in wk.iter().enumerate() {
-                let at = g.tap(t / k, t % k);
-                axpy(wv, flat, &mut buf[at..at + g.run()]);
-            }
-            g.gather(buf, dxp);
-        },
-    );
-    dx
+    let (taps, lead) = (g.taps(), g.max_tap());
+    let phases = g.phases();
+    let offs: Vec<Vec<usize>> = phases
+        .iter()
+        .map(|ph| ph.taps.iter().map(|&t| lead - taps[t]).collect())
+        .collect();
+    // Stride 2 sums each phase in the padded layout, then interleaves the phases' columns
+    // into the plane's rows; other strides write each sum straight to its pixel.
+    let interleaved = g.s == 2 && g.w >= 2;
+    let write = |dx: &mut [MaybeUninit<f32>]| {
+        if dx.is_empty() {
+            return;
+        }
+        let scratch = || {
+            let dyz = vec![0f32; lead + g.len() + SLACK];
+            let sums = vec![MaybeUninit::new(0f32); if interleaved { g.len() } else { 0 }];
+            (dyz, sums, Vec::with_capacity(k * k))
+        };
+        dx.par_chunks_mut(plane).enumerate().for_each_init(
+            scratch,
+            |(dyz, sums, wts), (bc, dxp)| {
+                g.spread(&dy[bc * out_plane..(bc + 1) * out_plane], &mut dyz[lead..]);
+                let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
+                for (phase, offs) in phases.iter().zip(&offs) {
+                    wts.clear();
+                    wts.extend(phase.taps.iter().map(|&t| wk[t]));
+                    let job = RowSums {
+                        src: dyz,
+                        base: phase.at,
+                        stride: g.wq,
+                        rows: phase.rows,
+                        cols: phase.cols,
+                        offs,
+                        wts,
+                    };
+                    match interleaved {
+                        true => sum_rows(&job, sums, g.in_layout(phase.at)),
+                        false => sum_rows(&job, dxp, phase.place),
+                    }
+                }
+                if interleaved {
+                    // SAFETY: `sums` was made of zeros, and `sum_rows` only writes values.
+                    g.interleave_into(unsafe { assume_written(sums) }, dxp);
+                }
+            },
+        );
+    };
+    // SAFETY: each input pixel lies in exactly one phase, whose rows and columns `sum_rows`
+    // writes in full (an empty plane or an output without pixels writes nothing and needs
+    // nothing).
+    unsafe { written(b * c * plane, write) }
 }
 
 /// `dw[c, i, j] = Σ_b Σ dy · x` under tap `(i, j)`: one dot product per tap and plane, summed
 /// over the batch in order.
 fn weight_grad(g: &Padded, (b, c): (usize, usize), x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (kk, plane, out_plane) = (g.k * g.k, g.h * g.w, g.oh * g.ow);
+    let taps = g.taps();
     let mut dw = vec![0f32; c * kk];
     if dw.is_empty() {
         return dw;
@@ -301,10 +422,7 @@ fn weight_grad(g: &Padded, (b, c): (usize, usize), x: &[f32], dy: &[f32]) -> Vec
             for bc in (0..b).map(|bi| bi * c + ch) {
                 g.fill(&x[bc * plane..(bc + 1) * plane], buf);
                 g.spread(&dy[bc * out_plane..(bc + 1) * out_plane], flat);
-                for (t, a) in acc.iter_mut().enumerate() {
-                    let at = g.tap(t / g.k, t % g.k);
-                    *a += f64::from(dot(flat, &buf[at..at + g.run()]));
-                }
+                tap_dots(flat, buf, &taps, acc);
             }
             for (d, &a) in dwc.iter_mut().zip(acc.iter()) {
                 *d = a as f32;

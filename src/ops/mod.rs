@@ -24,6 +24,7 @@ mod conv_bn;
 mod cpu;
 pub mod dense;
 mod depthwise;
+mod depthwise_plane;
 mod depthwise_small;
 mod epilogue;
 mod gemm;

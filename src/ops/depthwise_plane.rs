@@ -1,0 +1,276 @@
+//! The per-plane sums of the depthwise convolution's flat layout ([`super::depthwise`]), with
+//! each output summed in registers over all taps.
+//!
+//! One pass per tap over the plane (an `axpy` or a dot product per tap) reads and writes the
+//! accumulator at every tap, and on the small planes of a network's last stages (runs of 7 to 14
+//! values) spends most of its time in call overhead and scalar tails. Here a block of up to four
+//! rows of 8 or 16 sums stays in registers while every tap is added. The operations and their
+//! order per output are those of the per-tap passes (a multiply, then an add, tap after tap; the
+//! same eight lanes per dot product), so the results are bit-identical to them.
+
+use std::mem::MaybeUninit;
+
+use super::simd::multiversion;
+
+/// Rows of sums over the taps: sum `(r, c)` is `Σ_t wts[t] · src[base + offs[t] + r·stride + c]`,
+/// for `r < rows`, `c < cols`, taps in order, starting from zero.
+///
+/// `src` must extend at least 16 values past the last value a sum reads (blocks read whole
+/// vectors and drop the lanes past `cols`).
+pub(super) struct RowSums<'a> {
+    pub src: &'a [f32],
+    pub base: usize,
+    pub stride: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub offs: &'a [usize],
+    pub wts: &'a [f32],
+}
+
+/// Where [`sum_rows`] writes sum `(r, c)`: `out[start + r·row_step + c·col_step]`.
+#[derive(Clone, Copy)]
+pub(super) struct Placement {
+    pub start: usize,
+    pub row_step: usize,
+    pub col_step: usize,
+}
+
+/// Rows per block: four independent chains of adds hide the add latency.
+const ROWS: usize = 4;
+/// Slack that a source buffer needs past its last value read.
+pub(super) const SLACK: usize = 16;
+
+multiversion! {
+    /// Computes every sum of `job` and writes it to `out` as `place` says.
+    pub(super) fn sum_rows(job: &RowSums, out: &mut [MaybeUninit<f32>], place: Placement) {
+        if job.cols <= 8 {
+            rows_of::<8>(job, out, place);
+        } else {
+            rows_of::<16>(job, out, place);
+        }
+    }
+}
+
+/// [`sum_rows`] in blocks of [`ROWS`] rows by `L` columns.
+#[inline(always)]
+fn rows_of<const L: usize>(job: &RowSums, out: &mut [MaybeUninit<f32>], place: Placement) {
+    for r in (0..job.rows).step_by(ROWS) {
+        for c in (0..job.cols).step_by(L) {
+            let base = job.base + r * job.stride + c;
+            let n = job.cols.min(c + L) - c;
+            let at = place.start + r * place.row_step + c * place.col_step;
+            match job.rows - r {
+                1 => put(block::<1, L>(job, base), n, out, at, place),
+                2 => put(block::<2, L>(job, base), n, out, at, place),
+                3 => put(block::<3, L>(job, base), n, out, at, place),
+                _ => put(block::<ROWS, L>(job, base), n, out, at, place),
+            }
+        }
+    }
+}
+
+/// `R` rows of `L` sums starting at `src[base]`.
+#[inline(always)]
+fn block<const R: usize, const L: usize>(job: &RowSums, base: usize) -> [[f32; L]; R] {
+    let mut acc = [[0f32; L]; R];
+    for (&off, &wv) in job.offs.iter().zip(job.wts) {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let at = base + off + r * job.stride;
+            let x: &[f32; L] = job.src[at..at + L].try_into().expect("L values");
+            for l in 0..L {
+                acc[l] += wv * x[l];
+            }
+        }
+    }
+    acc
+}
+
+/// Writes the first `n` sums of each row of a block.
+#[inline(always)]
+fn put<const R: usize, const L: usize>(
+    sums: [[f32; L]; R],
+    n: usize,
+    out: &mut [MaybeUninit<f32>],
+    at: usize,
+    place: Placement,
+) {
+    for (r, row) in sums.iter().enumerate() {
+        let start = at + r * place.row_step;
+        if place.col_step == 1 && n == L {
+            let dst: &mut [MaybeUninit<f32>; L] =
+                (&mut out[start..start + L]).try_into().expect("L slots");
+            for (d, &v) in dst.iter_mut().zip(row) {
+                d.write(v);
+            }
+        } else {
+            for (l, &v) in row[..n].iter().enumerate() {
+                out[start + l * place.col_step].write(v);
+            }
+        }
+    }
+}
+
+/// Dot-product lanes, as in [`super::vecmath::dot`].
+const LANES: usize = 8;
+/// The most taps whose dot products share one pass over the run.
+const TAPS_PER_PASS: usize = 8;
+
+multiversion! {
+    /// Adds to `acc[t]`, for every tap `t`, the dot product of `flat` with the run of `buf`
+    /// starting at `taps[t]` (as long as `flat`), computed exactly as
+    /// [`super::vecmath::dot`] computes it.
+    pub(super) fn tap_dots(flat: &[f32], buf: &[f32], taps: &[usize], acc: &mut [f64]) {
+        // Passes of equal size: 25 taps as 7 + 6 + 6 + 6, not 8 + 8 + 8 + 1.
+        let passes = taps.len().div_ceil(TAPS_PER_PASS).max(1);
+        let per_pass = taps.len().div_ceil(passes).max(1);
+        for (taps, acc) in taps.chunks(per_pass).zip(acc.chunks_mut(per_pass)) {
+            match taps.len() {
+                TAPS_PER_PASS => dots_of::<TAPS_PER_PASS>(flat, buf, taps, acc),
+                1 => dots_of::<1>(flat, buf, taps, acc),
+                2 => dots_of::<2>(flat, buf, taps, acc),
+                3 => dots_of::<3>(flat, buf, taps, acc),
+                4 => dots_of::<4>(flat, buf, taps, acc),
+                5 => dots_of::<5>(flat, buf, taps, acc),
+                6 => dots_of::<6>(flat, buf, taps, acc),
+                _ => dots_of::<7>(flat, buf, taps, acc),
+            }
+        }
+    }
+}
+
+/// [`tap_dots`] for `T` taps in one pass.
+#[inline(always)]
+fn dots_of<const T: usize>(flat: &[f32], buf: &[f32], taps: &[usize], acc: &mut [f64]) {
+    let n = flat.len();
+    let runs: [&[f32]; T] = std::array::from_fn(|t| &buf[taps[t]..taps[t] + n]);
+    let mut lanes = [[0f32; LANES]; T];
+    let full = n - n % LANES;
+    for at in (0..full).step_by(LANES) {
+        let f: &[f32; LANES] = flat[at..at + LANES].try_into().expect("a lane's values");
+        for (lanes, run) in lanes.iter_mut().zip(&runs) {
+            let x: &[f32; LANES] = run[at..at + LANES].try_into().expect("a lane's values");
+            for i in 0..LANES {
+                lanes[i] += f[i] * x[i];
+            }
+        }
+    }
+    for ((lanes, run), acc) in lanes.iter().zip(&runs).zip(acc.iter_mut()) {
+        let tail: f32 = flat[full..]
+            .iter()
+            .zip(&run[full..])
+            .map(|(f, x)| f * x)
+            .sum();
+        *acc += f64::from(lanes.iter().sum::<f32>() + tail);
+    }
+}
+
+multiversion! {
+    /// The values of `src` at even positions into `even`, at odd positions into `odd`.
+    pub(super) fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+        for ((pair, e), o) in src.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+            *e = pair[0];
+            *o = pair[1];
+        }
+        if src.len() % 2 == 1 {
+            even[src.len() / 2] = src[src.len() - 1];
+        }
+    }
+}
+
+multiversion! {
+    /// `dst` from `even` (its even positions) and `odd` (its odd positions).
+    pub(super) fn interleave(even: &[f32], odd: &[f32], dst: &mut [MaybeUninit<f32>]) {
+        for ((pair, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
+            pair[0].write(e);
+            pair[1].write(o);
+        }
+        if dst.len() % 2 == 1 {
+            let n = dst.len();
+            dst[n - 1].write(even[n / 2]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::simd::{capped, ALL};
+    use crate::ops::uninit::written;
+    use crate::ops::vecmath::{axpy, dot};
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 + seed) * 0.731).sin()).collect()
+    }
+
+    /// The sums equal one `axpy` per tap into a zeroed accumulator, bit for bit, on every
+    /// SIMD level, for block shapes with partial rows and columns and a strided placement.
+    #[test]
+    fn sums_match_one_axpy_per_tap() {
+        let src = values(600, 1.0);
+        let (offs, wts) = ([0usize, 1, 2, 13, 14, 15, 30], values(7, 9.0));
+        for (rows, cols, col_step) in [(7, 7, 1), (5, 14, 1), (3, 20, 2), (1, 1, 1), (6, 9, 3)] {
+            let stride = 23;
+            let place = Placement {
+                start: 2,
+                row_step: cols * col_step + 1,
+                col_step,
+            };
+            let len = place.start + rows * place.row_step;
+            let mut want = vec![f32::NAN; len];
+            for r in 0..rows {
+                let mut acc = vec![0f32; cols];
+                for (&o, &w) in offs.iter().zip(&wts) {
+                    let at = 5 + o + r * stride;
+                    axpy(w, &src[at..at + cols], &mut acc);
+                }
+                for (c, v) in acc.into_iter().enumerate() {
+                    want[place.start + r * place.row_step + c * col_step] = v;
+                }
+            }
+            let job = RowSums {
+                src: &src,
+                base: 5,
+                stride,
+                rows,
+                cols,
+                offs: &offs,
+                wts: &wts,
+            };
+            for limit in ALL {
+                // SAFETY: every slot is written first (NaN), then the sums overwrite theirs.
+                let got = unsafe {
+                    written(len, |out| {
+                        out.fill(MaybeUninit::new(f32::NAN));
+                        capped(limit, || sum_rows(&job, out, place));
+                    })
+                };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{rows}x{cols} step {col_step} {limit:?}"
+                );
+            }
+        }
+    }
+
+    /// Every tap's dot product is the one `dot` gives, for runs with and without a tail and
+    /// tap counts that split into several passes.
+    #[test]
+    fn dots_match_one_dot_per_tap() {
+        let buf = values(400, 3.0);
+        for (n, ntaps) in [(77, 25), (64, 9), (5, 3), (200, 8), (31, 17)] {
+            let flat = values(n, 7.0);
+            let taps: Vec<usize> = (0..ntaps).map(|t| (t * 7) % 150).collect();
+            let want: Vec<f64> = taps
+                .iter()
+                .map(|&t| 0.5 + f64::from(dot(&flat, &buf[t..t + n])))
+                .collect();
+            for limit in ALL {
+                let mut got = vec![0.5f64; ntaps];
+                capped(limit, || tap_dots(&flat, &buf, &taps, &mut got));
+                assert_eq!(got, want, "run {n}, {ntaps} taps, {limit:?}");
+            }
+        }
+    }
+}
