@@ -208,7 +208,14 @@ mod tests {
     fn sums_match_one_axpy_per_tap() {
         let src = values(600, 1.0);
         let (offs, wts) = ([0usize, 1, 2, 13, 14, 15, 30], values(7, 9.0));
-        for (rows, cols, col_step) in [(7, 7, 1), (5, 14, 1), (3, 20, 2), (1, 1, 1), (6, 9, 3)] {
+        for (rows, cols, col_step) in [
+            (7, 7, 1),
+            (11, 5, 1),
+            (5, 14, 1),
+            (3, 20, 2),
+            (1, 1, 1),
+            (6, 9, 3),
+        ] {
             let stride = 23;
             let place = Placement {
                 start: 2,
