@@ -20,11 +20,10 @@ use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 use super::cpu::{f32_slice, read_f32};
-use super::depthwise_plane::{
-    deinterleave, interleave, sum_rows, tap_dots, Placement, RowSums, SLACK,
-};
+use super::depthwise_plane::{sum_rows, tap_dots, Placement, RowSums, SLACK};
 use super::depthwise_small::{self, TapTable};
 use super::uninit::{assume_written, written};
+use super::vecmath::{deinterleave, interleave_uninit};
 
 /// Output width from which a plane uses the flat layout.
 const FLAT_MIN_OW: usize = 7;
@@ -189,7 +188,7 @@ impl Padded {
         let (even, odd) = (self.w.div_ceil(2), self.w / 2);
         for (row, xr) in x.chunks_exact_mut(self.w).enumerate() {
             let (a, b) = (self.at(row, 0), self.at(row, 1));
-            interleave(&buf[a..a + even], &buf[b..b + odd], xr);
+            interleave_uninit(&buf[a..a + even], &buf[b..b + odd], xr);
         }
     }
 

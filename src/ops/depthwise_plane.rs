@@ -164,33 +164,6 @@ fn dots_of<const T: usize>(flat: &[f32], buf: &[f32], taps: &[usize], acc: &mut 
     }
 }
 
-multiversion! {
-    /// The values of `src` at even positions into `even`, at odd positions into `odd`.
-    pub(super) fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
-        for ((pair, e), o) in src.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
-            *e = pair[0];
-            *o = pair[1];
-        }
-        if src.len() % 2 == 1 {
-            even[src.len() / 2] = src[src.len() - 1];
-        }
-    }
-}
-
-multiversion! {
-    /// `dst` from `even` (its even positions) and `odd` (its odd positions).
-    pub(super) fn interleave(even: &[f32], odd: &[f32], dst: &mut [MaybeUninit<f32>]) {
-        for ((pair, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
-            pair[0].write(e);
-            pair[1].write(o);
-        }
-        if dst.len() % 2 == 1 {
-            let n = dst.len();
-            dst[n - 1].write(even[n / 2]);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,8 @@
 //! a fixed number of explicit lanes. Each is compiled per SIMD level ([`multiversion!`]) and
 //! gives bit-identical results on every level.
 
+use std::mem::MaybeUninit;
+
 use super::simd::multiversion;
 
 multiversion! {
@@ -34,10 +36,71 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// The values of `src` at even positions into `even`, at odd positions into `odd`: a row
+    /// split into the two column phases of a stride-2 window.
+    pub(crate) fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+        for ((pair, e), o) in src.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+            *e = pair[0];
+            *o = pair[1];
+        }
+        if src.len() % 2 == 1 {
+            even[src.len() / 2] = src[src.len() - 1];
+        }
+    }
+}
+
+multiversion! {
+    /// The inverse of [`deinterleave`]: `dst` from `even` (its even positions) and `odd`.
+    pub(crate) fn interleave(even: &[f32], odd: &[f32], dst: &mut [f32]) {
+        interleave_by(even, odd, dst, |d, v| *d = v);
+    }
+}
+
+multiversion! {
+    /// [`interleave`] into uninitialized slots, all of which it writes.
+    pub(crate) fn interleave_uninit(even: &[f32], odd: &[f32], dst: &mut [MaybeUninit<f32>]) {
+        interleave_by(even, odd, dst, |d, v| {
+            d.write(v);
+        });
+    }
+}
+
+/// The body of [`interleave`], writing each value through `put`.
+#[inline(always)]
+fn interleave_by<T>(even: &[f32], odd: &[f32], dst: &mut [T], put: impl Fn(&mut T, f32)) {
+    for ((pair, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
+        put(&mut pair[0], e);
+        put(&mut pair[1], o);
+    }
+    if dst.len() % 2 == 1 {
+        let n = dst.len();
+        put(&mut dst[n - 1], even[n / 2]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::simd::{capped, ALL};
+
+    /// Splitting a row into its two column phases and joining them again gives the row back.
+    #[test]
+    fn phases_of_a_row_round_trip() {
+        for n in [0usize, 1, 2, 7, 16, 33] {
+            let row: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let (mut even, mut odd) = (vec![0.0; n.div_ceil(2)], vec![0.0; n / 2]);
+            deinterleave(&row, &mut even, &mut odd);
+            assert!(even.iter().enumerate().all(|(i, &v)| v == (2 * i) as f32));
+            assert!(odd
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == (2 * i + 1) as f32));
+            let mut back = vec![-1.0; n];
+            interleave(&even, &odd, &mut back);
+            assert_eq!(back, row, "{n}");
+        }
+    }
 
     /// Every SIMD level gives the same bits as the baseline.
     #[test]

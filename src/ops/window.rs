@@ -10,6 +10,8 @@
 
 use candle_core::{bail, Result};
 
+use super::vecmath::{deinterleave, interleave};
+
 /// One strided, zero-padded window: input size, kernel width, stride, padding and output size.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Window {
@@ -142,6 +144,11 @@ impl Window {
             .chunks_exact(self.w)
             .zip(buf.chunks_exact_mut(self.stride * self.phase_len))
         {
+            if self.stride == 2 {
+                let (even, odd) = phases.split_at_mut(self.phase_len);
+                deinterleave(row, even, &mut odd[..self.w / 2]);
+                continue;
+            }
             for (r, dst) in phases
                 .chunks_exact_mut(self.phase_len)
                 .enumerate()
@@ -168,6 +175,11 @@ impl Window {
             .chunks_exact_mut(self.w)
             .zip(buf.chunks_exact(self.stride * self.phase_len))
         {
+            if self.stride == 2 {
+                let (even, odd) = phases.split_at(self.phase_len);
+                interleave(even, &odd[..self.w / 2], row);
+                continue;
+            }
             for (r, src) in phases.chunks_exact(self.phase_len).enumerate().take(self.w) {
                 for (d, &v) in row[r..].iter_mut().step_by(self.stride).zip(src) {
                     *d = v;
