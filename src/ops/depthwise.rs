@@ -103,11 +103,6 @@ impl Padded {
             .collect()
     }
 
-    /// The largest start of a tap's run.
-    fn max_tap(&self) -> usize {
-        self.taps().into_iter().max().unwrap_or(0)
-    }
-
     /// The input pixels of each phase, as the blocks of the buffer that hold them.
     fn phases(&self) -> Vec<Phase> {
         let (s, k) = (self.s, self.k);
@@ -352,7 +347,9 @@ impl CustomOp2 for DepthwiseConv2d {
 /// (the taps that read it), in tap order: the sums of the per-tap transposed passes.
 fn input_grad(g: &Padded, (b, c): (usize, usize), dy: &[f32], wt: &[f32]) -> Vec<f32> {
     let (k, plane, out_plane) = (g.k, g.h * g.w, g.oh * g.ow);
-    let (taps, lead) = (g.taps(), g.max_tap());
+    let taps = g.taps();
+    // The zero border ahead of `dy`: the largest start of a tap's run.
+    let lead = taps.iter().copied().max().unwrap_or(0);
     let phases = g.phases();
     let offs: Vec<Vec<usize>> = phases
         .iter()
