@@ -171,40 +171,79 @@ pub(crate) fn affine_act(
 
 /// The input gradient of a per-channel op on an `[N, C, S]` tensor with `c` channels of `s`
 /// elements (`s > 0`): `dx = p[ch] · dz + q[ch] · x + r[ch]`, where
-/// `dz = dy · act'(x · scale[ch] + shift[ch])`; parallel over rows (over images on small maps).
-pub(crate) fn input_grad(
+/// `dz = dy · act'(x · scale[ch] + shift[ch])`. Written whole ([`InputGrad::all`]) or one image
+/// at a time ([`InputGrad::image`]), with the same bits either way.
+pub(crate) struct InputGrad<'a> {
     act: Act,
-    (x, dy): (&[f32], &[f32]),
-    (c, s): (usize, usize),
-    (scale, shift): (&[f32], &[f32]),
-    [p, q, r]: [&[f32]; 3],
-) -> Vec<f32> {
-    if per_image(s) {
-        let cs = c * s;
-        let coef = [scale, shift, p, q, r].map(|v| spread(v, s));
-        // SAFETY: the images of `cs` slots cover the vector, each written by `input_grad_image`.
-        return unsafe {
-            written(x.len(), |dx| {
-                dx.par_chunks_mut(cs)
-                    .zip(x.par_chunks(cs).zip(dy.par_chunks(cs)))
-                    .with_min_len(rows_per_task(cs))
-                    .for_each(|(dx, (x, dy))| input_grad_image(act, x, dy, &coef, dx))
-            })
-        };
+    x: &'a [f32],
+    dy: &'a [f32],
+    c: usize,
+    s: usize,
+    /// `[scale, shift, p, q, r]`, one value per channel.
+    coef: [&'a [f32]; 5],
+    /// The same spread over one image ([`spread`]), for small maps.
+    spread: Option<[Vec<f32>; 5]>,
+}
+
+impl<'a> InputGrad<'a> {
+    /// The gradient of `(x, dy)`, with `coef = [scale, shift, p, q, r]`.
+    pub fn new(act: Act, (x, dy): (&'a [f32], &'a [f32]), (c, s): (usize, usize), coef: [&'a [f32]; 5]) -> Self {
+        let spread = per_image(s).then(|| coef.map(|v| spread(v, s)));
+        Self { act, x, dy, c, s, coef, spread }
     }
-    // SAFETY: the rows of `s` slots cover the vector, each written by `input_grad_row`.
-    unsafe {
-        written(x.len(), |dx| {
-            dx.par_chunks_mut(s)
-                .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
-                .enumerate()
-                .with_min_len(rows_per_task(s))
-                .for_each(|(row, (dx, (x, dy)))| {
-                    let ch = row % c;
-                    let coef = [scale[ch], shift[ch], p[ch], q[ch], r[ch]];
-                    input_grad_row(act, x, dy, coef, dx);
+
+    /// Elements per image, `C · S`.
+    pub fn image_len(&self) -> usize {
+        self.c * self.s
+    }
+
+    /// Image `i`'s gradient into `dx` (`C · S` slots), on the calling thread.
+    pub fn image(&self, i: usize, dx: &mut [MaybeUninit<f32>]) {
+        let cs = self.image_len();
+        let range = i * cs..(i + 1) * cs;
+        let (x, dy) = (&self.x[range.clone()], &self.dy[range]);
+        if let Some(coef) = &self.spread {
+            return input_grad_image(self.act, x, dy, coef, &mut dx[..cs]);
+        }
+        let s = self.s;
+        for (ch, dx) in dx[..cs].chunks_mut(s).enumerate() {
+            let row = ch * s..(ch + 1) * s;
+            input_grad_row(self.act, &x[row.clone()], &dy[row], self.channel(ch), dx);
+        }
+    }
+
+    /// The whole gradient, parallel over rows (over images on small maps).
+    pub fn all(&self) -> Vec<f32> {
+        let (x, dy, s) = (self.x, self.dy, self.s);
+        if self.spread.is_some() {
+            let cs = self.image_len();
+            // SAFETY: the images of `cs` slots cover the vector, each written by `image`.
+            return unsafe {
+                written(x.len(), |dx| {
+                    dx.par_chunks_mut(cs)
+                        .enumerate()
+                        .with_min_len(rows_per_task(cs))
+                        .for_each(|(i, dx)| self.image(i, dx))
                 })
-        })
+            };
+        }
+        // SAFETY: the rows of `s` slots cover the vector, each written by `input_grad_row`.
+        unsafe {
+            written(x.len(), |dx| {
+                dx.par_chunks_mut(s)
+                    .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
+                    .enumerate()
+                    .with_min_len(rows_per_task(s))
+                    .for_each(|(row, (dx, (x, dy)))| {
+                        input_grad_row(self.act, x, dy, self.channel(row % self.c), dx)
+                    })
+            })
+        }
+    }
+
+    /// The five coefficients of channel `ch`.
+    fn channel(&self, ch: usize) -> [f32; 5] {
+        self.coef.map(|v| v[ch])
     }
 }
 
@@ -417,7 +456,7 @@ mod tests {
                         let xy = (x.as_slice(), dy.as_slice());
                         (
                             affine_act(&x, c, s, &scale, &shift, act),
-                            input_grad(act, xy, (c, s), (&scale, &shift), [&p, &shift, &scale]),
+                            InputGrad::new(act, xy, (c, s), [&scale, &shift, &p, &shift, &scale]).all(),
                             grad_sums(act, xy, (n, c, s), (&scale, &shift), &p),
                         )
                     })

@@ -3,7 +3,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::act::{affine_act, channel_geometry, grad_sums, input_grad, Act};
+use super::act::{affine_act, channel_geometry, grad_sums, Act, InputGrad};
 use super::cpu::{f32_slice, read_f32};
 
 /// `act(x · scale + shift)` for `x: [N, C, ...]`, `scale` and `shift` of shape `[C]`.
@@ -95,7 +95,7 @@ fn backward(
     }
     let zero = vec![0f32; c];
     let sums = grad_sums(act, (x, dy), (n, c, s), (scale, shift), &zero);
-    let dx = input_grad(act, (x, dy), (c, s), (scale, shift), [scale, &zero, &zero]);
+    let dx = InputGrad::new(act, (x, dy), (c, s), [scale, shift, scale, &zero, &zero]).all();
     let dshift = sums.iter().map(|s| s.0 as f32).collect();
     let dscale = sums.iter().map(|s| s.1 as f32).collect();
     (dx, dscale, dshift)

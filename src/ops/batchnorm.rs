@@ -12,8 +12,8 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::act::{
-    affine_act, channel_geometry, channel_sums, grad_sums, image_channel_sums, input_grad,
-    per_image, spread, Act,
+    affine_act, channel_geometry, channel_sums, grad_sums, image_channel_sums, per_image, spread,
+    Act, InputGrad,
 };
 use super::cpu::{f32_slice, read_f32};
 use super::simd::multiversion;
@@ -220,15 +220,15 @@ impl CustomOp3 for BatchNormTrain {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(sv) = self.saved.get() else {
-            bail!("{}: backward before forward", self.name())
-        };
         let dy = dy.contiguous()?;
         let (n, c, s) = channel_geometry(x.shape(), self.name())?;
-        let m = sv.stats.count as f64;
         let (dx, dw, db) = read_f32(x, |x| {
-            read_f32(&dy, |dy| backward(self.act, sv, x, dy, (n, c, s), m))
-        })??;
+            read_f32(&dy, |dy| -> Result<_> {
+                let grads = self.grads(x, dy, (n, c, s))?;
+                let dx = self.input_grad(&grads, (x, dy), (c, s))?.all();
+                Ok((dx, grads.weight, grads.bias))
+            })
+        })???;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::from_vec(dw, weight.shape(), x.device())?),
@@ -237,34 +237,62 @@ impl CustomOp3 for BatchNormTrain {
     }
 }
 
-/// `(dx, dweight, dbias)` from the saved statistics, the input and the output gradient.
-fn backward(
-    act: Act,
-    sv: &Saved,
-    x: &[f32],
-    dy: &[f32],
-    (n, c, s): (usize, usize, usize),
-    m: f64,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let sums = grad_sums(act, (x, dy), (n, c, s), (&sv.scale, &sv.shift), &sv.mean);
-    let mut dw = vec![0f32; c];
-    let mut db = vec![0f32; c];
-    // dx = a · dz + k · x + b0 per channel, with a = scale,
-    // k = −scale · inv_std² · Σ dz (x − mean) / m, b0 = −scale · Σ dz / m − k · mean.
-    let (mut k_x, mut b_0) = (vec![0f32; c], vec![0f32; c]);
-    for ch in 0..c {
-        let (sum_dz, sum_dzc) = sums[ch];
-        let is = f64::from(sv.inv_std[ch]);
-        let a = f64::from(sv.scale[ch]);
-        db[ch] = sum_dz as f32;
-        dw[ch] = (sum_dzc * is) as f32;
-        let k = -a * is * is * sum_dzc / m;
-        k_x[ch] = k as f32;
-        b_0[ch] = (-a * sum_dz / m - k * f64::from(sv.mean[ch])) as f32;
+/// Batch norm's parameter gradients, and the per-channel coefficients of its input gradient
+/// `dx = scale · dz + k_x · x + b_0`.
+pub(super) struct Grads {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    k_x: Vec<f32>,
+    b_0: Vec<f32>,
+}
+
+impl BatchNormTrain {
+    /// The saved forward state, or an error before the forward ran.
+    fn saved(&self) -> Result<&Saved> {
+        match self.saved.get() {
+            Some(sv) => Ok(sv),
+            None => bail!("{}: backward before forward", self.name()),
+        }
     }
-    let lin = [sv.scale.as_slice(), &k_x, &b_0];
-    let dx = input_grad(act, (x, dy), (c, s), (&sv.scale, &sv.shift), lin);
-    (dx, dw, db)
+
+    /// The gradients of the forward's input `x: [N, C, S]` and output gradient `dy`, one pass
+    /// over both.
+    pub(super) fn grads(&self, x: &[f32], dy: &[f32], (n, c, s): (usize, usize, usize)) -> Result<Grads> {
+        let sv = self.saved()?;
+        let m = sv.stats.count as f64;
+        let sums = grad_sums(self.act, (x, dy), (n, c, s), (&sv.scale, &sv.shift), &sv.mean);
+        let mut g = Grads {
+            weight: vec![0f32; c],
+            bias: vec![0f32; c],
+            k_x: vec![0f32; c],
+            b_0: vec![0f32; c],
+        };
+        // k = −scale · inv_std² · Σ dz (x − mean) / m, b0 = −scale · Σ dz / m − k · mean.
+        for ch in 0..c {
+            let (sum_dz, sum_dzc) = sums[ch];
+            let is = f64::from(sv.inv_std[ch]);
+            let a = f64::from(sv.scale[ch]);
+            g.bias[ch] = sum_dz as f32;
+            g.weight[ch] = (sum_dzc * is) as f32;
+            let k = -a * is * is * sum_dzc / m;
+            g.k_x[ch] = k as f32;
+            g.b_0[ch] = (-a * sum_dz / m - k * f64::from(sv.mean[ch])) as f32;
+        }
+        Ok(g)
+    }
+
+    /// The input gradient of `(x, dy)` with the coefficients of `grads`, to be written whole or
+    /// image by image.
+    pub(super) fn input_grad<'a>(
+        &'a self,
+        grads: &'a Grads,
+        (x, dy): (&'a [f32], &'a [f32]),
+        (c, s): (usize, usize),
+    ) -> Result<InputGrad<'a>> {
+        let sv = self.saved()?;
+        let coef = [sv.scale.as_slice(), &sv.shift, &sv.scale, &grads.k_x, &grads.b_0];
+        Ok(InputGrad::new(self.act, (x, dy), (c, s), coef))
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,11 @@
 
 use std::sync::Mutex;
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+
+use super::act::channel_geometry;
+use super::conv_op::ConvOp;
+use super::cpu::read_f32;
 
 use super::batchnorm::{BatchNormTrain, BatchStats};
 use super::{kernel_op, route, Act};
@@ -51,7 +55,7 @@ pub fn conv_bn_train(
 fn fused(
     x: &Tensor,
     w: &Tensor,
-    conv: Box<dyn CustomOp2 + Send + Sync>,
+    conv: Box<dyn ConvOp>,
     norm: NormAct,
 ) -> Result<(Tensor, BatchStats)> {
     let c = w.dim(0)?;
@@ -78,7 +82,7 @@ fn fused(
 }
 
 struct ConvBnTrain {
-    conv: Box<dyn CustomOp2 + Send + Sync>,
+    conv: Box<dyn ConvOp>,
     bn: BatchNormTrain,
     /// The convolution's output, from the forward to the backward.
     conv_out: Mutex<Option<Tensor>>,
@@ -129,7 +133,7 @@ impl CustomOp3 for ConvBnTrain {
         x: &Tensor,
         w: &Tensor,
         params: &Tensor,
-        y: &Tensor,
+        _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(conv_out) = self
@@ -140,15 +144,17 @@ impl CustomOp3 for ConvBnTrain {
         else {
             bail!("{}: backward without a forward", self.name())
         };
-        let c = w.dim(0)?;
-        let (weight, bias) = (params.narrow(0, 0, c)?, params.narrow(0, c, c)?);
-        let (d_conv_out, d_weight, d_bias) = self.bn.bwd(&conv_out, &weight, &bias, y, dy)?;
-        let (Some(d_conv_out), Some(d_weight), Some(d_bias)) = (d_conv_out, d_weight, d_bias)
-        else {
-            bail!("{}: batch norm gave no gradient", self.name())
-        };
-        let (dx, dw) = self.conv.bwd(x, w, &conv_out, &d_conv_out)?;
-        let d_params = Tensor::cat(&[&d_weight, &d_bias], 0)?;
+        let dy = dy.contiguous()?;
+        let (n, c, s) = channel_geometry(conv_out.shape(), self.name())?;
+        let (dx, dw, d_params) = read_f32(&conv_out, |z| {
+            read_f32(&dy, |dy| -> Result<_> {
+                let grads = self.bn.grads(z, dy, (n, c, s))?;
+                let dz = self.bn.input_grad(&grads, (z, dy), (c, s))?;
+                let (dx, dw) = self.conv.bwd_images(x, w, &conv_out, &dz)?;
+                Ok((dx, dw, [grads.weight, grads.bias].concat()))
+            })
+        })???;
+        let d_params = Tensor::from_vec(d_params, params.shape(), params.device())?;
         Ok((dx, dw, Some(d_params)))
     }
 }
@@ -183,10 +189,14 @@ mod tests {
     #[test]
     fn matches_conv_then_batch_norm() -> Result<()> {
         let mut rng = StdRng::seed_from_u64(31);
-        // Pointwise on a large and a small plane, depthwise flat and small, dense stride 2
-        // (the stem) and on a small plane.
+        // Pointwise on a small plane (channel-major) and on planes of 128 and more (sample by
+        // sample, the output gradient written image by image), depthwise flat and small, dense
+        // stride 2 (the stem) on both sides of 128 outputs and stride 1 on a small plane.
         let cases = [
             (Route::Pointwise, [3, 6, 9, 8], [5, 6, 1, 1], 1, 0),
+            (Route::Pointwise, [3, 5, 12, 12], [7, 5, 1, 1], 1, 0),
+            (Route::Pointwise, [1, 4, 16, 9], [3, 4, 1, 1], 1, 0),
+            (Route::Dense, [3, 3, 24, 24], [6, 3, 3, 3], 2, 1),
             (Route::Pointwise, [4, 6, 3, 3], [7, 6, 1, 1], 1, 0),
             (Route::Depthwise, [2, 6, 12, 10], [6, 1, 3, 3], 2, 1),
             (Route::Depthwise, [3, 5, 4, 4], [5, 1, 5, 5], 1, 2),

@@ -16,6 +16,8 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
+use super::act::InputGrad;
+use super::conv_op::{ConvOp, OutGrad};
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
@@ -268,16 +270,37 @@ impl CustomOp2 for DenseConv {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
+        read_f32(&dy.contiguous()?, |dy| self.grads(x, w, OutGrad::Whole(dy)))?
+    }
+}
+
+impl ConvOp for DenseConv {
+    fn bwd_images(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &InputGrad,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        self.grads(x, w, OutGrad::Images(dy))
+    }
+}
+
+impl DenseConv {
+    /// `(dx, dw)` for the output gradient `dy`; `dx` only where a gradient flows to `x`.
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: OutGrad,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let geo = Geometry::new(x.shape(), w.shape(), self.stride, self.padding)?;
         let saved = self.cols.lock().unwrap_or_else(|e| e.into_inner()).take();
         let want = Wanted {
             dx: x.track_op(),
             cols: saved,
         };
-        let (dx, dw) = read_f32(x, |x| {
-            read_f32(w, |w| read_f32(&dy, |dy| backward(&geo, x, w, dy, want)))
-        })???;
+        let (dx, dw) = read_f32(x, |x| read_f32(w, |w| backward(&geo, x, w, dy, want)))??;
         let dx = match dx {
             Some(dx) => Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             None => None,
@@ -299,7 +322,7 @@ fn backward(
     geo: &Geometry,
     x: &[f32],
     w: &[f32],
-    dy: &[f32],
+    dy: OutGrad,
     want: Wanted,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let (k, l, co) = (geo.k(), geo.l(), geo.co);
@@ -307,6 +330,14 @@ fn backward(
         return (want.dx.then(|| vec![0f32; x.len()]), vec![0.0; co * k]);
     }
     if l < PER_SAMPLE_MIN_L {
+        let whole;
+        let dy = match dy {
+            OutGrad::Whole(dy) => dy,
+            OutGrad::Images(g) => {
+                whole = g.all();
+                &whole
+            }
+        };
         return backward_channel_major(geo, x, w, dy, want);
     }
     let in_sample = geo.ci * geo.plane();
@@ -315,48 +346,47 @@ fn backward(
     let wm = Mat::new(w, co, k);
     let kk = geo.kh * geo.kw;
     let mut dx = vec![0f32; if want.dx { x.len() } else { 0 }];
-    let dw = x
-        .par_chunks(per_task * in_sample)
-        .zip(dy.par_chunks(per_task * co * l))
-        .map(|(xs, dys)| {
-            let mut part = vec![0f32; co * k];
-            let (mut cols, mut buf) = (vec![0f32; k * l], Vec::new());
-            for (xb, dyb) in xs.chunks_exact(in_sample).zip(dys.chunks_exact(co * l)) {
-                geo.im2col(&taps, xb, &mut cols, &mut buf);
-                let dyb = Mat::new(dyb, co, l);
-                let colst = Mat::new(&cols, k, l).t();
-                matmul(MatMut::new(&mut part, co, k), dyb, colst, true, threads);
+    // Each task's samples: the output gradient read (or written) once, then the weight
+    // gradient's product and, if wanted, the input gradient's.
+    let task = |t: usize, dxs: &mut [f32]| {
+        let mut part = vec![0f32; co * k];
+        let (mut cols, mut dcols, mut buf, mut scratch) =
+            (vec![0f32; k * l], Vec::new(), Vec::new(), Vec::new());
+        let samples = t * per_task..geo.b.min((t + 1) * per_task);
+        for (j, i) in samples.enumerate() {
+            geo.im2col(&taps, &x[i * in_sample..(i + 1) * in_sample], &mut cols, &mut buf);
+            let dyb = Mat::new(dy.image(i, co * l, &mut scratch), co, l);
+            let colst = Mat::new(&cols, k, l).t();
+            matmul(MatMut::new(&mut part, co, k), dyb, colst, true, threads);
+            if !want.dx {
+                continue;
             }
-            part
-        })
-        .collect::<Vec<_>>()
+            dcols.resize(k * l, 0.0);
+            matmul(MatMut::new(&mut dcols, k, l), wm.t(), dyb, false, threads);
+            let dxb = &mut dxs[j * in_sample..(j + 1) * in_sample];
+            for (plane, rows) in dxb.chunks_exact_mut(geo.plane()).zip(dcols.chunks_exact(kk * l)) {
+                col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, l), plane, &mut buf);
+            }
+        }
+        part
+    };
+    let tasks = geo.b.div_ceil(per_task);
+    let parts = if want.dx {
+        dx.par_chunks_mut(per_task * in_sample)
+            .enumerate()
+            .map(|(t, dxs)| task(t, dxs))
+            .collect::<Vec<_>>()
+    } else {
+        (0..tasks).into_par_iter().map(|t| task(t, &mut [])).collect()
+    };
+    // Added up in order, so that reruns are bit-identical.
+    let dw = parts
         .into_iter()
-        // Added up in order, so that reruns are bit-identical.
         .reduce(|mut a, b| {
             a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
             a
         })
         .unwrap_or_else(|| vec![0.0; co * k]);
-    if want.dx {
-        dx.par_chunks_mut(per_task * in_sample)
-            .zip(dy.par_chunks(per_task * co * l))
-            .for_each(|(dxs, dys)| {
-                let (mut dcols, mut buf) = (vec![0f32; k * l], Vec::new());
-                for (dxb, dyb) in dxs
-                    .chunks_exact_mut(in_sample)
-                    .zip(dys.chunks_exact(co * l))
-                {
-                    let dyb = Mat::new(dyb, co, l);
-                    matmul(MatMut::new(&mut dcols, k, l), wm.t(), dyb, false, threads);
-                    for (plane, rows) in dxb
-                        .chunks_exact_mut(geo.plane())
-                        .zip(dcols.chunks_exact(kk * l))
-                    {
-                        col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, l), plane, &mut buf);
-                    }
-                }
-            });
-    }
     (want.dx.then_some(dx), dw)
 }
 
@@ -485,7 +515,7 @@ mod tests {
             );
             let dy = crate::ops::testutil::uniform(&[3, 6, geo.g.oh, geo.g.ow], &mut rng)?;
             let dyv = dy.flatten_all()?.to_vec1::<f32>()?;
-            let run = |dx, cols| backward(&geo, &xv, &wv, &dyv, Wanted { dx, cols });
+            let run = |dx, cols| backward(&geo, &xv, &wv, OutGrad::Whole(&dyv), Wanted { dx, cols });
             let (dx, dw) = run(true, None);
             let kept = geo.im2col_channel_major(&geo.g.taps(), &xv);
             let (dx2, dw2) = run(true, Some(kept));

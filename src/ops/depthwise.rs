@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
+use super::conv_op::ConvOp;
 use super::cpu::{f32_slice, read_f32};
 use super::depthwise_plane::{sum_rows, tap_dots, Placement, RowSums, SLACK};
 use super::depthwise_small::{self, TapTable};
@@ -244,6 +245,8 @@ impl DepthwiseConv2d {
         }
     }
 }
+
+impl ConvOp for DepthwiseConv2d {}
 
 impl CustomOp2 for DepthwiseConv2d {
     fn name(&self) -> &'static str {

@@ -15,12 +15,15 @@ use std::sync::Arc;
 
 use candle_core::{CustomOp2, DType, Result, Shape, Tensor};
 
+use conv_op::ConvOp;
+
 mod act;
 mod affine;
 mod alloc;
 mod batchnorm;
 mod channel_major;
 mod conv_bn;
+mod conv_op;
 mod cpu;
 pub mod dense;
 mod depthwise;
@@ -124,7 +127,7 @@ pub fn conv2d(
     match kernel_op(kernel, x.shape(), w.shape(), stride, padding)? {
         Some(op) => x
             .contiguous()?
-            .apply_op2_arc(&w.contiguous()?, Arc::new(op)),
+            .apply_op2_arc(&w.contiguous()?, Arc::new(op as Box<dyn CustomOp2 + Send + Sync>)),
         None => x.conv2d(w, padding, stride, 1, groups),
     }
 }
@@ -137,7 +140,7 @@ fn kernel_op(
     w: &Shape,
     stride: usize,
     padding: usize,
-) -> Result<Option<Box<dyn CustomOp2 + Send + Sync>>> {
+) -> Result<Option<Box<dyn ConvOp>>> {
     Ok(match route {
         Route::Depthwise => Some(Box::new(depthwise::DepthwiseConv2d::new(stride))),
         Route::Pointwise => Some(Box::new(pointwise::Conv1x1::new(x, w)?)),

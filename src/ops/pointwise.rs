@@ -13,9 +13,11 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
+use super::act::InputGrad;
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
+use super::conv_op::{ConvOp, OutGrad};
 use super::uninit::written;
 
 /// Convolution of `x: [B, Ci, H, W]` with a 1x1 kernel `w: [Co, Ci, 1, 1]`, stride 1, no
@@ -132,14 +134,34 @@ impl CustomOp2 for Conv1x1 {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
+        read_f32(&dy.contiguous()?, |dy| self.grads(x, w, OutGrad::Whole(dy)))?
+    }
+}
+
+impl ConvOp for Conv1x1 {
+    fn bwd_images(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &InputGrad,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        self.grads(x, w, OutGrad::Images(dy))
+    }
+}
+
+impl Conv1x1 {
+    /// `(dx, dw)` for the output gradient `dy`.
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: OutGrad,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, ci, l, co) = dims(x.shape(), w.shape())?;
         let xcm = self.xcm.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let (dx, dw) = read_f32(x, |x| {
-            read_f32(w, |w| {
-                read_f32(&dy, |dy| backward(x, w, dy, (b, ci, l, co), xcm))
-            })
-        })???;
+        let (dx, dw) =
+            read_f32(x, |x| read_f32(w, |w| backward(x, w, dy, (b, ci, l, co), xcm)))??;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::from_vec(dw, w.shape(), x.device())?),
@@ -152,13 +174,35 @@ impl CustomOp2 for Conv1x1 {
 fn backward(
     x: &[f32],
     w: &[f32],
+    dy: OutGrad,
+    (b, ci, l, co): (usize, usize, usize, usize),
+    xcm: Option<Vec<f32>>,
+) -> (Vec<f32>, Vec<f32>) {
+    if (1..PER_SAMPLE_MIN_L).contains(&l) {
+        let whole;
+        let dy = match dy {
+            OutGrad::Whole(dy) => dy,
+            OutGrad::Images(g) => {
+                whole = g.all();
+                &whole
+            }
+        };
+        return whole_batch_backward(x, w, dy, (b, ci, l, co), xcm);
+    }
+    per_sample_backward(x, w, dy, (b, ci, l, co))
+}
+
+/// [`backward`] as one product over the batch: `L = 1`, or channel-major for small `L`.
+fn whole_batch_backward(
+    x: &[f32],
+    w: &[f32],
     dy: &[f32],
     (b, ci, l, co): (usize, usize, usize, usize),
     xcm: Option<Vec<f32>>,
 ) -> (Vec<f32>, Vec<f32>) {
     let mut dw = vec![0f32; co * ci];
     let wm = Mat::new(w, co, ci);
-    if l > 1 && l < PER_SAMPLE_MIN_L {
+    if l > 1 {
         let n = b * l;
         let dycm = to_channel_major(dy, b, co, l);
         let xcm = match xcm {
@@ -176,57 +220,52 @@ fn backward(
         );
         return (to_batch_major(&dxcm, b, ci, l), dw);
     }
-    if l == 1 {
-        // dx [B, Ci] = dy [B, Co] · w; dw [Co, Ci] = dyᵀ · x.
-        let dym = Mat::new(dy, b, co);
-        let dx = product(dym, wm, Threads::All);
-        matmul(
-            MatMut::new(&mut dw, co, ci),
-            dym.t(),
-            Mat::new(x, b, ci),
-            false,
-            Threads::All,
-        );
-        return (dx, dw);
-    }
-    let sample =
-        |dxb: &mut [MaybeUninit<f32>], xb: &[f32], dyb: &[f32], dw: &mut [f32], threads| {
-            let dyb = Mat::new(dyb, co, l);
+    // dx [B, Ci] = dy [B, Co] · w; dw [Co, Ci] = dyᵀ · x.
+    let dym = Mat::new(dy, b, co);
+    let dx = product(dym, wm, Threads::All);
+    matmul(
+        MatMut::new(&mut dw, co, ci),
+        dym.t(),
+        Mat::new(x, b, ci),
+        false,
+        Threads::All,
+    );
+    (dx, dw)
+}
+
+/// [`backward`] as two products per sample; each sample's output gradient is read, or written,
+/// just before its products.
+fn per_sample_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: OutGrad,
+    (b, ci, l, co): (usize, usize, usize, usize),
+) -> (Vec<f32>, Vec<f32>) {
+    let mut dw = vec![0f32; co * ci];
+    let wm = Mat::new(w, co, ci);
+    // Samples `range` into their slots of `dx`, adding their weight gradients into `dw`.
+    let samples = |dx: &mut [MaybeUninit<f32>], range: std::ops::Range<usize>, dw: &mut [f32], threads| {
+        let mut scratch = Vec::new();
+        for (dxb, i) in dx.chunks_mut(ci * l).zip(range) {
+            let dyb = Mat::new(dy.image(i, co * l, &mut scratch), co, l);
             matmul(MatMut::uninit(dxb, ci, l), wm.t(), dyb, false, threads);
-            matmul(
-                MatMut::new(dw, co, ci),
-                dyb,
-                Mat::new(xb, ci, l).t(),
-                true,
-                threads,
-            );
-        };
+            let xb = Mat::new(&x[i * ci * l..(i + 1) * ci * l], ci, l);
+            matmul(MatMut::new(dw, co, ci), dyb, xb.t(), true, threads);
+        }
+    };
     let write = |dx: &mut [MaybeUninit<f32>]| {
         if per_sample_threads(b) == Threads::All {
-            for ((dxb, xb), dyb) in dx
-                .chunks_mut(ci * l)
-                .zip(x.chunks(ci * l))
-                .zip(dy.chunks(co * l))
-            {
-                sample(dxb, xb, dyb, &mut dw, Threads::All);
-            }
+            samples(dx, 0..b, &mut dw, Threads::All);
             return;
         }
         // One contiguous range of samples per thread, each with its own weight-gradient partial.
         let per_task = b.div_ceil(rayon::current_num_threads());
         let parts = dx
             .par_chunks_mut(per_task * ci * l)
-            .zip(x.par_chunks(per_task * ci * l))
-            .zip(dy.par_chunks(per_task * co * l))
-            .map(|((dxs, xs), dys)| {
+            .enumerate()
+            .map(|(t, dxs)| {
                 let mut part = vec![0f32; co * ci];
-                for ((dxb, xb), dyb) in dxs
-                    .chunks_mut(ci * l)
-                    .zip(xs.chunks(ci * l))
-                    .zip(dys.chunks(co * l))
-                {
-                    sample(dxb, xb, dyb, &mut part, Threads::One);
-                }
+                samples(dxs, t * per_task..b, &mut part, Threads::One);
                 part
             })
             .collect::<Vec<_>>();
@@ -267,8 +306,8 @@ mod tests {
         let w = crate::ops::testutil::uniform(&[co * ci], &mut rng)?.to_vec1::<f32>()?;
         let dy = crate::ops::testutil::uniform(&[b * co * l], &mut rng)?.to_vec1::<f32>()?;
         let kept = to_channel_major(&x, b, ci, l);
-        let without = backward(&x, &w, &dy, (b, ci, l, co), None);
-        assert_eq!(without, backward(&x, &w, &dy, (b, ci, l, co), Some(kept)));
+        let without = backward(&x, &w, OutGrad::Whole(&dy), (b, ci, l, co), None);
+        assert_eq!(without, backward(&x, &w, OutGrad::Whole(&dy), (b, ci, l, co), Some(kept)));
         Ok(())
     }
 

@@ -1,0 +1,52 @@
+//! What [`super::conv2d`]'s kernels share beyond candle's op trait: a backward that can take the
+//! output gradient one image at a time, as the fused convolution + batch norm produces it.
+
+use std::mem::MaybeUninit;
+
+use candle_core::{CustomOp2, Result, Tensor};
+
+use super::act::InputGrad;
+use super::uninit::assume_written;
+
+/// A convolution output's gradient: a whole tensor's elements, or a per-channel op's input
+/// gradient that each image's backward writes into its own scratch buffer while it is still in
+/// cache.
+#[derive(Clone, Copy)]
+pub(super) enum OutGrad<'a> {
+    Whole(&'a [f32]),
+    Images(&'a InputGrad<'a>),
+}
+
+impl OutGrad<'_> {
+    /// Image `i`'s `len` elements: a slice of the whole gradient, or written into `scratch`.
+    pub fn image<'s>(&'s self, i: usize, len: usize, scratch: &'s mut Vec<f32>) -> &'s [f32] {
+        match self {
+            OutGrad::Whole(dy) => &dy[i * len..(i + 1) * len],
+            OutGrad::Images(g) => {
+                scratch.clear();
+                scratch.reserve(len);
+                let slots: &mut [MaybeUninit<f32>] = &mut scratch.spare_capacity_mut()[..len];
+                g.image(i, slots);
+                // SAFETY: `InputGrad::image` writes all of an image's `len` slots.
+                unsafe { assume_written(slots) }
+            }
+        }
+    }
+}
+
+/// A convolution kernel's candle op, whose backward can also take its output gradient image by
+/// image.
+pub(super) trait ConvOp: CustomOp2 + Send + Sync {
+    /// `(dx, dw)` for the output gradient `dy` of output `y`. By default `dy` is written out
+    /// whole and handed to [`CustomOp2::bwd`].
+    fn bwd_images(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        dy: &InputGrad,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let whole = Tensor::from_vec(dy.all(), y.shape(), y.device())?;
+        self.bwd(x, w, y, &whole)
+    }
+}
