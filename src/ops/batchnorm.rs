@@ -133,7 +133,7 @@ multiversion! {
 /// Per-channel `(Σ (x − center), Σ (x − center)²)` of an `[N, C, S]` tensor (`s > 0`).
 fn moments(x: &[f32], (n, c, s): (usize, usize, usize), center: &[f32]) -> Vec<(f64, f64)> {
     if !per_image(s) {
-        return channel_sums(n * c, c, s, |r, _| {
+        return channel_sums(n * c, c, s, |r| {
             shifted_moments(&x[r * s..(r + 1) * s], center[r % c])
         });
     }
