@@ -6,13 +6,13 @@
 //! rows at once. Blocks of rows are then summed in registers over all taps
 //! ([`super::depthwise_plane`]): the forward sums each output over its taps; the input gradient
 //! spreads `dy` into a zero-bordered buffer and sums, for each input pixel, the taps that read
-//! it; the weight gradient takes one dot product per tap, several taps per pass over the run.
-//! Rows are `wq` wide (`wq ≥ OW`); the extra columns are dropped (forward) or zero (backward).
-//! Narrower planes, where most taps read padding, go to [`super::depthwise_small`], which puts
-//! the batch innermost.
+//! it; the weight gradient takes one dot product per tap of that same buffer with the plane's
+//! input, several taps per pass over the run. Rows are `wq` wide (`wq ≥ OW`); the extra columns
+//! are dropped (forward) or zero (backward). Narrower planes, where most taps read padding, go
+//! to [`super::depthwise_small`], which puts the batch innermost.
 //!
-//! Forward and input gradient run in parallel over `batch x channel` planes, the weight
-//! gradient over channels, summing over the batch in order (reruns are bit-identical).
+//! Forward and backward run in parallel over `batch x channel` planes; the weight gradient's
+//! per-plane products are then summed over the batch in order (reruns are bit-identical).
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -330,10 +330,7 @@ impl CustomOp2 for DepthwiseConv2d {
                         let t = small_table(&g);
                         depthwise_small::backward(&t, (b, c), (x, kept), wt, dy)
                     } else {
-                        (
-                            input_grad(&g, (b, c), dy, wt),
-                            weight_grad(&g, (b, c), x, dy),
-                        )
+                        backward(&g, (b, c), x, dy, wt)
                     }
                 })
             })
@@ -345,11 +342,17 @@ impl CustomOp2 for DepthwiseConv2d {
     }
 }
 
-/// `dx`: every `dy[oh, ow] · w[i, j]` added onto the pixel tap `(i, j)` read. Per plane, `dy`
-/// is spread into a zero-bordered buffer and each input pixel gathers the taps of its phase
-/// (the taps that read it), in tap order: the sums of the per-tap transposed passes.
-fn input_grad(g: &Padded, (b, c): (usize, usize), dy: &[f32], wt: &[f32]) -> Vec<f32> {
-    let (k, plane, out_plane) = (g.k, g.h * g.w, g.oh * g.ow);
+/// `(dx, dw)`, plane by plane: each plane's `dy` is spread once into a zero-bordered buffer
+/// that both gradients read.
+///
+/// `dx`: every `dy[oh, ow] · w[i, j]` added onto the pixel tap `(i, j)` read. Each input pixel
+/// gathers the taps of its phase (the taps that read it), in tap order: the sums of the per-tap
+/// transposed passes.
+///
+/// `dw[c, i, j] = Σ_b Σ dy · x` under tap `(i, j)`: one dot product per tap and plane, the
+/// planes' products summed over the batch in order afterwards.
+fn backward(g: &Padded, (b, c): (usize, usize), x: &[f32], dy: &[f32], wt: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (k, kk, plane, out_plane) = (g.k, g.k * g.k, g.h * g.w, g.oh * g.ow);
     let taps = g.taps();
     // The zero border ahead of `dy`: the largest start of a tap's run.
     let lead = taps.iter().copied().max().unwrap_or(0);
@@ -361,6 +364,7 @@ fn input_grad(g: &Padded, (b, c): (usize, usize), dy: &[f32], wt: &[f32]) -> Vec
     // Stride 2 sums each phase in the padded layout, then interleaves the phases' columns
     // into the plane's rows; other strides write each sum straight to its pixel.
     let interleaved = g.s == 2 && g.w >= 2;
+    let mut dots = vec![0f64; b * c * kk];
     let write = |dx: &mut [MaybeUninit<f32>]| {
         if dx.is_empty() {
             return;
@@ -368,11 +372,12 @@ fn input_grad(g: &Padded, (b, c): (usize, usize), dy: &[f32], wt: &[f32]) -> Vec
         let scratch = || {
             let dyz = vec![0f32; lead + g.len() + SLACK];
             let sums = vec![MaybeUninit::new(0f32); if interleaved { g.len() } else { 0 }];
-            (dyz, sums, Vec::with_capacity(k * k))
+            (dyz, sums, Vec::with_capacity(k * k), vec![0f32; g.len()])
         };
-        dx.par_chunks_mut(plane).enumerate().for_each_init(
-            scratch,
-            |(dyz, sums, wts), (bc, dxp)| {
+        dx.par_chunks_mut(plane)
+            .zip(dots.par_chunks_mut(kk))
+            .enumerate()
+            .for_each_init(scratch, |(dyz, sums, wts, buf), (bc, (dxp, dots))| {
                 g.spread(&dy[bc * out_plane..(bc + 1) * out_plane], &mut dyz[lead..]);
                 let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
                 for (phase, offs) in phases.iter().zip(&offs) {
@@ -396,39 +401,21 @@ fn input_grad(g: &Padded, (b, c): (usize, usize), dy: &[f32], wt: &[f32]) -> Vec
                     // SAFETY: `sums` was made of zeros, and `sum_rows` only writes values.
                     g.interleave_into(unsafe { assume_written(sums) }, dxp);
                 }
-            },
-        );
+                g.fill(&x[bc * plane..(bc + 1) * plane], buf);
+                tap_dots(&dyz[lead..lead + g.run()], buf, &taps, dots);
+            });
     };
     // SAFETY: each input pixel lies in exactly one phase, whose rows and columns `sum_rows`
     // writes in full (an empty plane or an output without pixels writes nothing and needs
     // nothing).
-    unsafe { written(b * c * plane, write) }
-}
-
-/// `dw[c, i, j] = Σ_b Σ dy · x` under tap `(i, j)`: one dot product per tap and plane, summed
-/// over the batch in order.
-fn weight_grad(g: &Padded, (b, c): (usize, usize), x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (kk, plane, out_plane) = (g.k * g.k, g.h * g.w, g.oh * g.ow);
-    let taps = g.taps();
-    let mut dw = vec![0f32; c * kk];
-    if dw.is_empty() {
-        return dw;
-    }
-    dw.par_chunks_mut(kk).enumerate().for_each_init(
-        || (vec![0f32; g.len()], vec![0f32; g.run()], vec![0f64; kk]),
-        |(buf, flat, acc), (ch, dwc)| {
-            acc.fill(0.0);
-            for bc in (0..b).map(|bi| bi * c + ch) {
-                g.fill(&x[bc * plane..(bc + 1) * plane], buf);
-                g.spread(&dy[bc * out_plane..(bc + 1) * out_plane], flat);
-                tap_dots(flat, buf, &taps, acc);
-            }
-            for (d, &a) in dwc.iter_mut().zip(acc.iter()) {
-                *d = a as f32;
-            }
-        },
-    );
-    dw
+    let dx = unsafe { written(b * c * plane, write) };
+    let dw = (0..c * kk)
+        .map(|i| {
+            let (ch, t) = (i / kk, i % kk);
+            (0..b).fold(0f64, |acc, bi| acc + dots[(bi * c + ch) * kk + t]) as f32
+        })
+        .collect();
+    (dx, dw)
 }
 
 #[cfg(test)]
