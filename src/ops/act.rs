@@ -400,11 +400,13 @@ fn row_totals(v: &[f32], s: usize) -> Vec<f64> {
     let blocks = v.chunks_exact(ROWS * s.max(1));
     let rest = blocks.remainder();
     for block in blocks {
+        let rows: [&[f32]; ROWS] = std::array::from_fn(|r| &block[r * s..(r + 1) * s]);
         // `Sum` for floats starts from −0.0.
         let mut acc = [-0.0f64; ROWS];
         for i in 0..s {
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a += f64::from(block[r * s + i]);
+            let column: [f32; ROWS] = std::array::from_fn(|r| rows[r][i]);
+            for r in 0..ROWS {
+                acc[r] += f64::from(column[r]);
             }
         }
         totals.extend_from_slice(&acc);
