@@ -187,9 +187,22 @@ pub(crate) struct InputGrad<'a> {
 
 impl<'a> InputGrad<'a> {
     /// The gradient of `(x, dy)`, with `coef = [scale, shift, p, q, r]`.
-    pub fn new(act: Act, (x, dy): (&'a [f32], &'a [f32]), (c, s): (usize, usize), coef: [&'a [f32]; 5]) -> Self {
+    pub fn new(
+        act: Act,
+        (x, dy): (&'a [f32], &'a [f32]),
+        (c, s): (usize, usize),
+        coef: [&'a [f32]; 5],
+    ) -> Self {
         let spread = per_image(s).then(|| coef.map(|v| spread(v, s)));
-        Self { act, x, dy, c, s, coef, spread }
+        Self {
+            act,
+            x,
+            dy,
+            c,
+            s,
+            coef,
+            spread,
+        }
     }
 
     /// Elements per image, `C · S`.
@@ -403,11 +416,11 @@ fn row_totals(v: &[f32], s: usize) -> Vec<f64> {
         let rows: [&[f32]; ROWS] = std::array::from_fn(|r| &block[r * s..(r + 1) * s]);
         // `Sum` for floats starts from −0.0.
         let mut acc = [-0.0f64; ROWS];
+        // `i` is a column of all eight rows, not an index into `rows`: the lint misreads it.
+        #[allow(clippy::needless_range_loop)]
         for i in 0..s {
             let column: [f32; ROWS] = std::array::from_fn(|r| rows[r][i]);
-            for r in 0..ROWS {
-                acc[r] += f64::from(column[r]);
-            }
+            acc = std::array::from_fn(|r| acc[r] + f64::from(column[r]));
         }
         totals.extend_from_slice(&acc);
     }
@@ -496,7 +509,8 @@ mod tests {
                         let xy = (x.as_slice(), dy.as_slice());
                         (
                             affine_act(&x, c, s, &scale, &shift, act),
-                            InputGrad::new(act, xy, (c, s), [&scale, &shift, &p, &shift, &scale]).all(),
+                            InputGrad::new(act, xy, (c, s), [&scale, &shift, &p, &shift, &scale])
+                                .all(),
                             grad_sums(act, xy, (n, c, s), (&scale, &shift), &p),
                         )
                     })
@@ -514,7 +528,9 @@ mod tests {
     #[test]
     fn row_totals_match_the_sum_of_each_row() {
         for (rows, s) in [(19, 5), (8, 1), (3, 7), (0, 4)] {
-            let mut v: Vec<f32> = (0..rows * s).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+            let mut v: Vec<f32> = (0..rows * s)
+                .map(|i| (i as f32 * 0.37).sin() * 1e3)
+                .collect();
             if rows > 2 {
                 v[s..2 * s].fill(-0.0);
             }

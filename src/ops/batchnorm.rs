@@ -257,10 +257,21 @@ impl BatchNormTrain {
 
     /// The gradients of the forward's input `x: [N, C, S]` and output gradient `dy`, one pass
     /// over both.
-    pub(super) fn grads(&self, x: &[f32], dy: &[f32], (n, c, s): (usize, usize, usize)) -> Result<Grads> {
+    pub(super) fn grads(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        (n, c, s): (usize, usize, usize),
+    ) -> Result<Grads> {
         let sv = self.saved()?;
         let m = sv.stats.count as f64;
-        let sums = grad_sums(self.act, (x, dy), (n, c, s), (&sv.scale, &sv.shift), &sv.mean);
+        let sums = grad_sums(
+            self.act,
+            (x, dy),
+            (n, c, s),
+            (&sv.scale, &sv.shift),
+            &sv.mean,
+        );
         let mut g = Grads {
             weight: vec![0f32; c],
             bias: vec![0f32; c],
@@ -268,8 +279,7 @@ impl BatchNormTrain {
             b_0: vec![0f32; c],
         };
         // k = −scale · inv_std² · Σ dz (x − mean) / m, b0 = −scale · Σ dz / m − k · mean.
-        for ch in 0..c {
-            let (sum_dz, sum_dzc) = sums[ch];
+        for (ch, &(sum_dz, sum_dzc)) in sums.iter().enumerate() {
             let is = f64::from(sv.inv_std[ch]);
             let a = f64::from(sv.scale[ch]);
             g.bias[ch] = sum_dz as f32;
@@ -290,7 +300,13 @@ impl BatchNormTrain {
         (c, s): (usize, usize),
     ) -> Result<InputGrad<'a>> {
         let sv = self.saved()?;
-        let coef = [sv.scale.as_slice(), &sv.shift, &sv.scale, &grads.k_x, &grads.b_0];
+        let coef = [
+            sv.scale.as_slice(),
+            &sv.shift,
+            &sv.scale,
+            &grads.k_x,
+            &grads.b_0,
+        ];
         Ok(InputGrad::new(self.act, (x, dy), (c, s), coef))
     }
 }

@@ -17,8 +17,8 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 use super::act::InputGrad;
-use super::conv_op::{ConvOp, OutGrad};
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
+use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
 use super::uninit::written;
@@ -354,7 +354,12 @@ fn backward(
             (vec![0f32; k * l], Vec::new(), Vec::new(), Vec::new());
         let samples = t * per_task..geo.b.min((t + 1) * per_task);
         for (j, i) in samples.enumerate() {
-            geo.im2col(&taps, &x[i * in_sample..(i + 1) * in_sample], &mut cols, &mut buf);
+            geo.im2col(
+                &taps,
+                &x[i * in_sample..(i + 1) * in_sample],
+                &mut cols,
+                &mut buf,
+            );
             let dyb = Mat::new(dy.image(i, co * l, &mut scratch), co, l);
             let colst = Mat::new(&cols, k, l).t();
             matmul(MatMut::new(&mut part, co, k), dyb, colst, true, threads);
@@ -364,7 +369,10 @@ fn backward(
             dcols.resize(k * l, 0.0);
             matmul(MatMut::new(&mut dcols, k, l), wm.t(), dyb, false, threads);
             let dxb = &mut dxs[j * in_sample..(j + 1) * in_sample];
-            for (plane, rows) in dxb.chunks_exact_mut(geo.plane()).zip(dcols.chunks_exact(kk * l)) {
+            for (plane, rows) in dxb
+                .chunks_exact_mut(geo.plane())
+                .zip(dcols.chunks_exact(kk * l))
+            {
                 col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, l), plane, &mut buf);
             }
         }
@@ -377,7 +385,10 @@ fn backward(
             .map(|(t, dxs)| task(t, dxs))
             .collect::<Vec<_>>()
     } else {
-        (0..tasks).into_par_iter().map(|t| task(t, &mut [])).collect()
+        (0..tasks)
+            .into_par_iter()
+            .map(|t| task(t, &mut []))
+            .collect()
     };
     // Added up in order, so that reruns are bit-identical.
     let dw = parts
@@ -515,7 +526,8 @@ mod tests {
             );
             let dy = crate::ops::testutil::uniform(&[3, 6, geo.g.oh, geo.g.ow], &mut rng)?;
             let dyv = dy.flatten_all()?.to_vec1::<f32>()?;
-            let run = |dx, cols| backward(&geo, &xv, &wv, OutGrad::Whole(&dyv), Wanted { dx, cols });
+            let run =
+                |dx, cols| backward(&geo, &xv, &wv, OutGrad::Whole(&dyv), Wanted { dx, cols });
             let (dx, dw) = run(true, None);
             let kept = geo.im2col_channel_major(&geo.g.taps(), &xv);
             let (dx2, dw2) = run(true, Some(kept));

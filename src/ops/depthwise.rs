@@ -351,7 +351,13 @@ impl CustomOp2 for DepthwiseConv2d {
 ///
 /// `dw[c, i, j] = Σ_b Σ dy · x` under tap `(i, j)`: one dot product per tap and plane, the
 /// planes' products summed over the batch in order afterwards.
-fn backward(g: &Padded, (b, c): (usize, usize), x: &[f32], dy: &[f32], wt: &[f32]) -> (Vec<f32>, Vec<f32>) {
+fn backward(
+    g: &Padded,
+    (b, c): (usize, usize),
+    x: &[f32],
+    dy: &[f32],
+    wt: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let (k, kk, plane, out_plane) = (g.k, g.k * g.k, g.h * g.w, g.oh * g.ow);
     let taps = g.taps();
     // The zero border ahead of `dy`: the largest start of a tap's run.

@@ -125,9 +125,10 @@ pub fn conv2d(
 ) -> Result<Tensor> {
     let kernel = route(x, w, stride, padding, groups)?;
     match kernel_op(kernel, x.shape(), w.shape(), stride, padding)? {
-        Some(op) => x
-            .contiguous()?
-            .apply_op2_arc(&w.contiguous()?, Arc::new(op as Box<dyn CustomOp2 + Send + Sync>)),
+        Some(op) => x.contiguous()?.apply_op2_arc(
+            &w.contiguous()?,
+            Arc::new(op as Box<dyn CustomOp2 + Send + Sync>),
+        ),
         None => x.conv2d(w, padding, stride, 1, groups),
     }
 }

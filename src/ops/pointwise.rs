@@ -15,9 +15,9 @@ use std::sync::Mutex;
 
 use super::act::InputGrad;
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
+use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
-use super::conv_op::{ConvOp, OutGrad};
 use super::uninit::written;
 
 /// Convolution of `x: [B, Ci, H, W]` with a 1x1 kernel `w: [Co, Ci, 1, 1]`, stride 1, no
@@ -160,8 +160,9 @@ impl Conv1x1 {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, ci, l, co) = dims(x.shape(), w.shape())?;
         let xcm = self.xcm.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let (dx, dw) =
-            read_f32(x, |x| read_f32(w, |w| backward(x, w, dy, (b, ci, l, co), xcm)))??;
+        let (dx, dw) = read_f32(x, |x| {
+            read_f32(w, |w| backward(x, w, dy, (b, ci, l, co), xcm))
+        })??;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::from_vec(dw, w.shape(), x.device())?),
@@ -244,15 +245,16 @@ fn per_sample_backward(
     let mut dw = vec![0f32; co * ci];
     let wm = Mat::new(w, co, ci);
     // Samples `range` into their slots of `dx`, adding their weight gradients into `dw`.
-    let samples = |dx: &mut [MaybeUninit<f32>], range: std::ops::Range<usize>, dw: &mut [f32], threads| {
-        let mut scratch = Vec::new();
-        for (dxb, i) in dx.chunks_mut(ci * l).zip(range) {
-            let dyb = Mat::new(dy.image(i, co * l, &mut scratch), co, l);
-            matmul(MatMut::uninit(dxb, ci, l), wm.t(), dyb, false, threads);
-            let xb = Mat::new(&x[i * ci * l..(i + 1) * ci * l], ci, l);
-            matmul(MatMut::new(dw, co, ci), dyb, xb.t(), true, threads);
-        }
-    };
+    let samples =
+        |dx: &mut [MaybeUninit<f32>], range: std::ops::Range<usize>, dw: &mut [f32], threads| {
+            let mut scratch = Vec::new();
+            for (dxb, i) in dx.chunks_mut(ci * l).zip(range) {
+                let dyb = Mat::new(dy.image(i, co * l, &mut scratch), co, l);
+                matmul(MatMut::uninit(dxb, ci, l), wm.t(), dyb, false, threads);
+                let xb = Mat::new(&x[i * ci * l..(i + 1) * ci * l], ci, l);
+                matmul(MatMut::new(dw, co, ci), dyb, xb.t(), true, threads);
+            }
+        };
     let write = |dx: &mut [MaybeUninit<f32>]| {
         if per_sample_threads(b) == Threads::All {
             samples(dx, 0..b, &mut dw, Threads::All);
@@ -307,7 +309,10 @@ mod tests {
         let dy = crate::ops::testutil::uniform(&[b * co * l], &mut rng)?.to_vec1::<f32>()?;
         let kept = to_channel_major(&x, b, ci, l);
         let without = backward(&x, &w, OutGrad::Whole(&dy), (b, ci, l, co), None);
-        assert_eq!(without, backward(&x, &w, OutGrad::Whole(&dy), (b, ci, l, co), Some(kept)));
+        assert_eq!(
+            without,
+            backward(&x, &w, OutGrad::Whole(&dy), (b, ci, l, co), Some(kept))
+        );
         Ok(())
     }
 
