@@ -18,6 +18,17 @@ pub(super) enum OutGrad<'a> {
 }
 
 impl OutGrad<'_> {
+    /// The whole gradient: the slice itself, or written into `owned`.
+    pub fn whole<'s>(&'s self, owned: &'s mut Vec<f32>) -> &'s [f32] {
+        match self {
+            OutGrad::Whole(dy) => dy,
+            OutGrad::Images(g) => {
+                *owned = g.all();
+                owned
+            }
+        }
+    }
+
     /// Image `i`'s `len` elements: a slice of the whole gradient, or written into `scratch`.
     pub fn image<'s>(&'s self, i: usize, len: usize, scratch: &'s mut Vec<f32>) -> &'s [f32] {
         match self {

@@ -330,14 +330,8 @@ fn backward(
         return (want.dx.then(|| vec![0f32; x.len()]), vec![0.0; co * k]);
     }
     if l < PER_SAMPLE_MIN_L {
-        let whole;
-        let dy = match dy {
-            OutGrad::Whole(dy) => dy,
-            OutGrad::Images(g) => {
-                whole = g.all();
-                &whole
-            }
-        };
+        let mut owned = Vec::new();
+        let dy = dy.whole(&mut owned);
         return backward_channel_major(geo, x, w, dy, want);
     }
     let in_sample = geo.ci * geo.plane();

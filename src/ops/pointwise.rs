@@ -180,14 +180,8 @@ fn backward(
     xcm: Option<Vec<f32>>,
 ) -> (Vec<f32>, Vec<f32>) {
     if (1..PER_SAMPLE_MIN_L).contains(&l) {
-        let whole;
-        let dy = match dy {
-            OutGrad::Whole(dy) => dy,
-            OutGrad::Images(g) => {
-                whole = g.all();
-                &whole
-            }
-        };
+        let mut owned = Vec::new();
+        let dy = dy.whole(&mut owned);
         return whole_batch_backward(x, w, dy, (b, ci, l, co), xcm);
     }
     per_sample_backward(x, w, dy, (b, ci, l, co))
