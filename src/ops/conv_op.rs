@@ -9,8 +9,8 @@ use super::act::InputGrad;
 use super::uninit::assume_written;
 
 /// A convolution output's gradient: a whole tensor's elements, or a per-channel op's input
-/// gradient that each image's backward writes into its own scratch buffer while it is still in
-/// cache.
+/// gradient that the backward writes one image at a time into a scratch buffer, just before
+/// that image's products.
 #[derive(Clone, Copy)]
 pub(super) enum OutGrad<'a> {
     Whole(&'a [f32]),
@@ -34,11 +34,12 @@ impl OutGrad<'_> {
         match self {
             OutGrad::Whole(dy) => &dy[i * len..(i + 1) * len],
             OutGrad::Images(g) => {
+                assert_eq!(len, g.image_len(), "output gradient: image length");
                 scratch.clear();
                 scratch.reserve(len);
                 let slots: &mut [MaybeUninit<f32>] = &mut scratch.spare_capacity_mut()[..len];
                 g.image(i, slots);
-                // SAFETY: `InputGrad::image` writes all of an image's `len` slots.
+                // SAFETY: `InputGrad::image` writes all of an image's slots, `len` of them.
                 unsafe { assume_written(slots) }
             }
         }
