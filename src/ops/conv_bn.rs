@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
 use super::act::channel_geometry;
-use super::conv_op::ConvOp;
+use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::read_f32;
 
 use super::batchnorm::{BatchNormTrain, BatchStats};
@@ -150,7 +150,7 @@ impl CustomOp3 for ConvBnTrain {
             read_f32(&dy, |dy| -> Result<_> {
                 let grads = self.bn.grads(z, dy, (n, c, s))?;
                 let dz = self.bn.input_grad(&grads, (z, dy), (c, s))?;
-                let (dx, dw) = self.conv.bwd_images(x, w, &conv_out, &dz)?;
+                let (dx, dw) = self.conv.grads(x, w, OutGrad::Images(&dz))?;
                 Ok((dx, dw, [grads.weight, grads.bias].concat()))
             })
         })???;

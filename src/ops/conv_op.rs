@@ -46,19 +46,14 @@ impl OutGrad<'_> {
     }
 }
 
-/// A convolution kernel's candle op, whose backward can also take its output gradient image by
+/// A convolution kernel's candle op, whose backward also takes its output gradient image by
 /// image.
 pub(super) trait ConvOp: CustomOp2 + Send + Sync {
-    /// `(dx, dw)` for the output gradient `dy` of output `y`. By default `dy` is written out
-    /// whole and handed to [`CustomOp2::bwd`].
-    fn bwd_images(
+    /// `(dx, dw)` for the output gradient `dy`; `dx` only where a gradient flows to `x`.
+    fn grads(
         &self,
         x: &Tensor,
         w: &Tensor,
-        y: &Tensor,
-        dy: &InputGrad,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let whole = Tensor::from_vec(dy.all(), y.shape(), y.device())?;
-        self.bwd(x, w, y, &whole)
-    }
+        dy: OutGrad,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)>;
 }

@@ -16,7 +16,6 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-use super::act::InputGrad;
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::{f32_slice, read_f32};
@@ -275,19 +274,6 @@ impl CustomOp2 for DenseConv {
 }
 
 impl ConvOp for DenseConv {
-    fn bwd_images(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _y: &Tensor,
-        dy: &InputGrad,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        self.grads(x, w, OutGrad::Images(dy))
-    }
-}
-
-impl DenseConv {
-    /// `(dx, dw)` for the output gradient `dy`; `dx` only where a gradient flows to `x`.
     fn grads(
         &self,
         x: &Tensor,

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
-use super::conv_op::ConvOp;
+use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::{f32_slice, read_f32};
 use super::depthwise_plane::{sum_rows, tap_dots, Placement, RowSums, SLACK};
 use super::depthwise_small::{self, TapTable};
@@ -246,8 +246,6 @@ impl DepthwiseConv2d {
     }
 }
 
-impl ConvOp for DepthwiseConv2d {}
-
 impl CustomOp2 for DepthwiseConv2d {
     fn name(&self) -> &'static str {
         "depthwise-conv2d"
@@ -310,31 +308,43 @@ impl CustomOp2 for DepthwiseConv2d {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
+        read_f32(&dy.contiguous()?, |dy| self.grads(x, w, OutGrad::Whole(dy)))?
+    }
+}
+
+impl ConvOp for DepthwiseConv2d {
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: OutGrad,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, c, h, wd) = x.dims4()?;
         let k = kernel_size(w.shape(), c)?;
         let g = Padded::new(h, wd, k, self.stride)?;
-        if dy.dims4()? != (b, c, g.oh, g.ow) {
+        let kept = self.xt.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut owned = Vec::new();
+        let dy = dy.whole(&mut owned);
+        if dy.len() != b * c * g.oh * g.ow {
             bail!(
-                "{}: gradient {:?} does not match the output of {:?}",
+                "{}: a gradient of {} values does not match the output [{b}, {c}, {}, {}] of {:?}",
                 self.name(),
-                dy.shape(),
+                dy.len(),
+                g.oh,
+                g.ow,
                 x.shape()
             )
         }
-        let kept = self.xt.lock().unwrap_or_else(|e| e.into_inner()).take();
         let (dx, dw) = read_f32(x, |x| {
             read_f32(w, |wt| {
-                read_f32(&dy, |dy| {
-                    if g.ow < FLAT_MIN_OW {
-                        let t = small_table(&g);
-                        depthwise_small::backward(&t, (b, c), (x, kept), wt, dy)
-                    } else {
-                        backward(&g, (b, c), x, dy, wt)
-                    }
-                })
+                if g.ow < FLAT_MIN_OW {
+                    let t = small_table(&g);
+                    depthwise_small::backward(&t, (b, c), (x, kept), wt, dy)
+                } else {
+                    backward(&g, (b, c), x, dy, wt)
+                }
             })
-        })???;
+        })??;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::from_vec(dw, w.shape(), x.device())?),

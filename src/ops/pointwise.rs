@@ -13,7 +13,6 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
-use super::act::InputGrad;
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::{f32_slice, read_f32};
@@ -139,19 +138,6 @@ impl CustomOp2 for Conv1x1 {
 }
 
 impl ConvOp for Conv1x1 {
-    fn bwd_images(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _y: &Tensor,
-        dy: &InputGrad,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        self.grads(x, w, OutGrad::Images(dy))
-    }
-}
-
-impl Conv1x1 {
-    /// `(dx, dw)` for the output gradient `dy`.
     fn grads(
         &self,
         x: &Tensor,
