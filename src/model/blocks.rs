@@ -3,6 +3,7 @@
 
 use super::layers::{scaled_softmax, BatchNorm, Conv, ConvInit, ConvNormAct, LayerScale, Mode};
 use super::params::ParamStore;
+use crate::ops;
 use crate::space::lower::{ConvChain, KvSpec, LayerScaleSpec, MqaSpec};
 use anyhow::Result;
 use candle_core::Tensor;
@@ -88,6 +89,14 @@ impl BlockModule {
         }))
     }
 
+    /// The conv chain this block is, if it is one.
+    pub fn as_chain(&self) -> Option<&ChainBlock> {
+        match self {
+            BlockModule::Chain(b) => Some(b),
+            BlockModule::Mqa(_) => None,
+        }
+    }
+
     /// Creates the lowered multi-query attention block `spec` on `channels` channels.
     pub fn mqa(ps: &mut ParamStore, spec: &MqaSpec, channels: usize) -> Result<Self> {
         Ok(BlockModule::Mqa(Box::new(MqaBlock {
@@ -106,6 +115,11 @@ impl BlockModule {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         match self {
             BlockModule::Chain(b) => {
+                if mode == Mode::Train {
+                    if let Some(y) = chain_run_train(&[b], x)? {
+                        return Ok(y);
+                    }
+                }
                 let mut y = x.clone();
                 for c in &b.convs {
                     y = c.forward(&y, mode)?;
@@ -118,6 +132,32 @@ impl BlockModule {
             BlockModule::Mqa(b) => b.forward(x, mode),
         }
     }
+}
+
+impl ChainBlock {
+    /// The block as the train-mode run op takes it.
+    fn op_args(&self) -> ops::ChainBlock<'_> {
+        ops::ChainBlock {
+            units: self.convs.iter().map(ConvNormAct::chain_unit).collect(),
+            layer_scale: self.layer_scale.as_ref().map(|ls| ls.gamma.as_tensor()),
+            residual: self.residual,
+        }
+    }
+}
+
+/// `blocks` in train mode as one op ([`ops::chain_train`]), their batch statistics recorded;
+/// `None` where a convolution has no kernel of ours.
+pub fn chain_run_train(blocks: &[&ChainBlock], x: &Tensor) -> Result<Option<Tensor>> {
+    let args: Vec<_> = blocks.iter().map(|b| b.op_args()).collect();
+    let Some((y, stats)) = ops::chain_train(x, &args)? else {
+        return Ok(None);
+    };
+    for (block, stats) in blocks.iter().zip(&stats) {
+        for (unit, stats) in block.convs.iter().zip(stats) {
+            unit.bn.record(stats)?;
+        }
+    }
+    Ok(Some(y))
 }
 
 impl MqaBlock {

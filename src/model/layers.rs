@@ -222,12 +222,7 @@ impl BatchNorm {
         act: Option<Activation>,
     ) -> Result<Tensor> {
         if mode == Mode::Train {
-            let norm = ops::NormAct {
-                weight: self.weight.as_tensor(),
-                bias: self.bias.as_tensor(),
-                eps: self.hyper.eps,
-                act: kernel_act(act),
-            };
+            let norm = self.norm_act(act);
             if let Some((y, stats)) =
                 ops::conv_bn_train(x, conv.weight.as_tensor(), conv.geometry(), norm)?
             {
@@ -238,8 +233,18 @@ impl BatchNorm {
         self.forward_act(&conv.forward(x)?, mode, act)
     }
 
+    /// The parameters and settings the fused train-mode kernels take, with activation `act`.
+    pub(crate) fn norm_act(&self, act: Option<Activation>) -> ops::NormAct<'_> {
+        ops::NormAct {
+            weight: self.weight.as_tensor(),
+            bias: self.bias.as_tensor(),
+            eps: self.hyper.eps,
+            act: kernel_act(act),
+        }
+    }
+
     /// Folds one training batch's statistics into the running ones.
-    fn record(&self, stats: &ops::BatchStats) -> Result<()> {
+    pub(crate) fn record(&self, stats: &ops::BatchStats) -> Result<()> {
         let n = stats.count;
         self.update_running(&stats.mean, &stats.var, n as f64 / (n.max(2) - 1) as f64)
     }
@@ -341,6 +346,15 @@ impl ConvNormAct {
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.bn.after_conv(&self.conv, x, mode, self.act)
+    }
+
+    /// This unit as the train-mode block op takes it ([`ops::chain_train`]).
+    pub fn chain_unit(&self) -> ops::ChainUnit<'_> {
+        ops::ChainUnit {
+            weight: self.conv.weight.as_tensor(),
+            geo: self.conv.geometry(),
+            norm: self.bn.norm_act(self.act),
+        }
     }
 }
 

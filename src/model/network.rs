@@ -1,6 +1,6 @@
 //! The builder: any valid [`Arch`] becomes a candle network with timm's parameter names.
 
-use super::blocks::BlockModule;
+use super::blocks::{chain_run_train, BlockModule, ChainBlock};
 use super::layers::{dropout, Linear, Mode};
 use super::params::ParamStore;
 use crate::space::lower::{tap_at, Op};
@@ -111,8 +111,30 @@ impl Network {
                 }
             }
         };
+        let wanted = |layer: &BuiltLayer| match layer.tap_at {
+            Some(at) => (tap_specs.iter().enumerate())
+                .any(|(i, spec)| spec.after_stage == at && taps.contains(&i)),
+            None => false,
+        };
         let mut h = x.clone();
-        for layer in &self.layers {
+        let mut next = 0;
+        while next < self.layers.len() {
+            let run = match mode {
+                Mode::Train => self.chain_run(next, &wanted),
+                Mode::Eval => Vec::new(),
+            };
+            if !run.is_empty() {
+                if let Some(y) = chain_run_train(&run, &h)? {
+                    h = y;
+                    next += run.len();
+                    if let Some(at) = self.layers[next - 1].tap_at {
+                        keep(at, &h);
+                    }
+                    continue;
+                }
+            }
+            let layer = &self.layers[next];
+            next += 1;
             h = match &layer.module {
                 Module::Block(b) => b.forward(&h, mode)?,
                 Module::Pool => h.mean_keepdim(3)?.mean_keepdim(2)?,
@@ -130,6 +152,23 @@ impl Network {
             .map(|&i| found[i].clone().expect("every tap is visited"))
             .collect();
         Ok(Output { logits, features })
+    }
+
+    /// The conv chains from layer `first` on, up to the first layer that is no chain or whose
+    /// output is `wanted` (that one included): the blocks that run as one train-mode op.
+    fn chain_run(&self, first: usize, wanted: &dyn Fn(&BuiltLayer) -> bool) -> Vec<&ChainBlock> {
+        let mut run = Vec::new();
+        for layer in &self.layers[first..] {
+            let Module::Block(b) = &layer.module else {
+                break;
+            };
+            let Some(chain) = b.as_chain() else { break };
+            run.push(chain);
+            if wanted(layer) {
+                break;
+            }
+        }
+        run
     }
 
     /// Flatten, dropout in train mode, then the linear classifier.

@@ -150,7 +150,7 @@ impl CustomOp3 for ConvBnTrain {
             read_f32(&dy, |dy| -> Result<_> {
                 let grads = self.bn.grads(z, dy, (n, c, s))?;
                 let dz = self.bn.input_grad(&grads, (z, dy), (c, s))?;
-                let (dx, dw) = self.conv.grads(x, w, OutGrad::Images(&dz))?;
+                let (dx, dw) = self.conv.grads(x, w, OutGrad::Images(&dz), x.track_op())?;
                 Ok((dx, dw, [grads.weight, grads.bias].concat()))
             })
         })???;

@@ -49,11 +49,13 @@ impl OutGrad<'_> {
 /// A convolution kernel's candle op, whose backward also takes its output gradient image by
 /// image.
 pub(super) trait ConvOp: CustomOp2 + Send + Sync {
-    /// `(dx, dw)` for the output gradient `dy`; `dx` only where a gradient flows to `x`.
+    /// `(dx, dw)` for the output gradient `dy`. `dx` is computed where `want_dx` says so; a
+    /// kernel may also leave it out otherwise (`None`).
     fn grads(
         &self,
         x: &Tensor,
         w: &Tensor,
         dy: OutGrad,
+        want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<Tensor>)>;
 }

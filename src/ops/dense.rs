@@ -269,7 +269,9 @@ impl CustomOp2 for DenseConv {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        read_f32(&dy.contiguous()?, |dy| self.grads(x, w, OutGrad::Whole(dy)))?
+        read_f32(&dy.contiguous()?, |dy| {
+            self.grads(x, w, OutGrad::Whole(dy), x.track_op())
+        })?
     }
 }
 
@@ -279,11 +281,12 @@ impl ConvOp for DenseConv {
         x: &Tensor,
         w: &Tensor,
         dy: OutGrad,
+        want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let geo = Geometry::new(x.shape(), w.shape(), self.stride, self.padding)?;
         let saved = self.cols.lock().unwrap_or_else(|e| e.into_inner()).take();
         let want = Wanted {
-            dx: x.track_op(),
+            dx: want_dx,
             cols: saved,
         };
         let (dx, dw) = read_f32(x, |x| read_f32(w, |w| backward(&geo, x, w, dy, want)))??;

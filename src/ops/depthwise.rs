@@ -308,7 +308,9 @@ impl CustomOp2 for DepthwiseConv2d {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        read_f32(&dy.contiguous()?, |dy| self.grads(x, w, OutGrad::Whole(dy)))?
+        read_f32(&dy.contiguous()?, |dy| {
+            self.grads(x, w, OutGrad::Whole(dy), x.track_op())
+        })?
     }
 }
 
@@ -318,6 +320,7 @@ impl ConvOp for DepthwiseConv2d {
         x: &Tensor,
         w: &Tensor,
         dy: OutGrad,
+        _want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, c, h, wd) = x.dims4()?;
         let k = kernel_size(w.shape(), c)?;

@@ -21,6 +21,7 @@ mod act;
 mod affine;
 mod alloc;
 mod batchnorm;
+mod chain;
 mod channel_major;
 mod conv_bn;
 mod conv_op;
@@ -46,6 +47,7 @@ pub use act::Act;
 pub use affine::channel_affine;
 pub use alloc::{retain_freed_memory, Arenas};
 pub use batchnorm::{batch_norm_train, BatchStats};
+pub use chain::{chain_train, ChainBlock, ChainUnit};
 pub use conv_bn::{conv_bn_train, ConvGeometry, NormAct};
 pub use cpu::{read_f32, update_f32};
 pub use depthwise::depthwise_conv2d;
@@ -160,11 +162,18 @@ enum Route {
 }
 
 fn route(x: &Tensor, w: &Tensor, stride: usize, padding: usize, groups: usize) -> Result<Route> {
-    let fast = conv_path() == ConvPath::Fast
-        && x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && w.dtype() == DType::F32;
-    if !fast {
+    let f32_cpu = x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32;
+    route_shapes(f32_cpu, x.shape(), w.shape(), (stride, padding, groups))
+}
+
+/// [`route`] by shapes; `f32_cpu` says whether both tensors are f32 on the CPU.
+fn route_shapes(
+    f32_cpu: bool,
+    x: &Shape,
+    w: &Shape,
+    (stride, padding, groups): (usize, usize, usize),
+) -> Result<Route> {
+    if !(f32_cpu && conv_path() == ConvPath::Fast) {
         return Ok(Route::Generic);
     }
     let (_, c_in, _, _) = x.dims4()?;

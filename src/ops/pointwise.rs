@@ -133,7 +133,9 @@ impl CustomOp2 for Conv1x1 {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        read_f32(&dy.contiguous()?, |dy| self.grads(x, w, OutGrad::Whole(dy)))?
+        read_f32(&dy.contiguous()?, |dy| {
+            self.grads(x, w, OutGrad::Whole(dy), x.track_op())
+        })?
     }
 }
 
@@ -143,6 +145,7 @@ impl ConvOp for Conv1x1 {
         x: &Tensor,
         w: &Tensor,
         dy: OutGrad,
+        _want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, ci, l, co) = dims(x.shape(), w.shape())?;
         let xcm = self.xcm.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -1,0 +1,621 @@
+//! A run of train-mode blocks as one candle op. Each block is convolution + batch norm
+//! (+ activation) units in order, then an optional per-channel layer scale and an optional
+//! residual add of the block's input.
+//!
+//! Candle gives every node of its graph a zero-filled gradient buffer and adds each incoming
+//! gradient into it. Run unit by unit, a UIB block pays that for every intermediate map (the
+//! expanded ones the largest), for the layer scale's output and twice for the residual add,
+//! and every block pays it for its input. Here the gradients pass from unit to unit and block
+//! to block inside the op; only the run's input and its one parameter operand get candle's
+//! buffers. The kernels are those of [`super::conv_bn_train`] and [`super::channel_affine`], so
+//! values, statistics and gradients are theirs.
+
+use std::sync::Mutex;
+
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
+};
+
+use super::act::{affine_act, channel_geometry, grad_sums, Act, InputGrad};
+use super::batchnorm::{BatchNormTrain, BatchStats, StatsCell};
+use super::conv_bn::{ConvGeometry, NormAct};
+use super::conv_op::{ConvOp, OutGrad};
+use super::cpu::{f32_slice, read_f32, update_f32};
+use super::{kernel_op, route_shapes};
+
+/// One convolution + batch norm unit of a block: the convolution's weight and geometry, the
+/// batch norm's parameters and activation.
+pub struct ChainUnit<'a> {
+    pub weight: &'a Tensor,
+    pub geo: ConvGeometry,
+    pub norm: NormAct<'a>,
+}
+
+/// A block of [`ChainUnit`]s applied in order, then `· layer_scale` per channel, then `+` the
+/// block's input where `residual`.
+pub struct ChainBlock<'a> {
+    pub units: Vec<ChainUnit<'a>>,
+    pub layer_scale: Option<&'a Tensor>,
+    pub residual: bool,
+}
+
+/// `blocks` applied in order to `x`, with each unit's batch statistics, block by block. The
+/// same values and gradients as the units run one by one ([`super::conv_bn_train`]), then
+/// [`super::channel_affine`] and an add.
+///
+/// `None` where a unit has no kernel of ours ([`super::conv_bn_train`] would be `None`): the
+/// caller runs the blocks unit by unit then.
+pub fn chain_train(
+    x: &Tensor,
+    blocks: &[ChainBlock],
+) -> Result<Option<(Tensor, Vec<Vec<BatchStats>>)>> {
+    if blocks.is_empty() {
+        bail!("conv chain: a run without blocks")
+    }
+    let mut shape = x.shape().clone();
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    let mut ops = Vec::with_capacity(blocks.len());
+    for block in blocks {
+        let input = shape.clone();
+        let mut units = Vec::with_capacity(block.units.len());
+        for u in &block.units {
+            let Some(unit) = UnitOp::new(x, u, &shape, at)? else {
+                return Ok(None);
+            };
+            at += u.weight.elem_count() + 2 * unit.channels;
+            shape = out_shape(&shape, u.weight.shape(), u.geo)?;
+            pieces.extend([
+                u.weight.flatten_all()?,
+                u.norm.weight.clone(),
+                u.norm.bias.clone(),
+            ]);
+            units.push(unit);
+        }
+        let scale_at = match block.layer_scale {
+            Some(gamma) if gamma.dims() != [shape.dims4()?.1] => {
+                bail!(
+                    "conv chain: layer scale {:?} does not match {shape:?}",
+                    gamma.shape()
+                )
+            }
+            Some(gamma) => {
+                pieces.push(gamma.clone());
+                at += gamma.elem_count();
+                Some(at - gamma.elem_count())
+            }
+            None => None,
+        };
+        if units.is_empty() || (block.residual && shape != input) {
+            bail!(
+                "conv chain: a block of {} units from {input:?} to {shape:?}, residual: {}",
+                units.len(),
+                block.residual
+            )
+        }
+        ops.push(BlockOp {
+            units,
+            scale_at,
+            residual: block.residual,
+        });
+    }
+    let cells: Vec<Vec<StatsCell>> = ops
+        .iter()
+        .map(|b| b.units.iter().map(|u| u.bn.stats()).collect())
+        .collect();
+    let op = ChainTrain {
+        blocks: ops,
+        saved: Mutex::new(None),
+    };
+    let params = Tensor::cat(&pieces, 0)?;
+    let y = x.contiguous()?.apply_op2(&params, op)?;
+    let stats = cells
+        .iter()
+        .map(|b| b.iter().map(StatsCell::get).collect::<Result<_>>())
+        .collect::<Result<_>>()?;
+    Ok(Some((y, stats)))
+}
+
+/// The output shape of convolution `w` with geometry `g` on an input of shape `x`.
+fn out_shape(x: &Shape, w: &Shape, g: ConvGeometry) -> Result<Shape> {
+    let (b, _, h, wd) = x.dims4()?;
+    let (c, _, kh, kw) = w.dims4()?;
+    let side = |n: usize, k: usize| match (n + 2 * g.padding).checked_sub(k) {
+        Some(room) if g.stride > 0 => Ok(room / g.stride + 1),
+        _ => bail!(
+            "conv chain: kernel {k} stride {} does not fit {n}",
+            g.stride
+        ),
+    };
+    Ok(Shape::from((b, c, side(h, kh)?, side(wd, kw)?)))
+}
+
+/// A tensor of `storage`'s f32 values, without a copy.
+fn tensor_of(storage: CpuStorage, shape: Shape) -> Result<Tensor> {
+    let CpuStorage::F32(v) = storage else {
+        bail!("conv chain: expected f32 values")
+    };
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+/// A unit's convolution and batch norm, and where its parameters lie in the joint operand:
+/// the weight from `at`, then the batch norm's weight and bias, `channels` each.
+struct UnitOp {
+    conv: Box<dyn ConvOp>,
+    bn: BatchNormTrain,
+    weight_shape: Shape,
+    at: usize,
+    channels: usize,
+}
+
+impl UnitOp {
+    /// The op of unit `u` on an input of shape `input`, its parameters at `at`; `None` where
+    /// the convolution has no kernel of ours. `x` is the run's input (for its device).
+    fn new(x: &Tensor, u: &ChainUnit, input: &Shape, at: usize) -> Result<Option<Self>> {
+        let f32_cpu = x.device().is_cpu()
+            && [x, u.weight, u.norm.weight, u.norm.bias]
+                .iter()
+                .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+        let (w, g) = (u.weight.shape(), u.geo);
+        let route = route_shapes(f32_cpu, input, w, (g.stride, g.padding, g.groups))?;
+        let Some(conv) = kernel_op(route, input, w, g.stride, g.padding)? else {
+            return Ok(None);
+        };
+        let channels = w.dims4()?.0;
+        if u.norm.weight.dims() != [channels] || u.norm.bias.dims() != [channels] {
+            bail!(
+                "conv chain: batch norm {:?} / {:?} do not match {channels} output channels",
+                u.norm.weight.shape(),
+                u.norm.bias.shape()
+            )
+        }
+        Ok(Some(Self {
+            conv,
+            bn: BatchNormTrain::new(u.norm.eps, u.norm.act),
+            weight_shape: w.clone(),
+            at,
+            channels,
+        }))
+    }
+
+    /// The layouts of the weight, the batch norm's weight and its bias in an operand laid out
+    /// as `pl`.
+    fn layouts(&self, pl: &Layout) -> [Layout; 3] {
+        let start = pl.start_offset() + self.at;
+        let norm = start + self.weight_shape.elem_count();
+        [
+            Layout::contiguous_with_offset(&self.weight_shape, start),
+            Layout::contiguous_with_offset(self.channels, norm),
+            Layout::contiguous_with_offset(self.channels, norm + self.channels),
+        ]
+    }
+
+    /// Where the batch norm's weight starts in the joint operand.
+    fn norm_at(&self) -> usize {
+        self.at + self.weight_shape.elem_count()
+    }
+}
+
+/// One block's units, and where its layer scale lies in the joint operand, if it has one.
+struct BlockOp {
+    units: Vec<UnitOp>,
+    scale_at: Option<usize>,
+    residual: bool,
+}
+
+/// What a block's forward keeps for its backward: each unit's convolution output, the inputs
+/// of units after the first, and the last unit's output where a layer scale reads it.
+struct Saved {
+    conv_outs: Vec<Tensor>,
+    inputs: Vec<Tensor>,
+    last: Option<Tensor>,
+}
+
+/// A block's output values and shape.
+type Values = (Vec<f32>, Shape);
+
+impl BlockOp {
+    /// The block on the input `(xs, xl)` with the joint parameters `(ps, pl)`.
+    fn forward(
+        &self,
+        (xs, xl): (&CpuStorage, &Layout),
+        (ps, pl): (&CpuStorage, &Layout),
+    ) -> Result<(Values, Saved)> {
+        let mut outs: Vec<(CpuStorage, Shape)> = Vec::with_capacity(self.units.len());
+        let mut conv_outs = Vec::with_capacity(self.units.len());
+        for unit in &self.units {
+            let [wl, gl, bl] = unit.layouts(pl);
+            let (z, shape) = match outs.last() {
+                None => unit.conv.cpu_fwd(xs, xl, ps, &wl)?,
+                Some((prev, prev_shape)) => {
+                    unit.conv
+                        .cpu_fwd(prev, &Layout::contiguous(prev_shape), ps, &wl)?
+                }
+            };
+            let (y, _) = unit
+                .bn
+                .cpu_fwd(&z, &Layout::contiguous(&shape), ps, &gl, ps, &bl)?;
+            conv_outs.push(tensor_of(z, shape.clone())?);
+            outs.push((y, shape));
+        }
+        let Some((CpuStorage::F32(mut y), shape)) = outs.pop() else {
+            bail!("conv chain: a block without f32 output")
+        };
+        let mut last = None;
+        if let Some(at) = self.scale_at {
+            let (_, c, s) = channel_geometry(&shape, "conv chain")?;
+            let start = pl.start_offset() + at;
+            let gamma = &ps.as_slice::<f32>()?[start..start + c];
+            let scaled = affine_act(&y, c, s, gamma, &vec![0f32; c], Act::Identity);
+            last = Some(Tensor::from_vec(y, shape.clone(), &Device::Cpu)?);
+            y = scaled;
+        }
+        if self.residual {
+            for (y, &x) in y.iter_mut().zip(f32_slice(xs, xl, "conv chain")?) {
+                *y += x;
+            }
+        }
+        let inputs = outs
+            .into_iter()
+            .map(|(s, shape)| tensor_of(s, shape))
+            .collect::<Result<_>>()?;
+        let saved = Saved {
+            conv_outs,
+            inputs,
+            last,
+        };
+        Ok(((y, shape), saved))
+    }
+
+    /// The gradient of the block's input `x` for the output gradient `dy` (where `want_dx`;
+    /// otherwise possibly `None`), the parameters' gradients written into `d_params`.
+    fn backward(
+        &self,
+        (x, want_dx): (&Tensor, bool),
+        params: &Tensor,
+        saved: Saved,
+        dy: &Tensor,
+        d_params: &mut [f32],
+    ) -> Result<Option<Tensor>> {
+        let mut grad = match (self.scale_at, &saved.last) {
+            (Some(at), Some(last)) => layer_scale_grad(last, dy, params, at, d_params)?,
+            _ => dy.clone(),
+        };
+        for (i, unit) in self.units.iter().enumerate().rev() {
+            let input = if i == 0 { x } else { &saved.inputs[i - 1] };
+            let dx = unit_backward(
+                unit,
+                (input, i > 0 || want_dx),
+                params,
+                (&saved.conv_outs[i], &grad),
+                d_params,
+            )?;
+            grad = match dx {
+                Some(dx) => dx,
+                None if i == 0 => return Ok(None),
+                None => bail!("conv chain: unit {i} gave no input gradient"),
+            };
+        }
+        if self.residual {
+            update_f32(&grad, dy, |g, d| {
+                for (g, d) in g.iter_mut().zip(d) {
+                    *g += d;
+                }
+            })?;
+        }
+        Ok(Some(grad))
+    }
+}
+
+/// One unit's backward: its input's gradient (where wanted), its parameters' gradients written
+/// into `d_params`. `z` is the convolution's output, `dy` the gradient of the unit's output.
+fn unit_backward(
+    unit: &UnitOp,
+    (x, want_dx): (&Tensor, bool),
+    params: &Tensor,
+    (z, dy): (&Tensor, &Tensor),
+    d_params: &mut [f32],
+) -> Result<Option<Tensor>> {
+    let w = params
+        .narrow(0, unit.at, unit.weight_shape.elem_count())?
+        .reshape(&unit.weight_shape)?;
+    let (n, c, s) = channel_geometry(z.shape(), "conv chain")?;
+    let (dx, dw, norm) = read_f32(z, |z| {
+        read_f32(dy, |g| -> Result<_> {
+            let grads = unit.bn.grads(z, g, (n, c, s))?;
+            let dz = unit.bn.input_grad(&grads, (z, g), (c, s))?;
+            let (dx, dw) = unit.conv.grads(x, &w, OutGrad::Images(&dz), want_dx)?;
+            Ok((dx, dw, [grads.weight, grads.bias].concat()))
+        })
+    })???;
+    let Some(dw) = dw else {
+        bail!("conv chain: a convolution gave no weight gradient")
+    };
+    let norm_at = unit.norm_at();
+    read_f32(&dw, |dw| d_params[unit.at..norm_at].copy_from_slice(dw))?;
+    d_params[norm_at..norm_at + 2 * c].copy_from_slice(&norm);
+    Ok(dx)
+}
+
+/// The layer scale's gradient (`Σ dy · last` per channel, into `d_params` at `at`) and the
+/// gradient of its input, `dy · gamma`, as [`super::channel_affine`] computes them.
+fn layer_scale_grad(
+    last: &Tensor,
+    dy: &Tensor,
+    params: &Tensor,
+    at: usize,
+    d_params: &mut [f32],
+) -> Result<Tensor> {
+    let (n, c, s) = channel_geometry(last.shape(), "conv chain")?;
+    let gamma = params.narrow(0, at, c)?;
+    let zero = vec![0f32; c];
+    let dx = read_f32(last, |x| {
+        read_f32(dy, |dy| {
+            read_f32(&gamma, |a| {
+                let sums = grad_sums(Act::Identity, (x, dy), (n, c, s), (a, &zero), &zero);
+                for (d, s) in d_params[at..at + c].iter_mut().zip(&sums) {
+                    *d = s.1 as f32;
+                }
+                InputGrad::new(Act::Identity, (x, dy), (c, s), [a, &zero, a, &zero, &zero]).all()
+            })
+        })
+    })???;
+    Tensor::from_vec(dx, last.shape(), &Device::Cpu)
+}
+
+/// The op: its blocks, and what their forward kept for the backward.
+struct ChainTrain {
+    blocks: Vec<BlockOp>,
+    /// Per block: its input (the run's own input aside) and what its forward kept.
+    saved: Mutex<Option<Vec<(Option<Tensor>, Saved)>>>,
+}
+
+impl CustomOp2 for ChainTrain {
+    fn name(&self) -> &'static str {
+        "conv-chain-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let mut kept = Vec::with_capacity(self.blocks.len());
+        let mut current: Option<Values> = None;
+        for block in &self.blocks {
+            let out = match current.take() {
+                None => {
+                    let (out, saved) = block.forward((xs, xl), (ps, pl))?;
+                    kept.push((None, saved));
+                    out
+                }
+                Some((v, shape)) => {
+                    let input = CpuStorage::F32(v);
+                    let (out, saved) =
+                        block.forward((&input, &Layout::contiguous(&shape)), (ps, pl))?;
+                    kept.push((Some(tensor_of(input, shape)?), saved));
+                    out
+                }
+            };
+            current = Some(out);
+        }
+        let Some((y, shape)) = current else {
+            bail!("{}: a run without blocks", self.name())
+        };
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let Some(kept) = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            bail!("{}: backward without a forward", self.name())
+        };
+        let params = params.detach();
+        let mut d_params = vec![0f32; params.elem_count()];
+        let mut grad = Some(dy.contiguous()?);
+        for (block, (input, saved)) in self.blocks.iter().zip(kept).rev() {
+            let Some(dy) = grad else {
+                bail!("{}: no gradient reached a block", self.name())
+            };
+            let (input, want_dx) = match &input {
+                Some(t) => (t, true),
+                None => (x, x.track_op()),
+            };
+            grad = block.backward((input, want_dx), &params, saved, &dy, &mut d_params)?;
+        }
+        let d_params = Tensor::from_vec(d_params, params.shape(), &Device::Cpu)?;
+        Ok((grad, Some(d_params)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testutil::uniform;
+    use crate::ops::{channel_affine, conv_bn_train};
+    use candle_core::Var;
+    use rand::{rngs::StdRng, SeedableRng};
+
+    /// A unit's parameters: weight shape, geometry, activation.
+    type UnitCase = ([usize; 4], ConvGeometry, Act);
+
+    fn geo(stride: usize, padding: usize, groups: usize) -> ConvGeometry {
+        ConvGeometry {
+            stride,
+            padding,
+            groups,
+        }
+    }
+
+    /// Two blocks on a `[3, 4, 12, 12]` input: a FusedIB-like one (dense 3×3 stride 2, then a
+    /// 1×1 projection), then a UIB-like one with a layer scale and a residual (depthwise 5×5,
+    /// 1×1 expansion, depthwise 3×3, 1×1 projection).
+    fn cases() -> Vec<(Vec<UnitCase>, bool, bool)> {
+        vec![
+            (
+                vec![
+                    ([8, 4, 3, 3], geo(2, 1, 1), Act::Relu),
+                    ([6, 8, 1, 1], geo(1, 0, 1), Act::Identity),
+                ],
+                false,
+                false,
+            ),
+            (
+                vec![
+                    ([6, 1, 5, 5], geo(1, 2, 6), Act::Identity),
+                    ([12, 6, 1, 1], geo(1, 0, 1), Act::Relu),
+                    ([12, 1, 3, 3], geo(1, 1, 12), Act::Gelu),
+                    ([6, 12, 1, 1], geo(1, 0, 1), Act::Identity),
+                ],
+                true,
+                true,
+            ),
+        ]
+    }
+
+    /// The variables of one unit: weight, batch-norm weight and bias.
+    fn unit_vars(shape: [usize; 4], rng: &mut StdRng) -> Result<[Var; 3]> {
+        let c = shape[0];
+        Ok([
+            Var::from_tensor(&uniform(&shape, rng)?)?,
+            Var::from_tensor(&uniform(&[c], rng)?.affine(0.5, 1.0)?)?,
+            Var::from_tensor(&uniform(&[c], rng)?)?,
+        ])
+    }
+
+    /// The blocks one unit at a time, as the model ran them before the run op.
+    fn apart(
+        x: &Tensor,
+        blocks: &[(Vec<UnitCase>, bool, bool)],
+        vars: &[Vec<[Var; 3]>],
+        scales: &[Option<Var>],
+    ) -> Result<(Tensor, Vec<BatchStats>)> {
+        let (mut h, mut stats) = (x.clone(), Vec::new());
+        for (((units, _, residual), vars), scale) in blocks.iter().zip(vars).zip(scales) {
+            let mut y = h.clone();
+            for ((_, g, act), [w, gw, gb]) in units.iter().zip(vars) {
+                let norm = NormAct {
+                    weight: gw.as_tensor(),
+                    bias: gb.as_tensor(),
+                    eps: 1e-5,
+                    act: *act,
+                };
+                let (out, s) = conv_bn_train(&y, w.as_tensor(), *g, norm)?.expect("a kernel");
+                stats.push(s);
+                y = out;
+            }
+            if let Some(gamma) = scale {
+                y = channel_affine(&y, gamma, &gamma.zeros_like()?, Act::Identity)?;
+            }
+            h = if *residual { (y + &h)? } else { y };
+        }
+        Ok((h, stats))
+    }
+
+    /// Output, statistics and every gradient of a run of blocks equal those of its units run
+    /// one at a time (zeros compared without their sign: candle adds gradients into zeros).
+    #[test]
+    fn matches_the_units_one_by_one() -> Result<()> {
+        let mut rng = StdRng::seed_from_u64(41);
+        let blocks = cases();
+        let x = Var::from_tensor(&uniform(&[3, 4, 12, 12], &mut rng)?)?;
+        let vars = blocks
+            .iter()
+            .map(|(units, _, _)| units.iter().map(|u| unit_vars(u.0, &mut rng)).collect())
+            .collect::<Result<Vec<Vec<_>>>>()?;
+        let scales = blocks
+            .iter()
+            .map(|(units, scale, _)| {
+                let c = units.last().expect("a unit").0[0];
+                scale
+                    .then(|| Var::from_tensor(&uniform(&[c], &mut rng)?))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let args: Vec<ChainBlock> = blocks
+            .iter()
+            .zip(&vars)
+            .zip(&scales)
+            .map(|(((units, _, residual), vars), scale)| ChainBlock {
+                units: units
+                    .iter()
+                    .zip(vars)
+                    .map(|((_, geo, act), [w, gw, gb])| ChainUnit {
+                        weight: w.as_tensor(),
+                        geo: *geo,
+                        norm: NormAct {
+                            weight: gw.as_tensor(),
+                            bias: gb.as_tensor(),
+                            eps: 1e-5,
+                            act: *act,
+                        },
+                    })
+                    .collect(),
+                layer_scale: scale.as_ref().map(|s| s.as_tensor()),
+                residual: *residual,
+            })
+            .collect();
+        let (together, stats) = chain_train(&x, &args)?.expect("kernels for every unit");
+        let (one_by_one, stats_apart) = apart(&x, &blocks, &vars, &scales)?;
+        let stats: Vec<BatchStats> = stats.into_iter().flatten().collect();
+        assert_eq!(stats.len(), stats_apart.len());
+        for (a, b) in stats.iter().zip(&stats_apart) {
+            assert_eq!((&a.mean, &a.var, a.count), (&b.mean, &b.var, b.count));
+        }
+        let r = uniform(together.dims(), &mut rng)?;
+        let mut all: Vec<&Var> = vec![&x];
+        all.extend(vars.iter().flatten().flatten());
+        all.extend(scales.iter().flatten());
+        let values = |y: &Tensor| -> Result<Vec<Vec<f32>>> {
+            let grads = (y * &r)?.sum_all()?.backward()?;
+            let mut out = vec![y.flatten_all()?.to_vec1()?];
+            for v in &all {
+                let grad = grads.get(v.as_tensor()).expect("a gradient");
+                out.push(grad.flatten_all()?.to_vec1()?);
+            }
+            Ok(out)
+        };
+        assert_eq!(values(&together)?, values(&one_by_one)?);
+        Ok(())
+    }
+
+    /// A grouping without a kernel of ours leaves the run to the caller; a residual across a
+    /// change of shape and an empty run are errors.
+    #[test]
+    fn defers_and_rejects() -> Result<()> {
+        let mut rng = StdRng::seed_from_u64(42);
+        let x = uniform(&[2, 4, 6, 6], &mut rng)?;
+        let grouped = uniform(&[4, 2, 3, 3], &mut rng)?;
+        let (g, b) = (uniform(&[4], &mut rng)?, uniform(&[4], &mut rng)?);
+        fn block<'a>(w: &'a Tensor, geo: ConvGeometry, gb: [&'a Tensor; 2]) -> Vec<ChainBlock<'a>> {
+            vec![ChainBlock {
+                units: vec![ChainUnit {
+                    weight: w,
+                    geo,
+                    norm: NormAct {
+                        weight: gb[0],
+                        bias: gb[1],
+                        eps: 1e-5,
+                        act: Act::Relu,
+                    },
+                }],
+                layer_scale: None,
+                residual: geo.stride > 1,
+            }]
+        }
+        assert!(chain_train(&x, &block(&grouped, geo(1, 1, 2), [&g, &b]))?.is_none());
+        let strided = uniform(&[4, 4, 3, 3], &mut rng)?;
+        let err = chain_train(&x, &block(&strided, geo(2, 1, 1), [&g, &b])).unwrap_err();
+        assert!(err.to_string().contains("residual"), "{err}");
+        assert!(chain_train(&x, &[]).is_err());
+        Ok(())
+    }
+}
