@@ -53,51 +53,13 @@ pub fn chain_train(
         bail!("conv chain: a run without blocks")
     }
     let mut shape = x.shape().clone();
-    let mut pieces = Vec::new();
-    let mut at = 0;
+    let mut joint = Joint::default();
     let mut ops = Vec::with_capacity(blocks.len());
     for block in blocks {
-        let input = shape.clone();
-        let mut units = Vec::with_capacity(block.units.len());
-        for u in &block.units {
-            let Some(unit) = UnitOp::new(x, u, &shape, at)? else {
-                return Ok(None);
-            };
-            at += u.weight.elem_count() + 2 * unit.channels;
-            shape = out_shape(&shape, u.weight.shape(), u.geo)?;
-            pieces.extend([
-                u.weight.flatten_all()?,
-                u.norm.weight.clone(),
-                u.norm.bias.clone(),
-            ]);
-            units.push(unit);
+        match BlockOp::new(x, block, &mut shape, &mut joint)? {
+            Some(op) => ops.push(op),
+            None => return Ok(None),
         }
-        let scale_at = match block.layer_scale {
-            Some(gamma) if gamma.dims() != [shape.dims4()?.1] => {
-                bail!(
-                    "conv chain: layer scale {:?} does not match {shape:?}",
-                    gamma.shape()
-                )
-            }
-            Some(gamma) => {
-                pieces.push(gamma.clone());
-                at += gamma.elem_count();
-                Some(at - gamma.elem_count())
-            }
-            None => None,
-        };
-        if units.is_empty() || (block.residual && shape != input) {
-            bail!(
-                "conv chain: a block of {} units from {input:?} to {shape:?}, residual: {}",
-                units.len(),
-                block.residual
-            )
-        }
-        ops.push(BlockOp {
-            units,
-            scale_at,
-            residual: block.residual,
-        });
     }
     let cells: Vec<Vec<StatsCell>> = ops
         .iter()
@@ -107,13 +69,30 @@ pub fn chain_train(
         blocks: ops,
         saved: Mutex::new(None),
     };
-    let params = Tensor::cat(&pieces, 0)?;
+    let params = Tensor::cat(&joint.pieces, 0)?;
     let y = x.contiguous()?.apply_op2(&params, op)?;
     let stats = cells
         .iter()
         .map(|b| b.iter().map(StatsCell::get).collect::<Result<_>>())
         .collect::<Result<_>>()?;
     Ok(Some((y, stats)))
+}
+
+/// The joint parameter operand as it is laid out: its pieces in order, their total length.
+#[derive(Default)]
+struct Joint {
+    pieces: Vec<Tensor>,
+    len: usize,
+}
+
+impl Joint {
+    /// Appends `t`, flattened; returns where it starts.
+    fn push(&mut self, t: &Tensor) -> Result<usize> {
+        let at = self.len;
+        self.len += t.elem_count();
+        self.pieces.push(t.flatten_all()?);
+        Ok(at)
+    }
 }
 
 /// The output shape of convolution `w` with geometry `g` on an input of shape `x`.
@@ -149,9 +128,9 @@ struct UnitOp {
 }
 
 impl UnitOp {
-    /// The op of unit `u` on an input of shape `input`, its parameters at `at`; `None` where
-    /// the convolution has no kernel of ours. `x` is the run's input (for its device).
-    fn new(x: &Tensor, u: &ChainUnit, input: &Shape, at: usize) -> Result<Option<Self>> {
+    /// The op of unit `u` on an input of shape `input`, its parameters appended to `joint`;
+    /// `None` where the convolution has no kernel of ours. `x` is the run's input.
+    fn new(x: &Tensor, u: &ChainUnit, input: &Shape, joint: &mut Joint) -> Result<Option<Self>> {
         let f32_cpu = x.device().is_cpu()
             && [x, u.weight, u.norm.weight, u.norm.bias]
                 .iter()
@@ -169,6 +148,9 @@ impl UnitOp {
                 u.norm.bias.shape()
             )
         }
+        let at = joint.push(u.weight)?;
+        joint.push(u.norm.weight)?;
+        joint.push(u.norm.bias)?;
         Ok(Some(Self {
             conv,
             bn: BatchNormTrain::new(u.norm.eps, u.norm.act),
@@ -215,6 +197,47 @@ struct Saved {
 type Values = (Vec<f32>, Shape);
 
 impl BlockOp {
+    /// The op of `block` on an input of shape `shape`, which becomes its output's; its
+    /// parameters appended to `joint`. `None` where a convolution has no kernel of ours.
+    fn new(
+        x: &Tensor,
+        block: &ChainBlock,
+        shape: &mut Shape,
+        joint: &mut Joint,
+    ) -> Result<Option<Self>> {
+        let input = shape.clone();
+        let mut units = Vec::with_capacity(block.units.len());
+        for u in &block.units {
+            let Some(unit) = UnitOp::new(x, u, shape, joint)? else {
+                return Ok(None);
+            };
+            *shape = out_shape(shape, u.weight.shape(), u.geo)?;
+            units.push(unit);
+        }
+        if units.is_empty() || (block.residual && *shape != input) {
+            bail!(
+                "conv chain: a block of {} units from {input:?} to {shape:?}, residual: {}",
+                units.len(),
+                block.residual
+            )
+        }
+        let scale_at = match block.layer_scale {
+            Some(gamma) if gamma.dims() != [shape.dims4()?.1] => {
+                bail!(
+                    "conv chain: layer scale {:?} does not match {shape:?}",
+                    gamma.shape()
+                )
+            }
+            Some(gamma) => Some(joint.push(gamma)?),
+            None => None,
+        };
+        Ok(Some(Self {
+            units,
+            scale_at,
+            residual: block.residual,
+        }))
+    }
+
     /// The block on the input `(xs, xl)` with the joint parameters `(ps, pl)`.
     fn forward(
         &self,
