@@ -185,9 +185,11 @@ struct BlockOp {
     residual: bool,
 }
 
-/// What a block's forward keeps for its backward: each unit's convolution output, the inputs
-/// of units after the first, and the last unit's output where a layer scale reads it.
+/// What a block's forward keeps for its backward: the block's input (the run's own input
+/// aside), each unit's convolution output, the inputs of units after the first, and the last
+/// unit's output where a layer scale reads it.
 struct Saved {
+    input: Option<Tensor>,
     conv_outs: Vec<Tensor>,
     inputs: Vec<Tensor>,
     last: Option<Tensor>,
@@ -283,6 +285,7 @@ impl BlockOp {
             .map(|(s, shape)| tensor_of(s, shape))
             .collect::<Result<_>>()?;
         let saved = Saved {
+            input: None,
             conv_outs,
             inputs,
             last,
@@ -389,8 +392,8 @@ fn layer_scale_grad(
 /// The op: its blocks, and what their forward kept for the backward.
 struct ChainTrain {
     blocks: Vec<BlockOp>,
-    /// Per block: its input (the run's own input aside) and what its forward kept.
-    saved: Mutex<Option<Vec<(Option<Tensor>, Saved)>>>,
+    /// What each block's forward kept.
+    saved: Mutex<Option<Vec<Saved>>>,
 }
 
 impl CustomOp2 for ChainTrain {
@@ -408,20 +411,17 @@ impl CustomOp2 for ChainTrain {
         let mut kept = Vec::with_capacity(self.blocks.len());
         let mut current: Option<Values> = None;
         for block in &self.blocks {
-            let out = match current.take() {
-                None => {
-                    let (out, saved) = block.forward((xs, xl), (ps, pl))?;
-                    kept.push((None, saved));
-                    out
-                }
+            let (out, saved) = match current.take() {
+                None => block.forward((xs, xl), (ps, pl))?,
                 Some((v, shape)) => {
                     let input = CpuStorage::F32(v);
-                    let (out, saved) =
+                    let (out, mut saved) =
                         block.forward((&input, &Layout::contiguous(&shape)), (ps, pl))?;
-                    kept.push((Some(tensor_of(input, shape)?), saved));
-                    out
+                    saved.input = Some(tensor_of(input, shape)?);
+                    (out, saved)
                 }
             };
+            kept.push(saved);
             current = Some(out);
         }
         let Some((y, shape)) = current else {
@@ -444,10 +444,11 @@ impl CustomOp2 for ChainTrain {
         let params = params.detach();
         let mut d_params = vec![0f32; params.elem_count()];
         let mut grad = Some(dy.contiguous()?);
-        for (block, (input, saved)) in self.blocks.iter().zip(kept).rev() {
+        for (block, mut saved) in self.blocks.iter().zip(kept).rev() {
             let Some(dy) = grad else {
                 bail!("{}: no gradient reached a block", self.name())
             };
+            let input = saved.input.take();
             let (input, want_dx) = match &input {
                 Some(t) => (t, true),
                 None => (x, x.track_op()),
