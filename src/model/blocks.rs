@@ -160,8 +160,52 @@ pub fn chain_run_train(blocks: &[&ChainBlock], x: &Tensor) -> Result<Option<Tens
     Ok(Some(y))
 }
 
+impl KvBranch {
+    /// The branch as the train-mode attention op takes it.
+    fn op_args(&self) -> ops::KvArgs<'_> {
+        ops::KvArgs {
+            down: self.down.as_ref().map(|(conv, bn)| ops::ChainUnit {
+                weight: conv.weight.as_tensor(),
+                geo: conv.geometry(),
+                norm: bn.norm_act(None),
+            }),
+            proj: self.proj.weight.as_tensor(),
+        }
+    }
+}
+
 impl MqaBlock {
+    /// The whole block as one train-mode op ([`ops::mqa_train`]), its batch statistics
+    /// recorded; `None` where a convolution has no kernel of ours.
+    fn forward_train(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let args = ops::MqaArgs {
+            norm: self.norm.norm_act(None),
+            query: self.query.weight.as_tensor(),
+            key: self.key.op_args(),
+            value: self.value.op_args(),
+            output: self.output.weight.as_tensor(),
+            layer_scale: self.layer_scale.as_ref().map(|ls| ls.gamma.as_tensor()),
+            heads: self.heads,
+            key_dim: self.key_dim,
+            value_dim: self.value_dim,
+        };
+        let Some((y, stats)) = ops::mqa_train(x, &args)? else {
+            return Ok(None);
+        };
+        let downs = [&self.key, &self.value].map(|b| b.down.as_ref().map(|(_, bn)| bn));
+        let norms = std::iter::once(&self.norm).chain(downs.into_iter().flatten());
+        for (bn, stats) in norms.zip(&stats) {
+            bn.record(stats)?;
+        }
+        Ok(Some(y))
+    }
+
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if mode == Mode::Train {
+            if let Some(y) = self.forward_train(x)? {
+                return Ok(y);
+            }
+        }
         let (bsz, _c, h, w) = x.dims4()?;
         let xn = self.norm.forward(x, mode)?;
         let l = h * w;

@@ -80,14 +80,14 @@ pub fn chain_train(
 
 /// The joint parameter operand as it is laid out: its pieces in order, their total length.
 #[derive(Default)]
-struct Joint {
-    pieces: Vec<Tensor>,
+pub(super) struct Joint {
+    pub(super) pieces: Vec<Tensor>,
     len: usize,
 }
 
 impl Joint {
     /// Appends `t`, flattened; returns where it starts.
-    fn push(&mut self, t: &Tensor) -> Result<usize> {
+    pub(super) fn push(&mut self, t: &Tensor) -> Result<usize> {
         let at = self.len;
         self.len += t.elem_count();
         self.pieces.push(t.flatten_all()?);
@@ -110,18 +110,35 @@ fn out_shape(x: &Shape, w: &Shape, g: ConvGeometry) -> Result<Shape> {
 }
 
 /// A tensor of `storage`'s f32 values, without a copy.
-fn tensor_of(storage: CpuStorage, shape: Shape) -> Result<Tensor> {
+pub(super) fn tensor_of(storage: CpuStorage, shape: Shape) -> Result<Tensor> {
     let CpuStorage::F32(v) = storage else {
         bail!("conv chain: expected f32 values")
     };
     Tensor::from_vec(v, shape, &Device::Cpu)
 }
 
+/// What an op's forward left in `slot` for its backward, taken out.
+pub(super) fn take_saved<T>(slot: &Mutex<Option<T>>, op: &str) -> Result<T> {
+    match slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(saved) => Ok(saved),
+        None => bail!("{op}: backward without a forward"),
+    }
+}
+
+/// Adds the residual's gradient `dy` into the gradient `grad` of a block's input.
+pub(super) fn add_residual(grad: &Tensor, dy: &Tensor) -> Result<()> {
+    update_f32(grad, dy, |g, d| {
+        for (g, d) in g.iter_mut().zip(d) {
+            *g += d;
+        }
+    })
+}
+
 /// A unit's convolution and batch norm, and where its parameters lie in the joint operand:
 /// the weight from `at`, then the batch norm's weight and bias, `channels` each.
-struct UnitOp {
-    conv: Box<dyn ConvOp>,
-    bn: BatchNormTrain,
+pub(super) struct UnitOp {
+    pub(super) conv: Box<dyn ConvOp>,
+    pub(super) bn: BatchNormTrain,
     weight_shape: Shape,
     at: usize,
     channels: usize,
@@ -130,7 +147,12 @@ struct UnitOp {
 impl UnitOp {
     /// The op of unit `u` on an input of shape `input`, its parameters appended to `joint`;
     /// `None` where the convolution has no kernel of ours. `x` is the run's input.
-    fn new(x: &Tensor, u: &ChainUnit, input: &Shape, joint: &mut Joint) -> Result<Option<Self>> {
+    pub(super) fn new(
+        x: &Tensor,
+        u: &ChainUnit,
+        input: &Shape,
+        joint: &mut Joint,
+    ) -> Result<Option<Self>> {
         let f32_cpu = x.device().is_cpu()
             && [x, u.weight, u.norm.weight, u.norm.bias]
                 .iter()
@@ -162,7 +184,7 @@ impl UnitOp {
 
     /// The layouts of the weight, the batch norm's weight and its bias in an operand laid out
     /// as `pl`.
-    fn layouts(&self, pl: &Layout) -> [Layout; 3] {
+    pub(super) fn layouts(&self, pl: &Layout) -> [Layout; 3] {
         let start = pl.start_offset() + self.at;
         let norm = start + self.weight_shape.elem_count();
         [
@@ -323,11 +345,7 @@ impl BlockOp {
             };
         }
         if self.residual {
-            update_f32(&grad, dy, |g, d| {
-                for (g, d) in g.iter_mut().zip(d) {
-                    *g += d;
-                }
-            })?;
+            add_residual(&grad, dy)?;
         }
         Ok(Some(grad))
     }
@@ -335,7 +353,7 @@ impl BlockOp {
 
 /// One unit's backward: its input's gradient (where wanted), its parameters' gradients written
 /// into `d_params`. `z` is the convolution's output, `dy` the gradient of the unit's output.
-fn unit_backward(
+pub(super) fn unit_backward(
     unit: &UnitOp,
     (x, want_dx): (&Tensor, bool),
     params: &Tensor,
@@ -365,7 +383,7 @@ fn unit_backward(
 
 /// The layer scale's gradient (`Σ dy · last` per channel, into `d_params` at `at`) and the
 /// gradient of its input, `dy · gamma`, as [`super::channel_affine`] computes them.
-fn layer_scale_grad(
+pub(super) fn layer_scale_grad(
     last: &Tensor,
     dy: &Tensor,
     params: &Tensor,
@@ -438,9 +456,7 @@ impl CustomOp2 for ChainTrain {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let Some(kept) = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-            bail!("{}: backward without a forward", self.name())
-        };
+        let kept = take_saved(&self.saved, self.name())?;
         let params = params.detach();
         let mut d_params = vec![0f32; params.elem_count()];
         let mut grad = Some(dy.contiguous()?);

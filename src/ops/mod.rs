@@ -8,7 +8,8 @@
 //! [`conv1x1`] and other dense convolutions to [`dense::conv2d`] (im2col + matmul per sample); everything
 //! else, and every convolution on the [`ConvPath::Generic`] path, goes to candle's
 //! `Tensor::conv2d`. All routes are differentiable. [`conv_bn_train`] runs the same kernels
-//! followed by train-mode batch norm as one op.
+//! followed by train-mode batch norm as one op, [`chain_train`] a run of conv blocks and
+//! [`mqa_train`] a multi-query attention block, each as one train-mode op.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use conv_op::ConvOp;
 mod act;
 mod affine;
 mod alloc;
+mod attention;
 mod batchnorm;
 mod chain;
 mod channel_major;
@@ -46,6 +48,7 @@ mod workers;
 pub use act::Act;
 pub use affine::channel_affine;
 pub use alloc::{retain_freed_memory, Arenas};
+pub use attention::{mqa_train, KvArgs, MqaArgs};
 pub use batchnorm::{batch_norm_train, BatchStats};
 pub use chain::{chain_train, ChainBlock, ChainUnit};
 pub use conv_bn::{conv_bn_train, ConvGeometry, NormAct};

@@ -67,19 +67,23 @@ impl CustomOp1 for SoftmaxLastDim {
             return Ok(Some(dy));
         }
         let dx = read_f32(y, |y| {
-            read_f32(&dy, |dy| {
-                // SAFETY: the rows of `n` slots cover the vector, each written by `grad_row`.
-                unsafe {
-                    written(y.len(), |dx| {
-                        dx.par_chunks_mut(n)
-                            .zip(y.par_chunks(n).zip(dy.par_chunks(n)))
-                            .with_min_len(rows_per_task(n))
-                            .for_each(|(dx, (y, dy))| grad_row(y, dy, self.scale, dx))
-                    })
-                }
-            })
+            read_f32(&dy, |dy| softmax_rows_grad(y, dy, n, self.scale))
         })??;
         Ok(Some(Tensor::from_vec(dx, y.shape(), y.device())?))
+    }
+}
+
+/// The gradient of [`softmax_rows`]: `dx = scale · y · (dy − Σ dy·y)` over each row of `n`,
+/// from its output `y` and output gradient `dy`.
+pub(crate) fn softmax_rows_grad(y: &[f32], dy: &[f32], n: usize, scale: f32) -> Vec<f32> {
+    // SAFETY: the rows of `n` slots cover the vector, each written by `grad_row`.
+    unsafe {
+        written(y.len(), |dx| {
+            dx.par_chunks_mut(n)
+                .zip(y.par_chunks(n).zip(dy.par_chunks(n)))
+                .with_min_len(rows_per_task(n))
+                .for_each(|(dx, (y, dy))| grad_row(y, dy, scale, dx))
+        })
     }
 }
 
