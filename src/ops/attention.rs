@@ -16,10 +16,11 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::act::{affine_act, channel_geometry, Act};
+use super::act::{channel_geometry, Act};
 use super::batchnorm::{BatchNormTrain, BatchStats, StatsCell};
 use super::chain::{
-    add_residual, layer_scale_grad, take_saved, tensor_of, unit_backward, ChainUnit, Joint, UnitOp,
+    add_residual, layer_scale, layer_scale_grad, out_shape, take_saved, tensor_of, unit_backward,
+    ChainUnit, Joint, UnitOp,
 };
 use super::conv_bn::NormAct;
 use super::conv_op::{ConvOp, OutGrad};
@@ -163,10 +164,7 @@ impl KvOp {
                 let Some(unit) = UnitOp::new(x, u, &shape, joint)? else {
                     return Ok(None);
                 };
-                let (b, c, h, w) = shape.dims4()?;
-                let (s, p, k) = (u.geo.stride, u.geo.padding, u.weight.dims()[2]);
-                let side = |n: usize| (n + 2 * p).saturating_sub(k) / s.max(1) + 1;
-                shape = Shape::from((b, c, side(h), side(w)));
+                shape = out_shape(&shape, u.weight.shape(), u.geo)?;
                 Some(unit)
             }
             None => None,
@@ -326,10 +324,7 @@ impl MqaTrain {
         let Some(at) = self.scale_at else {
             return Ok((p, None));
         };
-        let (_, c, s) = channel_geometry(&shape, "attention")?;
-        let start = pl.start_offset() + at;
-        let gamma = &ps.as_slice::<f32>()?[start..start + c];
-        let y = affine_act(&p, c, s, gamma, &vec![0f32; c], Act::Identity);
+        let y = layer_scale(&p, &shape, (ps, pl), at)?;
         Ok((y, Some(Tensor::from_vec(p, shape, &Device::Cpu)?)))
     }
 

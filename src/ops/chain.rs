@@ -96,7 +96,7 @@ impl Joint {
 }
 
 /// The output shape of convolution `w` with geometry `g` on an input of shape `x`.
-fn out_shape(x: &Shape, w: &Shape, g: ConvGeometry) -> Result<Shape> {
+pub(super) fn out_shape(x: &Shape, w: &Shape, g: ConvGeometry) -> Result<Shape> {
     let (b, _, h, wd) = x.dims4()?;
     let (c, _, kh, kw) = w.dims4()?;
     let side = |n: usize, k: usize| match (n + 2 * g.padding).checked_sub(k) {
@@ -115,6 +115,20 @@ pub(super) fn tensor_of(storage: CpuStorage, shape: Shape) -> Result<Tensor> {
         bail!("conv chain: expected f32 values")
     };
     Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+/// The layer scale `gamma` (at `at` in the joint operand `(ps, pl)`) applied to `y` of shape
+/// `shape`, as [`super::channel_affine`] applies it.
+pub(super) fn layer_scale(
+    y: &[f32],
+    shape: &Shape,
+    (ps, pl): (&CpuStorage, &Layout),
+    at: usize,
+) -> Result<Vec<f32>> {
+    let (_, c, s) = channel_geometry(shape, "layer scale")?;
+    let start = pl.start_offset() + at;
+    let gamma = &ps.as_slice::<f32>()?[start..start + c];
+    Ok(affine_act(y, c, s, gamma, &vec![0f32; c], Act::Identity))
 }
 
 /// What an op's forward left in `slot` for its backward, taken out.
@@ -290,10 +304,7 @@ impl BlockOp {
         };
         let mut last = None;
         if let Some(at) = self.scale_at {
-            let (_, c, s) = channel_geometry(&shape, "conv chain")?;
-            let start = pl.start_offset() + at;
-            let gamma = &ps.as_slice::<f32>()?[start..start + c];
-            let scaled = affine_act(&y, c, s, gamma, &vec![0f32; c], Act::Identity);
+            let scaled = layer_scale(&y, &shape, (ps, pl), at)?;
             last = Some(Tensor::from_vec(y, shape.clone(), &Device::Cpu)?);
             y = scaled;
         }

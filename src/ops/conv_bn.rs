@@ -8,9 +8,10 @@
 
 use std::sync::Mutex;
 
-use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::act::channel_geometry;
+use super::chain::tensor_of;
 use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::read_f32;
 
@@ -120,10 +121,7 @@ impl CustomOp3 for ConvBnTrain {
         let y = self
             .bn
             .cpu_fwd(&conv_out, &conv_layout, ps, &weight, ps, &bias)?;
-        let CpuStorage::F32(conv_out) = conv_out else {
-            bail!("{}: expected an f32 convolution output", self.name())
-        };
-        let kept = Tensor::from_vec(conv_out, shape, &Device::Cpu)?;
+        let kept = tensor_of(conv_out, shape)?;
         *self.conv_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
         Ok(y)
     }
