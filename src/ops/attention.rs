@@ -27,7 +27,7 @@ use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, Mat, MatMut, Threads};
 use super::softmax::{softmax_rows, softmax_rows_grad};
-use super::{kernel_op, route_shapes};
+use super::{kernel_op, route_shapes, Pass};
 
 /// The key or the value branch: an optional down-sampling unit, then a 1×1 projection.
 pub struct KvArgs<'a> {
@@ -107,7 +107,7 @@ impl Proj {
         }
         let f32_cpu = f32_cpu && w.device().is_cpu() && w.dtype() == DType::F32;
         let route = route_shapes(f32_cpu, input, w.shape(), (1, 0, 1))?;
-        let Some(conv) = kernel_op(route, input, w.shape(), 1, 0)? else {
+        let Some(conv) = kernel_op(route, input, w.shape(), (1, 0), Pass::Training)? else {
             return Ok(None);
         };
         let at = joint.push(w)?;

@@ -21,7 +21,7 @@ use super::batchnorm::{BatchNormTrain, BatchStats, StatsCell};
 use super::conv_bn::{ConvGeometry, NormAct};
 use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::{f32_slice, read_f32, update_f32};
-use super::{kernel_op, route_shapes};
+use super::{kernel_op, route_shapes, Pass};
 
 /// One convolution + batch norm unit of a block: the convolution's weight and geometry, the
 /// batch norm's parameters and activation.
@@ -173,7 +173,7 @@ impl UnitOp {
                 .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
         let (w, g) = (u.weight.shape(), u.geo);
         let route = route_shapes(f32_cpu, input, w, (g.stride, g.padding, g.groups))?;
-        let Some(conv) = kernel_op(route, input, w, g.stride, g.padding)? else {
+        let Some(conv) = kernel_op(route, input, w, (g.stride, g.padding), Pass::Training)? else {
             return Ok(None);
         };
         let channels = w.dims4()?.0;

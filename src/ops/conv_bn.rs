@@ -16,7 +16,7 @@ use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::read_f32;
 
 use super::batchnorm::{BatchNormTrain, BatchStats};
-use super::{kernel_op, route, Act};
+use super::{kernel_op, route, Act, Pass};
 
 /// A convolution's stride, symmetric zero padding and groups, as [`super::conv2d`] takes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +46,13 @@ pub fn conv_bn_train(
     norm: NormAct,
 ) -> Result<Option<(Tensor, BatchStats)>> {
     let kernel = route(x, w, geo.stride, geo.padding, geo.groups)?;
-    match kernel_op(kernel, x.shape(), w.shape(), geo.stride, geo.padding)? {
+    match kernel_op(
+        kernel,
+        x.shape(),
+        w.shape(),
+        (geo.stride, geo.padding),
+        Pass::Training,
+    )? {
         Some(conv) => Ok(Some(fused(x, w, conv, norm)?)),
         None => Ok(None),
     }
@@ -213,7 +219,14 @@ mod tests {
                 let w = Var::from_tensor(&uniform(&ws, &mut rng)?)?;
                 let g = Var::from_tensor(&uniform(&[ws[0]], &mut rng)?.affine(0.5, 1.0)?)?;
                 let b = Var::from_tensor(&uniform(&[ws[0]], &mut rng)?)?;
-                let Some(conv) = kernel_op(route, x.shape(), w.shape(), stride, padding)? else {
+                let Some(conv) = kernel_op(
+                    route,
+                    x.shape(),
+                    w.shape(),
+                    (stride, padding),
+                    Pass::Training,
+                )?
+                else {
                     panic!("case {i}: no kernel")
                 };
                 let (together, stats) =
@@ -244,7 +257,14 @@ mod tests {
         let x = uniform(&[2, 4, 5, 5], &mut rng)?;
         let w = uniform(&[6, 4, 1, 1], &mut rng)?;
         let short = uniform(&[5], &mut rng)?;
-        let conv = kernel_op(Route::Pointwise, x.shape(), w.shape(), 1, 0)?.expect("a kernel");
+        let conv = kernel_op(
+            Route::Pointwise,
+            x.shape(),
+            w.shape(),
+            (1, 0),
+            Pass::Training,
+        )?
+        .expect("a kernel");
         let err = fused(&x, &w, conv, norm(&short, &short, Act::Relu)).unwrap_err();
         assert!(err.to_string().contains("6 output channels"), "{err}");
         let grouped = uniform(&[6, 2, 3, 3], &mut rng)?;

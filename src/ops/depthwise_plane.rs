@@ -33,6 +33,21 @@ pub(super) struct Placement {
     pub start: usize,
     pub row_step: usize,
     pub col_step: usize,
+    /// Set by [`sum_rows`] itself: the end of the sums where rows lie back to back and each
+    /// fits one block, else zero. A row's vector may run on up to there.
+    spill_end: usize,
+}
+
+impl Placement {
+    /// Sum `(r, c)` at `start + r·row_step + c·col_step`.
+    pub(super) fn new(start: usize, row_step: usize, col_step: usize) -> Self {
+        Self {
+            start,
+            row_step,
+            col_step,
+            spill_end: 0,
+        }
+    }
 }
 
 /// Rows per block: four independent chains of adds hide the add latency.
@@ -54,6 +69,14 @@ multiversion! {
 /// [`sum_rows`] in blocks of [`ROWS`] rows by `L` columns.
 #[inline(always)]
 fn rows_of<const L: usize>(job: &RowSums, out: &mut [MaybeUninit<f32>], place: Placement) {
+    // Rows that follow each other in `out` and fit one block: a short row may then be written
+    // as a whole vector whose extra lanes land on the next row, written after it.
+    let dense = place.col_step == 1 && place.row_step == job.cols && job.cols <= L;
+    let spill_end = match dense {
+        true => place.start + job.rows * job.cols,
+        false => 0,
+    };
+    let place = Placement { spill_end, ..place };
     for r in (0..job.rows).step_by(ROWS) {
         for c in (0..job.cols).step_by(L) {
             let base = job.base + r * job.stride + c;
@@ -96,7 +119,7 @@ fn put<const R: usize, const L: usize>(
 ) {
     for (r, row) in sums.iter().enumerate() {
         let start = at + r * place.row_step;
-        if place.col_step == 1 && n == L {
+        if place.col_step == 1 && (n == L || start + L <= place.spill_end) {
             let dst: &mut [MaybeUninit<f32>; L] =
                 (&mut out[start..start + L]).try_into().expect("L slots");
             for (d, &v) in dst.iter_mut().zip(row) {
@@ -181,21 +204,23 @@ mod tests {
     fn sums_match_one_axpy_per_tap() {
         let src = values(600, 1.0);
         let (offs, wts) = ([0usize, 1, 2, 13, 14, 15, 30], values(7, 9.0));
-        for (rows, cols, col_step) in [
-            (7, 7, 1),
-            (11, 5, 1),
-            (5, 14, 1),
-            (3, 20, 2),
-            (1, 1, 1),
-            (6, 9, 3),
+        // Gap 0 gives rows back to back, which short rows write as whole vectors.
+        for (rows, cols, col_step, gap) in [
+            (7, 7, 1, 1),
+            (7, 7, 1, 0),
+            (11, 5, 1, 1),
+            (11, 5, 1, 0),
+            (5, 14, 1, 1),
+            (5, 14, 1, 0),
+            (6, 20, 1, 0),
+            (3, 20, 2, 1),
+            (1, 1, 1, 0),
+            (6, 9, 3, 1),
         ] {
             let stride = 23;
-            let place = Placement {
-                start: 2,
-                row_step: cols * col_step + 1,
-                col_step,
-            };
-            let len = place.start + rows * place.row_step;
+            let place = Placement::new(2, cols * col_step + gap, col_step);
+            // Slots past the last sum must keep their values.
+            let len = place.start + rows * place.row_step + SLACK;
             let mut want = vec![f32::NAN; len];
             for r in 0..rows {
                 let mut acc = vec![0f32; cols];
@@ -228,7 +253,7 @@ mod tests {
                 assert_eq!(
                     bits(&got),
                     bits(&want),
-                    "{rows}x{cols} step {col_step} {limit:?}"
+                    "{rows}x{cols} step {col_step} gap {gap} {limit:?}"
                 );
             }
         }

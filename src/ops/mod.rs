@@ -129,7 +129,14 @@ pub fn conv2d(
     groups: usize,
 ) -> Result<Tensor> {
     let kernel = route(x, w, stride, padding, groups)?;
-    match kernel_op(kernel, x.shape(), w.shape(), stride, padding)? {
+    // The layer-by-layer path, which eval-mode forwards take; training takes the fused ops.
+    match kernel_op(
+        kernel,
+        x.shape(),
+        w.shape(),
+        (stride, padding),
+        Pass::Forward,
+    )? {
         Some(op) => x.contiguous()?.apply_op2_arc(
             &w.contiguous()?,
             Arc::new(op as Box<dyn CustomOp2 + Send + Sync>),
@@ -138,17 +145,26 @@ pub fn conv2d(
     }
 }
 
-/// The op of the kernel `route` names, checked against the shapes of `x` and `w`; `None` for
-/// candle's convolution.
+/// Whether a backward follows a kernel's forward; some kernels pick their layout by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// Forward only, or a backward that may run without the kernels' help.
+    Forward,
+    /// A training op's forward, its backward to come.
+    Training,
+}
+
+/// The op of the kernel `route` names for `pass`, checked against the shapes of `x` and `w`;
+/// `None` for candle's convolution.
 fn kernel_op(
     route: Route,
     x: &Shape,
     w: &Shape,
-    stride: usize,
-    padding: usize,
+    (stride, padding): (usize, usize),
+    pass: Pass,
 ) -> Result<Option<Box<dyn ConvOp>>> {
     Ok(match route {
-        Route::Depthwise => Some(Box::new(depthwise::DepthwiseConv2d::new(stride))),
+        Route::Depthwise => Some(Box::new(depthwise::DepthwiseConv2d::new(stride, pass))),
         Route::Pointwise => Some(Box::new(pointwise::Conv1x1::new(x, w)?)),
         Route::Dense => Some(Box::new(dense::DenseConv::new(x, w, stride, padding)?)),
         Route::Generic => None,
