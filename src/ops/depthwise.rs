@@ -21,7 +21,7 @@ use std::sync::Mutex;
 
 use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::{f32_slice, read_f32};
-use super::depthwise_plane::{sum_rows, tap_dots, Placement, RowSums, SLACK};
+use super::depthwise_plane::{sum_rows, tap_dots, Placement, RowSums, TapLanes, SLACK};
 use super::depthwise_small::{self, TapTable};
 use super::uninit::{assume_written, written};
 use super::vecmath::{deinterleave, interleave_uninit};
@@ -359,15 +359,16 @@ impl ConvOp for DepthwiseConv2d {
     }
 }
 
-/// `(dx, dw)`, plane by plane: each plane's `dy` is spread once into a zero-bordered buffer
-/// that both gradients read.
+/// `(dx, dw)`, channel by channel and, within one, image by image: each plane's `dy` is
+/// spread once into a zero-bordered buffer that both gradients read.
 ///
 /// `dx`: every `dy[oh, ow] · w[i, j]` added onto the pixel tap `(i, j)` read. Each input pixel
 /// gathers the taps of its phase (the taps that read it), in tap order: the sums of the per-tap
 /// transposed passes.
 ///
-/// `dw[c, i, j] = Σ_b Σ dy · x` under tap `(i, j)`: one dot product per tap and plane, the
-/// planes' products summed over the batch in order afterwards.
+/// `dw[c, i, j] = Σ_b Σ dy · x` under tap `(i, j)`: one dot product per tap whose lanes run on
+/// over the channel's planes, image after image, and are reduced once (reruns are
+/// bit-identical).
 fn backward(
     g: &Padded,
     (b, c): (usize, usize),
@@ -387,7 +388,7 @@ fn backward(
     // Stride 2 sums each phase in the padded layout, then interleaves the phases' columns
     // into the plane's rows; other strides write each sum straight to its pixel.
     let interleaved = g.s == 2 && g.w >= 2;
-    let mut dots = vec![0f64; b * c * kk];
+    let mut dw = vec![0f32; c * kk];
     let write = |dx: &mut [MaybeUninit<f32>]| {
         if dx.is_empty() {
             return;
@@ -395,49 +396,60 @@ fn backward(
         let scratch = || {
             let dyz = vec![0f32; lead + g.len() + SLACK];
             let sums = vec![MaybeUninit::new(0f32); if interleaved { g.len() } else { 0 }];
-            (dyz, sums, Vec::with_capacity(k * k), vec![0f32; g.len()])
+            let wts = Vec::with_capacity(k * k);
+            (dyz, sums, wts, vec![0f32; g.len()], TapLanes::new(kk))
         };
-        dx.par_chunks_mut(plane)
-            .zip(dots.par_chunks_mut(kk))
+        let mut by_channel: Vec<Vec<_>> = (0..c).map(|_| Vec::with_capacity(b)).collect();
+        for (i, dxp) in dx.chunks_mut(plane).enumerate() {
+            by_channel[i % c].push(dxp);
+        }
+        by_channel
+            .into_par_iter()
+            .zip(dw.par_chunks_mut(kk))
             .enumerate()
-            .for_each_init(scratch, |(dyz, sums, wts, buf), (bc, (dxp, dots))| {
-                g.spread(&dy[bc * out_plane..(bc + 1) * out_plane], &mut dyz[lead..]);
-                let wk = &wt[(bc % c) * k * k..(bc % c + 1) * k * k];
-                for (phase, offs) in phases.iter().zip(&offs) {
+            .for_each_init(
+                scratch,
+                |(dyz, sums, wts, buf, lanes), (ch, (planes, dw))| {
+                    let wk = &wt[ch * kk..(ch + 1) * kk];
                     wts.clear();
-                    wts.extend(phase.taps.iter().map(|&t| wk[t]));
-                    let job = RowSums {
-                        src: dyz,
-                        base: phase.at,
-                        stride: g.wq,
-                        rows: phase.rows,
-                        cols: phase.cols,
-                        offs,
-                        wts,
-                    };
-                    match interleaved {
-                        true => sum_rows(&job, sums, g.in_layout(phase.at)),
-                        false => sum_rows(&job, dxp, phase.place),
+                    lanes.clear();
+                    for (bi, dxp) in planes.into_iter().enumerate() {
+                        let bc = bi * c + ch;
+                        g.spread(&dy[bc * out_plane..(bc + 1) * out_plane], &mut dyz[lead..]);
+                        for (phase, offs) in phases.iter().zip(&offs) {
+                            wts.clear();
+                            wts.extend(phase.taps.iter().map(|&t| wk[t]));
+                            let job = RowSums {
+                                src: dyz,
+                                base: phase.at,
+                                stride: g.wq,
+                                rows: phase.rows,
+                                cols: phase.cols,
+                                offs,
+                                wts,
+                            };
+                            match interleaved {
+                                true => sum_rows(&job, sums, g.in_layout(phase.at)),
+                                false => sum_rows(&job, dxp, phase.place),
+                            }
+                        }
+                        if interleaved {
+                            // SAFETY: `sums` was made of zeros, and `sum_rows` only writes values.
+                            g.interleave_into(unsafe { assume_written(sums) }, dxp);
+                        }
+                        g.fill(&x[bc * plane..(bc + 1) * plane], buf);
+                        tap_dots(&dyz[lead..lead + g.run()], buf, &taps, lanes);
                     }
-                }
-                if interleaved {
-                    // SAFETY: `sums` was made of zeros, and `sum_rows` only writes values.
-                    g.interleave_into(unsafe { assume_written(sums) }, dxp);
-                }
-                g.fill(&x[bc * plane..(bc + 1) * plane], buf);
-                tap_dots(&dyz[lead..lead + g.run()], buf, &taps, dots);
-            });
+                    for (d, v) in dw.iter_mut().zip(lanes.totals()) {
+                        *d = v;
+                    }
+                },
+            );
     };
     // SAFETY: each input pixel lies in exactly one phase, whose rows and columns `sum_rows`
     // writes in full (an empty plane or an output without pixels writes nothing and needs
     // nothing).
     let dx = unsafe { written(b * c * plane, write) };
-    let dw = (0..c * kk)
-        .map(|i| {
-            let (ch, t) = (i / kk, i % kk);
-            (0..b).fold(0f64, |acc, bi| acc + dots[(bi * c + ch) * kk + t]) as f32
-        })
-        .collect();
     (dx, dw)
 }
 

@@ -11,6 +11,7 @@
 use std::mem::MaybeUninit;
 
 use super::simd::multiversion;
+use super::vecmath::{dot_lanes, DOT_LANES};
 
 /// Rows of sums over the taps: sum `(r, c)` is `Σ_t wts[t] · src[base + offs[t] + r·stride + c]`,
 /// for `r < rows`, `c < cols`, taps in order, starting from zero.
@@ -133,20 +134,55 @@ fn put<const R: usize, const L: usize>(
     }
 }
 
-/// Dot-product lanes, as in [`super::vecmath::dot`].
-const LANES: usize = 8;
+/// Lanes of one dot product, as in [`dot_lanes`].
+const LANES: usize = DOT_LANES;
 /// The most taps whose dot products share one pass over the run.
 const TAPS_PER_PASS: usize = 8;
 
+/// One dot product per tap, accumulated over several runs (the planes of one channel) before
+/// a single reduction: eight lanes and a scalar tail per tap.
+pub(super) struct TapLanes {
+    lanes: Vec<[f32; LANES]>,
+    tails: Vec<f32>,
+}
+
+impl TapLanes {
+    /// Zeroed lanes for `taps` taps.
+    pub(super) fn new(taps: usize) -> Self {
+        Self {
+            lanes: vec![[0.0; LANES]; taps],
+            tails: vec![0.0; taps],
+        }
+    }
+
+    /// Sets every tap's lanes back to zero.
+    pub(super) fn clear(&mut self) {
+        self.lanes.fill([0.0; LANES]);
+        self.tails.fill(0.0);
+    }
+
+    /// Adds the products of `a` and `b` to tap `t`'s lanes, as [`dot_lanes`] takes them.
+    pub(super) fn add_dot(&mut self, t: usize, a: &[f32], b: &[f32]) {
+        self.tails[t] += dot_lanes(a, b, &mut self.lanes[t]);
+    }
+
+    /// Each tap's dot product: its lanes summed in order, then its tail.
+    pub(super) fn totals(&self) -> impl Iterator<Item = f32> + '_ {
+        let lanes = self.lanes.iter().map(|l| l.iter().sum::<f32>());
+        lanes.zip(&self.tails).map(|(l, t)| l + t)
+    }
+}
+
 multiversion! {
-    /// Adds to `acc[t]`, for every tap `t`, the dot product of `flat` with the run of `buf`
-    /// starting at `taps[t]` (as long as `flat`), computed exactly as
-    /// [`super::vecmath::dot`] computes it.
-    pub(super) fn tap_dots(flat: &[f32], buf: &[f32], taps: &[usize], acc: &mut [f64]) {
+    /// Adds to the lanes of every tap `t` the products of `flat` with the run of `buf`
+    /// starting at `taps[t]` (as long as `flat`), eight lanes as [`dot_lanes`]
+    /// takes them.
+    pub(super) fn tap_dots(flat: &[f32], buf: &[f32], taps: &[usize], acc: &mut TapLanes) {
         // Passes of equal size: 25 taps as 7 + 6 + 6 + 6, not 8 + 8 + 8 + 1.
         let passes = taps.len().div_ceil(TAPS_PER_PASS).max(1);
         let per_pass = taps.len().div_ceil(passes).max(1);
-        for (taps, acc) in taps.chunks(per_pass).zip(acc.chunks_mut(per_pass)) {
+        let lanes = acc.lanes.chunks_mut(per_pass).zip(acc.tails.chunks_mut(per_pass));
+        for (taps, acc) in taps.chunks(per_pass).zip(lanes) {
             match taps.len() {
                 TAPS_PER_PASS => dots_of::<TAPS_PER_PASS>(flat, buf, taps, acc),
                 1 => dots_of::<1>(flat, buf, taps, acc),
@@ -161,12 +197,17 @@ multiversion! {
     }
 }
 
-/// [`tap_dots`] for `T` taps in one pass.
+/// [`tap_dots`] for `T` taps in one pass, their lanes in registers.
 #[inline(always)]
-fn dots_of<const T: usize>(flat: &[f32], buf: &[f32], taps: &[usize], acc: &mut [f64]) {
+fn dots_of<const T: usize>(
+    flat: &[f32],
+    buf: &[f32],
+    taps: &[usize],
+    (lanes_out, tails): (&mut [[f32; LANES]], &mut [f32]),
+) {
     let n = flat.len();
     let runs: [&[f32]; T] = std::array::from_fn(|t| &buf[taps[t]..taps[t] + n]);
-    let mut lanes = [[0f32; LANES]; T];
+    let mut lanes: [[f32; LANES]; T] = std::array::from_fn(|t| lanes_out[t]);
     let full = n - n % LANES;
     for at in (0..full).step_by(LANES) {
         let f: &[f32; LANES] = flat[at..at + LANES].try_into().expect("a lane's values");
@@ -177,13 +218,10 @@ fn dots_of<const T: usize>(flat: &[f32], buf: &[f32], taps: &[usize], acc: &mut 
             }
         }
     }
-    for ((lanes, run), acc) in lanes.iter().zip(&runs).zip(acc.iter_mut()) {
-        let tail: f32 = flat[full..]
-            .iter()
-            .zip(&run[full..])
-            .map(|(f, x)| f * x)
-            .sum();
-        *acc += f64::from(lanes.iter().sum::<f32>() + tail);
+    lanes_out[..T].copy_from_slice(&lanes);
+    for (run, tail) in runs.iter().zip(tails.iter_mut()) {
+        let products = flat[full..].iter().zip(&run[full..]).map(|(f, x)| f * x);
+        *tail += products.sum::<f32>();
     }
 }
 
@@ -259,22 +297,42 @@ mod tests {
         }
     }
 
-    /// Every tap's dot product is the one `dot` gives, for runs with and without a tail and
-    /// tap counts that split into several passes.
+    /// Every tap's lanes over one run give the product `dot` gives, and over several runs
+    /// the products of the runs laid end to end; on every SIMD level alike.
     #[test]
     fn dots_match_one_dot_per_tap() {
         let buf = values(400, 3.0);
-        for (n, ntaps) in [(77, 25), (64, 9), (5, 3), (200, 8), (31, 17)] {
-            let flat = values(n, 7.0);
+        for (n, ntaps) in [(64, 9), (200, 8), (77, 25), (5, 3), (31, 17)] {
+            let flats = [values(n, 7.0), values(n, 2.0)];
             let taps: Vec<usize> = (0..ntaps).map(|t| (t * 7) % 150).collect();
-            let want: Vec<f64> = taps
+            let one: Vec<f32> = taps
                 .iter()
-                .map(|&t| 0.5 + f64::from(dot(&flat, &buf[t..t + n])))
+                .map(|&t| dot(&flats[0], &buf[t..t + n]))
                 .collect();
+            let both: Vec<f64> = taps
+                .iter()
+                .map(|&t| {
+                    let pairs = flats.iter().flat_map(|f| f.iter().zip(&buf[t..t + n]));
+                    pairs.map(|(&f, &x)| f64::from(f) * f64::from(x)).sum()
+                })
+                .collect();
+            let mut first = None;
             for limit in ALL {
-                let mut got = vec![0.5f64; ntaps];
-                capped(limit, || tap_dots(&flat, &buf, &taps, &mut got));
-                assert_eq!(got, want, "run {n}, {ntaps} taps, {limit:?}");
+                let mut acc = TapLanes::new(ntaps);
+                capped(limit, || tap_dots(&flats[0], &buf, &taps, &mut acc));
+                assert_eq!(acc.totals().collect::<Vec<_>>(), one, "run {n} {limit:?}");
+                capped(limit, || tap_dots(&flats[1], &buf, &taps, &mut acc));
+                let got: Vec<f32> = acc.totals().collect();
+                for (g, w) in got.iter().zip(&both) {
+                    assert!(
+                        (f64::from(*g) - w).abs() < 1e-4 * (1.0 + w.abs()),
+                        "{g} vs {w}"
+                    );
+                }
+                let bits: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(*first.get_or_insert(bits.clone()), bits, "{limit:?}");
+                acc.clear();
+                assert!(acc.totals().all(|v| v == 0.0));
             }
         }
     }

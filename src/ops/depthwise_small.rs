@@ -12,8 +12,9 @@
 use rayon::prelude::*;
 
 use super::channel_major::transpose;
+use super::depthwise_plane::TapLanes;
 use super::uninit::{written, zeroed};
-use super::vecmath::{axpy, dot};
+use super::vecmath::axpy;
 
 /// The taps of a depthwise convolution (kernel `k`, stride `s`, padding `k / 2`) that fall
 /// inside an `h x w` input, per output pixel.
@@ -123,15 +124,16 @@ pub(crate) fn backward(
                     let xc = &xt[ch * p * b..(ch + 1) * p * b];
                     let dyc = &dyt[ch * q * b..(ch + 1) * q * b];
                     let wc = &w[ch * kk..(ch + 1) * kk];
-                    let mut acc = vec![0f64; kk];
+                    let mut acc = TapLanes::new(kk);
                     for (qi, dyq) in dyc.chunks_exact(b).enumerate() {
                         for &(tap, ip) in t.of(qi) {
+                            let xq = &xc[ip * b..(ip + 1) * b];
                             axpy(wc[tap], dyq, &mut dxc[ip * b..(ip + 1) * b]);
-                            acc[tap] += f64::from(dot(dyq, &xc[ip * b..(ip + 1) * b]));
+                            acc.add_dot(tap, dyq, xq);
                         }
                     }
-                    for (d, a) in dwc.iter_mut().zip(acc) {
-                        *d = a as f32;
+                    for (d, a) in dwc.iter_mut().zip(acc.totals()) {
+                        *d = a;
                     }
                 })
         })

@@ -15,11 +15,23 @@ multiversion! {
     }
 }
 
+/// Lanes of [`dot_lanes`].
+pub(crate) const DOT_LANES: usize = 8;
+
+/// `Σ a_i · b_i` in eight f32 lanes: the lanes summed in order, then the tail. The reference
+/// that the kernels accumulating [`dot_lanes`] over several runs are tested against.
+#[cfg(test)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; DOT_LANES];
+    let tail = dot_lanes(a, b, &mut lanes);
+    lanes.iter().sum::<f32>() + tail
+}
+
 multiversion! {
-    /// `Σ a_i · b_i` in eight f32 lanes.
-    pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-        const L: usize = 8;
-        let mut lanes = [0f32; L];
+    /// Adds the products `a_i · b_i` to `lanes` (product `i` to lane `i % 8`) as far as whole
+    /// lanes go, and returns the sum of the products past them.
+    pub(crate) fn dot_lanes(a: &[f32], b: &[f32], lanes: &mut [f32; DOT_LANES]) -> f32 {
+        const L: usize = DOT_LANES;
         let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
         let tail: f32 = ac
             .remainder()
@@ -32,7 +44,7 @@ multiversion! {
                 lanes[i] += x[i] * y[i];
             }
         }
-        lanes.iter().sum::<f32>() + tail
+        tail
     }
 }
 
