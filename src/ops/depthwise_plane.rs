@@ -97,10 +97,19 @@ fn rows_of<const L: usize>(job: &RowSums, out: &mut [MaybeUninit<f32>], place: P
 #[inline(always)]
 fn block<const R: usize, const L: usize>(job: &RowSums, base: usize) -> [[f32; L]; R] {
     let mut acc = [[0f32; L]; R];
-    for (&off, &wv) in job.offs.iter().zip(job.wts) {
+    let (offs, stride) = (job.offs, job.stride);
+    // Every value the block reads, checked once, so that its loads need no check each.
+    let max_off = offs.iter().copied().max().unwrap_or(0);
+    let reach = (R - 1)
+        .checked_mul(stride)
+        .and_then(|v| v.checked_add(L + max_off))
+        .expect("a block's extent fits in usize");
+    let src = &job.src[base..base + reach];
+    for (&off, &wv) in offs.iter().zip(job.wts) {
         for (r, acc) in acc.iter_mut().enumerate() {
-            let at = base + off + r * job.stride;
-            let x: &[f32; L] = job.src[at..at + L].try_into().expect("L values");
+            // SAFETY: `off + r·stride + L ≤ max_off + (R − 1)·stride + L = src.len()`, and
+            // that sum did not overflow.
+            let x = unsafe { &*src.as_ptr().add(off + r * stride).cast::<[f32; L]>() };
             for l in 0..L {
                 acc[l] += wv * x[l];
             }
