@@ -1,18 +1,20 @@
 //! Depthwise 2-D convolution (`groups == channels`, weight `[C, 1, k, k]`, padding `k / 2`)
 //! as a candle custom op with backward.
 //!
-//! Planes at least [`FLAT_MIN_OW`] outputs wide ([`TRAIN_FLAT_MIN_OW`] in training) are copied into a zero-padded, phase-split
-//! buffer ([`Padded`]) in which every kernel tap reads one contiguous run covering all output
-//! rows at once. Blocks of rows are then summed in registers over all taps
-//! ([`super::depthwise_plane`]): the forward sums each output over its taps; the input gradient
-//! spreads `dy` into a zero-bordered buffer and sums, for each input pixel, the taps that read
-//! it; the weight gradient takes one dot product per tap of that same buffer with the plane's
-//! input, several taps per pass over the run. Rows are `wq` wide (`wq ≥ OW`); the extra columns
-//! are dropped (forward) or zero (backward). Narrower planes, where most taps read padding, go
-//! to [`super::depthwise_small`], which puts the batch innermost.
+//! Planes at least [`FLAT_MIN_OW`] outputs wide ([`TRAIN_FLAT_MIN_OW`] in training) are
+//! copied into a zero-padded, phase-split buffer ([`Padded`]) in which every kernel tap reads
+//! one contiguous run covering all output rows at once. Blocks of rows are then summed in
+//! registers over all taps ([`super::depthwise_plane`]): the forward sums each output over its
+//! taps; the input gradient spreads `dy` into a zero-bordered buffer and sums, for each input
+//! pixel, the taps that read it; the weight gradient adds the products of that same buffer with
+//! the plane's input into one set of dot-product lanes per tap, several taps per pass over the
+//! run. Rows are `wq` wide (`wq ≥ OW`); the extra columns are dropped (forward) or zero
+//! (backward). Narrower planes, where most taps read padding, go to
+//! [`super::depthwise_small`], which puts the batch innermost.
 //!
-//! Forward and backward run in parallel over `batch x channel` planes; the weight gradient's
-//! per-plane products are then summed over the batch in order (reruns are bit-identical).
+//! The forward runs in parallel over `batch x channel` planes, the backward over channels, each
+//! channel's planes in batch order, its weight gradient's lanes reduced once at the end (reruns
+//! are bit-identical).
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -411,7 +413,6 @@ fn backward(
                 scratch,
                 |(dyz, sums, wts, buf, lanes), (ch, (planes, dw))| {
                     let wk = &wt[ch * kk..(ch + 1) * kk];
-                    wts.clear();
                     lanes.clear();
                     for (bi, dxp) in planes.into_iter().enumerate() {
                         let bc = bi * c + ch;
