@@ -34,9 +34,6 @@ pub(super) struct Placement {
     pub start: usize,
     pub row_step: usize,
     pub col_step: usize,
-    /// Set by [`sum_rows`] itself: the end of the sums where rows lie back to back and each
-    /// fits one block, else zero. A row's vector may run on up to there.
-    spill_end: usize,
 }
 
 impl Placement {
@@ -46,7 +43,6 @@ impl Placement {
             start,
             row_step,
             col_step,
-            spill_end: 0,
         }
     }
 }
@@ -77,17 +73,16 @@ fn rows_of<const L: usize>(job: &RowSums, out: &mut [MaybeUninit<f32>], place: P
         true => place.start + job.rows * job.cols,
         false => 0,
     };
-    let place = Placement { spill_end, ..place };
     for r in (0..job.rows).step_by(ROWS) {
         for c in (0..job.cols).step_by(L) {
             let base = job.base + r * job.stride + c;
             let n = job.cols.min(c + L) - c;
             let at = place.start + r * place.row_step + c * place.col_step;
             match job.rows - r {
-                1 => put(block::<1, L>(job, base), n, out, at, place),
-                2 => put(block::<2, L>(job, base), n, out, at, place),
-                3 => put(block::<3, L>(job, base), n, out, at, place),
-                _ => put(block::<ROWS, L>(job, base), n, out, at, place),
+                1 => put(block::<1, L>(job, base), n, out, at, (place, spill_end)),
+                2 => put(block::<2, L>(job, base), n, out, at, (place, spill_end)),
+                3 => put(block::<3, L>(job, base), n, out, at, (place, spill_end)),
+                _ => put(block::<ROWS, L>(job, base), n, out, at, (place, spill_end)),
             }
         }
     }
@@ -118,18 +113,19 @@ fn block<const R: usize, const L: usize>(job: &RowSums, base: usize) -> [[f32; L
     acc
 }
 
-/// Writes the first `n` sums of each row of a block.
+/// Writes the first `n` sums of each row of a block; a row whose whole vector ends by
+/// `spill_end` (rows back to back, zero otherwise) is written as that vector.
 #[inline(always)]
 fn put<const R: usize, const L: usize>(
     sums: [[f32; L]; R],
     n: usize,
     out: &mut [MaybeUninit<f32>],
     at: usize,
-    place: Placement,
+    (place, spill_end): (Placement, usize),
 ) {
     for (r, row) in sums.iter().enumerate() {
         let start = at + r * place.row_step;
-        if place.col_step == 1 && (n == L || start + L <= place.spill_end) {
+        if place.col_step == 1 && (n == L || start + L <= spill_end) {
             let dst: &mut [MaybeUninit<f32>; L] =
                 (&mut out[start..start + L]).try_into().expect("L slots");
             for (d, &v) in dst.iter_mut().zip(row) {

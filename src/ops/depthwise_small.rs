@@ -119,23 +119,26 @@ pub(crate) fn backward(
             dxt.par_chunks_mut(p * b)
                 .zip(dw.par_chunks_mut(kk))
                 .enumerate()
-                .for_each(|(ch, (dxc, dwc))| {
-                    let dxc = zeroed(dxc);
-                    let xc = &xt[ch * p * b..(ch + 1) * p * b];
-                    let dyc = &dyt[ch * q * b..(ch + 1) * q * b];
-                    let wc = &w[ch * kk..(ch + 1) * kk];
-                    let mut acc = TapLanes::new(kk);
-                    for (qi, dyq) in dyc.chunks_exact(b).enumerate() {
-                        for &(tap, ip) in t.of(qi) {
-                            let xq = &xc[ip * b..(ip + 1) * b];
-                            axpy(wc[tap], dyq, &mut dxc[ip * b..(ip + 1) * b]);
-                            acc.add_dot(tap, dyq, xq);
+                .for_each_init(
+                    || TapLanes::new(kk),
+                    |acc, (ch, (dxc, dwc))| {
+                        let dxc = zeroed(dxc);
+                        let xc = &xt[ch * p * b..(ch + 1) * p * b];
+                        let dyc = &dyt[ch * q * b..(ch + 1) * q * b];
+                        let wc = &w[ch * kk..(ch + 1) * kk];
+                        acc.clear();
+                        for (qi, dyq) in dyc.chunks_exact(b).enumerate() {
+                            for &(tap, ip) in t.of(qi) {
+                                let xq = &xc[ip * b..(ip + 1) * b];
+                                axpy(wc[tap], dyq, &mut dxc[ip * b..(ip + 1) * b]);
+                                acc.add_dot(tap, dyq, xq);
+                            }
                         }
-                    }
-                    for (d, a) in dwc.iter_mut().zip(acc.totals()) {
-                        *d = a;
-                    }
-                })
+                        for (d, a) in dwc.iter_mut().zip(acc.totals()) {
+                            *d = a;
+                        }
+                    },
+                )
         })
     };
     (transpose(&dxt, c * p, b), dw)
