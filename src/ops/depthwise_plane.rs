@@ -167,6 +167,8 @@ impl TapLanes {
     }
 
     /// Adds the products of `a` and `b` to tap `t`'s lanes, as [`dot_lanes`] takes them.
+    /// Inlined, to be compiled at the calling kernel's SIMD level.
+    #[inline(always)]
     pub(super) fn add_dot(&mut self, t: usize, a: &[f32], b: &[f32]) {
         self.tails[t] += dot_lanes(a, b, &mut self.lanes[t]);
     }

@@ -27,25 +27,25 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-multiversion! {
-    /// Adds the products `a_i · b_i` to `lanes` (product `i` to lane `i % 8`) as far as whole
-    /// lanes go, and returns the sum of the products past them.
-    pub(crate) fn dot_lanes(a: &[f32], b: &[f32], lanes: &mut [f32; DOT_LANES]) -> f32 {
-        const L: usize = DOT_LANES;
-        let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
-        let tail: f32 = ac
-            .remainder()
-            .iter()
-            .zip(bc.remainder())
-            .map(|(x, y)| x * y)
-            .sum();
-        for (x, y) in ac.zip(bc) {
-            for i in 0..L {
-                lanes[i] += x[i] * y[i];
-            }
+/// Adds the products `a_i · b_i` to `lanes` (product `i` to lane `i % 8`) as far as whole
+/// lanes go, and returns the sum of the products past them. Inlined into its caller, so that a
+/// [`multiversion!`] kernel compiles it at its own SIMD level.
+#[inline(always)]
+pub(crate) fn dot_lanes(a: &[f32], b: &[f32], lanes: &mut [f32; DOT_LANES]) -> f32 {
+    const L: usize = DOT_LANES;
+    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..L {
+            lanes[i] += x[i] * y[i];
         }
-        tail
     }
+    tail
 }
 
 multiversion! {
