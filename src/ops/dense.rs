@@ -8,8 +8,8 @@
 //! adjoint of im2col. Samples run in parallel, one contiguous range per thread with its own
 //! column buffer; a batch smaller than the thread pool runs its products on all threads. For
 //! small `L` the whole batch is unfolded at once in channel-major layout `[K, B · L]`
-//! ([`super::channel_major`]) and each product is a single large one; those columns are small,
-//! so the forward keeps them for the backward. An input that no gradient flows to (the images
+//! ([`super::channel_major`]) through index tables ([`super::column_table`]), and each product
+//! is a single large one; those columns are small, so the forward keeps them for the backward. An input that no gradient flows to (the images
 //! entering the stem) gets no input gradient.
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
+use super::column_table::ColumnTable;
 use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
@@ -130,26 +131,26 @@ impl Geometry {
     }
 
     /// The columns of the whole batch in channel-major layout, `[K, B · L]`: row `(c, i, j)`
-    /// holds the rows of every sample side by side. Parallel over input channels.
-    fn im2col_channel_major(&self, taps: &[Tap], x: &[f32]) -> Vec<f32> {
+    /// holds the rows of every sample side by side, gathered through a [`ColumnTable`].
+    /// Parallel over input channels.
+    fn im2col_channel_major(&self, x: &[f32]) -> Vec<f32> {
         let (l, n, kk, plane) = (self.l(), self.b * self.l(), self.kh * self.kw, self.plane());
-        let mut cols = vec![0f32; self.k() * n];
-        cols.par_chunks_mut(kk * n)
-            .enumerate()
-            .for_each_init(Vec::new, |buf, (c, block)| {
-                for bi in 0..self.b {
-                    let at = (bi * self.ci + c) * plane;
-                    let xp = self.g.phased(&x[at..at + plane], buf);
-                    im2col_plane(
-                        &self.g,
-                        taps,
-                        (self.kh, self.kw),
-                        xp,
-                        (&mut block[bi * l..], n),
-                    );
-                }
-            });
-        cols
+        let table = ColumnTable::new(&self.g, self.kh, n);
+        // SAFETY: channel `c`'s block holds its `kk` rows of `n` slots, and sample `bi` writes
+        // slots `bi · l .. (bi + 1) · l` of each: every slot once.
+        unsafe {
+            written(self.k() * n, |cols| {
+                cols.par_chunks_mut(kk * n).enumerate().for_each_init(
+                    Vec::new,
+                    |padded, (c, block)| {
+                        for bi in 0..self.b {
+                            let at = (bi * self.ci + c) * plane;
+                            table.unfold(&x[at..at + plane], &mut block[bi * l..], padded);
+                        }
+                    },
+                )
+            })
+        }
     }
 }
 
@@ -226,7 +227,7 @@ impl CustomOp2 for DenseConv {
         let out_shape = Shape::from((geo.b, co, geo.g.oh, geo.g.ow));
         if l < PER_SAMPLE_MIN_L {
             let n = geo.b * l;
-            let cols = geo.im2col_channel_major(&taps, x);
+            let cols = geo.im2col_channel_major(x);
             let ycm = product(wm, Mat::new(&cols, k, n), Threads::All);
             let y = to_batch_major(&ycm, geo.b, co, l);
             *self.cols.lock().unwrap_or_else(|e| e.into_inner()) = Some(cols);
@@ -393,13 +394,12 @@ fn backward_channel_major(
     want: Wanted,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let (k, l, co, kk) = (geo.k(), geo.l(), geo.co, geo.kh * geo.kw);
-    let taps = geo.g.taps();
     let n = geo.b * l;
     let dycm = to_channel_major(dy, geo.b, co, l);
     let dycm = Mat::new(&dycm, co, n);
     let cols = match want.cols {
         Some(cols) if cols.len() == k * n => cols,
-        _ => geo.im2col_channel_major(&taps, x),
+        _ => geo.im2col_channel_major(x),
     };
     let mut dw = vec![0f32; co * k];
     let colst = Mat::new(&cols, k, n).t();
@@ -423,15 +423,19 @@ fn backward_channel_major(
         false,
         Threads::All,
     );
-    let mut dx = vec![0f32; x.len()];
-    dx.par_chunks_mut(geo.ci * geo.plane())
-        .enumerate()
-        .for_each_init(Vec::new, |buf, (bi, dxb)| {
-            for (c, plane) in dxb.chunks_exact_mut(geo.plane()).enumerate() {
-                let rows = &dcols[(c * kk * geo.b + bi) * l..];
-                col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, n), plane, buf);
-            }
-        });
+    let table = ColumnTable::new(&geo.g, geo.kh, n);
+    // SAFETY: `fold` writes every pixel of every plane.
+    let dx = unsafe {
+        written(x.len(), |dx| {
+            dx.par_chunks_mut(geo.ci * geo.plane())
+                .enumerate()
+                .for_each(|(bi, dxb)| {
+                    for (c, plane) in dxb.chunks_exact_mut(geo.plane()).enumerate() {
+                        table.fold(&dcols[c * kk * n + bi * l..], plane);
+                    }
+                })
+        })
+    };
     (Some(dx), dw)
 }
 
@@ -512,7 +516,7 @@ mod tests {
             let run =
                 |dx, cols| backward(&geo, &xv, &wv, OutGrad::Whole(&dyv), Wanted { dx, cols });
             let (dx, dw) = run(true, None);
-            let kept = geo.im2col_channel_major(&geo.g.taps(), &xv);
+            let kept = geo.im2col_channel_major(&xv);
             let (dx2, dw2) = run(true, Some(kept));
             assert_eq!((&dx, &dw), (&dx2, &dw2), "{h}x{w}: kept columns");
             let (none, dw3) = run(false, None);

@@ -25,6 +25,7 @@ mod attention;
 mod batchnorm;
 mod chain;
 mod channel_major;
+mod column_table;
 mod conv_bn;
 mod conv_op;
 mod cpu;
