@@ -11,10 +11,13 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
+use rayon::prelude::*;
+
 use super::act::{
-    affine_act, channel_geometry, channel_sums, grad_sums, image_channel_sums, per_image, spread,
+    affine_act, channel_geometry, grad_sums, image_channel_sums, per_image, rows_per_task, spread,
     Act, InputGrad,
 };
+use super::conv_op::ConvOp;
 use super::cpu::{f32_slice, read_f32};
 use super::simd::multiversion;
 
@@ -132,18 +135,102 @@ multiversion! {
     }
 }
 
-/// Per-channel `(Σ (x − center), Σ (x − center)²)` of an `[N, C, S]` tensor (`s > 0`).
-fn moments(x: &[f32], (n, c, s): (usize, usize, usize), center: &[f32]) -> Vec<(f64, f64)> {
-    if !per_image(s) {
-        return channel_sums(n * c, c, s, |r| {
-            shifted_moments(&x[r * s..(r + 1) * s], center[r % c])
-        });
+/// One channel row's moments about its own first value `center`:
+/// `(Σ (x − center), Σ (x − center)²)`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RowMoment {
+    sum: f64,
+    squares: f64,
+    center: f32,
+}
+
+impl RowMoment {
+    /// The moments of `row` (not empty).
+    fn of(row: &[f32]) -> Self {
+        let center = row[0];
+        let (sum, squares) = shifted_moments(row, center);
+        Self {
+            sum,
+            squares,
+            center,
+        }
     }
+}
+
+/// Row moments of a convolution's output taken while each image is still in cache: the
+/// convolution calls [`EarlyMoments::image`] as it completes an image, and the batch norm after
+/// it uses what was recorded instead of reading the rows again. Small maps (walked image by
+/// image) record nothing.
+pub(super) struct EarlyMoments {
+    rows: Vec<OnceLock<RowMoment>>,
+    c: usize,
+}
+
+impl EarlyMoments {
+    /// Room for the rows of `n` images of `c` channels.
+    pub(super) fn new(n: usize, c: usize) -> Self {
+        Self {
+            rows: (0..n * c).map(|_| OnceLock::new()).collect(),
+            c,
+        }
+    }
+
+    /// Records the row moments of image `i`, `y` being its `C · S` values.
+    pub(super) fn image(&self, i: usize, y: &[f32]) {
+        let s = y.len() / self.c.max(1);
+        if s == 0 || per_image(s) {
+            return;
+        }
+        for (ch, row) in y.chunks_exact(s).enumerate() {
+            if let Some(slot) = self.rows.get(i * self.c + ch) {
+                let _ = slot.set(RowMoment::of(row));
+            }
+        }
+    }
+}
+
+/// Per-channel `(Σ (x − center), Σ (x − center)²)` of an `[N, C, S]` tensor (`s > 0`) and the
+/// `center` of each channel. Row by row, each about its own first value and combined in image
+/// order about image 0's (rows recorded in `early` are taken from there); on small maps image
+/// by image, about the first value of each channel.
+fn moments(
+    x: &[f32],
+    (n, c, s): (usize, usize, usize),
+    early: Option<&EarlyMoments>,
+) -> (Vec<f32>, Vec<(f64, f64)>) {
+    if !per_image(s) {
+        let rows: Vec<RowMoment> = (0..n * c)
+            .into_par_iter()
+            .with_min_len(rows_per_task(s))
+            .map(|r| match early.and_then(|e| e.rows.get(r)?.get()) {
+                Some(m) => *m,
+                None => RowMoment::of(&x[r * s..(r + 1) * s]),
+            })
+            .collect();
+        return combine_rows(&rows, c, s);
+    }
+    let center: Vec<f32> = (0..c).map(|ch| x[ch * s]).collect();
     let cs = c * s;
-    let k = spread(center, s);
-    image_channel_sums((n, c, s), |i, s1, s2| {
+    let k = spread(&center, s);
+    let sums = image_channel_sums((n, c, s), |i, s1, s2| {
         add_moments(&x[i * cs..(i + 1) * cs], &k, s1, s2)
-    })
+    });
+    (center, sums)
+}
+
+/// Row moments (rows in `[N, C]` order, `s` values each) moved to one center per channel,
+/// image 0's row center, and added in image order.
+fn combine_rows(rows: &[RowMoment], c: usize, s: usize) -> (Vec<f32>, Vec<(f64, f64)>) {
+    let center: Vec<f32> = rows[..c].iter().map(|r| r.center).collect();
+    let mut sums = vec![(0.0, 0.0); c];
+    for (r, row) in rows.iter().enumerate() {
+        let (ch, len) = (r % c, s as f64);
+        let shift = f64::from(row.center) - f64::from(center[ch]);
+        let sum = &mut sums[ch];
+        sum.0 += row.sum + len * shift;
+        sum.1 += row.squares + 2.0 * shift * row.sum + len * shift * shift;
+    }
+    (center, sums)
 }
 
 impl CustomOp3 for BatchNormTrain {
@@ -159,6 +246,64 @@ impl CustomOp3 for BatchNormTrain {
         l2: &Layout,
         s3: &CpuStorage,
         l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.forward((s1, l1), (s2, l2), (s3, l3), None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let (n, c, s) = channel_geometry(x.shape(), self.name())?;
+        let (dx, dw, db) = read_f32(x, |x| {
+            read_f32(&dy, |dy| -> Result<_> {
+                let grads = self.grads(x, dy, (n, c, s))?;
+                let dx = self.input_grad(&grads, (x, dy), (c, s))?.all();
+                Ok((dx, grads.weight, grads.bias))
+            })
+        })???;
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dw, weight.shape(), x.device())?),
+            Some(Tensor::from_vec(db, bias.shape(), x.device())?),
+        ))
+    }
+}
+
+type Operand<'a> = (&'a CpuStorage, &'a Layout);
+
+/// Convolution `conv` of `x` with `w`, then batch norm `bn` with its parameters
+/// `(storage, weight layout, bias layout)`: the convolution's output, its shape and the batch
+/// norm's output. The row moments are taken as the convolution completes each image.
+pub(super) fn conv_then_norm(
+    conv: &dyn ConvOp,
+    bn: &BatchNormTrain,
+    x: Operand,
+    w: Operand,
+    (ps, gl, bl): (&CpuStorage, &Layout, &Layout),
+) -> Result<(CpuStorage, Shape, CpuStorage)> {
+    let (n, c) = (x.1.shape().dims().first().copied(), w.1.shape().dims().first().copied());
+    let early = EarlyMoments::new(n.unwrap_or(0), c.unwrap_or(0));
+    let (z, shape) = conv.forward_each(x, w, &|i, y| early.image(i, y))?;
+    let layout = Layout::contiguous(&shape);
+    let (y, _) = bn.forward((&z, &layout), (ps, gl), (ps, bl), Some(&early))?;
+    Ok((z, shape, y))
+}
+
+impl BatchNormTrain {
+    /// The forward of `x` with `weight` and `bias`, taking the row moments that `early`
+    /// recorded (see [`EarlyMoments`]).
+    pub(super) fn forward(
+        &self,
+        (s1, l1): Operand,
+        (s2, l2): Operand,
+        (s3, l3): Operand,
+        early: Option<&EarlyMoments>,
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s1, l1, self.name())?;
         let (w, b) = (
@@ -178,10 +323,9 @@ impl CustomOp3 for BatchNormTrain {
         if count == 0 {
             bail!("{}: empty input {:?}", self.name(), l1.shape())
         }
-        // Moments about the first value of each channel, which keeps the single pass accurate
-        // when the mean is large against the spread.
-        let center: Vec<f32> = (0..c).map(|ch| x[ch * s]).collect();
-        let moments = moments(x, (n, c, s), &center);
+        // Moments about values of each channel, which keeps the single pass accurate when the
+        // mean is large against the spread.
+        let (center, moments) = moments(x, (n, c, s), early);
         let m = count as f64;
         let (mut mean, mut var) = (Vec::with_capacity(c), Vec::with_capacity(c));
         let (mut inv_std, mut scale, mut shift) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
@@ -212,30 +356,6 @@ impl CustomOp3 for BatchNormTrain {
             bail!("{}: op applied twice", self.name())
         }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        bias: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let (n, c, s) = channel_geometry(x.shape(), self.name())?;
-        let (dx, dw, db) = read_f32(x, |x| {
-            read_f32(&dy, |dy| -> Result<_> {
-                let grads = self.grads(x, dy, (n, c, s))?;
-                let dx = self.input_grad(&grads, (x, dy), (c, s))?.all();
-                Ok((dx, grads.weight, grads.bias))
-            })
-        })???;
-        Ok((
-            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
-            Some(Tensor::from_vec(dw, weight.shape(), x.device())?),
-            Some(Tensor::from_vec(db, bias.shape(), x.device())?),
-        ))
     }
 }
 

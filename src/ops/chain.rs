@@ -13,11 +13,11 @@
 use std::sync::Mutex;
 
 use candle_core::{
-    bail, CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
+    bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor,
 };
 
 use super::act::{affine_act, channel_geometry, grad_sums, Act, InputGrad};
-use super::batchnorm::{BatchNormTrain, BatchStats, StatsCell};
+use super::batchnorm::{conv_then_norm, BatchNormTrain, BatchStats, StatsCell};
 use super::conv_bn::{ConvGeometry, NormAct};
 use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::{f32_slice, read_f32, update_f32};
@@ -286,16 +286,13 @@ impl BlockOp {
         let mut conv_outs = Vec::with_capacity(self.units.len());
         for unit in &self.units {
             let [wl, gl, bl] = unit.layouts(pl);
-            let (z, shape) = match outs.last() {
-                None => unit.conv.cpu_fwd(xs, xl, ps, &wl)?,
-                Some((prev, prev_shape)) => {
-                    unit.conv
-                        .cpu_fwd(prev, &Layout::contiguous(prev_shape), ps, &wl)?
-                }
+            let prev_layout = outs.last().map(|(_, shape)| Layout::contiguous(shape));
+            let input = match (outs.last(), &prev_layout) {
+                (Some((prev, _)), Some(layout)) => (prev, layout),
+                _ => (xs, xl),
             };
-            let (y, _) = unit
-                .bn
-                .cpu_fwd(&z, &Layout::contiguous(&shape), ps, &gl, ps, &bl)?;
+            let (z, shape, y) =
+                conv_then_norm(&*unit.conv, &unit.bn, input, (ps, &wl), (ps, &gl, &bl))?;
             conv_outs.push(tensor_of(z, shape.clone())?);
             outs.push((y, shape));
         }

@@ -15,7 +15,7 @@ use super::chain::tensor_of;
 use super::conv_op::{ConvOp, OutGrad};
 use super::cpu::read_f32;
 
-use super::batchnorm::{BatchNormTrain, BatchStats};
+use super::batchnorm::{conv_then_norm, BatchNormTrain, BatchStats};
 use super::{kernel_op, route, Act, Pass};
 
 /// A convolution's stride, symmetric zero padding and groups, as [`super::conv2d`] takes them.
@@ -121,15 +121,12 @@ impl CustomOp3 for ConvBnTrain {
         ps: &CpuStorage,
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (conv_out, shape) = self.conv.cpu_fwd(xs, xl, ws, wl)?;
         let (weight, bias) = split_layouts(pl, self.name())?;
-        let conv_layout = Layout::contiguous(&shape);
-        let y = self
-            .bn
-            .cpu_fwd(&conv_out, &conv_layout, ps, &weight, ps, &bias)?;
-        let kept = tensor_of(conv_out, shape)?;
+        let (conv_out, shape, y) =
+            conv_then_norm(&*self.conv, &self.bn, (xs, xl), (ws, wl), (ps, &weight, &bias))?;
+        let kept = tensor_of(conv_out, shape.clone())?;
         *self.conv_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
-        Ok(y)
+        Ok((y, shape))
     }
 
     fn bwd(

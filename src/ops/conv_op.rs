@@ -3,7 +3,7 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CustomOp2, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::act::InputGrad;
 use super::uninit::assume_written;
@@ -46,9 +46,25 @@ impl OutGrad<'_> {
     }
 }
 
+/// Called with each image's index and output as a forward completes it.
+pub(super) type ImageDone<'a> = &'a (dyn Fn(usize, &[f32]) + Sync);
+
 /// A convolution kernel's candle op, whose backward also takes its output gradient image by
 /// image.
 pub(super) trait ConvOp: CustomOp2 + Send + Sync {
+    /// The forward, calling `done(i, y_i)` on image `i`'s output right after computing it, on
+    /// the same thread, while it is in cache. Kernels that do not compute image by image return
+    /// without calling it, as this default does.
+    fn forward_each(
+        &self,
+        (xs, xl): (&CpuStorage, &Layout),
+        (ws, wl): (&CpuStorage, &Layout),
+        done: ImageDone,
+    ) -> Result<(CpuStorage, Shape)> {
+        let _ = done;
+        self.cpu_fwd(xs, xl, ws, wl)
+    }
+
     /// `(dx, dw)` for the output gradient `dy`. `dx` is computed where `want_dx` says so; a
     /// kernel may also leave it out otherwise (`None`).
     fn grads(

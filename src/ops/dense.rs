@@ -14,14 +14,15 @@
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::column_table::ColumnTable;
-use super::conv_op::{ConvOp, OutGrad};
+use super::conv_op::{ConvOp, ImageDone, OutGrad};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
-use super::uninit::written;
+use super::uninit::{assume_written, written};
 use super::vecmath::axpy;
 use super::window::{Tap, Window};
 
@@ -218,8 +219,31 @@ impl CustomOp2 for DenseConv {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(xs, xl, self.name())?;
-        let w = f32_slice(ws, wl, self.name())?;
+        self.forward_each((xs, xl), (ws, wl), &|_, _| {})
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        read_f32(&dy.contiguous()?, |dy| {
+            self.grads(x, w, OutGrad::Whole(dy), x.track_op())
+        })?
+    }
+}
+
+impl ConvOp for DenseConv {
+    fn forward_each(
+        &self,
+        (xs, xl): (&CpuStorage, &Layout),
+        (ws, wl): (&CpuStorage, &Layout),
+        done: ImageDone,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, "dense-conv2d")?;
+        let w = f32_slice(ws, wl, "dense-conv2d")?;
         let geo = Geometry::new(xl.shape(), wl.shape(), self.stride, self.padding)?;
         let (k, l, co) = (geo.k(), geo.l(), geo.co);
         let taps = geo.g.taps();
@@ -239,44 +263,32 @@ impl CustomOp2 for DenseConv {
         if n == 0 || in_sample == 0 {
             return Ok((CpuStorage::F32(vec![0f32; n]), out_shape));
         }
-        // SAFETY: every sample's `co * l` slots are overwritten by its product.
-        let y = unsafe {
-            written(n, |y| {
-                y.par_chunks_mut(per_task * co * l)
-                    .zip(x.par_chunks(per_task * in_sample))
-                    .for_each(|(ys, xs)| {
-                        let (mut cols, mut buf) = (vec![0f32; k * l], Vec::new());
-                        for (yb, xb) in ys.chunks_exact_mut(co * l).zip(xs.chunks_exact(in_sample))
-                        {
-                            geo.im2col(&taps, xb, &mut cols, &mut buf);
-                            matmul(
-                                MatMut::uninit(yb, co, l),
-                                wm,
-                                Mat::new(&cols, k, l),
-                                false,
-                                threads,
-                            );
-                        }
-                    })
-            })
+        let fill = |y: &mut [MaybeUninit<f32>]| {
+            y.par_chunks_mut(per_task * co * l)
+                .zip(x.par_chunks(per_task * in_sample))
+                .enumerate()
+                .for_each(|(t, (ys, xs))| {
+                    let (mut cols, mut buf) = (vec![0f32; k * l], Vec::new());
+                    let samples = ys.chunks_exact_mut(co * l).zip(xs.chunks_exact(in_sample));
+                    for (j, (yb, xb)) in samples.enumerate() {
+                        geo.im2col(&taps, xb, &mut cols, &mut buf);
+                        matmul(
+                            MatMut::uninit(yb, co, l),
+                            wm,
+                            Mat::new(&cols, k, l),
+                            false,
+                            threads,
+                        );
+                        // SAFETY: the product overwrote all `co * l` slots of the sample.
+                        done(t * per_task + j, unsafe { assume_written(yb) });
+                    }
+                })
         };
+        // SAFETY: every sample's `co * l` slots are overwritten by its product.
+        let y = unsafe { written(n, fill) };
         Ok((CpuStorage::F32(y), out_shape))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        read_f32(&dy.contiguous()?, |dy| {
-            self.grads(x, w, OutGrad::Whole(dy), x.track_op())
-        })?
-    }
-}
-
-impl ConvOp for DenseConv {
     fn grads(
         &self,
         x: &Tensor,

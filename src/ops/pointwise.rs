@@ -14,10 +14,10 @@ use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
-use super::conv_op::{ConvOp, OutGrad};
+use super::conv_op::{ConvOp, ImageDone, OutGrad};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
-use super::uninit::written;
+use super::uninit::{assume_written, written};
 
 /// Convolution of `x: [B, Ci, H, W]` with a 1x1 kernel `w: [Co, Ci, 1, 1]`, stride 1, no
 /// padding.
@@ -77,8 +77,31 @@ impl CustomOp2 for Conv1x1 {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(xs, xl, self.name())?;
-        let w = f32_slice(ws, wl, self.name())?;
+        self.forward_each((xs, xl), (ws, wl), &|_, _| {})
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        read_f32(&dy.contiguous()?, |dy| {
+            self.grads(x, w, OutGrad::Whole(dy), x.track_op())
+        })?
+    }
+}
+
+impl ConvOp for Conv1x1 {
+    fn forward_each(
+        &self,
+        (xs, xl): (&CpuStorage, &Layout),
+        (ws, wl): (&CpuStorage, &Layout),
+        done: ImageDone,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, "conv1x1")?;
+        let w = f32_slice(ws, wl, "conv1x1")?;
         let (b, ci, l, co) = dims(xl.shape(), wl.shape())?;
         let (_, _, h, wd) = xl.shape().dims4()?;
         let wm = Mat::new(w, co, ci);
@@ -103,21 +126,27 @@ impl CustomOp2 for Conv1x1 {
                 return;
             }
             let threads = per_sample_threads(b);
-            let run = |(yb, xb): (&mut [MaybeUninit<f32>], &[f32])| {
+            let run = |(i, (yb, xb)): (usize, (&mut [MaybeUninit<f32>], &[f32]))| {
                 matmul(
                     MatMut::uninit(yb, co, l),
                     wm,
                     Mat::new(xb, ci, l),
                     false,
                     threads,
-                )
+                );
+                // SAFETY: the product overwrote all `co * l` slots of the sample.
+                done(i, unsafe { assume_written(yb) });
             };
             if threads == Threads::One {
                 y.par_chunks_mut(co * l)
                     .zip(x.par_chunks(ci * l))
+                    .enumerate()
                     .for_each(run);
             } else {
-                y.chunks_mut(co * l).zip(x.chunks(ci * l)).for_each(run);
+                y.chunks_mut(co * l)
+                    .zip(x.chunks(ci * l))
+                    .enumerate()
+                    .for_each(run);
             }
         };
         // SAFETY: the products overwrite every sample's `co * l` slots (an empty batch or
@@ -126,20 +155,6 @@ impl CustomOp2 for Conv1x1 {
         Ok((CpuStorage::F32(y), Shape::from((b, co, h, wd))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        read_f32(&dy.contiguous()?, |dy| {
-            self.grads(x, w, OutGrad::Whole(dy), x.track_op())
-        })?
-    }
-}
-
-impl ConvOp for Conv1x1 {
     fn grads(
         &self,
         x: &Tensor,
