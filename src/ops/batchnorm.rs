@@ -287,8 +287,9 @@ pub(super) fn conv_then_norm(
     w: Operand,
     (ps, gl, bl): (&CpuStorage, &Layout, &Layout),
 ) -> Result<(CpuStorage, Shape, CpuStorage)> {
-    let (n, c) = (x.1.shape().dims().first().copied(), w.1.shape().dims().first().copied());
-    let early = EarlyMoments::new(n.unwrap_or(0), c.unwrap_or(0));
+    // Images of the input, output channels of the weight.
+    let first_dim = |(_, l): Operand| l.shape().dims().first().copied().unwrap_or(0);
+    let early = EarlyMoments::new(first_dim(x), first_dim(w));
     let (z, shape) = conv.forward_each(x, w, &|i, y| early.image(i, y))?;
     let layout = Layout::contiguous(&shape);
     let (y, _) = bn.forward((&z, &layout), (ps, gl), (ps, bl), Some(&early))?;

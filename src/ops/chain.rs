@@ -12,9 +12,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{
-    bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor,
-};
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 
 use super::act::{affine_act, channel_geometry, grad_sums, Act, InputGrad};
 use super::batchnorm::{conv_then_norm, BatchNormTrain, BatchStats, StatsCell};

@@ -122,8 +122,13 @@ impl CustomOp3 for ConvBnTrain {
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (weight, bias) = split_layouts(pl, self.name())?;
-        let (conv_out, shape, y) =
-            conv_then_norm(&*self.conv, &self.bn, (xs, xl), (ws, wl), (ps, &weight, &bias))?;
+        let (conv_out, shape, y) = conv_then_norm(
+            &*self.conv,
+            &self.bn,
+            (xs, xl),
+            (ws, wl),
+            (ps, &weight, &bias),
+        )?;
         let kept = tensor_of(conv_out, shape.clone())?;
         *self.conv_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
         Ok((y, shape))
