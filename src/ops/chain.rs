@@ -284,11 +284,9 @@ impl BlockOp {
         let mut conv_outs = Vec::with_capacity(self.units.len());
         for unit in &self.units {
             let [wl, gl, bl] = unit.layouts(pl);
-            let prev_layout = outs.last().map(|(_, shape)| Layout::contiguous(shape));
-            let input = match (outs.last(), &prev_layout) {
-                (Some((prev, _)), Some(layout)) => (prev, layout),
-                _ => (xs, xl),
-            };
+            // The block's input for the first unit, the unit before's output after it.
+            let prev = outs.last().map(|(y, shape)| (y, Layout::contiguous(shape)));
+            let input = prev.as_ref().map_or((xs, xl), |(y, layout)| (*y, layout));
             let (z, shape, y) =
                 conv_then_norm(&*unit.conv, &unit.bn, input, (ps, &wl), (ps, &gl, &bl))?;
             conv_outs.push(tensor_of(z, shape.clone())?);

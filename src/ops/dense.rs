@@ -242,8 +242,8 @@ impl ConvOp for DenseConv {
         (ws, wl): (&CpuStorage, &Layout),
         done: ImageDone,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(xs, xl, "dense-conv2d")?;
-        let w = f32_slice(ws, wl, "dense-conv2d")?;
+        let x = f32_slice(xs, xl, self.name())?;
+        let w = f32_slice(ws, wl, self.name())?;
         let geo = Geometry::new(xl.shape(), wl.shape(), self.stride, self.padding)?;
         let (k, l, co) = (geo.k(), geo.l(), geo.co);
         let taps = geo.g.taps();

@@ -100,8 +100,8 @@ impl ConvOp for Conv1x1 {
         (ws, wl): (&CpuStorage, &Layout),
         done: ImageDone,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(xs, xl, "conv1x1")?;
-        let w = f32_slice(ws, wl, "conv1x1")?;
+        let x = f32_slice(xs, xl, self.name())?;
+        let w = f32_slice(ws, wl, self.name())?;
         let (b, ci, l, co) = dims(xl.shape(), wl.shape())?;
         let (_, _, h, wd) = xl.shape().dims4()?;
         let wm = Mat::new(w, co, ci);
