@@ -8,6 +8,7 @@ use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
 
+use super::simd::{self, Level};
 use super::uninit::written;
 
 /// A read-only `rows x cols` matrix: element `(i, j)` is `data[i * rs + j * cs]`.
@@ -151,15 +152,60 @@ pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads:
     // SAFETY: every matrix was checked to lie inside its slice (`Mat::strided`, `MatMut`'s
     // constructors), `dst` is borrowed mutably so it aliases neither operand, the shapes chain,
     // and without `accumulate` gemm only writes `dst`.
+    unsafe { tile().kernel()(dst.data, m, n, lhs, rhs, accumulate, parallelism) }
+}
+
+/// The set of gemm's microkernels that runs a product.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Tile {
+    /// 16-lane AVX-512 FMAs, a 64 × 6 block of the output in registers.
+    Avx512,
+    /// 8-lane AVX2 FMAs, a 16 × 6 block.
+    Avx2,
+    /// Whatever gemm picks (below AVX2 + FMA, or off x86-64).
+    Auto,
+}
+
+/// The tile for this CPU and [`simd::level`]. gemm's own choice would be the AVX-512 tile on
+/// every AVX-512 CPU, Zen 4 included, where it made a 32² training step 1.19× slower.
+pub(crate) fn tile() -> Tile {
+    match simd::level() {
+        Level::Avx512 if simd::full_width_512() => Tile::Avx512,
+        Level::Avx512 | Level::Avx2 => Tile::Avx2,
+        Level::Base => Tile::Auto,
+    }
+}
+
+/// `dst (m × n, row-major) = lhs · rhs`, or `+=` with `accumulate`, on raw parts.
+type Kernel = unsafe fn(*mut f32, usize, usize, Mat, Mat, bool, Parallelism);
+
+impl Tile {
+    fn kernel(self) -> Kernel {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Tile::Avx512 => tiles::avx512,
+            #[cfg(target_arch = "x86_64")]
+            Tile::Avx2 => tiles::avx2,
+            _ => auto,
+        }
+    }
+}
+
+/// gemm's own dispatch.
+///
+/// # Safety
+/// `dst` holds `m * n` writable slots, readable with `accumulate`, aliasing neither operand.
+unsafe fn auto(dst: *mut f32, m: usize, n: usize, lhs: Mat, rhs: Mat, add: bool, p: Parallelism) {
+    // SAFETY: the operands lie in their slices (their constructors); `dst` as the caller promises.
     unsafe {
         gemm::gemm(
             m,
             n,
-            k,
-            dst.data,
+            lhs.cols,
+            dst,
             1,
             n as isize,
-            accumulate,
+            add,
             lhs.data.as_ptr(),
             lhs.cs as isize,
             lhs.rs as isize,
@@ -171,9 +217,98 @@ pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads:
             false,
             false,
             false,
-            parallelism,
+            p,
         )
     }
+}
+
+/// gemm's driver instantiated with one microkernel set, as its own dispatch instantiates it.
+#[cfg(target_arch = "x86_64")]
+mod tiles {
+    use gemm::Parallelism;
+    use gemm_common::gemm::gemm_basic_generic;
+    use gemm_common::simd::{V3, V4};
+    use gemm_f32::microkernel::{avx512f::f32 as wide, fma::f32 as narrow};
+
+    use super::{auto, Mat};
+
+    /// Defines `unsafe fn $name`, a [`super::Kernel`] that calls gemm's driver with `$simd` and
+    /// the microkernels of `$set` (`$lanes` per vector), or gemm's own dispatch where this CPU
+    /// lacks `$simd`'s features. Its callers promise what [`auto`]'s do.
+    macro_rules! tile_kernel {
+        ($(#[$doc:meta])* $name:ident, $simd:ident, $set:ident, $lanes:literal) => {
+            $(#[$doc])*
+            pub(super) unsafe fn $name(
+                dst: *mut f32,
+                m: usize,
+                n: usize,
+                lhs: Mat,
+                rhs: Mat,
+                add: bool,
+                p: Parallelism,
+            ) {
+                let Some(simd) = $simd::try_new() else {
+                    // SAFETY: the caller's promises are `auto`'s.
+                    return unsafe { auto(dst, m, n, lhs, rhs, add, p) };
+                };
+                // As gemm's entry point does: a row-major `dst` is computed as its transpose,
+                // `rhsᵀ · lhsᵀ` into a column-major matrix, the layout its microkernels write.
+                let (rows, cols, dst_cs, dst_rs, lhs, rhs) = if 1 < n {
+                    (n, m, n as isize, 1, rhs.t(), lhs.t())
+                } else {
+                    (m, n, 1, n as isize, lhs, rhs)
+                };
+                // SAFETY: the features the kernels need were detected (`try_new`); the operands
+                // lie in their slices and `dst` is as the caller promises.
+                unsafe {
+                    gemm_basic_generic::<
+                        _,
+                        f32,
+                        $lanes,
+                        { $set::MR_DIV_N * $lanes },
+                        { $set::NR },
+                        { $set::MR_DIV_N },
+                        { $set::H_M },
+                        { $set::H_N },
+                    >(
+                        simd,
+                        rows,
+                        cols,
+                        lhs.cols,
+                        dst,
+                        dst_cs,
+                        dst_rs,
+                        add,
+                        lhs.data.as_ptr(),
+                        lhs.cs as isize,
+                        lhs.rs as isize,
+                        rhs.data.as_ptr(),
+                        rhs.cs as isize,
+                        rhs.rs as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        |a, b, c| a * b + c,
+                        &$set::UKR,
+                        &$set::H_UKR,
+                        false,
+                        p,
+                    )
+                }
+            }
+        };
+    }
+
+    tile_kernel!(
+        /// The AVX-512 tile.
+        avx512, V4, wide, 16
+    );
+    tile_kernel!(
+        /// The AVX2 + FMA tile.
+        avx2, V3, narrow, 8
+    );
 }
 
 #[cfg(test)]
@@ -222,6 +357,64 @@ mod tests {
             Threads::One,
         );
         assert_eq!(out, [0.0; 4]);
+    }
+
+    /// Each tile this CPU has, on shapes that take each of gemm's paths (outer products for
+    /// k ≤ 2, matrix-vector for n = 1, the small-output kernel, the blocked driver with
+    /// partial tiles), with transposed operands and accumulation, against f64 sums.
+    #[test]
+    fn every_tile_matches_the_reference() {
+        let shapes = [
+            (3, 5, 2),
+            (37, 1, 19),
+            (9, 11, 7),
+            (70, 13, 40),
+            (131, 67, 29),
+        ];
+        let mut tiles = vec![Tile::Auto];
+        match simd::level() {
+            Level::Avx512 => tiles.extend([Tile::Avx2, Tile::Avx512]),
+            Level::Avx2 => tiles.push(Tile::Avx2),
+            Level::Base => {}
+        }
+        for &(m, n, k) in &shapes {
+            let a: Vec<f32> = (0..m * k)
+                .map(|v| ((v * 7) % 13) as f32 * 0.25 - 1.5)
+                .collect();
+            let bt: Vec<f32> = (0..n * k)
+                .map(|v| ((v * 5) % 11) as f32 * 0.5 - 2.0)
+                .collect();
+            let (lhs, rhs) = (Mat::new(&a, m, k), Mat::new(&bt, n, k).t());
+            let want: Vec<f64> = (0..m * n)
+                .map(|i| {
+                    let (r, c) = (i / n, i % n);
+                    (0..k)
+                        .map(|l| a[r * k + l] as f64 * bt[c * k + l] as f64)
+                        .sum()
+                })
+                .collect();
+            for &tile in &tiles {
+                let mut out = vec![1.0f32; m * n];
+                // SAFETY: `out` holds m * n initialized slots and aliases neither operand.
+                unsafe { tile.kernel()(out.as_mut_ptr(), m, n, lhs, rhs, true, Parallelism::None) };
+                for (i, (&got, &w)) in out.iter().zip(&want).enumerate() {
+                    let err = (got as f64 - (w + 1.0)).abs();
+                    assert!(
+                        err <= 1e-4 * (1.0 + w.abs()),
+                        "{tile:?} {m}x{n}x{k} [{i}]: {got} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_tile_follows_the_simd_level() {
+        assert_eq!(simd::capped(Level::Base, tile), Tile::Auto);
+        assert_ne!(simd::capped(Level::Avx2, tile), Tile::Avx512);
+        if simd::level() == Level::Avx512 {
+            assert_eq!(tile() == Tile::Avx512, simd::full_width_512());
+        }
     }
 
     #[test]
