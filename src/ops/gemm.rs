@@ -145,6 +145,12 @@ pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads:
         }
         return;
     }
+    if pack_through_transpose(lhs, rhs) {
+        let t = product(rhs.t(), lhs.t(), threads);
+        // SAFETY: `dst` covers `m * n` slots of its borrow, readable with `accumulate`.
+        unsafe { add_transposed(&t, dst.data, m, n, accumulate) };
+        return;
+    }
     let parallelism = match threads {
         Threads::One => Parallelism::None,
         Threads::All => Parallelism::Rayon(rayon::current_num_threads()),
@@ -153,6 +159,43 @@ pub(crate) fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads:
     // constructors), `dst` is borrowed mutably so it aliases neither operand, the shapes chain,
     // and without `accumulate` gemm only writes `dst`.
     unsafe { tile().kernel()(dst.data, m, n, lhs, rhs, accumulate, parallelism) }
+}
+
+/// Whether `lhs · rhs` costs less computed as `(rhsᵀ · lhsᵀ)ᵀ` through a buffer. Where both
+/// operands run along the inner dimension k (a weight gradient: output gradient times input),
+/// gemm's driver copies one of them into panels that run along the rows: `rhsᵀ`, n × k values,
+/// for a row-major output. Through the transpose it copies `lhs`, m × k, and the buffer adds
+/// about 2 m n; worth it where the copy saved is twice that.
+fn pack_through_transpose(lhs: Mat, rhs: Mat) -> bool {
+    let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+    lhs.cs == 1 && rhs.rs == 1 && m < n && (n - m) * k > 4 * m * n
+}
+
+/// `dst (m × n, row-major) = tᵀ`, or `+= tᵀ` with `accumulate`, for `t` n × m row-major.
+///
+/// # Safety
+/// `dst` holds `m * n` writable slots, readable with `accumulate`.
+unsafe fn add_transposed(t: &[f32], dst: *mut f32, m: usize, n: usize, accumulate: bool) {
+    assert_eq!(
+        t.len(),
+        m * n,
+        "add_transposed: {m}x{n} from {} values",
+        t.len()
+    );
+    for i in 0..m {
+        for (j, &v) in t[i..].iter().step_by(m).enumerate() {
+            // SAFETY: `i * n + j < m * n`, a slot of `dst` (the caller's promise), read only
+            // with `accumulate`.
+            unsafe {
+                let d = dst.add(i * n + j);
+                if accumulate {
+                    *d += v;
+                } else {
+                    d.write(v);
+                }
+            }
+        }
+    }
 }
 
 /// The set of gemm's microkernels that runs a product.
@@ -404,6 +447,48 @@ mod tests {
                         "{tile:?} {m}x{n}x{k} [{i}]: {got} vs {w}"
                     );
                 }
+            }
+        }
+    }
+
+    /// A weight-gradient shape (both operands along k, m well below n) goes through the
+    /// transposed product; the result is the product's, written and accumulated.
+    #[test]
+    fn products_through_the_transpose_match_the_reference() {
+        let (m, n, k) = (5, 40, 300);
+        let a: Vec<f32> = (0..m * k)
+            .map(|v| ((v * 7) % 13) as f32 * 0.25 - 1.5)
+            .collect();
+        let bt: Vec<f32> = (0..n * k)
+            .map(|v| ((v * 5) % 11) as f32 * 0.5 - 2.0)
+            .collect();
+        let (lhs, rhs) = (Mat::new(&a, m, k), Mat::new(&bt, n, k).t());
+        assert!(pack_through_transpose(lhs, rhs));
+        assert!(!pack_through_transpose(rhs.t(), lhs.t()));
+        let want: Vec<f64> = (0..m * n)
+            .map(|i| {
+                let (r, c) = (i / n, i % n);
+                (0..k)
+                    .map(|l| a[r * k + l] as f64 * bt[c * k + l] as f64)
+                    .sum()
+            })
+            .collect();
+        for threads in [Threads::One, Threads::All] {
+            let mut out = vec![1.0f32; m * n];
+            matmul(MatMut::new(&mut out, m, n), lhs, rhs, true, threads);
+            let fresh = product(lhs, rhs, threads);
+            for i in 0..m * n {
+                let tol = 1e-4 * (1.0 + want[i].abs());
+                assert!(
+                    (out[i] as f64 - (want[i] + 1.0)).abs() <= tol,
+                    "[{i}] {}",
+                    out[i]
+                );
+                assert!(
+                    (fresh[i] as f64 - want[i]).abs() <= tol,
+                    "[{i}] {}",
+                    fresh[i]
+                );
             }
         }
     }
