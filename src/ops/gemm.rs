@@ -402,6 +402,22 @@ mod tests {
         assert_eq!(out, [0.0; 4]);
     }
 
+    /// An m × k left operand and an n × k one to be read transposed, of small exact values.
+    fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+        let a = (0..m * k).map(|v| ((v * 7) % 13) as f32 * 0.25 - 1.5);
+        let bt = (0..n * k).map(|v| ((v * 5) % 11) as f32 * 0.5 - 2.0);
+        (a.collect(), bt.collect())
+    }
+
+    /// `lhs · rhs` summed in f64, row-major.
+    fn reference(lhs: Mat, rhs: Mat) -> Vec<f64> {
+        let at = |m: Mat, i: usize, j: usize| m.data[i * m.rs + j * m.cs] as f64;
+        let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+        (0..m * n)
+            .map(|i| (0..k).map(|l| at(lhs, i / n, l) * at(rhs, l, i % n)).sum())
+            .collect()
+    }
+
     /// Each tile this CPU has, on shapes that take each of gemm's paths (outer products for
     /// k ≤ 2, matrix-vector for n = 1, the small-output kernel, the blocked driver with
     /// partial tiles), with transposed operands and accumulation, against f64 sums.
@@ -421,21 +437,9 @@ mod tests {
             Level::Base => {}
         }
         for &(m, n, k) in &shapes {
-            let a: Vec<f32> = (0..m * k)
-                .map(|v| ((v * 7) % 13) as f32 * 0.25 - 1.5)
-                .collect();
-            let bt: Vec<f32> = (0..n * k)
-                .map(|v| ((v * 5) % 11) as f32 * 0.5 - 2.0)
-                .collect();
+            let (a, bt) = operands(m, n, k);
             let (lhs, rhs) = (Mat::new(&a, m, k), Mat::new(&bt, n, k).t());
-            let want: Vec<f64> = (0..m * n)
-                .map(|i| {
-                    let (r, c) = (i / n, i % n);
-                    (0..k)
-                        .map(|l| a[r * k + l] as f64 * bt[c * k + l] as f64)
-                        .sum()
-                })
-                .collect();
+            let want = reference(lhs, rhs);
             for &tile in &tiles {
                 let mut out = vec![1.0f32; m * n];
                 // SAFETY: `out` holds m * n initialized slots and aliases neither operand.
@@ -456,23 +460,11 @@ mod tests {
     #[test]
     fn products_through_the_transpose_match_the_reference() {
         let (m, n, k) = (5, 40, 300);
-        let a: Vec<f32> = (0..m * k)
-            .map(|v| ((v * 7) % 13) as f32 * 0.25 - 1.5)
-            .collect();
-        let bt: Vec<f32> = (0..n * k)
-            .map(|v| ((v * 5) % 11) as f32 * 0.5 - 2.0)
-            .collect();
+        let (a, bt) = operands(m, n, k);
         let (lhs, rhs) = (Mat::new(&a, m, k), Mat::new(&bt, n, k).t());
         assert!(pack_through_transpose(lhs, rhs));
         assert!(!pack_through_transpose(rhs.t(), lhs.t()));
-        let want: Vec<f64> = (0..m * n)
-            .map(|i| {
-                let (r, c) = (i / n, i % n);
-                (0..k)
-                    .map(|l| a[r * k + l] as f64 * bt[c * k + l] as f64)
-                    .sum()
-            })
-            .collect();
+        let want = reference(lhs, rhs);
         for threads in [Threads::One, Threads::All] {
             let mut out = vec![1.0f32; m * n];
             matmul(MatMut::new(&mut out, m, n), lhs, rhs, true, threads);
