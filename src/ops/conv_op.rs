@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::act::InputGrad;
+use super::cpu::read_f32;
 use super::uninit::assume_written;
 
 /// A convolution output's gradient: a whole tensor's elements, or a per-channel op's input
@@ -44,6 +45,19 @@ impl OutGrad<'_> {
             }
         }
     }
+}
+
+/// A [`ConvOp`]'s candle backward: its gradients for the whole output gradient `dy`, the input's
+/// only where candle tracks it.
+pub(super) fn whole_grads(
+    op: &impl ConvOp,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    read_f32(&dy.contiguous()?, |dy| {
+        op.grads(x, w, OutGrad::Whole(dy), x.track_op())
+    })?
 }
 
 /// Called with each image's index and output as a forward completes it.

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::column_table::ColumnTable;
-use super::conv_op::{ConvOp, ImageDone, OutGrad};
+use super::conv_op::{whole_grads, ConvOp, ImageDone, OutGrad};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
 use super::uninit::{assume_written, written};
@@ -229,9 +229,7 @@ impl CustomOp2 for DenseConv {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        read_f32(&dy.contiguous()?, |dy| {
-            self.grads(x, w, OutGrad::Whole(dy), x.track_op())
-        })?
+        whole_grads(self, x, w, dy)
     }
 }
 

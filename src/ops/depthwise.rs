@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
-use super::conv_op::{ConvOp, OutGrad};
+use super::conv_op::{whole_grads, ConvOp, OutGrad};
 use super::cpu::{f32_slice, read_f32};
 use super::depthwise_plane::{sum_rows, tap_dots, Placement, RowSums, TapLanes, SLACK};
 use super::depthwise_small::{self, TapTable};
@@ -314,9 +314,7 @@ impl CustomOp2 for DepthwiseConv2d {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        read_f32(&dy.contiguous()?, |dy| {
-            self.grads(x, w, OutGrad::Whole(dy), x.track_op())
-        })?
+        whole_grads(self, x, w, dy)
     }
 }
 
