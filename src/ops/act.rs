@@ -7,6 +7,7 @@
 
 use std::mem::MaybeUninit;
 
+use super::images::ImageSource;
 use super::simd::multiversion;
 use super::uninit::written;
 
@@ -144,45 +145,115 @@ pub(crate) fn affine_act(
     shift: &[f32],
     act: Act,
 ) -> Vec<f32> {
-    if per_image(s) {
-        let (scale, shift) = (spread(scale, s), spread(shift, s));
-        let cs = c * s;
-        // SAFETY: the images of `cs` slots cover the vector, each written by `affine_image`.
-        return unsafe {
-            written(x.len(), |y| {
-                y.par_chunks_mut(cs)
-                    .zip(x.par_chunks(cs))
-                    .with_min_len(rows_per_task(cs))
-                    .for_each(|(y, x)| affine_image(act, x, &scale, &shift, y))
-            })
-        };
-    }
-    // SAFETY: the rows of `s` slots cover the vector, each written by `affine_row`.
+    Activated::new(act, x, (c, s), [scale, shift]).all()
+}
+
+/// All `len` values of `source`, parallel over images.
+fn image_by_image(source: &impl ImageSource, len: usize) -> Vec<f32> {
+    let cs = source.image_len();
+    // SAFETY: the images of `cs` slots cover the vector, each written by `image`.
     unsafe {
-        written(x.len(), |y| {
-            y.par_chunks_mut(s)
-                .zip(x.par_chunks(s))
+        written(len, |v| {
+            v.par_chunks_mut(cs)
                 .enumerate()
-                .with_min_len(rows_per_task(s))
-                .for_each(|(r, (y, x))| affine_row(act, x, scale[r % c], shift[r % c], y))
+                .with_min_len(rows_per_task(cs))
+                .for_each(|(i, v)| source.image(i, v))
         })
+    }
+}
+
+/// An activation and `K` per-channel coefficients of an `[N, C, S]` tensor with `c` channels
+/// of `s` elements (`s > 0`), and on small maps the same spread over one image ([`spread`]).
+struct ChannelCoef<'a, const K: usize> {
+    act: Act,
+    c: usize,
+    s: usize,
+    coef: [&'a [f32]; K],
+    spread: Option<[Vec<f32>; K]>,
+}
+
+impl<'a, const K: usize> ChannelCoef<'a, K> {
+    fn new(act: Act, (c, s): (usize, usize), coef: [&'a [f32]; K]) -> Self {
+        let spread = per_image(s).then(|| coef.map(|v| spread(v, s)));
+        Self {
+            act,
+            c,
+            s,
+            coef,
+            spread,
+        }
+    }
+
+    /// The `K` coefficients of channel `ch`.
+    fn channel(&self, ch: usize) -> [f32; K] {
+        self.coef.map(|v| v[ch])
+    }
+}
+
+/// `act(x · scale[ch] + shift[ch])` of an `[N, C, S]` tensor with `c` channels of `s` elements
+/// (`s > 0`): a per-channel op's output, written whole or one image at a time, with the same
+/// bits either way.
+pub(crate) struct Activated<'a> {
+    x: &'a [f32],
+    /// `[scale, shift]`.
+    k: ChannelCoef<'a, 2>,
+}
+
+impl<'a> Activated<'a> {
+    /// The output for `x`, with `coef = [scale, shift]`.
+    pub fn new(act: Act, x: &'a [f32], (c, s): (usize, usize), coef: [&'a [f32]; 2]) -> Self {
+        let k = ChannelCoef::new(act, (c, s), coef);
+        Self { x, k }
+    }
+}
+
+impl ImageSource for Activated<'_> {
+    fn image_len(&self) -> usize {
+        self.k.c * self.k.s
+    }
+
+    fn image(&self, i: usize, y: &mut [MaybeUninit<f32>]) {
+        let (cs, k) = (self.image_len(), &self.k);
+        let x = &self.x[i * cs..(i + 1) * cs];
+        if let Some([scale, shift]) = &k.spread {
+            return affine_image(k.act, x, scale, shift, &mut y[..cs]);
+        }
+        for (ch, (y, x)) in y[..cs].chunks_mut(k.s).zip(x.chunks(k.s)).enumerate() {
+            let [scale, shift] = k.channel(ch);
+            affine_row(k.act, x, scale, shift, y);
+        }
+    }
+
+    fn all(&self) -> Vec<f32> {
+        let (x, k) = (self.x, &self.k);
+        if k.spread.is_some() {
+            return image_by_image(self, x.len());
+        }
+        // SAFETY: the rows of `s` slots cover the vector, each written by `affine_row`.
+        unsafe {
+            written(x.len(), |y| {
+                y.par_chunks_mut(k.s)
+                    .zip(x.par_chunks(k.s))
+                    .enumerate()
+                    .with_min_len(rows_per_task(k.s))
+                    .for_each(|(r, (y, x))| {
+                        let [scale, shift] = k.channel(r % k.c);
+                        affine_row(k.act, x, scale, shift, y)
+                    })
+            })
+        }
     }
 }
 
 /// The input gradient of a per-channel op on an `[N, C, S]` tensor with `c` channels of `s`
 /// elements (`s > 0`): `dx = p[ch] · dz + q[ch] · x + r[ch]`, where
-/// `dz = dy · act'(x · scale[ch] + shift[ch])`. Written whole ([`InputGrad::all`]) or one image
-/// at a time ([`InputGrad::image`]), with the same bits either way.
+/// `dz = dy · act'(x · scale[ch] + shift[ch])`. Written whole or one image at a time
+/// ([`ImageSource`]), with the same bits either way.
 pub(crate) struct InputGrad<'a> {
-    act: Act,
     x: &'a [f32],
     dy: &'a [f32],
-    c: usize,
-    s: usize,
-    /// `[scale, shift, p, q, r]`, one value per channel.
-    coef: [&'a [f32]; 5],
-    /// The same spread over one image ([`spread`]), for small maps.
-    spread: Option<[Vec<f32>; 5]>,
+    /// `[scale, shift, p, q, r]`.
+    k: ChannelCoef<'a, 5>,
 }
 
 impl<'a> InputGrad<'a> {
@@ -193,70 +264,47 @@ impl<'a> InputGrad<'a> {
         (c, s): (usize, usize),
         coef: [&'a [f32]; 5],
     ) -> Self {
-        let spread = per_image(s).then(|| coef.map(|v| spread(v, s)));
-        Self {
-            act,
-            x,
-            dy,
-            c,
-            s,
-            coef,
-            spread,
-        }
+        let k = ChannelCoef::new(act, (c, s), coef);
+        Self { x, dy, k }
+    }
+}
+
+impl ImageSource for InputGrad<'_> {
+    fn image_len(&self) -> usize {
+        self.k.c * self.k.s
     }
 
-    /// Elements per image, `C · S`.
-    pub fn image_len(&self) -> usize {
-        self.c * self.s
-    }
-
-    /// Image `i`'s gradient into `dx` (`C · S` slots), on the calling thread.
-    pub fn image(&self, i: usize, dx: &mut [MaybeUninit<f32>]) {
-        let cs = self.image_len();
+    fn image(&self, i: usize, dx: &mut [MaybeUninit<f32>]) {
+        let (cs, k) = (self.image_len(), &self.k);
         let range = i * cs..(i + 1) * cs;
         let (x, dy) = (&self.x[range.clone()], &self.dy[range]);
-        if let Some(coef) = &self.spread {
-            return input_grad_image(self.act, x, dy, coef, &mut dx[..cs]);
+        if let Some(coef) = &k.spread {
+            return input_grad_image(k.act, x, dy, coef, &mut dx[..cs]);
         }
-        let s = self.s;
+        let s = k.s;
         for (ch, dx) in dx[..cs].chunks_mut(s).enumerate() {
             let row = ch * s..(ch + 1) * s;
-            input_grad_row(self.act, &x[row.clone()], &dy[row], self.channel(ch), dx);
+            input_grad_row(k.act, &x[row.clone()], &dy[row], k.channel(ch), dx);
         }
     }
 
-    /// The whole gradient, parallel over rows (over images on small maps).
-    pub fn all(&self) -> Vec<f32> {
-        let (x, dy, s) = (self.x, self.dy, self.s);
-        if self.spread.is_some() {
-            let cs = self.image_len();
-            // SAFETY: the images of `cs` slots cover the vector, each written by `image`.
-            return unsafe {
-                written(x.len(), |dx| {
-                    dx.par_chunks_mut(cs)
-                        .enumerate()
-                        .with_min_len(rows_per_task(cs))
-                        .for_each(|(i, dx)| self.image(i, dx))
-                })
-            };
+    fn all(&self) -> Vec<f32> {
+        let (x, dy, k) = (self.x, self.dy, &self.k);
+        if k.spread.is_some() {
+            return image_by_image(self, x.len());
         }
         // SAFETY: the rows of `s` slots cover the vector, each written by `input_grad_row`.
         unsafe {
             written(x.len(), |dx| {
-                dx.par_chunks_mut(s)
-                    .zip(x.par_chunks(s).zip(dy.par_chunks(s)))
+                dx.par_chunks_mut(k.s)
+                    .zip(x.par_chunks(k.s).zip(dy.par_chunks(k.s)))
                     .enumerate()
-                    .with_min_len(rows_per_task(s))
+                    .with_min_len(rows_per_task(k.s))
                     .for_each(|(row, (dx, (x, dy)))| {
-                        input_grad_row(self.act, x, dy, self.channel(row % self.c), dx)
+                        input_grad_row(k.act, x, dy, k.channel(row % k.c), dx)
                     })
             })
         }
-    }
-
-    /// The five coefficients of channel `ch`.
-    fn channel(&self, ch: usize) -> [f32; 5] {
-        self.coef.map(|v| v[ch])
     }
 }
 
@@ -379,16 +427,21 @@ multiversion! {
     }
 }
 
+/// At most this many ranges of images per [`image_channel_sums`]: each range's folding costs as
+/// much as adding one image, so a range of one image per task would double the work.
+const IMAGE_SUM_RANGES: usize = 8;
+
 /// Per-channel sums of two per-element quantities over the images of an `[N, C, S]` tensor:
 /// `add(image, s1, s2)` adds one image's quantities into `C · S` f32 accumulators. Images run
-/// in fixed ranges in parallel; each range's accumulators are folded per channel in f64 and
-/// the ranges added up in order, so a rerun gives bit-identical sums.
+/// in fixed ranges in parallel (at most [`IMAGE_SUM_RANGES`], set by `N` and `C · S` alone);
+/// each range's accumulators are folded per channel in f64 and the ranges added up in order,
+/// so a rerun gives bit-identical sums on any number of threads.
 pub(crate) fn image_channel_sums(
     (n, c, s): (usize, usize, usize),
     add: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
 ) -> Vec<(f64, f64)> {
     let cs = c * s;
-    let per_task = rows_per_task(cs);
+    let per_task = rows_per_task(cs).max(n.div_ceil(IMAGE_SUM_RANGES));
     let partials: Vec<Vec<(f64, f64)>> = (0..n.div_ceil(per_task))
         .into_par_iter()
         .map(|task| {

@@ -5,6 +5,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::act::{affine_act, channel_geometry, grad_sums, Act, InputGrad};
 use super::cpu::{f32_slice, read_f32};
+use super::images::ImageSource;
 
 /// `act(x · scale + shift)` for `x: [N, C, ...]`, `scale` and `shift` of shape `[C]`.
 ///

@@ -20,12 +20,14 @@ use super::act::{channel_geometry, Act};
 use super::batchnorm::{BatchNormTrain, BatchStats, StatsCell};
 use super::chain::{
     add_residual, layer_scale, layer_scale_grad, out_shape, take_saved, tensor_of, unit_backward,
-    ChainUnit, Joint, UnitOp,
+    ChainUnit, Joint, UnitInput, UnitOp,
 };
 use super::conv_bn::NormAct;
-use super::conv_op::{ConvOp, OutGrad};
+use super::conv_op::ConvOp;
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, Mat, MatMut, Threads};
+use super::images::Batch;
+use super::images::ImageSource;
 use super::softmax::{softmax_rows, softmax_rows_grad};
 use super::{kernel_op, route_shapes, Pass};
 
@@ -134,7 +136,7 @@ impl Proj {
     ) -> Result<Tensor> {
         let n = self.shape.elem_count();
         let w = params.narrow(0, self.at, n)?.reshape(&self.shape)?;
-        let (dx, dw) = self.conv.grads(x, &w, OutGrad::Whole(dy), true)?;
+        let (dx, dw) = self.conv.grads(x, &w, Batch::Whole(dy), true)?;
         let (Some(dx), Some(dw)) = (dx, dw) else {
             bail!("attention: a projection gave no gradient")
         };
@@ -215,7 +217,13 @@ impl KvOp {
             _ => bail!("attention: a branch's down-sampling and its saved maps disagree"),
         };
         let dy = self.proj.backward(y, params, dy, d_params)?;
-        match unit_backward(unit, (xn, true), params, (z, &dy), d_params)? {
+        match unit_backward(
+            unit,
+            (UnitInput::Tensor(xn), true),
+            params,
+            (z, &dy),
+            d_params,
+        )? {
             Some(dx) => Ok(dx),
             None => bail!("attention: the down-sampling gave no input gradient"),
         }

@@ -14,11 +14,12 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::act::{
-    affine_act, channel_geometry, grad_sums, image_channel_sums, per_image, rows_per_task, spread,
-    Act, InputGrad,
+    channel_geometry, grad_sums, image_channel_sums, per_image, rows_per_task, spread, Act,
+    Activated, InputGrad,
 };
-use super::conv_op::ConvOp;
+use super::conv_op::ImageDone;
 use super::cpu::{f32_slice, read_f32};
+use super::images::ImageSource;
 use super::simd::multiversion;
 
 /// Per-channel statistics of one training batch.
@@ -247,7 +248,7 @@ impl CustomOp3 for BatchNormTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.forward((s1, l1), (s2, l2), (s3, l3), None)
+        self.forward((s1, l1), (s2, l2), (s3, l3))
     }
 
     fn bwd(
@@ -277,35 +278,61 @@ impl CustomOp3 for BatchNormTrain {
 
 type Operand<'a> = (&'a CpuStorage, &'a Layout);
 
-/// Convolution `conv` of `x` with `w`, then batch norm `bn` with its parameters
-/// `(storage, weight layout, bias layout)`: the convolution's output, its shape and the batch
-/// norm's output. The row moments are taken as the convolution completes each image.
-pub(super) fn conv_then_norm(
-    conv: &dyn ConvOp,
+/// A convolution, run with the hook it is given ([`ConvOp::forward_each`],
+/// [`super::conv_op::ReadsImages::forward_images`]), then batch norm `bn` fitted to its output
+/// with its parameters `(storage, weight layout, bias layout)`: the convolution's output and
+/// its shape, for [`BatchNormTrain::output`]. The row moments are taken as the convolution
+/// completes each of its `n` images of `c` channels.
+pub(super) fn conv_then_fit(
+    (n, c): (usize, usize),
+    conv: impl FnOnce(ImageDone) -> Result<(CpuStorage, Shape)>,
     bn: &BatchNormTrain,
-    x: Operand,
-    w: Operand,
     (ps, gl, bl): (&CpuStorage, &Layout, &Layout),
-) -> Result<(CpuStorage, Shape, CpuStorage)> {
-    // Images of the input, output channels of the weight.
-    let first_dim = |(_, l): Operand| l.shape().dims().first().copied().unwrap_or(0);
-    let early = EarlyMoments::new(first_dim(x), first_dim(w));
-    let (z, shape) = conv.forward_each(x, w, &|i, y| early.image(i, y))?;
-    let layout = Layout::contiguous(&shape);
-    let (y, _) = bn.forward((&z, &layout), (ps, gl), (ps, bl), Some(&early))?;
-    Ok((z, shape, y))
+) -> Result<(CpuStorage, Shape)> {
+    let early = EarlyMoments::new(n, c);
+    let (z, shape) = conv(&|i, y| early.image(i, y))?;
+    bn.fit(
+        (&z, &Layout::contiguous(&shape)),
+        (ps, gl),
+        (ps, bl),
+        Some(&early),
+    )?;
+    Ok((z, shape))
 }
 
 impl BatchNormTrain {
-    /// The forward of `x` with `weight` and `bias`, taking the row moments that `early`
-    /// recorded (see [`EarlyMoments`]).
-    pub(super) fn forward(
+    /// The forward of `x` with `weight` and `bias`.
+    fn forward(&self, x: Operand, weight: Operand, bias: Operand) -> Result<(CpuStorage, Shape)> {
+        self.fit(x, weight, bias, None)?;
+        let y = self
+            .output(f32_slice(x.0, x.1, self.name())?, x.1.shape())?
+            .all();
+        Ok((CpuStorage::F32(y), x.1.shape().clone()))
+    }
+
+    /// The output for the input `x` of shape `shape` that [`BatchNormTrain::fit`] saw, to be
+    /// written whole or image by image.
+    pub(super) fn output<'a>(&'a self, x: &'a [f32], shape: &Shape) -> Result<Activated<'a>> {
+        let (_, c, s) = channel_geometry(shape, self.name())?;
+        let sv = self.saved()?;
+        if sv.scale.len() != c || x.len() != sv.stats.count * c {
+            bail!(
+                "{}: output for {shape:?}, fitted to another input",
+                self.name()
+            )
+        }
+        Ok(Activated::new(self.act, x, (c, s), [&sv.scale, &sv.shift]))
+    }
+
+    /// Takes the batch statistics of `x` and the per-channel affine map with `weight` and
+    /// `bias`, taking the row moments that `early` recorded (see [`EarlyMoments`]).
+    pub(super) fn fit(
         &self,
         (s1, l1): Operand,
         (s2, l2): Operand,
         (s3, l3): Operand,
         early: Option<&EarlyMoments>,
-    ) -> Result<(CpuStorage, Shape)> {
+    ) -> Result<()> {
         let x = f32_slice(s1, l1, self.name())?;
         let (w, b) = (
             f32_slice(s2, l2, self.name())?,
@@ -341,7 +368,6 @@ impl BatchNormTrain {
             scale[ch] = (f64::from(w[ch]) * is) as f32;
             shift[ch] = (f64::from(b[ch]) - mu * f64::from(w[ch]) * is) as f32;
         }
-        let y = affine_act(x, c, s, &scale, &shift, self.act);
         let saved = Saved {
             stats: BatchStats {
                 mean: mean.clone(),
@@ -356,7 +382,7 @@ impl BatchNormTrain {
         if self.saved.set(saved).is_err() {
             bail!("{}: op applied twice", self.name())
         }
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok(())
     }
 }
 

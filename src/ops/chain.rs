@@ -14,11 +14,13 @@ use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 
-use super::act::{affine_act, channel_geometry, grad_sums, Act, InputGrad};
-use super::batchnorm::{conv_then_norm, BatchNormTrain, BatchStats, StatsCell};
+use super::act::{affine_act, channel_geometry, grad_sums, Act, Activated, InputGrad};
+use super::batchnorm::{conv_then_fit, BatchNormTrain, BatchStats, StatsCell};
 use super::conv_bn::{ConvGeometry, NormAct};
-use super::conv_op::{ConvOp, OutGrad};
+use super::conv_op::{ConvOp, ImageDone};
 use super::cpu::{f32_slice, read_f32, update_f32};
+use super::images::Batch;
+use super::images::ImageSource;
 use super::{kernel_op, route_shapes, Pass};
 
 /// One convolution + batch norm unit of a block: the convolution's weight and geometry, the
@@ -154,6 +156,9 @@ pub(super) struct UnitOp {
     weight_shape: Shape,
     at: usize,
     channels: usize,
+    /// Whether the convolution reads its input, the unit before's output, image by image from
+    /// that unit's convolution output, so that it is never written whole.
+    reads_images: bool,
 }
 
 impl UnitOp {
@@ -191,6 +196,7 @@ impl UnitOp {
             weight_shape: w.clone(),
             at,
             channels,
+            reads_images: false,
         }))
     }
 
@@ -220,13 +226,27 @@ struct BlockOp {
 }
 
 /// What a block's forward keeps for its backward: the block's input (the run's own input
-/// aside), each unit's convolution output, the inputs of units after the first, and the last
-/// unit's output where a layer scale reads it.
+/// aside), each unit's convolution output, the inputs of units after the first (`None` where
+/// the unit reads it image by image), and the last unit's output where a layer scale reads it.
 struct Saved {
     input: Option<Tensor>,
     conv_outs: Vec<Tensor>,
-    inputs: Vec<Tensor>,
+    inputs: Vec<Option<Tensor>>,
     last: Option<Tensor>,
+}
+
+/// One unit's forward: its convolution's output and shape, and its output where it is written
+/// whole (the next unit reads it image by image otherwise).
+struct UnitOut {
+    z: CpuStorage,
+    shape: Shape,
+    y: Option<CpuStorage>,
+}
+
+/// A unit's input: stored values, or the unit before's output computed image by image.
+enum UnitIn<'a> {
+    Stored(&'a CpuStorage, &'a Layout),
+    Images(&'a Activated<'a>, &'a Shape),
 }
 
 /// A block's output values and shape.
@@ -244,9 +264,14 @@ impl BlockOp {
         let input = shape.clone();
         let mut units = Vec::with_capacity(block.units.len());
         for u in &block.units {
-            let Some(unit) = UnitOp::new(x, u, shape, joint)? else {
+            let Some(mut unit) = UnitOp::new(x, u, shape, joint)? else {
                 return Ok(None);
             };
+            unit.reads_images = !units.is_empty()
+                && unit
+                    .conv
+                    .image_reader()
+                    .is_some_and(|r| r.reads_images(shape));
             *shape = out_shape(shape, u.weight.shape(), u.geo)?;
             units.push(unit);
         }
@@ -280,19 +305,38 @@ impl BlockOp {
         (xs, xl): (&CpuStorage, &Layout),
         (ps, pl): (&CpuStorage, &Layout),
     ) -> Result<(Values, Saved)> {
-        let mut outs: Vec<(CpuStorage, Shape)> = Vec::with_capacity(self.units.len());
-        let mut conv_outs = Vec::with_capacity(self.units.len());
-        for unit in &self.units {
-            let [wl, gl, bl] = unit.layouts(pl);
-            // The block's input for the first unit, the unit before's output after it.
-            let prev = outs.last().map(|(y, shape)| (y, Layout::contiguous(shape)));
-            let input = prev.as_ref().map_or((xs, xl), |(y, layout)| (*y, layout));
-            let (z, shape, y) =
-                conv_then_norm(&*unit.conv, &unit.bn, input, (ps, &wl), (ps, &gl, &bl))?;
-            conv_outs.push(tensor_of(z, shape.clone())?);
-            outs.push((y, shape));
+        let mut outs: Vec<UnitOut> = Vec::with_capacity(self.units.len());
+        for (k, unit) in self.units.iter().enumerate() {
+            let (z, shape) = match (outs.last(), k.checked_sub(1)) {
+                (Some(prev), Some(before)) => match &prev.y {
+                    Some(y) => {
+                        let layout = Layout::contiguous(&prev.shape);
+                        conv_and_fit(unit, UnitIn::Stored(y, &layout), (ps, pl))?
+                    }
+                    None => {
+                        let z = f32_slice(&prev.z, &Layout::contiguous(&prev.shape), "chain")?;
+                        let y = self.units[before].bn.output(z, &prev.shape)?;
+                        conv_and_fit(unit, UnitIn::Images(&y, &prev.shape), (ps, pl))?
+                    }
+                },
+                _ => conv_and_fit(unit, UnitIn::Stored(xs, xl), (ps, pl))?,
+            };
+            let next_reads_images = self.units.get(k + 1).is_some_and(|u| u.reads_images);
+            let y = match next_reads_images {
+                true => None,
+                false => {
+                    let zv = f32_slice(&z, &Layout::contiguous(&shape), "chain")?;
+                    Some(CpuStorage::F32(unit.bn.output(zv, &shape)?.all()))
+                }
+            };
+            outs.push(UnitOut { z, shape, y });
         }
-        let Some((CpuStorage::F32(mut y), shape)) = outs.pop() else {
+        let Some(UnitOut {
+            y: Some(CpuStorage::F32(mut y)),
+            shape,
+            z: last_z,
+        }) = outs.pop()
+        else {
             bail!("conv chain: a block without f32 output")
         };
         let mut last = None;
@@ -306,10 +350,13 @@ impl BlockOp {
                 *y += x;
             }
         }
-        let inputs = outs
-            .into_iter()
-            .map(|(s, shape)| tensor_of(s, shape))
-            .collect::<Result<_>>()?;
+        let mut conv_outs = Vec::with_capacity(self.units.len());
+        let mut inputs = Vec::with_capacity(outs.len());
+        for out in outs {
+            conv_outs.push(tensor_of(out.z, out.shape.clone())?);
+            inputs.push(out.y.map(|y| tensor_of(y, out.shape)).transpose()?);
+        }
+        conv_outs.push(tensor_of(last_z, shape.clone())?);
         let saved = Saved {
             input: None,
             conv_outs,
@@ -334,7 +381,16 @@ impl BlockOp {
             _ => dy.clone(),
         };
         for (i, unit) in self.units.iter().enumerate().rev() {
-            let input = if i == 0 { x } else { &saved.inputs[i - 1] };
+            let input = match i.checked_sub(1) {
+                None => UnitInput::Tensor(x),
+                Some(before) => match &saved.inputs[before] {
+                    Some(y) => UnitInput::Tensor(y),
+                    None => UnitInput::Images {
+                        z: &saved.conv_outs[before],
+                        bn: &self.units[before].bn,
+                    },
+                },
+            };
             let dx = unit_backward(
                 unit,
                 (input, i > 0 || want_dx),
@@ -355,11 +411,67 @@ impl BlockOp {
     }
 }
 
+/// Unit `unit`'s convolution on `input`, then its batch norm fitted to the output: the
+/// convolution's output and shape.
+fn conv_and_fit(
+    unit: &UnitOp,
+    input: UnitIn,
+    (ps, pl): (&CpuStorage, &Layout),
+) -> Result<(CpuStorage, Shape)> {
+    let [wl, gl, bl] = unit.layouts(pl);
+    let shape = match &input {
+        UnitIn::Stored(_, l) => l.shape(),
+        UnitIn::Images(_, shape) => *shape,
+    };
+    let n = shape.dims().first().copied().unwrap_or(0);
+    let conv = |done: ImageDone| match input {
+        UnitIn::Stored(xs, xl) => unit.conv.forward_each((xs, xl), (ps, &wl), done),
+        UnitIn::Images(y, shape) => match unit.conv.image_reader() {
+            Some(r) => r.forward_images((Batch::Images(y), shape), (ps, &wl), done),
+            None => bail!("conv chain: a unit reads image by image without a kernel for it"),
+        },
+    };
+    conv_then_fit((n, unit.channels), conv, &unit.bn, (ps, &gl, &bl))
+}
+
+/// A unit's input as its backward reads it: a tensor, or the unit before's output computed
+/// image by image from that unit's convolution output `z` and batch norm `bn`.
+pub(super) enum UnitInput<'a> {
+    Tensor(&'a Tensor),
+    Images {
+        z: &'a Tensor,
+        bn: &'a BatchNormTrain,
+    },
+}
+
+impl UnitOp {
+    /// The convolution's `(dx, dw)` on `input` for the output gradient `dy`.
+    fn conv_grads(
+        &self,
+        (input, want_dx): (UnitInput, bool),
+        w: &Tensor,
+        dy: Batch,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (z, bn) = match input {
+            UnitInput::Tensor(x) => return self.conv.grads(x, w, dy, want_dx),
+            UnitInput::Images { z, bn } => (z, bn),
+        };
+        let Some(reader) = self.conv.image_reader() else {
+            bail!("conv chain: a unit reads image by image without a kernel for it")
+        };
+        read_f32(z, |zv| -> Result<_> {
+            let y = bn.output(zv, z.shape())?;
+            let (dx, dw) = reader.grads_images((Batch::Images(&y), z.shape()), w, dy)?;
+            Ok((Some(dx), Some(dw)))
+        })?
+    }
+}
+
 /// One unit's backward: its input's gradient (where wanted), its parameters' gradients written
 /// into `d_params`. `z` is the convolution's output, `dy` the gradient of the unit's output.
 pub(super) fn unit_backward(
     unit: &UnitOp,
-    (x, want_dx): (&Tensor, bool),
+    (x, want_dx): (UnitInput, bool),
     params: &Tensor,
     (z, dy): (&Tensor, &Tensor),
     d_params: &mut [f32],
@@ -372,7 +484,7 @@ pub(super) fn unit_backward(
         read_f32(dy, |g| -> Result<_> {
             let grads = unit.bn.grads(z, g, (n, c, s))?;
             let dz = unit.bn.input_grad(&grads, (z, g), (c, s))?;
-            let (dx, dw) = unit.conv.grads(x, &w, OutGrad::Images(&dz), want_dx)?;
+            let (dx, dw) = unit.conv_grads((x, want_dx), &w, Batch::Images(&dz))?;
             Ok((dx, dw, [grads.weight, grads.bias].concat()))
         })
     })???;
@@ -535,6 +647,34 @@ mod tests {
         ])
     }
 
+    /// The block of `units` with their parameters `vars`.
+    fn chain_block<'a>(
+        units: &[UnitCase],
+        vars: &'a [[Var; 3]],
+        layer_scale: Option<&'a Var>,
+        residual: bool,
+    ) -> ChainBlock<'a> {
+        let units = units
+            .iter()
+            .zip(vars)
+            .map(|((_, geo, act), [w, gw, gb])| ChainUnit {
+                weight: w.as_tensor(),
+                geo: *geo,
+                norm: NormAct {
+                    weight: gw.as_tensor(),
+                    bias: gb.as_tensor(),
+                    eps: 1e-5,
+                    act: *act,
+                },
+            })
+            .collect();
+        ChainBlock {
+            units,
+            layer_scale: layer_scale.map(|s| s.as_tensor()),
+            residual,
+        }
+    }
+
     /// The blocks one unit at a time, as the model ran them before the run op.
     fn apart(
         x: &Tensor,
@@ -565,12 +705,20 @@ mod tests {
     }
 
     /// Output, statistics and every gradient of a run of blocks equal those of its units run
-    /// one at a time (zeros compared without their sign: candle adds gradients into zeros).
+    /// one at a time (zeros compared without their sign: candle adds gradients into zeros). On
+    /// the larger input, pointwise units read their input image by image.
     #[test]
     fn matches_the_units_one_by_one() -> Result<()> {
-        let mut rng = StdRng::seed_from_u64(41);
+        for (seed, dims) in [(41, [3, 4, 12, 12]), (43, [2, 4, 24, 24])] {
+            matches_one_by_one_on(seed, dims)?;
+        }
+        Ok(())
+    }
+
+    fn matches_one_by_one_on(seed: u64, dims: [usize; 4]) -> Result<()> {
+        let mut rng = StdRng::seed_from_u64(seed);
         let blocks = cases();
-        let x = Var::from_tensor(&uniform(&[3, 4, 12, 12], &mut rng)?)?;
+        let x = Var::from_tensor(&uniform(&dims, &mut rng)?)?;
         let vars = blocks
             .iter()
             .map(|(units, _, _)| units.iter().map(|u| unit_vars(u.0, &mut rng)).collect())
@@ -588,23 +736,8 @@ mod tests {
             .iter()
             .zip(&vars)
             .zip(&scales)
-            .map(|(((units, _, residual), vars), scale)| ChainBlock {
-                units: units
-                    .iter()
-                    .zip(vars)
-                    .map(|((_, geo, act), [w, gw, gb])| ChainUnit {
-                        weight: w.as_tensor(),
-                        geo: *geo,
-                        norm: NormAct {
-                            weight: gw.as_tensor(),
-                            bias: gb.as_tensor(),
-                            eps: 1e-5,
-                            act: *act,
-                        },
-                    })
-                    .collect(),
-                layer_scale: scale.as_ref().map(|s| s.as_tensor()),
-                residual: *residual,
+            .map(|(((units, _, residual), vars), scale)| {
+                chain_block(units, vars, scale.as_ref(), *residual)
             })
             .collect();
         let (together, stats) = chain_train(&x, &args)?.expect("kernels for every unit");
@@ -628,6 +761,28 @@ mod tests {
             Ok(out)
         };
         assert_eq!(values(&together)?, values(&one_by_one)?);
+        Ok(())
+    }
+
+    /// A unit reads its input image by image where it is not the block's first and its kernel
+    /// reads such an input so: the 1×1 projection after a dense 3×3 on a 12×12 output, not on a
+    /// 6×6 one, where the product runs over the whole batch at once.
+    #[test]
+    fn reads_images_where_the_kernel_can() -> Result<()> {
+        let mut rng = StdRng::seed_from_u64(44);
+        let units = &cases()[0].0;
+        let vars: Vec<[Var; 3]> = units
+            .iter()
+            .map(|u| unit_vars(u.0, &mut rng))
+            .collect::<Result<_>>()?;
+        for (side, expected) in [(24, [false, true]), (12, [false, false])] {
+            let x = uniform(&[2, 4, side, side], &mut rng)?;
+            let block = chain_block(units, &vars, None, false);
+            let (mut shape, mut joint) = (x.shape().clone(), Joint::default());
+            let op = BlockOp::new(&x, &block, &mut shape, &mut joint)?.expect("kernels");
+            let reads: Vec<bool> = op.units.iter().map(|u| u.reads_images).collect();
+            assert_eq!(reads, expected, "{side}×{side} input");
+        }
         Ok(())
     }
 

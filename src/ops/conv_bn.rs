@@ -12,10 +12,11 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::act::channel_geometry;
 use super::chain::tensor_of;
-use super::conv_op::{ConvOp, OutGrad};
-use super::cpu::read_f32;
+use super::conv_op::ConvOp;
+use super::cpu::{f32_slice, read_f32};
+use super::images::{Batch, ImageSource};
 
-use super::batchnorm::{conv_then_norm, BatchNormTrain, BatchStats};
+use super::batchnorm::{conv_then_fit, BatchNormTrain, BatchStats};
 use super::{kernel_op, route, Act, Pass};
 
 /// A convolution's stride, symmetric zero padding and groups, as [`super::conv2d`] takes them.
@@ -122,13 +123,15 @@ impl CustomOp3 for ConvBnTrain {
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (weight, bias) = split_layouts(pl, self.name())?;
-        let (conv_out, shape, y) = conv_then_norm(
-            &*self.conv,
+        let first_dim = |l: &Layout| l.shape().dims().first().copied().unwrap_or(0);
+        let (conv_out, shape) = conv_then_fit(
+            (first_dim(xl), first_dim(wl)),
+            |done| self.conv.forward_each((xs, xl), (ws, wl), done),
             &self.bn,
-            (xs, xl),
-            (ws, wl),
             (ps, &weight, &bias),
         )?;
+        let z = f32_slice(&conv_out, &Layout::contiguous(&shape), self.name())?;
+        let y = CpuStorage::F32(self.bn.output(z, &shape)?.all());
         let kept = tensor_of(conv_out, shape.clone())?;
         *self.conv_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
         Ok((y, shape))
@@ -156,7 +159,7 @@ impl CustomOp3 for ConvBnTrain {
             read_f32(&dy, |dy| -> Result<_> {
                 let grads = self.bn.grads(z, dy, (n, c, s))?;
                 let dz = self.bn.input_grad(&grads, (z, dy), (c, s))?;
-                let (dx, dw) = self.conv.grads(x, w, OutGrad::Images(&dz), x.track_op())?;
+                let (dx, dw) = self.conv.grads(x, w, Batch::Images(&dz), x.track_op())?;
                 Ok((dx, dw, [grads.weight, grads.bias].concat()))
             })
         })???;

@@ -1,51 +1,11 @@
 //! What [`super::conv2d`]'s kernels share beyond candle's op trait: a backward that can take the
-//! output gradient one image at a time, as the fused convolution + batch norm produces it.
-
-use std::mem::MaybeUninit;
+//! output gradient one image at a time, as the fused convolution + batch norm produces it, and,
+//! for the kernels that can, an input computed one image at a time as well ([`ReadsImages`]).
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::act::InputGrad;
 use super::cpu::read_f32;
-use super::uninit::assume_written;
-
-/// A convolution output's gradient: a whole tensor's elements, or a per-channel op's input
-/// gradient that the backward writes one image at a time into a scratch buffer, just before
-/// that image's products.
-#[derive(Clone, Copy)]
-pub(super) enum OutGrad<'a> {
-    Whole(&'a [f32]),
-    Images(&'a InputGrad<'a>),
-}
-
-impl OutGrad<'_> {
-    /// The whole gradient: the slice itself, or written into `owned`.
-    pub fn whole<'s>(&'s self, owned: &'s mut Vec<f32>) -> &'s [f32] {
-        match self {
-            OutGrad::Whole(dy) => dy,
-            OutGrad::Images(g) => {
-                *owned = g.all();
-                owned
-            }
-        }
-    }
-
-    /// Image `i`'s `len` elements: a slice of the whole gradient, or written into `scratch`.
-    pub fn image<'s>(&'s self, i: usize, len: usize, scratch: &'s mut Vec<f32>) -> &'s [f32] {
-        match self {
-            OutGrad::Whole(dy) => &dy[i * len..(i + 1) * len],
-            OutGrad::Images(g) => {
-                assert_eq!(len, g.image_len(), "output gradient: image length");
-                scratch.clear();
-                scratch.reserve(len);
-                let slots: &mut [MaybeUninit<f32>] = &mut scratch.spare_capacity_mut()[..len];
-                g.image(i, slots);
-                // SAFETY: `InputGrad::image` writes all of an image's slots, `len` of them.
-                unsafe { assume_written(slots) }
-            }
-        }
-    }
-}
+use super::images::Batch;
 
 /// A [`ConvOp`]'s candle backward: its gradients for the whole output gradient `dy`, the input's
 /// only where candle tracks it.
@@ -56,7 +16,7 @@ pub(super) fn whole_grads(
     dy: &Tensor,
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
     read_f32(&dy.contiguous()?, |dy| {
-        op.grads(x, w, OutGrad::Whole(dy), x.track_op())
+        op.grads(x, w, Batch::Whole(dy), x.track_op())
     })?
 }
 
@@ -85,7 +45,32 @@ pub(super) trait ConvOp: CustomOp2 + Send + Sync {
         &self,
         x: &Tensor,
         w: &Tensor,
-        dy: OutGrad,
+        dy: Batch,
         want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<Tensor>)>;
+
+    /// This kernel as one that can read its input image by image, if it is one.
+    fn image_reader(&self) -> Option<&dyn ReadsImages> {
+        None
+    }
+}
+
+/// A kernel that can take its input image by image too ([`Batch::Images`]), computing each
+/// image into scratch just before its products, so that the per-channel op before it (batch
+/// norm and activation) need not write its output whole and have it read back.
+pub(super) trait ReadsImages {
+    /// Whether an input of shape `x` is read image by image; otherwise the kernel would first
+    /// write it whole, and the caller had better hand it over whole.
+    fn reads_images(&self, x: &Shape) -> bool;
+
+    /// [`ConvOp::forward_each`] on the input `x = (values, shape)`, with the weight `w`.
+    fn forward_images(
+        &self,
+        x: (Batch, &Shape),
+        w: (&CpuStorage, &Layout),
+        done: ImageDone,
+    ) -> Result<(CpuStorage, Shape)>;
+
+    /// [`ConvOp::grads`] on the input `x = (values, shape)`: `(dx, dw)`.
+    fn grads_images(&self, x: (Batch, &Shape), w: &Tensor, dy: Batch) -> Result<(Tensor, Tensor)>;
 }

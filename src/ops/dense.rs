@@ -19,9 +19,10 @@ use std::sync::Mutex;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::column_table::ColumnTable;
-use super::conv_op::{whole_grads, ConvOp, ImageDone, OutGrad};
+use super::conv_op::{whole_grads, ConvOp, ImageDone};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
+use super::images::Batch;
 use super::uninit::{assume_written, written};
 use super::vecmath::axpy;
 use super::window::{Tap, Window};
@@ -291,7 +292,7 @@ impl ConvOp for DenseConv {
         &self,
         x: &Tensor,
         w: &Tensor,
-        dy: OutGrad,
+        dy: Batch,
         want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let geo = Geometry::new(x.shape(), w.shape(), self.stride, self.padding)?;
@@ -322,7 +323,7 @@ fn backward(
     geo: &Geometry,
     x: &[f32],
     w: &[f32],
-    dy: OutGrad,
+    dy: Batch,
     want: Wanted,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let (k, l, co) = (geo.k(), geo.l(), geo.co);
@@ -523,8 +524,7 @@ mod tests {
             );
             let dy = crate::ops::testutil::uniform(&[3, 6, geo.g.oh, geo.g.ow], &mut rng)?;
             let dyv = dy.flatten_all()?.to_vec1::<f32>()?;
-            let run =
-                |dx, cols| backward(&geo, &xv, &wv, OutGrad::Whole(&dyv), Wanted { dx, cols });
+            let run = |dx, cols| backward(&geo, &xv, &wv, Batch::Whole(&dyv), Wanted { dx, cols });
             let (dx, dw) = run(true, None);
             let kept = geo.im2col_channel_major(&xv);
             let (dx2, dw2) = run(true, Some(kept));

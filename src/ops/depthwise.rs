@@ -21,10 +21,11 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
-use super::conv_op::{whole_grads, ConvOp, OutGrad};
+use super::conv_op::{whole_grads, ConvOp};
 use super::cpu::{f32_slice, read_f32};
 use super::depthwise_plane::{sum_rows, tap_dots, Placement, RowSums, TapLanes, SLACK};
 use super::depthwise_small::{self, TapTable};
+use super::images::Batch;
 use super::uninit::{assume_written, written};
 use super::vecmath::{deinterleave, interleave_uninit};
 use super::Pass;
@@ -323,7 +324,7 @@ impl ConvOp for DepthwiseConv2d {
         &self,
         x: &Tensor,
         w: &Tensor,
-        dy: OutGrad,
+        dy: Batch,
         _want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, c, h, wd) = x.dims4()?;

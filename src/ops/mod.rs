@@ -35,6 +35,7 @@ mod depthwise_plane;
 mod depthwise_small;
 mod epilogue;
 mod gemm;
+mod images;
 pub(crate) mod nhwc;
 mod pointwise;
 pub mod simd;

@@ -14,9 +14,10 @@ use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
-use super::conv_op::{whole_grads, ConvOp, ImageDone, OutGrad};
+use super::conv_op::{whole_grads, ConvOp, ImageDone, ReadsImages};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
+use super::images::Batch;
 use super::uninit::{assume_written, written};
 
 /// Convolution of `x: [B, Ci, H, W]` with a 1x1 kernel `w: [Co, Ci, 1, 1]`, stride 1, no
@@ -99,57 +100,22 @@ impl ConvOp for Conv1x1 {
         done: ImageDone,
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(xs, xl, self.name())?;
+        if self.reads_images(xl.shape()) {
+            return self.forward_images((Batch::Whole(x), xl.shape()), (ws, wl), done);
+        }
         let w = f32_slice(ws, wl, self.name())?;
         let (b, ci, l, co) = dims(xl.shape(), wl.shape())?;
         let (_, _, h, wd) = xl.shape().dims4()?;
         let wm = Mat::new(w, co, ci);
-        if l > 1 && l < PER_SAMPLE_MIN_L {
-            let xcm = to_channel_major(x, b, ci, l);
-            let n = b * l;
-            let ycm = product(wm, Mat::new(&xcm, ci, n), Threads::All);
-            let y = to_batch_major(&ycm, b, co, l);
-            *self.xcm.lock().unwrap_or_else(|e| e.into_inner()) = Some(xcm);
+        if l == 1 {
+            // y [B, Co] = x [B, Ci] · wᵀ.
+            let y = product(Mat::new(x, b, ci), wm.t(), Threads::All);
             return Ok((CpuStorage::F32(y), Shape::from((b, co, h, wd))));
         }
-        let write = |y: &mut [MaybeUninit<f32>]| {
-            if l == 1 {
-                // y [B, Co] = x [B, Ci] · wᵀ.
-                matmul(
-                    MatMut::uninit(y, b, co),
-                    Mat::new(x, b, ci),
-                    wm.t(),
-                    false,
-                    Threads::All,
-                );
-                return;
-            }
-            let threads = per_sample_threads(b);
-            let run = |(i, (yb, xb)): (usize, (&mut [MaybeUninit<f32>], &[f32]))| {
-                matmul(
-                    MatMut::uninit(yb, co, l),
-                    wm,
-                    Mat::new(xb, ci, l),
-                    false,
-                    threads,
-                );
-                // SAFETY: the product overwrote all `co * l` slots of the sample.
-                done(i, unsafe { assume_written(yb) });
-            };
-            if threads == Threads::One {
-                y.par_chunks_mut(co * l)
-                    .zip(x.par_chunks(ci * l))
-                    .enumerate()
-                    .for_each(run);
-            } else {
-                y.chunks_mut(co * l)
-                    .zip(x.chunks(ci * l))
-                    .enumerate()
-                    .for_each(run);
-            }
-        };
-        // SAFETY: the products overwrite every sample's `co * l` slots (an empty batch or
-        // plane has none).
-        let y = unsafe { written(b * co * l, write) };
+        let xcm = to_channel_major(x, b, ci, l);
+        let ycm = product(wm, Mat::new(&xcm, ci, b * l), Threads::All);
+        let y = to_batch_major(&ycm, b, co, l);
+        *self.xcm.lock().unwrap_or_else(|e| e.into_inner()) = Some(xcm);
         Ok((CpuStorage::F32(y), Shape::from((b, co, h, wd))))
     }
 
@@ -157,33 +123,107 @@ impl ConvOp for Conv1x1 {
         &self,
         x: &Tensor,
         w: &Tensor,
-        dy: OutGrad,
+        dy: Batch,
         _want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (b, ci, l, co) = dims(x.shape(), w.shape())?;
         let xcm = self.xcm.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let (dx, dw) = read_f32(x, |x| {
-            read_f32(w, |w| backward(x, w, dy, (b, ci, l, co), xcm))
-        })??;
-        Ok((
-            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
-            Some(Tensor::from_vec(dw, w.shape(), x.device())?),
-        ))
+        let (dx, dw) = read_f32(x, |xv| grads_of((Batch::Whole(xv), x.shape()), w, dy, xcm))??;
+        Ok((Some(dx), Some(dw)))
     }
+
+    fn image_reader(&self) -> Option<&dyn ReadsImages> {
+        Some(self)
+    }
+}
+
+impl ReadsImages for Conv1x1 {
+    fn reads_images(&self, x: &Shape) -> bool {
+        let l = x.dims().iter().skip(2).product::<usize>();
+        !(1..PER_SAMPLE_MIN_L).contains(&l)
+    }
+
+    fn forward_images(
+        &self,
+        (x, x_shape): (Batch, &Shape),
+        (ws, wl): (&CpuStorage, &Layout),
+        done: ImageDone,
+    ) -> Result<(CpuStorage, Shape)> {
+        if !self.reads_images(x_shape) {
+            bail!("conv1x1: an input {x_shape:?} is not read image by image")
+        }
+        let w = f32_slice(ws, wl, self.name())?;
+        let (b, ci, l, co) = dims(x_shape, wl.shape())?;
+        let (_, _, h, wd) = x_shape.dims4()?;
+        let y = per_sample_forward(x, Mat::new(w, co, ci), (b, ci, l, co), done);
+        Ok((CpuStorage::F32(y), Shape::from((b, co, h, wd))))
+    }
+
+    fn grads_images(&self, x: (Batch, &Shape), w: &Tensor, dy: Batch) -> Result<(Tensor, Tensor)> {
+        grads_of(x, w, dy, None)
+    }
+}
+
+/// `(dx, dw)` for input `x` of shape `x_shape`, weight `w` and output gradient `dy`; `xcm` is
+/// the forward's channel-major copy of `x`, if it kept one.
+fn grads_of(
+    (x, x_shape): (Batch, &Shape),
+    w: &Tensor,
+    dy: Batch,
+    xcm: Option<Vec<f32>>,
+) -> Result<(Tensor, Tensor)> {
+    let (b, ci, l, co) = dims(x_shape, w.shape())?;
+    let (dx, dw) = read_f32(w, |wv| backward(x, wv, dy, (b, ci, l, co), xcm))?;
+    Ok((
+        Tensor::from_vec(dx, x_shape, w.device())?,
+        Tensor::from_vec(dw, w.shape(), w.device())?,
+    ))
+}
+
+/// `y_b = w · x_b` sample by sample, each sample's input read (or written into scratch) just
+/// before its product, `done(i, y_i)` called right after it.
+fn per_sample_forward(
+    x: Batch,
+    wm: Mat,
+    (b, ci, l, co): (usize, usize, usize, usize),
+    done: ImageDone,
+) -> Vec<f32> {
+    // Samples from `first` into `ys`, on `threads`.
+    let samples = |ys: &mut [MaybeUninit<f32>], first: usize, threads| {
+        let mut scratch = Vec::new();
+        for (i, yb) in (first..).zip(ys.chunks_mut(co * l)) {
+            let xb = Mat::new(x.image(i, ci * l, &mut scratch), ci, l);
+            matmul(MatMut::uninit(yb, co, l), wm, xb, false, threads);
+            // SAFETY: the product overwrote all `co * l` slots of the sample.
+            done(i, unsafe { assume_written(yb) });
+        }
+    };
+    let write = |y: &mut [MaybeUninit<f32>]| {
+        if per_sample_threads(b) == Threads::All {
+            return samples(y, 0, Threads::All);
+        }
+        // One contiguous range of samples per thread, each with its own scratch.
+        let per_task = b.div_ceil(rayon::current_num_threads());
+        y.par_chunks_mut(per_task * co * l)
+            .enumerate()
+            .for_each(|(t, ys)| samples(ys, t * per_task, Threads::One));
+    };
+    // SAFETY: the products overwrite every sample's `co * l` slots (an empty batch or plane has
+    // none).
+    unsafe { written(b * co * l, write) }
 }
 
 /// `(dx, dw)` for input `x`, weight `w` and output gradient `dy`; `xcm` is the forward's
 /// channel-major copy of `x`, if it kept one.
 fn backward(
-    x: &[f32],
+    x: Batch,
     w: &[f32],
-    dy: OutGrad,
+    dy: Batch,
     (b, ci, l, co): (usize, usize, usize, usize),
     xcm: Option<Vec<f32>>,
 ) -> (Vec<f32>, Vec<f32>) {
     if (1..PER_SAMPLE_MIN_L).contains(&l) {
-        let mut owned = Vec::new();
-        let dy = dy.whole(&mut owned);
+        let (mut owned_x, mut owned_dy) = (Vec::new(), Vec::new());
+        let (x, dy) = (x.whole(&mut owned_x), dy.whole(&mut owned_dy));
         return whole_batch_backward(x, w, dy, (b, ci, l, co), xcm);
     }
     per_sample_backward(x, w, dy, (b, ci, l, co))
@@ -233,9 +273,9 @@ fn whole_batch_backward(
 /// [`backward`] as two products per sample; each sample's output gradient is read, or written,
 /// just before its products.
 fn per_sample_backward(
-    x: &[f32],
+    x: Batch,
     w: &[f32],
-    dy: OutGrad,
+    dy: Batch,
     (b, ci, l, co): (usize, usize, usize, usize),
 ) -> (Vec<f32>, Vec<f32>) {
     let mut dw = vec![0f32; co * ci];
@@ -243,11 +283,11 @@ fn per_sample_backward(
     // Samples `range` into their slots of `dx`, adding their weight gradients into `dw`.
     let samples =
         |dx: &mut [MaybeUninit<f32>], range: std::ops::Range<usize>, dw: &mut [f32], threads| {
-            let mut scratch = Vec::new();
+            let (mut scratch, mut x_scratch) = (Vec::new(), Vec::new());
             for (dxb, i) in dx.chunks_mut(ci * l).zip(range) {
                 let dyb = Mat::new(dy.image(i, co * l, &mut scratch), co, l);
                 matmul(MatMut::uninit(dxb, ci, l), wm.t(), dyb, false, threads);
-                let xb = Mat::new(&x[i * ci * l..(i + 1) * ci * l], ci, l);
+                let xb = Mat::new(x.image(i, ci * l, &mut x_scratch), ci, l);
                 matmul(MatMut::new(dw, co, ci), dyb, xb.t(), true, threads);
             }
         };
@@ -304,10 +344,22 @@ mod tests {
         let w = crate::ops::testutil::uniform(&[co * ci], &mut rng)?.to_vec1::<f32>()?;
         let dy = crate::ops::testutil::uniform(&[b * co * l], &mut rng)?.to_vec1::<f32>()?;
         let kept = to_channel_major(&x, b, ci, l);
-        let without = backward(&x, &w, OutGrad::Whole(&dy), (b, ci, l, co), None);
+        let without = backward(
+            Batch::Whole(&x),
+            &w,
+            Batch::Whole(&dy),
+            (b, ci, l, co),
+            None,
+        );
         assert_eq!(
             without,
-            backward(&x, &w, OutGrad::Whole(&dy), (b, ci, l, co), Some(kept))
+            backward(
+                Batch::Whole(&x),
+                &w,
+                Batch::Whole(&dy),
+                (b, ci, l, co),
+                Some(kept)
+            )
         );
         Ok(())
     }
