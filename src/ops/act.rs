@@ -224,6 +224,22 @@ impl ImageSource for Activated<'_> {
         }
     }
 
+    fn row_len(&self) -> usize {
+        self.k.s
+    }
+
+    fn row(&self, r: usize, y: &mut [MaybeUninit<f32>]) {
+        let k = &self.k;
+        let [scale, shift] = k.channel(r % k.c);
+        affine_row(
+            k.act,
+            &self.x[r * k.s..(r + 1) * k.s],
+            scale,
+            shift,
+            &mut y[..k.s],
+        );
+    }
+
     fn all(&self) -> Vec<f32> {
         let (x, k) = (self.x, &self.k);
         if k.spread.is_some() {
@@ -286,6 +302,17 @@ impl ImageSource for InputGrad<'_> {
             let row = ch * s..(ch + 1) * s;
             input_grad_row(k.act, &x[row.clone()], &dy[row], k.channel(ch), dx);
         }
+    }
+
+    fn row_len(&self) -> usize {
+        self.k.s
+    }
+
+    fn row(&self, r: usize, dx: &mut [MaybeUninit<f32>]) {
+        let k = &self.k;
+        let row = r * k.s..(r + 1) * k.s;
+        let (x, dy) = (&self.x[row.clone()], &self.dy[row]);
+        input_grad_row(k.act, x, dy, k.channel(r % k.c), &mut dx[..k.s]);
     }
 
     fn all(&self) -> Vec<f32> {

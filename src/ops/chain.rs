@@ -271,7 +271,7 @@ impl BlockOp {
                 && unit
                     .conv
                     .image_reader()
-                    .is_some_and(|r| r.reads_images(shape));
+                    .is_some_and(|r| r.reads_images(shape, u.weight.shape()));
             *shape = out_shape(shape, u.weight.shape(), u.geo)?;
             units.push(unit);
         }
@@ -765,23 +765,30 @@ mod tests {
     }
 
     /// A unit reads its input image by image where it is not the block's first and its kernel
-    /// reads such an input so: the 1×1 projection after a dense 3×3 on a 12×12 output, not on a
-    /// 6×6 one, where the product runs over the whole batch at once.
+    /// reads such an input so: a 1×1 convolution on maps of at least 128 pixels (on smaller ones
+    /// the product runs over the whole batch at once), a depthwise one on outputs at least 8
+    /// wide (narrower ones put the batch innermost).
     #[test]
     fn reads_images_where_the_kernel_can() -> Result<()> {
         let mut rng = StdRng::seed_from_u64(44);
-        let units = &cases()[0].0;
-        let vars: Vec<[Var; 3]> = units
-            .iter()
-            .map(|u| unit_vars(u.0, &mut rng))
-            .collect::<Result<_>>()?;
-        for (side, expected) in [(24, [false, true]), (12, [false, false])] {
-            let x = uniform(&[2, 4, side, side], &mut rng)?;
+        let expected: [(usize, [usize; 4], &[bool]); 4] = [
+            (0, [2, 4, 24, 24], &[false, true]),
+            (0, [2, 4, 12, 12], &[false, false]),
+            (1, [2, 6, 12, 12], &[false, true, true, true]),
+            (1, [2, 6, 6, 6], &[false, false, false, false]),
+        ];
+        for (case, dims, reads) in expected {
+            let units = &cases()[case].0;
+            let vars: Vec<[Var; 3]> = units
+                .iter()
+                .map(|u| unit_vars(u.0, &mut rng))
+                .collect::<Result<_>>()?;
+            let x = uniform(&dims, &mut rng)?;
             let block = chain_block(units, &vars, None, false);
             let (mut shape, mut joint) = (x.shape().clone(), Joint::default());
             let op = BlockOp::new(&x, &block, &mut shape, &mut joint)?.expect("kernels");
-            let reads: Vec<bool> = op.units.iter().map(|u| u.reads_images).collect();
-            assert_eq!(reads, expected, "{side}×{side} input");
+            let got: Vec<bool> = op.units.iter().map(|u| u.reads_images).collect();
+            assert_eq!(got, reads, "block {case} on {dims:?}");
         }
         Ok(())
     }

@@ -59,9 +59,10 @@ pub(super) trait ConvOp: CustomOp2 + Send + Sync {
 /// image into scratch just before its products, so that the per-channel op before it (batch
 /// norm and activation) need not write its output whole and have it read back.
 pub(super) trait ReadsImages {
-    /// Whether an input of shape `x` is read image by image; otherwise the kernel would first
-    /// write it whole, and the caller had better hand it over whole.
-    fn reads_images(&self, x: &Shape) -> bool;
+    /// Whether an input of shape `x` is read image by image with a weight of shape `w`;
+    /// otherwise the kernel would first write it whole, and the caller had better hand it over
+    /// whole.
+    fn reads_images(&self, x: &Shape, w: &Shape) -> bool;
 
     /// [`ConvOp::forward_each`] on the input `x = (values, shape)`, with the weight `w`.
     fn forward_images(

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
-use super::conv_op::{whole_grads, ConvOp};
+use super::conv_op::{whole_grads, ConvOp, ImageDone, ReadsImages};
 use super::cpu::{f32_slice, read_f32};
 use super::depthwise_plane::{sum_rows, tap_dots, Placement, RowSums, TapLanes, SLACK};
 use super::depthwise_small::{self, TapTable};
@@ -270,12 +270,35 @@ impl CustomOp2 for DepthwiseConv2d {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(xs, xl, self.name())?;
+        self.forward_batch((Batch::Whole(x), xl.shape()), (ws, wl))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        whole_grads(self, x, w, dy)
+    }
+}
+
+impl DepthwiseConv2d {
+    /// The forward on the input `x = (values, shape)`.
+    fn forward_batch(
+        &self,
+        (x, x_shape): (Batch, &Shape),
+        (ws, wl): (&CpuStorage, &Layout),
+    ) -> Result<(CpuStorage, Shape)> {
         let wt = f32_slice(ws, wl, self.name())?;
-        let (b, c, h, w) = xl.shape().dims4()?;
+        let (b, c, h, w) = x_shape.dims4()?;
         let k = kernel_size(wl.shape(), c)?;
         let g = Padded::new(h, w, k, self.stride)?;
         let (plane, out_plane) = (h * w, g.oh * g.ow);
         if g.ow < self.flat_min_ow {
+            let mut owned = Vec::new();
+            let x = x.whole(&mut owned);
             let (y, xt) = depthwise_small::forward(&small_table(&g), (b, c), x, wt);
             *self.xt.lock().unwrap_or_else(|e| e.into_inner()) = Some(xt);
             return Ok((CpuStorage::F32(y), Shape::from((b, c, g.oh, g.ow))));
@@ -287,9 +310,9 @@ impl CustomOp2 for DepthwiseConv2d {
                 return;
             }
             y.par_chunks_mut(out_plane).enumerate().for_each_init(
-                || vec![0f32; g.len() + SLACK],
-                |buf, (bc, yp)| {
-                    g.fill(&x[bc * plane..(bc + 1) * plane], buf);
+                || (vec![0f32; g.len() + SLACK], Vec::new()),
+                |(buf, scratch), (bc, yp)| {
+                    g.fill(x.row(bc, plane, scratch), buf);
                     let job = RowSums {
                         src: buf,
                         base: 0,
@@ -308,14 +331,38 @@ impl CustomOp2 for DepthwiseConv2d {
         Ok((CpuStorage::F32(y), Shape::from((b, c, g.oh, g.ow))))
     }
 
-    fn bwd(
+    /// `(dx, dw)` on the input `x = (values, shape)` for the output gradient `dy`.
+    fn grads_batch(
         &self,
-        x: &Tensor,
+        (x, x_shape): (Batch, &Shape),
         w: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        whole_grads(self, x, w, dy)
+        dy: Batch,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, c, h, wd) = x_shape.dims4()?;
+        let k = kernel_size(w.shape(), c)?;
+        let g = Padded::new(h, wd, k, self.stride)?;
+        let kept = self.xt.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if !dy.holds(b, c * g.oh * g.ow) {
+            bail!(
+                "{}: the output gradient does not match the output [{b}, {c}, {}, {}] of {x_shape:?}",
+                self.name(),
+                g.oh,
+                g.ow,
+            )
+        }
+        let (dx, dw) = read_f32(w, |wt| {
+            if g.ow < self.flat_min_ow {
+                let (mut owned_x, mut owned_dy) = (Vec::new(), Vec::new());
+                let (x, dy) = (x.whole(&mut owned_x), dy.whole(&mut owned_dy));
+                depthwise_small::backward(&small_table(&g), (b, c), (x, kept), wt, dy)
+            } else {
+                backward(&g, (b, c), x, dy, wt)
+            }
+        })?;
+        Ok((
+            Tensor::from_vec(dx, x_shape, w.device())?,
+            Tensor::from_vec(dw, w.shape(), w.device())?,
+        ))
     }
 }
 
@@ -327,36 +374,37 @@ impl ConvOp for DepthwiseConv2d {
         dy: Batch,
         _want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (b, c, h, wd) = x.dims4()?;
-        let k = kernel_size(w.shape(), c)?;
-        let g = Padded::new(h, wd, k, self.stride)?;
-        let kept = self.xt.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let mut owned = Vec::new();
-        let dy = dy.whole(&mut owned);
-        if dy.len() != b * c * g.oh * g.ow {
-            bail!(
-                "{}: a gradient of {} values does not match the output [{b}, {c}, {}, {}] of {:?}",
-                self.name(),
-                dy.len(),
-                g.oh,
-                g.ow,
-                x.shape()
-            )
-        }
-        let (dx, dw) = read_f32(x, |x| {
-            read_f32(w, |wt| {
-                if g.ow < self.flat_min_ow {
-                    let t = small_table(&g);
-                    depthwise_small::backward(&t, (b, c), (x, kept), wt, dy)
-                } else {
-                    backward(&g, (b, c), x, dy, wt)
-                }
-            })
+        let (dx, dw) = read_f32(x, |xv| {
+            self.grads_batch((Batch::Whole(xv), x.shape()), w, dy)
         })??;
-        Ok((
-            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
-            Some(Tensor::from_vec(dw, w.shape(), x.device())?),
-        ))
+        Ok((Some(dx), Some(dw)))
+    }
+
+    fn image_reader(&self) -> Option<&dyn ReadsImages> {
+        Some(self)
+    }
+}
+
+impl ReadsImages for DepthwiseConv2d {
+    fn reads_images(&self, x: &Shape, w: &Shape) -> bool {
+        let Ok((_, c, h, wd)) = x.dims4() else {
+            return false;
+        };
+        let plane = kernel_size(w, c).and_then(|k| Padded::new(h, wd, k, self.stride));
+        plane.is_ok_and(|g| g.ow >= self.flat_min_ow)
+    }
+
+    fn forward_images(
+        &self,
+        x: (Batch, &Shape),
+        w: (&CpuStorage, &Layout),
+        _done: ImageDone,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.forward_batch(x, w)
+    }
+
+    fn grads_images(&self, x: (Batch, &Shape), w: &Tensor, dy: Batch) -> Result<(Tensor, Tensor)> {
+        self.grads_batch(x, w, dy)
     }
 }
 
@@ -373,8 +421,8 @@ impl ConvOp for DepthwiseConv2d {
 fn backward(
     g: &Padded,
     (b, c): (usize, usize),
-    x: &[f32],
-    dy: &[f32],
+    x: Batch,
+    dy: Batch,
     wt: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let (k, kk, plane, out_plane) = (g.k, g.k * g.k, g.h * g.w, g.oh * g.ow);
@@ -398,7 +446,8 @@ fn backward(
             let dyz = vec![0f32; lead + g.len() + SLACK];
             let sums = vec![MaybeUninit::new(0f32); if interleaved { g.len() } else { 0 }];
             let wts = Vec::with_capacity(k * k);
-            (dyz, sums, wts, vec![0f32; g.len()], TapLanes::new(kk))
+            let rows = (Vec::new(), Vec::new());
+            (dyz, sums, wts, vec![0f32; g.len()], TapLanes::new(kk), rows)
         };
         let mut by_channel: Vec<Vec<_>> = (0..c).map(|_| Vec::with_capacity(b)).collect();
         for (i, dxp) in dx.chunks_mut(plane).enumerate() {
@@ -410,12 +459,12 @@ fn backward(
             .enumerate()
             .for_each_init(
                 scratch,
-                |(dyz, sums, wts, buf, lanes), (ch, (planes, dw))| {
+                |(dyz, sums, wts, buf, lanes, (x_row, dy_row)), (ch, (planes, dw))| {
                     let wk = &wt[ch * kk..(ch + 1) * kk];
                     lanes.clear();
                     for (bi, dxp) in planes.into_iter().enumerate() {
                         let bc = bi * c + ch;
-                        g.spread(&dy[bc * out_plane..(bc + 1) * out_plane], &mut dyz[lead..]);
+                        g.spread(dy.row(bc, out_plane, dy_row), &mut dyz[lead..]);
                         for (phase, offs) in phases.iter().zip(&offs) {
                             wts.clear();
                             wts.extend(phase.taps.iter().map(|&t| wk[t]));
@@ -437,7 +486,7 @@ fn backward(
                             // SAFETY: `sums` was made of zeros, and `sum_rows` only writes values.
                             g.interleave_into(unsafe { assume_written(sums) }, dxp);
                         }
-                        g.fill(&x[bc * plane..(bc + 1) * plane], buf);
+                        g.fill(x.row(bc, plane, x_row), buf);
                         tap_dots(&dyz[lead..lead + g.run()], buf, &taps, lanes);
                     }
                     for (d, v) in dw.iter_mut().zip(lanes.totals()) {

@@ -100,7 +100,7 @@ impl ConvOp for Conv1x1 {
         done: ImageDone,
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(xs, xl, self.name())?;
-        if self.reads_images(xl.shape()) {
+        if self.reads_images(xl.shape(), wl.shape()) {
             return self.forward_images((Batch::Whole(x), xl.shape()), (ws, wl), done);
         }
         let w = f32_slice(ws, wl, self.name())?;
@@ -137,7 +137,7 @@ impl ConvOp for Conv1x1 {
 }
 
 impl ReadsImages for Conv1x1 {
-    fn reads_images(&self, x: &Shape) -> bool {
+    fn reads_images(&self, x: &Shape, _w: &Shape) -> bool {
         let l = x.dims().iter().skip(2).product::<usize>();
         !(1..PER_SAMPLE_MIN_L).contains(&l)
     }
@@ -148,7 +148,7 @@ impl ReadsImages for Conv1x1 {
         (ws, wl): (&CpuStorage, &Layout),
         done: ImageDone,
     ) -> Result<(CpuStorage, Shape)> {
-        if !self.reads_images(x_shape) {
+        if !self.reads_images(x_shape, wl.shape()) {
             bail!("conv1x1: an input {x_shape:?} is not read image by image")
         }
         let w = f32_slice(ws, wl, self.name())?;
