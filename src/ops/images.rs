@@ -1,6 +1,7 @@
-//! Values a convolution kernel reads image by image (its input, its output's gradient): a whole
-//! tensor's elements, or a per-channel op's result computed one image at a time into a scratch
-//! buffer just before that image's products, while the kernel's own reads find it in cache.
+//! Values a convolution kernel reads image by image or channel row by channel row (its input,
+//! its output's gradient): a whole tensor's elements, or a per-channel op's result computed one
+//! image (or row) at a time into a scratch buffer just before the kernel's products or sums on
+//! it, while the kernel's own reads find it in cache.
 
 use std::mem::MaybeUninit;
 
