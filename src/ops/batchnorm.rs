@@ -163,7 +163,9 @@ impl RowMoment {
 /// it uses what was recorded instead of reading the rows again. Small maps (walked image by
 /// image) record nothing.
 pub(super) struct EarlyMoments {
-    rows: Vec<OnceLock<RowMoment>>,
+    /// One slot per row, made when the first large image arrives: a small map never needs them.
+    rows: OnceLock<Vec<OnceLock<RowMoment>>>,
+    n: usize,
     c: usize,
 }
 
@@ -171,7 +173,8 @@ impl EarlyMoments {
     /// Room for the rows of `n` images of `c` channels.
     pub(super) fn new(n: usize, c: usize) -> Self {
         Self {
-            rows: (0..n * c).map(|_| OnceLock::new()).collect(),
+            rows: OnceLock::new(),
+            n,
             c,
         }
     }
@@ -182,11 +185,19 @@ impl EarlyMoments {
         if s == 0 || per_image(s) {
             return;
         }
+        let rows = self
+            .rows
+            .get_or_init(|| (0..self.n * self.c).map(|_| OnceLock::new()).collect());
         for (ch, row) in y.chunks_exact(s).enumerate() {
-            if let Some(slot) = self.rows.get(i * self.c + ch) {
+            if let Some(slot) = rows.get(i * self.c + ch) {
                 let _ = slot.set(RowMoment::of(row));
             }
         }
+    }
+
+    /// Row `r`'s moments, if they were recorded.
+    fn row(&self, r: usize) -> Option<&RowMoment> {
+        self.rows.get()?.get(r)?.get()
     }
 }
 
@@ -203,7 +214,7 @@ fn moments(
         let rows: Vec<RowMoment> = (0..n * c)
             .into_par_iter()
             .with_min_len(rows_per_task(s))
-            .map(|r| match early.and_then(|e| e.rows.get(r)?.get()) {
+            .map(|r| match early.and_then(|e| e.row(r)) {
                 Some(m) => *m,
                 None => RowMoment::of(&x[r * s..(r + 1) * s]),
             })
