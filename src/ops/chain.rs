@@ -19,8 +19,7 @@ use super::batchnorm::{conv_then_fit, BatchNormTrain, BatchStats, StatsCell};
 use super::conv_bn::{ConvGeometry, NormAct};
 use super::conv_op::{ConvOp, ImageDone};
 use super::cpu::{f32_slice, read_f32, update_f32};
-use super::images::Batch;
-use super::images::ImageSource;
+use super::images::{Batch, ImageSource};
 use super::{kernel_op, route_shapes, Pass};
 
 /// One convolution + batch norm unit of a block: the convolution's weight and geometry, the
@@ -307,28 +306,26 @@ impl BlockOp {
     ) -> Result<(Values, Saved)> {
         let mut outs: Vec<UnitOut> = Vec::with_capacity(self.units.len());
         for (k, unit) in self.units.iter().enumerate() {
-            let (z, shape) = match (outs.last(), k.checked_sub(1)) {
-                (Some(prev), Some(before)) => match &prev.y {
-                    Some(y) => {
-                        let layout = Layout::contiguous(&prev.shape);
-                        conv_and_fit(unit, UnitIn::Stored(y, &layout), (ps, pl))?
+            // The block's input for the first unit, the unit before's output after it.
+            let (z, shape) = match outs.last() {
+                None => conv_and_fit(unit, UnitIn::Stored(xs, xl), (ps, pl))?,
+                Some(prev) => {
+                    let layout = Layout::contiguous(&prev.shape);
+                    match &prev.y {
+                        Some(y) => conv_and_fit(unit, UnitIn::Stored(y, &layout), (ps, pl))?,
+                        None => {
+                            let z = f32_slice(&prev.z, &layout, "conv chain")?;
+                            let y = self.units[k - 1].bn.output(z, &prev.shape)?;
+                            conv_and_fit(unit, UnitIn::Images(&y, &prev.shape), (ps, pl))?
+                        }
                     }
-                    None => {
-                        let z = f32_slice(&prev.z, &Layout::contiguous(&prev.shape), "chain")?;
-                        let y = self.units[before].bn.output(z, &prev.shape)?;
-                        conv_and_fit(unit, UnitIn::Images(&y, &prev.shape), (ps, pl))?
-                    }
-                },
-                _ => conv_and_fit(unit, UnitIn::Stored(xs, xl), (ps, pl))?,
-            };
-            let next_reads_images = self.units.get(k + 1).is_some_and(|u| u.reads_images);
-            let y = match next_reads_images {
-                true => None,
-                false => {
-                    let zv = f32_slice(&z, &Layout::contiguous(&shape), "chain")?;
-                    Some(CpuStorage::F32(unit.bn.output(zv, &shape)?.all()))
                 }
             };
+            let mut y = None;
+            if !self.units.get(k + 1).is_some_and(|u| u.reads_images) {
+                let zv = f32_slice(&z, &Layout::contiguous(&shape), "conv chain")?;
+                y = Some(CpuStorage::F32(unit.bn.output(zv, &shape)?.all()));
+            }
             outs.push(UnitOut { z, shape, y });
         }
         let Some(UnitOut {
