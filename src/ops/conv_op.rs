@@ -4,7 +4,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::cpu::read_f32;
+use super::cpu::{f32_slice, read_f32};
 use super::images::Batch;
 
 /// A [`ConvOp`]'s candle backward: its gradients for the whole output gradient `dy`, the input's
@@ -74,4 +74,17 @@ pub(super) trait ReadsImages {
 
     /// [`ConvOp::grads`] on the input `x = (values, shape)`: `(dx, dw)`.
     fn grads_images(&self, x: (Batch, &Shape), w: &Tensor, dy: Batch) -> Result<(Tensor, Tensor)>;
+}
+
+/// The weight of `(ws, wl)` for [`ReadsImages::forward_images`] of `op` on an input of shape `x`,
+/// or an error where that kernel does not read such an input image by image.
+pub(super) fn image_weight<'a>(
+    (reader, op): (&dyn ReadsImages, &str),
+    x: &Shape,
+    (ws, wl): (&'a CpuStorage, &Layout),
+) -> Result<&'a [f32]> {
+    if !reader.reads_images(x, wl.shape()) {
+        candle_core::bail!("{op}: an input {x:?} is not read image by image")
+    }
+    f32_slice(ws, wl, op)
 }

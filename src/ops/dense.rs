@@ -9,8 +9,11 @@
 //! column buffer; a batch smaller than the thread pool runs its products on all threads. For
 //! small `L` the whole batch is unfolded at once in channel-major layout `[K, B · L]`
 //! ([`super::channel_major`]) through index tables ([`super::column_table`]), and each product
-//! is a single large one; those columns are small, so the forward keeps them for the backward. An input that no gradient flows to (the images
-//! entering the stem) gets no input gradient.
+//! is a single large one; those columns are small, so the forward keeps them for the backward.
+//! An input that no gradient flows to (the images entering the stem) gets no input gradient.
+//! Per sample, the input is read one plane at a time as it is unfolded, so it can also be
+//! computed plane by plane just then ([`ReadsImages`]): the batch norm before the convolution
+//! then never writes its output whole.
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -19,7 +22,7 @@ use std::sync::Mutex;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
 use super::column_table::ColumnTable;
-use super::conv_op::{whole_grads, ConvOp, ImageDone};
+use super::conv_op::{image_weight, whole_grads, ConvOp, ImageDone, ReadsImages};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
 use super::images::Batch;
@@ -114,22 +117,26 @@ impl Geometry {
         }
     }
 
-    /// Unfolds sample `x` (`[Ci, H, W]`) into `cols [K, L]`. Entries that read padding are never
-    /// written, so `cols` must hold zeros there (a buffer reused for the same geometry does).
-    fn im2col(&self, taps: &[Tap], x: &[f32], cols: &mut [f32], buf: &mut Vec<f32>) {
-        let (l, kk_l) = (self.l(), self.kh * self.kw * self.l());
-        for (xp, rows) in x
-            .chunks_exact(self.plane())
-            .zip(cols.chunks_exact_mut(kk_l))
-        {
+    /// Unfolds sample `i` of `x` (`[Ci, H, W]` each, read plane by plane) into `cols [K, L]`.
+    /// Entries that read padding are never written, so `cols` must hold zeros there (a buffer
+    /// reused for the same geometry does).
+    fn im2col(&self, taps: &[Tap], (x, i): (Batch, usize), cols: &mut [f32], bufs: &mut Bufs) {
+        let (l, kk_l, plane) = (self.l(), self.kh * self.kw * self.l(), self.plane());
+        for (c, rows) in cols.chunks_exact_mut(kk_l).enumerate() {
+            let xp = x.row(i * self.ci + c, plane, &mut bufs.plane);
             im2col_plane(
                 &self.g,
                 taps,
                 (self.kh, self.kw),
-                self.g.phased(xp, buf),
+                self.g.phased(xp, &mut bufs.phased),
                 (rows, l),
             );
         }
+    }
+
+    /// Elements of the whole input, `B · Ci · H · W`.
+    fn input_len(&self) -> usize {
+        self.b * self.ci * self.plane()
     }
 
     /// The columns of the whole batch in channel-major layout, `[K, B · L]`: row `(c, i, j)`
@@ -154,6 +161,13 @@ impl Geometry {
             })
         }
     }
+}
+
+/// A task's scratch for unfolding: an input plane computed on demand, its phased copy.
+#[derive(Default)]
+struct Bufs {
+    plane: Vec<f32>,
+    phased: Vec<f32>,
 }
 
 /// Rows `(i, j)` of one input channel: row `t = i * kw + j`, at `rows[t * stride..][..L]`,
@@ -245,46 +259,16 @@ impl ConvOp for DenseConv {
         let w = f32_slice(ws, wl, self.name())?;
         let geo = Geometry::new(xl.shape(), wl.shape(), self.stride, self.padding)?;
         let (k, l, co) = (geo.k(), geo.l(), geo.co);
-        let taps = geo.g.taps();
-        let wm = Mat::new(w, co, k);
         let out_shape = Shape::from((geo.b, co, geo.g.oh, geo.g.ow));
         if l < PER_SAMPLE_MIN_L {
             let n = geo.b * l;
             let cols = geo.im2col_channel_major(x);
-            let ycm = product(wm, Mat::new(&cols, k, n), Threads::All);
+            let ycm = product(Mat::new(w, co, k), Mat::new(&cols, k, n), Threads::All);
             let y = to_batch_major(&ycm, geo.b, co, l);
             *self.cols.lock().unwrap_or_else(|e| e.into_inner()) = Some(cols);
             return Ok((CpuStorage::F32(y), out_shape));
         }
-        let (per_task, threads) = geo.tasks();
-        let in_sample = geo.ci * geo.plane();
-        let n = geo.b * co * l;
-        if n == 0 || in_sample == 0 {
-            return Ok((CpuStorage::F32(vec![0f32; n]), out_shape));
-        }
-        let fill = |y: &mut [MaybeUninit<f32>]| {
-            y.par_chunks_mut(per_task * co * l)
-                .zip(x.par_chunks(per_task * in_sample))
-                .enumerate()
-                .for_each(|(t, (ys, xs))| {
-                    let (mut cols, mut buf) = (vec![0f32; k * l], Vec::new());
-                    let samples = ys.chunks_exact_mut(co * l).zip(xs.chunks_exact(in_sample));
-                    for (j, (yb, xb)) in samples.enumerate() {
-                        geo.im2col(&taps, xb, &mut cols, &mut buf);
-                        matmul(
-                            MatMut::uninit(yb, co, l),
-                            wm,
-                            Mat::new(&cols, k, l),
-                            false,
-                            threads,
-                        );
-                        // SAFETY: the product overwrote all `co * l` slots of the sample.
-                        done(t * per_task + j, unsafe { assume_written(yb) });
-                    }
-                })
-        };
-        // SAFETY: every sample's `co * l` slots are overwritten by its product.
-        let y = unsafe { written(n, fill) };
+        let y = per_sample_forward(&geo, Batch::Whole(x), w, done);
         Ok((CpuStorage::F32(y), out_shape))
     }
 
@@ -295,19 +279,98 @@ impl ConvOp for DenseConv {
         dy: Batch,
         want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let geo = Geometry::new(x.shape(), w.shape(), self.stride, self.padding)?;
         let saved = self.cols.lock().unwrap_or_else(|e| e.into_inner()).take();
         let want = Wanted {
             dx: want_dx,
             cols: saved,
         };
-        let (dx, dw) = read_f32(x, |x| read_f32(w, |w| backward(&geo, x, w, dy, want)))??;
+        read_f32(x, |xv| {
+            self.grads_of((Batch::Whole(xv), x.shape()), w, dy, want)
+        })?
+    }
+
+    fn image_reader(&self) -> Option<&dyn ReadsImages> {
+        Some(self)
+    }
+}
+
+impl DenseConv {
+    /// `(dx, dw)` on the input `x = (values, shape)`, `dx` only where `want` says so.
+    fn grads_of(
+        &self,
+        (x, x_shape): (Batch, &Shape),
+        w: &Tensor,
+        dy: Batch,
+        want: Wanted,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let geo = Geometry::new(x_shape, w.shape(), self.stride, self.padding)?;
+        let (dx, dw) = read_f32(w, |wv| backward(&geo, x, wv, dy, want))?;
         let dx = match dx {
-            Some(dx) => Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(dx) => Some(Tensor::from_vec(dx, x_shape, w.device())?),
             None => None,
         };
-        Ok((dx, Some(Tensor::from_vec(dw, w.shape(), x.device())?)))
+        Ok((dx, Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
     }
+}
+
+impl ReadsImages for DenseConv {
+    fn reads_images(&self, x: &Shape, w: &Shape) -> bool {
+        Geometry::new(x, w, self.stride, self.padding).is_ok_and(|g| g.l() >= PER_SAMPLE_MIN_L)
+    }
+
+    fn forward_images(
+        &self,
+        (x, x_shape): (Batch, &Shape),
+        (ws, wl): (&CpuStorage, &Layout),
+        done: ImageDone,
+    ) -> Result<(CpuStorage, Shape)> {
+        let w = image_weight((self, self.name()), x_shape, (ws, wl))?;
+        let geo = Geometry::new(x_shape, wl.shape(), self.stride, self.padding)?;
+        let y = per_sample_forward(&geo, x, w, done);
+        let out_shape = Shape::from((geo.b, geo.co, geo.g.oh, geo.g.ow));
+        Ok((CpuStorage::F32(y), out_shape))
+    }
+
+    fn grads_images(&self, x: (Batch, &Shape), w: &Tensor, dy: Batch) -> Result<(Tensor, Tensor)> {
+        let want = Wanted {
+            dx: true,
+            cols: None,
+        };
+        match self.grads_of(x, w, dy, want)? {
+            (Some(dx), Some(dw)) => Ok((dx, dw)),
+            _ => bail!("dense conv: a gradient left out"),
+        }
+    }
+}
+
+/// `y_b = w · cols_b` sample by sample, each sample unfolded (its planes read, or computed into
+/// scratch) just before its product, `done(i, y_i)` called right after it.
+fn per_sample_forward(geo: &Geometry, x: Batch, w: &[f32], done: ImageDone) -> Vec<f32> {
+    let (k, l, co) = (geo.k(), geo.l(), geo.co);
+    let (per_task, threads) = geo.tasks();
+    let n = geo.b * co * l;
+    if n == 0 || geo.input_len() == 0 {
+        return vec![0f32; n];
+    }
+    let taps = geo.g.taps();
+    let wm = Mat::new(w, co, k);
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(per_task * co * l)
+            .enumerate()
+            .for_each(|(t, ys)| {
+                let (mut cols, mut bufs) = (vec![0f32; k * l], Bufs::default());
+                for (j, yb) in ys.chunks_exact_mut(co * l).enumerate() {
+                    let i = t * per_task + j;
+                    geo.im2col(&taps, (x, i), &mut cols, &mut bufs);
+                    let colm = Mat::new(&cols, k, l);
+                    matmul(MatMut::uninit(yb, co, l), wm, colm, false, threads);
+                    // SAFETY: the product overwrote all `co * l` slots of the sample.
+                    done(i, unsafe { assume_written(yb) });
+                }
+            })
+    };
+    // SAFETY: every sample's `co * l` slots are overwritten by its product.
+    unsafe { written(n, fill) }
 }
 
 /// What a backward pass computes and what it can reuse.
@@ -321,18 +384,18 @@ struct Wanted {
 /// `(dx, dw)` for input `x`, weight `w` and output gradient `dy`; `dx` only if wanted.
 fn backward(
     geo: &Geometry,
-    x: &[f32],
+    x: Batch,
     w: &[f32],
     dy: Batch,
     want: Wanted,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
-    let (k, l, co) = (geo.k(), geo.l(), geo.co);
-    if x.is_empty() || l == 0 {
-        return (want.dx.then(|| vec![0f32; x.len()]), vec![0.0; co * k]);
+    let (k, l, co, x_len) = (geo.k(), geo.l(), geo.co, geo.input_len());
+    if x_len == 0 || l == 0 {
+        return (want.dx.then(|| vec![0f32; x_len]), vec![0.0; co * k]);
     }
     if l < PER_SAMPLE_MIN_L {
-        let mut owned = Vec::new();
-        let dy = dy.whole(&mut owned);
+        let (mut owned_x, mut owned_dy) = (Vec::new(), Vec::new());
+        let (x, dy) = (x.whole(&mut owned_x), dy.whole(&mut owned_dy));
         return backward_channel_major(geo, x, w, dy, want);
     }
     let in_sample = geo.ci * geo.plane();
@@ -340,21 +403,16 @@ fn backward(
     let taps = geo.g.taps();
     let wm = Mat::new(w, co, k);
     let kk = geo.kh * geo.kw;
-    let mut dx = vec![0f32; if want.dx { x.len() } else { 0 }];
+    let mut dx = vec![0f32; if want.dx { x_len } else { 0 }];
     // Each task's samples: the output gradient read (or written) once, then the weight
     // gradient's product and, if wanted, the input gradient's.
     let task = |t: usize, dxs: &mut [f32]| {
         let mut part = vec![0f32; co * k];
-        let (mut cols, mut dcols, mut buf, mut scratch) =
-            (vec![0f32; k * l], Vec::new(), Vec::new(), Vec::new());
+        let (mut cols, mut dcols, mut bufs, mut scratch) =
+            (vec![0f32; k * l], Vec::new(), Bufs::default(), Vec::new());
         let samples = t * per_task..geo.b.min((t + 1) * per_task);
         for (j, i) in samples.enumerate() {
-            geo.im2col(
-                &taps,
-                &x[i * in_sample..(i + 1) * in_sample],
-                &mut cols,
-                &mut buf,
-            );
+            geo.im2col(&taps, (x, i), &mut cols, &mut bufs);
             let dyb = Mat::new(dy.image(i, co * l, &mut scratch), co, l);
             let colst = Mat::new(&cols, k, l).t();
             matmul(MatMut::new(&mut part, co, k), dyb, colst, true, threads);
@@ -368,7 +426,8 @@ fn backward(
                 .chunks_exact_mut(geo.plane())
                 .zip(dcols.chunks_exact(kk * l))
             {
-                col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, l), plane, &mut buf);
+                let buf = &mut bufs.phased;
+                col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, l), plane, buf);
             }
         }
         part
@@ -524,7 +583,15 @@ mod tests {
             );
             let dy = crate::ops::testutil::uniform(&[3, 6, geo.g.oh, geo.g.ow], &mut rng)?;
             let dyv = dy.flatten_all()?.to_vec1::<f32>()?;
-            let run = |dx, cols| backward(&geo, &xv, &wv, Batch::Whole(&dyv), Wanted { dx, cols });
+            let run = |dx, cols| {
+                backward(
+                    &geo,
+                    Batch::Whole(&xv),
+                    &wv,
+                    Batch::Whole(&dyv),
+                    Wanted { dx, cols },
+                )
+            };
             let (dx, dw) = run(true, None);
             let kept = geo.im2col_channel_major(&xv);
             let (dx2, dw2) = run(true, Some(kept));

@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 use super::channel_major::{to_batch_major, to_channel_major, PER_SAMPLE_MIN_L};
-use super::conv_op::{whole_grads, ConvOp, ImageDone, ReadsImages};
+use super::conv_op::{image_weight, whole_grads, ConvOp, ImageDone, ReadsImages};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
 use super::images::Batch;
@@ -148,10 +148,7 @@ impl ReadsImages for Conv1x1 {
         (ws, wl): (&CpuStorage, &Layout),
         done: ImageDone,
     ) -> Result<(CpuStorage, Shape)> {
-        if !self.reads_images(x_shape, wl.shape()) {
-            bail!("conv1x1: an input {x_shape:?} is not read image by image")
-        }
-        let w = f32_slice(ws, wl, self.name())?;
+        let w = image_weight((self, self.name()), x_shape, (ws, wl))?;
         let (b, ci, l, co) = dims(x_shape, wl.shape())?;
         let (_, _, h, wd) = x_shape.dims4()?;
         let y = per_sample_forward(x, Mat::new(w, co, ci), (b, ci, l, co), done);
