@@ -19,6 +19,7 @@
 use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::act::{affine_act, channel_geometry, grad_sums, Act, Activated, InputGrad};
 use super::batchnorm::{conv_then_fit, BatchNormTrain, BatchStats, StatsCell};
@@ -161,11 +162,15 @@ pub(super) fn take_saved<T>(slot: &Mutex<Option<T>>, op: &str) -> Result<T> {
 
 /// Adds the residual's gradient `dy` into the gradient `grad` of a block's input.
 pub(super) fn add_residual(grad: &Tensor, dy: &Tensor) -> Result<()> {
-    update_f32(grad, dy, |g, d| {
-        for (g, d) in g.iter_mut().zip(d) {
-            *g += d;
-        }
-    })
+    update_f32(grad, dy, add_into)
+}
+
+/// `acc += v`, element by element, on every worker.
+fn add_into(acc: &mut [f32], v: &[f32]) {
+    const CHUNK: usize = 1 << 14;
+    acc.par_chunks_mut(CHUNK)
+        .zip(v.par_chunks(CHUNK))
+        .for_each(|(a, v)| a.iter_mut().zip(v).for_each(|(a, v)| *a += v));
 }
 
 /// A unit's convolution and batch norm, and where its parameters lie in the joint operand:
@@ -495,9 +500,7 @@ impl BlockOp {
             let UnitIn::Stored(xs, xl) = input else {
                 bail!("conv chain: a residual block whose input is not stored")
             };
-            for (y, &x) in y.iter_mut().zip(f32_slice(xs, xl, "conv chain")?) {
-                *y += x;
-            }
+            add_into(&mut y, f32_slice(xs, xl, "conv chain")?);
         }
         Ok((y, last))
     }
@@ -735,7 +738,10 @@ impl CustomOp2 for ChainTrain {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let kept = take_saved(&self.saved, self.name())?;
         let params = params.detach();
-        let mut d_params = vec![0f32; params.elem_count()];
+        // Zeroed on every worker: a serial fill of the whole run's parameters left the others
+        // waiting.
+        let mut d_params = Vec::with_capacity(params.elem_count());
+        d_params.par_extend(rayon::iter::repeat_n(0f32, params.elem_count()));
         let mut grad = Some(dy.contiguous()?);
         let mut kept = kept;
         for (k, block) in self.blocks.iter().enumerate().rev() {

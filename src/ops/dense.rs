@@ -26,7 +26,7 @@ use super::conv_op::{image_weight, whole_grads, ConvOp, ImageDone, ReadsImages};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
 use super::images::Batch;
-use super::uninit::{assume_written, written};
+use super::uninit::{assume_written, filled, written};
 use super::vecmath::axpy;
 use super::window::{Tap, Window};
 
@@ -403,10 +403,10 @@ fn backward(
     let taps = geo.g.taps();
     let wm = Mat::new(w, co, k);
     let kk = geo.kh * geo.kw;
-    let mut dx = vec![0f32; if want.dx { x_len } else { 0 }];
     // Each task's samples: the output gradient read (or written) once, then the weight
-    // gradient's product and, if wanted, the input gradient's.
-    let task = |t: usize, dxs: &mut [f32]| {
+    // gradient's product and, if wanted, the input gradient's, each of its planes zeroed just
+    // before the columns are folded onto it (on the task's thread, while in cache).
+    let task = |t: usize, dxs: &mut [MaybeUninit<f32>]| {
         let mut part = vec![0f32; co * k];
         let (mut cols, mut dcols, mut bufs, mut scratch) =
             (vec![0f32; k * l], Vec::new(), Bufs::default(), Vec::new());
@@ -426,6 +426,7 @@ fn backward(
                 .chunks_exact_mut(geo.plane())
                 .zip(dcols.chunks_exact(kk * l))
             {
+                let plane = filled(plane, std::iter::repeat(0.0));
                 let buf = &mut bufs.phased;
                 col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, l), plane, buf);
             }
@@ -433,16 +434,23 @@ fn backward(
         part
     };
     let tasks = geo.b.div_ceil(per_task);
-    let parts = if want.dx {
-        dx.par_chunks_mut(per_task * in_sample)
-            .enumerate()
-            .map(|(t, dxs)| task(t, dxs))
-            .collect::<Vec<_>>()
-    } else {
-        (0..tasks)
-            .into_par_iter()
-            .map(|t| task(t, &mut []))
-            .collect()
+    let mut parts = Vec::new();
+    // SAFETY: with `want.dx`, the tasks' chunks cover every sample, and each sample's planes
+    // are all filled (zeroed, then added into); otherwise there are no slots.
+    let dx = unsafe {
+        written(if want.dx { x_len } else { 0 }, |dx| {
+            parts = if want.dx {
+                dx.par_chunks_mut(per_task * in_sample)
+                    .enumerate()
+                    .map(|(t, dxs)| task(t, dxs))
+                    .collect()
+            } else {
+                (0..tasks)
+                    .into_par_iter()
+                    .map(|t| task(t, &mut []))
+                    .collect()
+            };
+        })
     };
     // Added up in order, so that reruns are bit-identical.
     let dw = parts

@@ -138,7 +138,8 @@ impl Window {
         if self.stride == 1 {
             return plane;
         }
-        buf.clear();
+        // Every slot is written below (the phases' tails past the row with zeros), so a buffer
+        // reused plane after plane is not zeroed first.
         buf.resize(self.phased_len(), 0.0);
         for (row, phases) in plane
             .chunks_exact(self.w)
@@ -146,17 +147,14 @@ impl Window {
         {
             if self.stride == 2 {
                 let (even, odd) = phases.split_at_mut(self.phase_len);
-                deinterleave(row, even, &mut odd[..self.w / 2]);
+                let (odd, tail) = odd.split_at_mut(self.w / 2);
+                deinterleave(row, even, odd);
+                tail.fill(0.0);
                 continue;
             }
-            for (r, dst) in phases
-                .chunks_exact_mut(self.phase_len)
-                .enumerate()
-                .take(self.w)
-            {
-                for (d, &v) in dst.iter_mut().zip(row[r..].iter().step_by(self.stride)) {
-                    *d = v;
-                }
+            for (r, dst) in phases.chunks_exact_mut(self.phase_len).enumerate() {
+                let mut values = row.get(r..).unwrap_or(&[]).iter().step_by(self.stride);
+                dst.fill_with(|| values.next().copied().unwrap_or(0.0));
             }
         }
         buf
@@ -238,6 +236,25 @@ mod tests {
         assert_eq!(g.in_row(4, 4), None);
         assert_eq!(g.in_row(4, 2), Some(8));
         assert!(Window::new(2, 2, 7, 7, 1, 2).is_err());
+        Ok(())
+    }
+
+    /// A buffer that held other values (another plane's phases, a folded gradient) gives the
+    /// same phased plane as a fresh one: every slot is written, the tails past a row with zeros
+    /// (odd widths, and a stride wider than the row).
+    #[test]
+    fn phased_overwrites_a_reused_buffer() -> Result<()> {
+        for (h, w, stride) in [(5, 7, 2), (4, 6, 2), (5, 7, 3), (3, 2, 3)] {
+            let g = Window::new(h, w, 3, 3, stride, 1)?;
+            let plane: Vec<f32> = (0..h * w).map(|i| i as f32 + 1.0).collect();
+            let fresh = g.phased(&plane, &mut Vec::new()).to_vec();
+            let mut dirty = vec![-7.0; g.phased_len() + 5];
+            assert_eq!(
+                g.phased(&plane, &mut dirty),
+                fresh,
+                "{h}x{w} stride {stride}"
+            );
+        }
         Ok(())
     }
 }
