@@ -181,8 +181,9 @@ pub(super) struct UnitOp {
     weight_shape: Shape,
     at: usize,
     channels: usize,
-    /// Whether the convolution reads its input, the unit before's output, image by image from
-    /// that unit's convolution output, so that it is never written whole.
+    /// Whether the convolution reads its input, the unit before's output (for a block's first
+    /// unit, the block before's last unit's), image by image from that unit's convolution
+    /// output, so that it is never written whole.
     reads_images: bool,
 }
 
@@ -317,9 +318,10 @@ impl BlockOp {
                 .conv
                 .image_reader()
                 .is_some_and(|r| r.reads_images(shape, u.weight.shape()));
-            match units.is_empty() {
-                true => first_can_read_images = can_read,
-                false => unit.reads_images = can_read,
+            if units.is_empty() {
+                first_can_read_images = can_read;
+            } else {
+                unit.reads_images = can_read;
             }
             *shape = out_shape(shape, u.weight.shape(), u.geo)?;
             units.push(unit);
