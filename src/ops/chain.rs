@@ -365,8 +365,8 @@ impl BlockOp {
         };
         let (p, c, norm) = (
             f32_slice(ps, pl, "conv chain")?,
-            self.last().channels,
-            self.last().norm_at(),
+            self.last()?.channels,
+            self.last()?.norm_at(),
         );
         let g = &p[at..at + c];
         let folded = p[norm..norm + 2 * c]
@@ -383,7 +383,7 @@ impl BlockOp {
         let (Some(at), true) = (self.scale_at, self.fold_scale) else {
             return Ok(());
         };
-        let (c, norm) = (self.last().channels, self.last().norm_at());
+        let (c, norm) = (self.last()?.channels, self.last()?.norm_at());
         read_f32(params, |p| {
             for ch in 0..c {
                 let (w, b) = (norm + ch, norm + c + ch);
@@ -402,10 +402,11 @@ impl BlockOp {
     }
 
     /// The last unit.
-    fn last(&self) -> &UnitOp {
-        self.units
-            .last()
-            .expect("a block has units (checked by BlockOp::new)")
+    fn last(&self) -> Result<&UnitOp> {
+        match self.units.last() {
+            Some(unit) => Ok(unit),
+            None => bail!("conv chain: a block without units"),
+        }
     }
 
     /// The block on `input` with the joint parameters `(ps, pl)`: its output, `None` where the
@@ -713,7 +714,7 @@ impl CustomOp2 for ChainTrain {
                     // The block before left its output to be read image by image.
                     let z = before.last_conv_out()?;
                     read_f32(z, |zv| -> Result<_> {
-                        let y = self.blocks[k - 1].last().bn.output(zv, z.shape())?;
+                        let y = self.blocks[k - 1].last()?.bn.output(zv, z.shape())?;
                         block.forward(UnitIn::Images(&y, z.shape()), (ps, pl))
                     })??
                 }
@@ -755,7 +756,7 @@ impl CustomOp2 for ChainTrain {
                 (Some(t), _) => (UnitInput::Tensor(t), true),
                 (None, Some(before)) => {
                     let z = before.last_conv_out()?;
-                    let bn = &self.blocks[k - 1].last().bn;
+                    let bn = &self.blocks[k - 1].last()?.bn;
                     (UnitInput::Images { z, bn }, true)
                 }
                 (None, None) => (UnitInput::Tensor(x), x.track_op()),
