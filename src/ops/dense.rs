@@ -26,7 +26,7 @@ use super::conv_op::{image_weight, whole_grads, ConvOp, ImageDone, ReadsImages};
 use super::cpu::{f32_slice, read_f32};
 use super::gemm::{matmul, product, Mat, MatMut, Threads};
 use super::images::Batch;
-use super::uninit::{assume_written, filled, written};
+use super::uninit::{assume_written, written};
 use super::vecmath::axpy;
 use super::window::{Tap, Window};
 
@@ -193,14 +193,14 @@ fn im2col_plane(
     }
 }
 
-/// The adjoint of [`im2col_plane`]: adds every entry of one channel's rows onto the input pixel
-/// it was read from. `plane` must hold zeros on entry.
+/// The adjoint of [`im2col_plane`]: every entry of one channel's rows added onto the input
+/// pixel it was read from, the sums written into every slot of `plane`.
 fn col2im_plane(
     g: &Window,
     taps: &[Tap],
     (kh, kw): (usize, usize),
     (rows, stride): (&[f32], usize),
-    plane: &mut [f32],
+    plane: &mut [MaybeUninit<f32>],
     buf: &mut Vec<f32>,
 ) {
     let l = g.oh * g.ow;
@@ -404,8 +404,8 @@ fn backward(
     let wm = Mat::new(w, co, k);
     let kk = geo.kh * geo.kw;
     // Each task's samples: the output gradient read (or written) once, then the weight
-    // gradient's product and, if wanted, the input gradient's, each of its planes zeroed just
-    // before the columns are folded onto it (on the task's thread, while in cache).
+    // gradient's product and, if wanted, the input gradient's, each of its planes written as the
+    // columns are folded onto it (on the task's thread, while in cache).
     let task = |t: usize, dxs: &mut [MaybeUninit<f32>]| {
         let mut part = vec![0f32; co * k];
         let (mut cols, mut dcols, mut bufs, mut scratch) =
@@ -426,7 +426,6 @@ fn backward(
                 .chunks_exact_mut(geo.plane())
                 .zip(dcols.chunks_exact(kk * l))
             {
-                let plane = filled(plane, std::iter::repeat(0.0));
                 let buf = &mut bufs.phased;
                 col2im_plane(&geo.g, &taps, (geo.kh, geo.kw), (rows, l), plane, buf);
             }
@@ -436,7 +435,7 @@ fn backward(
     let tasks = geo.b.div_ceil(per_task);
     let mut parts = Vec::new();
     // SAFETY: with `want.dx`, the tasks' chunks cover every sample, and each sample's planes
-    // are all filled (zeroed, then added into); otherwise there are no slots.
+    // are all written (`col2im_plane`); otherwise there are no slots.
     let dx = unsafe {
         written(if want.dx { x_len } else { 0 }, |dx| {
             parts = if want.dx {

@@ -63,31 +63,17 @@ multiversion! {
 }
 
 multiversion! {
-    /// The inverse of [`deinterleave`]: `dst` from `even` (its even positions) and `odd`.
-    pub(crate) fn interleave(even: &[f32], odd: &[f32], dst: &mut [f32]) {
-        interleave_by(even, odd, dst, |d, v| *d = v);
-    }
-}
-
-multiversion! {
-    /// [`interleave`] into uninitialized slots, all of which it writes.
+    /// The inverse of [`deinterleave`]: every slot of `dst` from `even` (its even positions)
+    /// and `odd`.
     pub(crate) fn interleave_uninit(even: &[f32], odd: &[f32], dst: &mut [MaybeUninit<f32>]) {
-        interleave_by(even, odd, dst, |d, v| {
-            d.write(v);
-        });
-    }
-}
-
-/// The body of [`interleave`], writing each value through `put`.
-#[inline(always)]
-fn interleave_by<T>(even: &[f32], odd: &[f32], dst: &mut [T], put: impl Fn(&mut T, f32)) {
-    for ((pair, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
-        put(&mut pair[0], e);
-        put(&mut pair[1], o);
-    }
-    if dst.len() % 2 == 1 {
-        let n = dst.len();
-        put(&mut dst[n - 1], even[n / 2]);
+        for ((pair, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
+            pair[0].write(e);
+            pair[1].write(o);
+        }
+        if dst.len() % 2 == 1 {
+            let n = dst.len();
+            dst[n - 1].write(even[n / 2]);
+        }
     }
 }
 
@@ -108,8 +94,10 @@ mod tests {
                 .iter()
                 .enumerate()
                 .all(|(i, &v)| v == (2 * i + 1) as f32));
-            let mut back = vec![-1.0; n];
-            interleave(&even, &odd, &mut back);
+            let mut back = Vec::with_capacity(n);
+            interleave_uninit(&even, &odd, &mut back.spare_capacity_mut()[..n]);
+            // SAFETY: `interleave_uninit` writes all `n` slots.
+            unsafe { back.set_len(n) };
             assert_eq!(back, row, "{n}");
         }
     }

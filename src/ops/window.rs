@@ -8,9 +8,12 @@
 //! then reads element `ow - lo + src` of one phase row, so every inner loop walks two
 //! contiguous slices. With stride 1 the phased layout is the plane itself.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{bail, Result};
 
-use super::vecmath::{deinterleave, interleave};
+use super::uninit::filled;
+use super::vecmath::{deinterleave, interleave_uninit};
 
 /// One strided, zero-padded window: input size, kernel width, stride, padding and output size.
 #[derive(Clone, Copy, Debug)]
@@ -160,11 +163,16 @@ impl Window {
         buf
     }
 
-    /// Runs `fill` on a zeroed plane in phased layout and stores the result, re-interleaved,
-    /// into `out`, which must hold zeros on entry. For stride 1, `fill` writes `out` directly.
-    pub fn fill_phased(&self, out: &mut [f32], buf: &mut Vec<f32>, fill: impl FnOnce(&mut [f32])) {
+    /// Runs `fill` on a zeroed plane in phased layout and writes the result, re-interleaved,
+    /// into every slot of `out`. For stride 1, `fill` runs on `out` itself, zeroed first.
+    pub fn fill_phased(
+        &self,
+        out: &mut [MaybeUninit<f32>],
+        buf: &mut Vec<f32>,
+        fill: impl FnOnce(&mut [f32]),
+    ) {
         if self.stride == 1 {
-            return fill(out);
+            return fill(filled(out, std::iter::repeat(0.0)));
         }
         buf.clear();
         buf.resize(self.phased_len(), 0.0);
@@ -175,12 +183,13 @@ impl Window {
         {
             if self.stride == 2 {
                 let (even, odd) = phases.split_at(self.phase_len);
-                interleave(even, &odd[..self.w / 2], row);
+                interleave_uninit(even, &odd[..self.w / 2], row);
                 continue;
             }
+            // Phases `0 .. min(stride, w)` together cover every column of the row.
             for (r, src) in phases.chunks_exact(self.phase_len).enumerate().take(self.w) {
                 for (d, &v) in row[r..].iter_mut().step_by(self.stride).zip(src) {
-                    *d = v;
+                    d.write(v);
                 }
             }
         }
@@ -220,8 +229,12 @@ mod tests {
                     assert_eq!(got, expected, "w={w} k={k} s={stride} p={pad} j={j} o={o}");
                 }
             }
-            let mut back = vec![0.0; w];
-            g.fill_phased(&mut back, &mut buf, |dst| dst.copy_from_slice(&phased));
+            let mut back = Vec::with_capacity(w);
+            g.fill_phased(&mut back.spare_capacity_mut()[..w], &mut buf, |dst| {
+                dst.copy_from_slice(&phased)
+            });
+            // SAFETY: `fill_phased` writes every one of the `w` slots.
+            unsafe { back.set_len(w) };
             assert_eq!(back, row);
         }
         Ok(())
