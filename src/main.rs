@@ -8,7 +8,7 @@ fn main() {
         mnv4_lab::ops::Arenas::PerThread
     };
     mnv4_lab::ops::retain_freed_memory(arenas);
-    mnv4_lab::ops::shorten_candle_spinning();
+    mnv4_lab::ops::run_candle_ops_inline();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -60,7 +60,7 @@ pub(crate) use gemm::{product, Mat, Threads};
 pub use pointwise::conv1x1;
 pub use softmax::softmax_last_dim;
 pub(crate) use softmax::softmax_rows;
-pub use workers::{on_workers, shorten_candle_spinning};
+pub use workers::{on_workers, run_candle_ops_inline};
 
 /// Which convolution kernels [`conv2d`] uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
