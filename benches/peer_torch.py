@@ -17,6 +17,20 @@ import sys
 from peer_common import rss_bytes, time_and_print
 
 
+def truncate(model, stages, num_classes):
+    """Keeps the first `stages` stages of a timm MobileNetV4, then a 1x1 conv to 16 channels with
+    batch norm and ReLU, a 16-wide 1x1 head without norm, and the classifier: the network that
+    `mnv4-lab` builds from the same stages with `feat16 head16`."""
+    import torch.nn as nn
+    kept = list(model.blocks.children())[:stages]
+    width = [m for m in kept[-1].modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+    feature = nn.Sequential(nn.Conv2d(width, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+    model.blocks = nn.Sequential(*kept, feature)
+    model.conv_head = nn.Conv2d(16, 16, 1)
+    model.norm_head = nn.Identity()
+    model.classifier = nn.Linear(16, num_classes)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("kind", choices=["train", "infer", "export"])
@@ -31,6 +45,9 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
     p.add_argument("--out", help="export: where to write the ONNX file")
+    p.add_argument("--stages", type=int,
+                   help="keep only the first N stages of blocks, then a 16-channel 1x1 feature "
+                        "conv and a 16-wide head (benches/stage_compare.py)")
     a = p.parse_args()
     if a.kind == "export" and not a.out:
         p.error("export needs --out FILE")
@@ -43,6 +60,8 @@ def main():
     torch.set_num_threads(a.threads)
     kwargs = dict(in_chans=a.in_chans, num_classes=a.num_classes)
     model = timm.create_model(a.model, **kwargs)
+    if a.stages is not None:
+        truncate(model, a.stages, a.num_classes)
     x = torch.rand(a.batch, a.in_chans, a.res, a.res) * 2 - 1
     y = torch.randint(0, a.num_classes, (a.batch,))
     impl = "pytorch-eager"
