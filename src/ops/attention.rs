@@ -163,7 +163,7 @@ impl KvOp {
         let mut shape = x.shape().clone();
         let down = match &args.down {
             Some(u) => {
-                let Some(unit) = UnitOp::new(x, u, &shape, joint)? else {
+                let Some(unit) = UnitOp::new(x, u, (&shape, None), joint)? else {
                     return Ok(None);
                 };
                 shape = out_shape(&shape, u.weight.shape(), u.geo)?;

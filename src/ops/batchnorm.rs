@@ -161,7 +161,7 @@ impl RowMoment {
 /// Row moments of a convolution's output taken while each image is still in cache: the
 /// convolution calls [`EarlyMoments::image`] as it completes an image, and the batch norm after
 /// it uses what was recorded instead of reading the rows again. Small maps (walked image by
-/// image) record nothing.
+/// image) and batches of fewer images than threads record nothing.
 pub(super) struct EarlyMoments {
     /// One slot per row, made when the first large image arrives: a small map never needs them.
     rows: OnceLock<Vec<OnceLock<RowMoment>>>,
@@ -182,7 +182,8 @@ impl EarlyMoments {
     /// Records the row moments of image `i`, `y` being its `C · S` values.
     pub(super) fn image(&self, i: usize, y: &[f32]) {
         let s = y.len() / self.c.max(1);
-        if s == 0 || per_image(s) {
+        // With fewer images than threads, the rows are better taken in parallel afterwards.
+        if s == 0 || per_image(s) || self.n < rayon::current_num_threads() {
             return;
         }
         let rows = self

@@ -69,12 +69,18 @@ impl TapTable {
         }
     }
 
-    fn in_pixels(&self) -> usize {
+    /// Pixels of the input plane.
+    pub(crate) fn in_pixels(&self) -> usize {
         self.by_input.len() - 1
     }
 
     fn out_pixels(&self) -> usize {
         self.start.len() - 1
+    }
+
+    /// Taps of the kernel, `k · k`.
+    pub(crate) fn taps(&self) -> usize {
+        self.kk
     }
 
     /// The `(tap, input pixel)` pairs of output pixel `q`.
@@ -205,10 +211,23 @@ pub(crate) fn forward(
     x: &[f32],
     w: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
+    let xt = transpose(x, b, c * t.in_pixels());
+    let yt = forward_inner(t, (b, c), &xt, w);
+    (transpose(&yt, c * t.out_pixels(), b), xt)
+}
+
+/// `y [C, Q, B]` of `x [C, P, B]` and weights `w [C, k · k]`: [`forward`] on operands whose
+/// batch is already innermost.
+pub(crate) fn forward_inner(
+    t: &TapTable,
+    (b, c): (usize, usize),
+    xt: &[f32],
+    w: &[f32],
+) -> Vec<f32> {
     let (p, q) = (t.in_pixels(), t.out_pixels());
-    let xt = transpose(x, b, c * p);
+    assert_eq!(xt.len(), c * p * b, "depthwise (small): input size");
     // SAFETY: `forward_channel` writes each of a channel's `q` output pixels' `b` slots.
-    let yt = unsafe {
+    unsafe {
         written(c * q * b, |yt| {
             if b == 0 {
                 return;
@@ -218,8 +237,7 @@ pub(crate) fn forward(
                 forward_channel(t, b, xc, &w[ch * t.kk..(ch + 1) * t.kk], yc)
             })
         })
-    };
-    (transpose(&yt, c * q, b), xt)
+    }
 }
 
 /// `(dx [B, C, P], dw [C, k · k])` from the forward inputs and `dy [B, C, Q]`; `xt` is the
@@ -231,12 +249,32 @@ pub(crate) fn backward(
     w: &[f32],
     dy: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    let (p, q, kk) = (t.in_pixels(), t.out_pixels(), t.kk);
+    let (p, q) = (t.in_pixels(), t.out_pixels());
     let xt = match xt {
         Some(xt) if xt.len() == x.len() => xt,
         _ => transpose(x, b, c * p),
     };
     let dyt = transpose(dy, b, c * q);
+    let (dxt, dw) = backward_inner(t, (b, c), &xt, w, &dyt);
+    (transpose(&dxt, c * p, b), dw)
+}
+
+/// `(dx [C, P, B], dw [C, k · k])` from `x [C, P, B]`, `w` and `dy [C, Q, B]`: [`backward`] on
+/// operands whose batch is already innermost.
+pub(crate) fn backward_inner(
+    t: &TapTable,
+    (b, c): (usize, usize),
+    xt: &[f32],
+    w: &[f32],
+    dyt: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let (p, q, kk) = (t.in_pixels(), t.out_pixels(), t.kk);
+    assert_eq!(xt.len(), c * p * b, "depthwise (small): input size");
+    assert_eq!(
+        dyt.len(),
+        c * q * b,
+        "depthwise (small): output gradient size"
+    );
     let mut dw = vec![0f32; c * kk];
     // SAFETY: `backward_channel` writes each of a channel's `p` input pixels' `b` slots.
     let dxt = unsafe {
@@ -261,7 +299,7 @@ pub(crate) fn backward(
                 )
         })
     };
-    (transpose(&dxt, c * p, b), dw)
+    (dxt, dw)
 }
 
 #[cfg(test)]

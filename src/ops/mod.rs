@@ -22,6 +22,7 @@ mod act;
 mod affine;
 mod alloc;
 mod attention;
+mod batch_inner;
 mod batchnorm;
 mod chain;
 mod channel_major;

@@ -184,6 +184,8 @@ fn per_sample_forward(
     (b, ci, l, co): (usize, usize, usize, usize),
     done: ImageDone,
 ) -> Vec<f32> {
+    let mut owned = Vec::new();
+    let x = whole_if_few(x, b, &mut owned);
     // Samples from `first` into `ys`, on `threads`.
     let samples = |ys: &mut [MaybeUninit<f32>], first: usize, threads| {
         let mut scratch = Vec::new();
@@ -207,6 +209,19 @@ fn per_sample_forward(
     // SAFETY: the products overwrite every sample's `co * l` slots (an empty batch or plane has
     // none).
     unsafe { written(b * co * l, write) }
+}
+
+/// `batch` of `b` images written whole (in parallel, into `owned`) where there are fewer images
+/// than threads: each product then runs on every thread, and an image computed into scratch
+/// would be computed on one.
+fn whole_if_few<'s>(batch: Batch<'s>, b: usize, owned: &'s mut Vec<f32>) -> Batch<'s> {
+    match batch {
+        Batch::Images(source) if per_sample_threads(b) == Threads::All => {
+            *owned = source.all();
+            Batch::Whole(owned)
+        }
+        _ => batch,
+    }
 }
 
 /// `(dx, dw)` for input `x`, weight `w` and output gradient `dy`; `xcm` is the forward's
@@ -275,6 +290,11 @@ fn per_sample_backward(
     dy: Batch,
     (b, ci, l, co): (usize, usize, usize, usize),
 ) -> (Vec<f32>, Vec<f32>) {
+    let (mut owned_x, mut owned_dy) = (Vec::new(), Vec::new());
+    let (x, dy) = (
+        whole_if_few(x, b, &mut owned_x),
+        whole_if_few(dy, b, &mut owned_dy),
+    );
     let mut dw = vec![0f32; co * ci];
     let wm = Mat::new(w, co, ci);
     // Samples `range` into their slots of `dx`, adding their weight gradients into `dw`.
