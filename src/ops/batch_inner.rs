@@ -1,4 +1,4 @@
-//! Small maps carried with the batch innermost through a run of stride-1 blocks.
+//! Small maps carried with the batch innermost through a run of blocks.
 //!
 //! On maps of a few pixels, the depthwise kernels put the batch innermost
 //! ([`super::depthwise_small`]) and the 1×1 convolutions multiply the whole batch at once in
@@ -19,7 +19,7 @@ use super::depthwise_small::{backward_inner, forward_inner, TapTable};
 use super::images::Batch;
 
 /// Planes of at most this many pixels run with the batch innermost.
-const MAX_PLANE: usize = 64;
+const MAX_PLANE: usize = 196;
 
 /// The planes of a map carried with the batch innermost: batch, height and width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,10 +30,36 @@ pub(super) struct Planes {
 }
 
 impl Planes {
+    /// The planes of a `[B, C, H, W]` map.
+    pub(super) fn of(shape: &Shape) -> Result<Self> {
+        let (batch, _, h, w) = shape.dims4()?;
+        Ok(Self { batch, h, w })
+    }
+
     /// The planes of a `[B, C, H, W]` map small enough to carry with the batch innermost.
     pub(super) fn of_small(shape: &Shape) -> Result<Option<Self>> {
-        let (batch, _, h, w) = shape.dims4()?;
-        Ok((batch > 1 && h * w <= MAX_PLANE).then_some(Self { batch, h, w }))
+        let p = Self::of(shape)?;
+        Ok((p.batch > 1 && p.h * p.w <= MAX_PLANE).then_some(p))
+    }
+
+    /// The planes after a convolution with a weight of shape `w` (`[C, _, k, k]`, padding
+    /// `k / 2`) and `stride`.
+    pub(super) fn after(&self, w: &Shape, stride: usize) -> Result<Self> {
+        let k = w.dims4()?.2;
+        let side = |n: usize| match (n + 2 * (k / 2)).checked_sub(k) {
+            Some(room) if stride > 0 => Ok(room / stride + 1),
+            _ => bail!("batch innermost: kernel {k} stride {stride} does not fit {self:?}"),
+        };
+        Ok(Self {
+            batch: self.batch,
+            h: side(self.h)?,
+            w: side(self.w)?,
+        })
+    }
+
+    /// The shape of a map of `c` channels on these planes carried with the batch innermost.
+    pub(super) fn inner_shape(&self, c: usize) -> Shape {
+        Shape::from((1, c, self.h * self.w, self.batch))
     }
 
     /// `x: [B, C, H, W]` as `[1, C, H·W, B]`.
@@ -98,25 +124,24 @@ impl std::fmt::Debug for Transposed {
     }
 }
 
-/// A stride-1 depthwise convolution (weight `[C, 1, k, k]`, `k` odd, padding `k / 2`) of a map
-/// carried as `[1, C, H·W, B]`, with [`super::depthwise_small`]'s kernels and none of their
-/// transposes.
+/// A depthwise convolution (weight `[C, 1, k, k]`, `k` odd, padding `k / 2`) of a map carried
+/// as `[1, C, H·W, B]`, with [`super::depthwise_small`]'s kernels and none of their transposes.
 pub(super) struct InnerDepthwise {
     table: TapTable,
     batch: usize,
 }
 
 impl InnerDepthwise {
-    /// The op on `planes` with a weight of shape `w`.
-    pub(super) fn new(planes: Planes, w: &Shape) -> Result<Self> {
+    /// The op on `planes` with a weight of shape `w` and `stride`.
+    pub(super) fn new(planes: Planes, w: &Shape, stride: usize) -> Result<Self> {
         let (_, one, kh, kw) = w.dims4()?;
         if one != 1 || kh != kw || kh % 2 == 0 {
             bail!("depthwise (batch innermost): weight {w:?} is not [C, 1, k, k] with k odd")
         }
-        let Planes { batch, h, w } = planes;
+        let out = planes.after(w, stride)?;
         Ok(Self {
-            table: TapTable::new(h, w, kh, 1, (h, w)),
-            batch,
+            table: TapTable::new(planes.h, planes.w, kh, stride, (out.h, out.w)),
+            batch: planes.batch,
         })
     }
 
@@ -152,7 +177,8 @@ impl CustomOp2 for InnerDepthwise {
             f32_slice(ws, wl, self.name())?,
         );
         let y = forward_inner(&self.table, (self.batch, c), x, w);
-        Ok((CpuStorage::F32(y), xl.shape().clone()))
+        let shape = Shape::from((1, c, self.table.out_pixels(), self.batch));
+        Ok((CpuStorage::F32(y), shape))
     }
 
     fn bwd(
@@ -179,11 +205,10 @@ impl ConvOp for InnerDepthwise {
             read_f32(&w.contiguous()?, |wv| {
                 let mut owned = Vec::new();
                 let dyv = dy.whole(&mut owned);
-                if dyv.len() != xv.len() {
+                if dyv.len() != c * self.table.out_pixels() * self.batch {
                     bail!(
-                        "depthwise (batch innermost): {} gradients for {} values",
-                        dyv.len(),
-                        xv.len()
+                        "depthwise (batch innermost): {} output gradients for {c} channels",
+                        dyv.len()
                     )
                 }
                 Ok(backward_inner(&self.table, (self.batch, c), xv, wv, dyv))
@@ -210,15 +235,22 @@ mod tests {
     #[test]
     fn depthwise_matches_depthwise_conv2d() -> Result<()> {
         let mut rng = StdRng::seed_from_u64(7);
-        for (dims, k) in [([5, 3, 7, 7], 5), ([4, 2, 6, 5], 3), ([2, 4, 3, 3], 3)] {
+        let cases = [
+            ([5, 3, 7, 7], 5, 1),
+            ([4, 2, 6, 5], 3, 1),
+            ([2, 4, 3, 3], 3, 1),
+            ([3, 2, 14, 14], 3, 2),
+            ([2, 3, 7, 6], 5, 2),
+        ];
+        for (dims, k, stride) in cases {
             let x = Var::from_tensor(&uniform(&dims, &mut rng)?)?;
             let w = Var::from_tensor(&uniform(&[dims[1], 1, k, k], &mut rng)?)?;
-            let planes = Planes::of_small(x.shape())?.expect("small planes");
-            let op = InnerDepthwise::new(planes, w.shape())?;
+            let planes = Planes::of(x.shape())?;
+            let op = InnerDepthwise::new(planes, w.shape(), stride)?;
             let inner = planes.enter(&x)?.apply_op2(w.as_tensor(), op)?;
-            let got = planes.leave(&inner)?;
-            let want = depthwise_conv2d(&x, &w, 1)?;
-            let r = uniform(&dims, &mut rng)?;
+            let got = planes.after(w.shape(), stride)?.leave(&inner)?;
+            let want = depthwise_conv2d(&x, &w, stride)?;
+            let r = uniform(want.dims(), &mut rng)?;
             let grads = |y: &Tensor| -> Result<Vec<Vec<f32>>> {
                 let g = (y * &r)?.sum_all()?.backward()?;
                 let mut out = vec![y.flatten_all()?.to_vec1()?];
@@ -256,7 +288,7 @@ mod tests {
         assert_eq!(iv[(2 * 30 + 7) * 3 + 1], xv[(4 + 2) * 30 + 7]);
         let back = planes.leave(&inner)?.flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(back, xv);
-        assert!(Planes::of_small(&Shape::from((3, 4, 9, 8)))?.is_none());
+        assert!(Planes::of_small(&Shape::from((3, 4, 15, 14)))?.is_none());
         assert!(Planes::of_small(&Shape::from((1, 4, 5, 6)))?.is_none());
         Ok(())
     }

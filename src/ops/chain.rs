@@ -16,8 +16,8 @@
 //! convolution that can reads its input image by image from the convolution output before it
 //! ([`super::images`]), so the maps between them are never written whole.
 //!
-//! Consecutive blocks on small maps whose units all keep the planes (stride-1 1×1 and depthwise
-//! convolutions) run as an op of their own with the batch innermost ([`super::batch_inner`]):
+//! Consecutive blocks on small maps whose units are all 1×1 and depthwise convolutions run as an
+//! op of their own with the batch innermost ([`super::batch_inner`]):
 //! there the batch-norm sums run in another order, so the same values up to rounding.
 
 use std::sync::Mutex;
@@ -64,11 +64,11 @@ pub fn chain_train(
         bail!("conv chain: a run without blocks")
     }
     let (mut y, mut stats) = (x.clone(), Vec::with_capacity(blocks.len()));
-    for (run, planes) in runs(x, blocks)? {
-        let out = match planes {
-            None => run_train(&y, run, None)?,
-            Some(p) => match run_train(&p.enter(&y)?, run, Some(p))? {
-                Some((inner, s)) => Some((p.leave(&inner)?, s)),
+    for run in runs(x, blocks)? {
+        let out = match run.inner {
+            None => run_train(&y, run.blocks, None)?,
+            Some((entry, exit)) => match run_train(&entry.enter(&y)?, run.blocks, Some(entry))? {
+                Some((inner, s)) => Some((exit.leave(&inner)?, s)),
                 None => None,
             },
         };
@@ -81,47 +81,58 @@ pub fn chain_train(
     Ok(Some((y, stats)))
 }
 
+/// Consecutive blocks that run as one op, with the planes of their input and output where they
+/// carry their maps with the batch innermost.
+struct Run<'b, 'a> {
+    blocks: &'b [ChainBlock<'a>],
+    inner: Option<(Planes, Planes)>,
+}
+
 /// `blocks` cut into runs of consecutive blocks that carry their maps with the batch innermost
 /// ([`Planes`]) or do not: a block does where its input's planes are small and every unit is a
-/// stride-1 1×1 or depthwise convolution with a kernel of ours, none of which changes them.
-fn runs<'b, 'a>(
-    x: &Tensor,
-    blocks: &'b [ChainBlock<'a>],
-) -> Result<Vec<(&'b [ChainBlock<'a>], Option<Planes>)>> {
+/// 1×1 or depthwise convolution with a kernel of ours.
+fn runs<'b, 'a>(x: &Tensor, blocks: &'b [ChainBlock<'a>]) -> Result<Vec<Run<'b, 'a>>> {
     let mut shape = x.shape().clone();
-    let mut starts: Vec<(usize, Option<Planes>)> = Vec::new();
+    let mut runs: Vec<(usize, Option<(Planes, Planes)>)> = Vec::new();
     for (i, block) in blocks.iter().enumerate() {
-        let planes = match Planes::of_small(&shape)? {
-            Some(p) if keeps_planes(x, block, &shape)? => Some(p),
+        let entry = match Planes::of_small(&shape)? {
+            Some(p) if runs_inner(x, block, &shape)? => Some(p),
             _ => None,
         };
-        if starts.last().map(|s| s.1) != Some(planes) {
-            starts.push((i, planes));
-        }
         for u in &block.units {
             shape = out_shape(&shape, u.weight.shape(), u.geo)?;
         }
+        let exit = entry.map(|_| Planes::of(&shape)).transpose()?;
+        match (runs.last_mut(), entry, exit) {
+            (Some((_, Some((_, last)))), Some(_), Some(exit)) => *last = exit,
+            (Some((_, None)), None, _) => {}
+            (_, entry, exit) => runs.push((i, entry.zip(exit))),
+        }
     }
-    let ends = starts.iter().skip(1).map(|s| s.0).chain([blocks.len()]);
-    Ok(starts
+    let ends = runs.iter().skip(1).map(|r| r.0).chain([blocks.len()]);
+    Ok(runs
         .iter()
         .zip(ends)
-        .map(|(&(start, planes), end)| (&blocks[start..end], planes))
+        .map(|(&(start, inner), end)| Run {
+            blocks: &blocks[start..end],
+            inner,
+        })
         .collect())
 }
 
 /// Whether every unit of `block`, on an input of shape `input`, runs on a kernel of ours that
-/// keeps the planes: a stride-1 1×1 or depthwise (odd kernel) convolution.
-fn keeps_planes(x: &Tensor, block: &ChainBlock, input: &Shape) -> Result<bool> {
+/// can take a map with the batch innermost: a stride-1 1×1 convolution or a depthwise one with
+/// an odd kernel.
+fn runs_inner(x: &Tensor, block: &ChainBlock, input: &Shape) -> Result<bool> {
     let mut shape = input.clone();
     for u in &block.units {
         let (w, g) = (u.weight.shape(), u.geo);
-        let keeps = match route_shapes(f32_cpu(x, u), &shape, w, (g.stride, g.padding, g.groups))? {
+        let inner = match route_shapes(f32_cpu(x, u), &shape, w, (g.stride, g.padding, g.groups))? {
             Route::Pointwise => true,
-            Route::Depthwise => g.stride == 1 && w.dims4()?.2 % 2 == 1,
+            Route::Depthwise => w.dims4()?.2 % 2 == 1,
             Route::Dense | Route::Generic => false,
         };
-        if !keeps {
+        if !inner {
             return Ok(false);
         }
         shape = out_shape(&shape, w, g)?;
@@ -143,11 +154,11 @@ fn run_train(
     blocks: &[ChainBlock],
     planes: Option<Planes>,
 ) -> Result<Option<(Tensor, Vec<Vec<BatchStats>>)>> {
-    let mut shape = x.shape().clone();
+    let (mut shape, mut planes) = (x.shape().clone(), planes);
     let mut joint = Joint::default();
     let mut ops = Vec::with_capacity(blocks.len());
     for block in blocks {
-        match BlockOp::new(x, block, (&mut shape, planes), &mut joint)? {
+        match BlockOp::new(x, block, (&mut shape, &mut planes), &mut joint)? {
             Some(op) => ops.push(op),
             None => return Ok(None),
         }
@@ -285,7 +296,7 @@ impl UnitOp {
         let (w, g) = (u.weight.shape(), u.geo);
         let route = route_shapes(f32_cpu(x, u), input, w, (g.stride, g.padding, g.groups))?;
         let conv: Box<dyn ConvOp> = match (planes, route) {
-            (Some(p), Route::Depthwise) => Box::new(InnerDepthwise::new(p, w)?),
+            (Some(p), Route::Depthwise) => Box::new(InnerDepthwise::new(p, w, g.stride)?),
             _ => match kernel_op(route, input, w, (g.stride, g.padding), Pass::Training)? {
                 Some(conv) => conv,
                 None => return Ok(None),
@@ -385,21 +396,21 @@ enum UnitIn<'a> {
 type Values = (Vec<f32>, Shape);
 
 impl BlockOp {
-    /// The op of `block` on an input of shape `shape`, which becomes its output's; its
-    /// parameters appended to `joint`. `None` where a convolution has no kernel of ours. A map
-    /// carried with the batch innermost (`planes`) is one image: its units read their inputs
-    /// whole.
+    /// The op of `block` on an input of shape `shape` (and `planes`, where it is carried with
+    /// the batch innermost), which become its output's; its parameters appended to `joint`.
+    /// `None` where a convolution has no kernel of ours. A map carried with the batch innermost
+    /// is one image: its units read their inputs whole.
     fn new(
         x: &Tensor,
         block: &ChainBlock,
-        (shape, planes): (&mut Shape, Option<Planes>),
+        (shape, planes): (&mut Shape, &mut Option<Planes>),
         joint: &mut Joint,
     ) -> Result<Option<Self>> {
         let input = shape.clone();
         let mut units = Vec::with_capacity(block.units.len());
         let mut first_can_read_images = false;
         for u in &block.units {
-            let Some(mut unit) = UnitOp::new(x, u, (shape, planes), joint)? else {
+            let Some(mut unit) = UnitOp::new(x, u, (shape, *planes), joint)? else {
                 return Ok(None);
             };
             let can_read = planes.is_none()
@@ -412,7 +423,13 @@ impl BlockOp {
             } else {
                 unit.reads_images = can_read;
             }
-            *shape = out_shape(shape, u.weight.shape(), u.geo)?;
+            *shape = match planes {
+                Some(p) => {
+                    *p = p.after(u.weight.shape(), u.geo.stride)?;
+                    p.inner_shape(unit.channels)
+                }
+                None => out_shape(shape, u.weight.shape(), u.geo)?,
+            };
             units.push(unit);
         }
         if units.is_empty() || (block.residual && *shape != input) {
@@ -876,10 +893,11 @@ mod tests {
         }
     }
 
-    /// Five blocks on a 4-channel input: a FusedIB-like one (dense 3×3 stride 2, then a 1×1
+    /// Six blocks on a 4-channel input: a FusedIB-like one (dense 3×3 stride 2, then a 1×1
     /// projection), a 3×3 and a 1×1 conv-norm-act one, an ExtraDW-like one without residual
-    /// (depthwise 3×3, then a 1×1 projection), then a UIB-like one with a layer scale and a
-    /// residual (depthwise 5×5, 1×1 expansion, depthwise 3×3, 1×1 projection).
+    /// (depthwise 3×3, then a 1×1 projection), a UIB-like one with a layer scale and a
+    /// residual (depthwise 5×5, 1×1 expansion, depthwise 3×3, 1×1 projection), then one that
+    /// halves the map (depthwise 3×3 stride 2, then a 1×1 projection).
     fn cases() -> Vec<(Vec<UnitCase>, bool, bool)> {
         vec![
             (
@@ -909,6 +927,14 @@ mod tests {
                 ],
                 true,
                 true,
+            ),
+            (
+                vec![
+                    ([6, 1, 3, 3], geo(2, 1, 6), Act::Relu),
+                    ([6, 6, 1, 1], geo(1, 0, 1), Act::Identity),
+                ],
+                false,
+                false,
             ),
         ]
     }
@@ -988,7 +1014,7 @@ mod tests {
     /// up to rounding there.
     #[test]
     fn matches_the_units_one_by_one() -> Result<()> {
-        for (seed, dims) in [(41, [3, 4, 12, 12]), (43, [2, 4, 24, 24])] {
+        for (seed, dims) in [(41, [3, 4, 12, 12]), (43, [2, 4, 32, 32])] {
             matches_one_by_one_on(seed, dims, false)?;
         }
         Ok(())
@@ -997,7 +1023,7 @@ mod tests {
     /// With the layer scale folded into the batch norm before it, the same up to rounding.
     #[test]
     fn folded_layer_scale_matches_the_units_one_by_one() -> Result<()> {
-        for (seed, dims) in [(46, [3, 4, 12, 12]), (47, [2, 4, 24, 24])] {
+        for (seed, dims) in [(46, [3, 4, 12, 12]), (47, [2, 4, 32, 32])] {
             matches_one_by_one_on(seed, dims, true)?;
         }
         Ok(())
@@ -1036,7 +1062,7 @@ mod tests {
                 chain_block(units, vars, scale.as_ref(), *residual)
             })
             .collect();
-        let inner = runs(&x, &args)?.iter().any(|(_, planes)| planes.is_some());
+        let inner = runs(&x, &args)?.iter().any(|run| run.inner.is_some());
         assert_eq!(inner, dims[2] == 12, "{dims:?}: batch innermost");
         let exact = !with_scales && !inner;
         let (together, stats) = chain_train(&x, &args)?.expect("kernels for every unit");
@@ -1107,7 +1133,8 @@ mod tests {
             let x = uniform(&dims, &mut rng)?;
             let block = chain_block(units, &vars, None, false);
             let (mut shape, mut joint) = (x.shape().clone(), Joint::default());
-            let op = BlockOp::new(&x, &block, (&mut shape, None), &mut joint)?.expect("kernels");
+            let op =
+                BlockOp::new(&x, &block, (&mut shape, &mut None), &mut joint)?.expect("kernels");
             let got: Vec<bool> = op.units.iter().map(|u| u.reads_images).collect();
             assert_eq!(got, reads, "block {case} on {dims:?}");
         }
@@ -1117,14 +1144,15 @@ mod tests {
     /// A block's first unit reads the block before's output image by image where that block
     /// ends on its batch norm, this one adds no residual, and the kernel can read so: on the
     /// larger input, the dense and the 1×1 blocks after the FusedIB-like one and the
-    /// depthwise-led block after them, not the residual block; on the smaller one, none.
+    /// depthwise-led block after them, not the residual block nor the one that halves the map
+    /// on 6-wide outputs (the batch goes innermost there); on the smaller one, none.
     #[test]
     fn blocks_read_the_block_before_where_they_can() -> Result<()> {
         let mut rng = StdRng::seed_from_u64(45);
         let blocks = cases();
         for (dims, expected) in [
-            ([2, 4, 24, 24], [false, true, true, true, false]),
-            ([2, 4, 12, 12], [false; 5]),
+            ([2, 4, 24, 24], [false, true, true, true, false, false]),
+            ([2, 4, 12, 12], [false; 6]),
         ] {
             let vars = blocks
                 .iter()
@@ -1136,14 +1164,15 @@ mod tests {
             for ((units, _, residual), vars) in blocks.iter().zip(&vars) {
                 let block = chain_block(units, vars, None, *residual);
                 ops.push(
-                    BlockOp::new(&x, &block, (&mut shape, None), &mut joint)?.expect("kernels"),
+                    BlockOp::new(&x, &block, (&mut shape, &mut None), &mut joint)?
+                        .expect("kernels"),
                 );
             }
             link_blocks(&mut ops);
             let got: Vec<bool> = ops.iter().map(|b| b.units[0].reads_images).collect();
             assert_eq!(got, expected, "{dims:?}");
             let lazy: Vec<bool> = ops.iter().map(|b| b.output_lazy).collect();
-            assert_eq!(lazy[..4], expected[1..], "{dims:?}");
+            assert_eq!(lazy[..5], expected[1..], "{dims:?}");
         }
         Ok(())
     }

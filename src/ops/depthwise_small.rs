@@ -74,7 +74,8 @@ impl TapTable {
         self.by_input.len() - 1
     }
 
-    fn out_pixels(&self) -> usize {
+    /// Pixels of the output plane.
+    pub(crate) fn out_pixels(&self) -> usize {
         self.start.len() - 1
     }
 
