@@ -13,7 +13,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::channel_major::transpose;
-use super::conv_op::{whole_grads, ConvOp};
+use super::conv_op::{whole_grads, ConvOp, ImageDone, ReadsImages};
 use super::cpu::{f32_slice, read_f32};
 use super::depthwise_small::{backward_inner, forward_inner, TapTable};
 use super::images::Batch;
@@ -159,6 +159,46 @@ impl InnerDepthwise {
     }
 }
 
+impl InnerDepthwise {
+    /// The forward on `x` (of shape `x_shape`) with the weight `(ws, wl)`.
+    fn forward(
+        &self,
+        (x, x_shape): (Batch, &Shape),
+        (ws, wl): (&CpuStorage, &Layout),
+    ) -> Result<(CpuStorage, Shape)> {
+        let c = self.channels(x_shape, wl.shape())?;
+        let w = f32_slice(ws, wl, "depthwise (batch innermost)")?;
+        if !x.holds(1, c * self.table.in_pixels() * self.batch) {
+            bail!("depthwise (batch innermost): an input that is not {x_shape:?}")
+        }
+        let y = forward_inner(&self.table, (self.batch, c), x, w);
+        let shape = Shape::from((1, c, self.table.out_pixels(), self.batch));
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    /// `(dx, dw)` for the input `x` (of shape `x_shape`), the weight `w` and the output
+    /// gradient `dy`.
+    fn backward(
+        &self,
+        (x, x_shape): (Batch, &Shape),
+        w: &Tensor,
+        dy: Batch,
+    ) -> Result<(Tensor, Tensor)> {
+        let c = self.channels(x_shape, w.shape())?;
+        let (p, q, b) = (self.table.in_pixels(), self.table.out_pixels(), self.batch);
+        if !x.holds(1, c * p * b) || !dy.holds(1, c * q * b) {
+            bail!("depthwise (batch innermost): an input or output gradient that is not {x_shape:?}'s")
+        }
+        let (dx, dw) = read_f32(&w.contiguous()?, |wv| {
+            backward_inner(&self.table, (b, c), x, wv, dy)
+        })?;
+        Ok((
+            Tensor::from_vec(dx, x_shape, w.device())?,
+            Tensor::from_vec(dw, w.shape(), w.device())?,
+        ))
+    }
+}
+
 impl CustomOp2 for InnerDepthwise {
     fn name(&self) -> &'static str {
         "depthwise-batch-innermost"
@@ -171,14 +211,8 @@ impl CustomOp2 for InnerDepthwise {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let c = self.channels(xl.shape(), wl.shape())?;
-        let (x, w) = (
-            f32_slice(xs, xl, self.name())?,
-            f32_slice(ws, wl, self.name())?,
-        );
-        let y = forward_inner(&self.table, (self.batch, c), x, w);
-        let shape = Shape::from((1, c, self.table.out_pixels(), self.batch));
-        Ok((CpuStorage::F32(y), shape))
+        let x = f32_slice(xs, xl, self.name())?;
+        self.forward((Batch::Whole(x), xl.shape()), (ws, wl))
     }
 
     fn bwd(
@@ -200,24 +234,35 @@ impl ConvOp for InnerDepthwise {
         dy: Batch,
         _want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let c = self.channels(x.shape(), w.shape())?;
         let (dx, dw) = read_f32(&x.contiguous()?, |xv| {
-            read_f32(&w.contiguous()?, |wv| {
-                let mut owned = Vec::new();
-                let dyv = dy.whole(&mut owned);
-                if dyv.len() != c * self.table.out_pixels() * self.batch {
-                    bail!(
-                        "depthwise (batch innermost): {} output gradients for {c} channels",
-                        dyv.len()
-                    )
-                }
-                Ok(backward_inner(&self.table, (self.batch, c), xv, wv, dyv))
-            })
-        })???;
-        Ok((
-            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
-            Some(Tensor::from_vec(dw, w.shape(), w.device())?),
-        ))
+            self.backward((Batch::Whole(xv), x.shape()), w, dy)
+        })??;
+        Ok((Some(dx), Some(dw)))
+    }
+
+    fn image_reader(&self) -> Option<&dyn ReadsImages> {
+        Some(self)
+    }
+}
+
+/// The map is one image whose channel rows the kernel reads as their turn comes: the batch norm
+/// before it need not write its output whole.
+impl ReadsImages for InnerDepthwise {
+    fn reads_images(&self, _x: &Shape, _w: &Shape) -> bool {
+        true
+    }
+
+    fn forward_images(
+        &self,
+        x: (Batch, &Shape),
+        w: (&CpuStorage, &Layout),
+        _done: ImageDone,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.forward(x, w)
+    }
+
+    fn grads_images(&self, x: (Batch, &Shape), w: &Tensor, dy: Batch) -> Result<(Tensor, Tensor)> {
+        self.backward(x, w, dy)
     }
 }
 

@@ -398,8 +398,7 @@ type Values = (Vec<f32>, Shape);
 impl BlockOp {
     /// The op of `block` on an input of shape `shape` (and `planes`, where it is carried with
     /// the batch innermost), which become its output's; its parameters appended to `joint`.
-    /// `None` where a convolution has no kernel of ours. A map carried with the batch innermost
-    /// is one image: its units read their inputs whole.
+    /// `None` where a convolution has no kernel of ours.
     fn new(
         x: &Tensor,
         block: &ChainBlock,
@@ -413,7 +412,9 @@ impl BlockOp {
             let Some(mut unit) = UnitOp::new(x, u, (shape, *planes), joint)? else {
                 return Ok(None);
             };
-            let can_read = planes.is_none()
+            // With the batch innermost the map is one image: a depthwise (grouped) kernel
+            // reads it channel row by channel row, a 1×1 product reads it whole.
+            let can_read = (planes.is_none() || u.geo.groups > 1)
                 && unit
                     .conv
                     .image_reader()

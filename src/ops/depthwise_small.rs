@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::channel_major::transpose;
 use super::depthwise_plane::TapLanes;
+use super::images::Batch;
 use super::simd::multiversion;
 use super::uninit::written;
 
@@ -213,30 +214,28 @@ pub(crate) fn forward(
     w: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let xt = transpose(x, b, c * t.in_pixels());
-    let yt = forward_inner(t, (b, c), &xt, w);
+    let yt = forward_inner(t, (b, c), Batch::Whole(&xt), w);
     (transpose(&yt, c * t.out_pixels(), b), xt)
 }
 
 /// `y [C, Q, B]` of `x [C, P, B]` and weights `w [C, k · k]`: [`forward`] on operands whose
-/// batch is already innermost.
-pub(crate) fn forward_inner(
-    t: &TapTable,
-    (b, c): (usize, usize),
-    xt: &[f32],
-    w: &[f32],
-) -> Vec<f32> {
+/// batch is already innermost. Channel `ch` of `x` is row `ch` of its batch (of `P · B` values),
+/// read as the channel's turn comes.
+pub(crate) fn forward_inner(t: &TapTable, (b, c): (usize, usize), x: Batch, w: &[f32]) -> Vec<f32> {
     let (p, q) = (t.in_pixels(), t.out_pixels());
-    assert_eq!(xt.len(), c * p * b, "depthwise (small): input size");
+    assert!(x.holds(1, c * p * b), "depthwise (small): input size");
     // SAFETY: `forward_channel` writes each of a channel's `q` output pixels' `b` slots.
     unsafe {
         written(c * q * b, |yt| {
             if b == 0 {
                 return;
             }
-            yt.par_chunks_mut(q * b).enumerate().for_each(|(ch, yc)| {
-                let xc = &xt[ch * p * b..(ch + 1) * p * b];
-                forward_channel(t, b, xc, &w[ch * t.kk..(ch + 1) * t.kk], yc)
-            })
+            yt.par_chunks_mut(q * b)
+                .enumerate()
+                .for_each_init(Vec::new, |scratch, (ch, yc)| {
+                    let xc = x.row(ch, p * b, scratch);
+                    forward_channel(t, b, xc, &w[ch * t.kk..(ch + 1) * t.kk], yc)
+                })
         })
     }
 }
@@ -256,26 +255,23 @@ pub(crate) fn backward(
         _ => transpose(x, b, c * p),
     };
     let dyt = transpose(dy, b, c * q);
-    let (dxt, dw) = backward_inner(t, (b, c), &xt, w, &dyt);
+    let (dxt, dw) = backward_inner(t, (b, c), Batch::Whole(&xt), w, Batch::Whole(&dyt));
     (transpose(&dxt, c * p, b), dw)
 }
 
 /// `(dx [C, P, B], dw [C, k · k])` from `x [C, P, B]`, `w` and `dy [C, Q, B]`: [`backward`] on
-/// operands whose batch is already innermost.
+/// operands whose batch is already innermost, their channels read as rows, as in
+/// [`forward_inner`].
 pub(crate) fn backward_inner(
     t: &TapTable,
     (b, c): (usize, usize),
-    xt: &[f32],
+    x: Batch,
     w: &[f32],
-    dyt: &[f32],
+    dy: Batch,
 ) -> (Vec<f32>, Vec<f32>) {
     let (p, q, kk) = (t.in_pixels(), t.out_pixels(), t.kk);
-    assert_eq!(xt.len(), c * p * b, "depthwise (small): input size");
-    assert_eq!(
-        dyt.len(),
-        c * q * b,
-        "depthwise (small): output gradient size"
-    );
+    assert!(x.holds(1, c * p * b), "depthwise (small): input size");
+    assert!(dy.holds(1, c * q * b), "depthwise (small): output gradient size");
     let mut dw = vec![0f32; c * kk];
     // SAFETY: `backward_channel` writes each of a channel's `p` input pixels' `b` slots.
     let dxt = unsafe {
@@ -287,10 +283,10 @@ pub(crate) fn backward_inner(
                 .zip(dw.par_chunks_mut(kk))
                 .enumerate()
                 .for_each_init(
-                    || TapLanes::new(kk),
-                    |acc, (ch, (dxc, dwc))| {
-                        let xc = &xt[ch * p * b..(ch + 1) * p * b];
-                        let dyc = &dyt[ch * q * b..(ch + 1) * q * b];
+                    || (TapLanes::new(kk), Vec::new(), Vec::new()),
+                    |(acc, x_scratch, dy_scratch), (ch, (dxc, dwc))| {
+                        let xc = x.row(ch, p * b, x_scratch);
+                        let dyc = dy.row(ch, q * b, dy_scratch);
                         acc.clear();
                         backward_channel(t, b, (xc, dyc, &w[ch * kk..(ch + 1) * kk]), dxc, acc);
                         for (d, a) in dwc.iter_mut().zip(acc.totals()) {
