@@ -271,7 +271,10 @@ pub(crate) fn backward_inner(
 ) -> (Vec<f32>, Vec<f32>) {
     let (p, q, kk) = (t.in_pixels(), t.out_pixels(), t.kk);
     assert!(x.holds(1, c * p * b), "depthwise (small): input size");
-    assert!(dy.holds(1, c * q * b), "depthwise (small): output gradient size");
+    assert!(
+        dy.holds(1, c * q * b),
+        "depthwise (small): output gradient size"
+    );
     let mut dw = vec![0f32; c * kk];
     // SAFETY: `backward_channel` writes each of a channel's `p` input pixels' `b` slots.
     let dxt = unsafe {
