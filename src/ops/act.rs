@@ -408,11 +408,12 @@ multiversion! {
 multiversion! {
     /// `(Σ dz, Σ dz · (x − center))` over one channel row, where `dz = dy · act'(x · scale +
     /// shift)` and `coef = [scale, shift, center]`. `dz` is computed a block at a time into a
-    /// buffer on the stack, then summed in eight f32 lanes: two simple loops vectorize where
-    /// one fused loop does not. Returned in f64.
+    /// buffer on the stack, then summed in 32 f32 lanes: two simple loops vectorize where one
+    /// fused loop does not, and 32 lanes are independent chains of adds where eight made each
+    /// add wait for the one before it. Returned in f64.
     fn grad_sums_row(act: Act, x: &[f32], dy: &[f32], coef: [f32; 3]) -> (f64, f64) {
-        const L: usize = 8;
-        const BLOCK: usize = 16 * L;
+        const L: usize = 32;
+        const BLOCK: usize = 4 * L;
         let [scale, shift, center] = coef;
         let (mut s, mut sx) = ([0f32; L], [0f32; L]);
         let mut dz = [0f32; BLOCK];
