@@ -92,6 +92,7 @@ impl Planes {
 }
 
 /// The transpose of a `rows × cols` matrix, given the shape `out`; its backward transposes back.
+#[derive(Debug)]
 struct Transposed {
     rows: usize,
     cols: usize,
@@ -115,12 +116,6 @@ impl CustomOp1 for Transposed {
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let dx = read_f32(&dy.contiguous()?, |dy| transpose(dy, self.cols, self.rows))?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
-    }
-}
-
-impl std::fmt::Debug for Transposed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} × {} -> {:?}", self.rows, self.cols, self.out)
     }
 }
 

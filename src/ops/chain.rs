@@ -64,15 +64,8 @@ pub fn chain_train(
         bail!("conv chain: a run without blocks")
     }
     let (mut y, mut stats) = (x.clone(), Vec::with_capacity(blocks.len()));
-    for run in runs(x, blocks)? {
-        let out = match run.inner {
-            None => run_train(&y, run.blocks, None)?,
-            Some((entry, exit)) => match run_train(&entry.enter(&y)?, run.blocks, Some(entry))? {
-                Some((inner, s)) => Some((exit.leave(&inner)?, s)),
-                None => None,
-            },
-        };
-        let Some((out, s)) = out else {
+    for (run, planes) in runs(x, blocks)? {
+        let Some((out, s)) = run_train(&y, run, planes)? else {
             return Ok(None);
         };
         y = out;
@@ -81,42 +74,32 @@ pub fn chain_train(
     Ok(Some((y, stats)))
 }
 
-/// Consecutive blocks that run as one op, with the planes of their input and output where they
-/// carry their maps with the batch innermost.
-struct Run<'b, 'a> {
-    blocks: &'b [ChainBlock<'a>],
-    inner: Option<(Planes, Planes)>,
-}
-
 /// `blocks` cut into runs of consecutive blocks that carry their maps with the batch innermost
-/// ([`Planes`]) or do not: a block does where its input's planes are small and every unit is a
-/// 1×1 or depthwise convolution with a kernel of ours.
-fn runs<'b, 'a>(x: &Tensor, blocks: &'b [ChainBlock<'a>]) -> Result<Vec<Run<'b, 'a>>> {
+/// (from the [`Planes`] of the run's input) or do not: a block does where its input's planes
+/// are small and every unit is a 1×1 or depthwise convolution with a kernel of ours.
+fn runs<'b, 'a>(
+    x: &Tensor,
+    blocks: &'b [ChainBlock<'a>],
+) -> Result<Vec<(&'b [ChainBlock<'a>], Option<Planes>)>> {
     let mut shape = x.shape().clone();
-    let mut runs: Vec<(usize, Option<(Planes, Planes)>)> = Vec::new();
+    let mut starts: Vec<(usize, Option<Planes>)> = Vec::new();
     for (i, block) in blocks.iter().enumerate() {
-        let entry = match Planes::of_small(&shape)? {
+        let planes = match Planes::of_small(&shape)? {
             Some(p) if runs_inner(x, block, &shape)? => Some(p),
             _ => None,
         };
+        if starts.last().map(|s| s.1.is_some()) != Some(planes.is_some()) {
+            starts.push((i, planes));
+        }
         for u in &block.units {
             shape = out_shape(&shape, u.weight.shape(), u.geo)?;
         }
-        let exit = entry.map(|_| Planes::of(&shape)).transpose()?;
-        match (runs.last_mut(), entry, exit) {
-            (Some((_, Some((_, last)))), Some(_), Some(exit)) => *last = exit,
-            (Some((_, None)), None, _) => {}
-            (_, entry, exit) => runs.push((i, entry.zip(exit))),
-        }
     }
-    let ends = runs.iter().skip(1).map(|r| r.0).chain([blocks.len()]);
-    Ok(runs
+    let ends = starts.iter().skip(1).map(|s| s.0).chain([blocks.len()]);
+    Ok(starts
         .iter()
         .zip(ends)
-        .map(|(&(start, inner), end)| Run {
-            blocks: &blocks[start..end],
-            inner,
-        })
+        .map(|(&(start, planes), end)| (&blocks[start..end], planes))
         .collect())
 }
 
@@ -147,18 +130,22 @@ fn f32_cpu(x: &Tensor, u: &ChainUnit) -> bool {
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
-/// The run `blocks` on `x` as one op, its maps carried with the batch innermost on `planes`
-/// where given.
+/// The run `blocks` on `x` as one op; with `planes`, the maps carried with the batch innermost
+/// from `x`'s planes on, entered before the op and left after it.
 fn run_train(
     x: &Tensor,
     blocks: &[ChainBlock],
     planes: Option<Planes>,
 ) -> Result<Option<(Tensor, Vec<Vec<BatchStats>>)>> {
+    let x = match planes {
+        Some(p) => p.enter(x)?,
+        None => x.clone(),
+    };
     let (mut shape, mut planes) = (x.shape().clone(), planes);
     let mut joint = Joint::default();
     let mut ops = Vec::with_capacity(blocks.len());
     for block in blocks {
-        match BlockOp::new(x, block, (&mut shape, &mut planes), &mut joint)? {
+        match BlockOp::new(&x, block, (&mut shape, &mut planes), &mut joint)? {
             Some(op) => ops.push(op),
             None => return Ok(None),
         }
@@ -173,7 +160,10 @@ fn run_train(
         saved: Mutex::new(None),
     };
     let params = Tensor::cat(&joint.pieces, 0)?;
-    let y = x.contiguous()?.apply_op2(&params, op)?;
+    let mut y = x.contiguous()?.apply_op2(&params, op)?;
+    if let Some(p) = planes {
+        y = p.leave(&y)?;
+    }
     let stats = cells
         .iter()
         .map(|b| b.iter().map(StatsCell::get).collect::<Result<_>>())
@@ -1063,7 +1053,7 @@ mod tests {
                 chain_block(units, vars, scale.as_ref(), *residual)
             })
             .collect();
-        let inner = runs(&x, &args)?.iter().any(|run| run.inner.is_some());
+        let inner = runs(&x, &args)?.iter().any(|(_, planes)| planes.is_some());
         assert_eq!(inner, dims[2] == 12, "{dims:?}: batch innermost");
         let exact = !with_scales && !inner;
         let (together, stats) = chain_train(&x, &args)?.expect("kernels for every unit");
